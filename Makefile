@@ -1,0 +1,62 @@
+# swallow: set-up, demo, tests, benchmarks. `make demo` and `make test` are the README's two commands.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config libhdf5-openmpi-dev python3
+BIN := target/release/swallow
+SAMPLE_PREFIX := out/sample/sample_text_document
+# mpirun refuses to run as root unless told; CI and these machines run as root.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export HDF5_DIR := /usr/lib/x86_64-linux-gnu/hdf5/openmpi
+
+.PHONY: help setup build demo test sample-data fixtures bench clean
+
+help:
+	@echo "make demo   - install what is missing, prepare the sample corpus, train the tiny model (CPU, mpirun)"
+	@echo "make test   - install what is missing, run the test suite"
+	@echo "make bench  - swallow bench cpu and the PyTorch peer, side by side (needs torch + transformers)"
+	@echo "make sample-data - rebuild data/sample/tokenizer.json from the sample corpus"
+	@echo "make fixtures    - regenerate the transformers fixtures (needs torch + transformers)"
+
+# Idempotent: installs only the Debian packages that are missing.
+setup:
+	@command -v cargo >/dev/null || { echo "error: no Rust toolchain (cargo) found; install it with rustup first" >&2; exit 1; }
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: setup
+	cargo build --release
+
+$(SAMPLE_PREFIX).idx: build data/sample/ja.jsonl data/sample/en.jsonl data/sample/tokenizer.json
+	@mkdir -p out/sample
+	$(BIN) prep --tokenizer data/sample/tokenizer.json --input data/sample/ja.jsonl data/sample/en.jsonl \
+		--output $(SAMPLE_PREFIX) --append-eod
+
+demo: build $(SAMPLE_PREFIX).idx
+	$(BIN) data inspect $(SAMPLE_PREFIX) --vocab-size 4096
+	@rm -f out/demo/metrics.jsonl
+	mpirun -np 1 $(BIN) train --config tiny --data $(SAMPLE_PREFIX) --metrics out/demo/metrics.jsonl
+	@echo "metrics: out/demo/metrics.jsonl ($$(wc -l < out/demo/metrics.jsonl) steps)"
+
+test: setup
+	cargo test --release
+
+sample-data:
+	cargo run --release --example build_tokenizer
+
+fixtures:
+	python3 tests/fixtures/make_fixtures.py
+
+bench: build
+	@mkdir -p out
+	$(BIN) bench cpu | tee out/bench-swallow.txt
+	python3 scripts/bench_pytorch.py | tee out/bench-pytorch.txt
+
+clean:
+	cargo clean
+	rm -rf out

@@ -1,0 +1,155 @@
+//! The compute backend trait: every numerical op the model needs, forward and backward.
+//!
+//! The model (src/model/) talks only to this trait, so the CPU reference backend (f32 for
+//! training, f64 for finite-difference tests) and the CUDA backend (bf16 storage, fp32 master
+//! weights) are implementations, not branches in the model. Buffers are opaque and owned by the
+//! backend; shapes are passed explicitly. Layout conventions (all row-major):
+//! - activations `[B*T, C]` (token-major), attention heads `[B, T, H, D]` i.e. `[B*T, H*D]`;
+//! - linear weights as Hugging Face stores them, `[out_features, in_features]`;
+//! - "accumulate" ops add into their output (weight gradients over micro-batches, residual grads).
+
+pub mod cpu;
+
+/// Shape of one attention call (GQA when `kv_heads < heads`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// AdamW hyper-parameters for one update of one tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step count used for bias correction.
+    pub step: u64,
+}
+
+pub trait Backend: Send + Sync {
+    /// A buffer of real numbers (f32/f64 on CPU, bf16 or f32 on GPU).
+    type Buf: Send + Sync;
+    /// A buffer of token ids.
+    type Ids: Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    // ---- memory -------------------------------------------------------------------------
+    /// A zero-filled buffer of `len` elements.
+    fn zeros(&self, len: usize) -> Self::Buf;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    fn upload(&self, host: &[f32], dst: &mut Self::Buf);
+    fn download(&self, src: &Self::Buf) -> Vec<f32>;
+    fn upload_ids(&self, host: &[u32], dst: &mut Self::Ids);
+    fn zeros_ids(&self, len: usize) -> Self::Ids;
+    fn fill_zero(&self, buf: &mut Self::Buf);
+    /// `dst[..] = src[..]`
+    fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// `dst += src`
+    fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// `buf *= s`
+    fn scale(&self, buf: &mut Self::Buf, s: f32);
+    /// Sum of squares, accumulated in f64.
+    fn sum_squares(&self, buf: &Self::Buf) -> f64;
+    /// Sum of the elements, accumulated in f64 in a fixed order (loss totals).
+    fn sum(&self, buf: &Self::Buf) -> f64;
+
+    // ---- GEMM ---------------------------------------------------------------------------
+    /// `c[m,n] = alpha * op(a) * op(b) + beta * c`, where `op(a)` is `[m,k]` (stored `[k,m]` when
+    /// `trans_a`) and `op(b)` is `[k,n]` (stored `[n,k]` when `trans_b`).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        c: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        m: usize,
+        k: usize,
+        n: usize,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+        beta: f32,
+    );
+
+    // ---- embedding ----------------------------------------------------------------------
+    /// `out[i, :] = table[ids[i], :]`; `table` is `[vocab, dim]`, `out` is `[n, dim]`.
+    fn embedding_fwd(&self, out: &mut Self::Buf, table: &Self::Buf, ids: &Self::Ids, dim: usize);
+    /// `dtable[ids[i], :] += dout[i, :]`, deterministic (same order every time).
+    fn embedding_bwd(&self, dtable: &mut Self::Buf, dout: &Self::Buf, ids: &Self::Ids, dim: usize);
+
+    // ---- RMSNorm ------------------------------------------------------------------------
+    /// Row-wise over `[rows, dim]`: `rstd = 1/sqrt(mean(x^2) + eps)`, `out = x * rstd * w`.
+    fn rmsnorm_fwd(&self, out: &mut Self::Buf, rstd: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, dim: usize, eps: f32);
+    /// Accumulates: `dx += d/dx`, `dw += d/dw`.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_bwd(
+        &self,
+        dx: &mut Self::Buf,
+        dw: &mut Self::Buf,
+        dout: &Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        rstd: &Self::Buf,
+        dim: usize,
+    );
+
+    // ---- RoPE (rotate-half convention of HF Llama) -----------------------------------------
+    /// In place on `x` of shape `[B, T, H, D]`; `cos`/`sin` are `[T, D/2]` tables
+    /// (`x1' = x1 cos - x2 sin`, `x2' = x2 cos + x1 sin` with `x1 = x[..D/2]`, `x2 = x[D/2..]`).
+    fn rope_fwd(&self, x: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
+    /// In place on the gradient (the transpose rotation).
+    fn rope_bwd(&self, dx: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
+
+    // ---- attention ----------------------------------------------------------------------
+    /// Causal softmax attention with scale `1/sqrt(D)`. `q` `[B,T,H,D]`, `k`/`v` `[B,T,Hkv,D]`,
+    /// `out` `[B,T,H,D]`, `lse` `[B,H,T]` (log-sum-exp of the scaled scores, saved for backward).
+    /// Never materialises more than a tile of the `T x T` scores per head.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd(&self, out: &mut Self::Buf, lse: &mut Self::Buf, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, s: AttnShape);
+    /// Overwrites `dq`, `dk`, `dv` (recomputing the probabilities tile by tile from `lse`).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
+        dout: &Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        s: AttnShape,
+    );
+
+    // ---- SwiGLU -------------------------------------------------------------------------
+    /// `out = silu(gate) * up`, elementwise.
+    fn swiglu_fwd(&self, out: &mut Self::Buf, gate: &Self::Buf, up: &Self::Buf);
+    /// Overwrites `dgate`, `dup`.
+    fn swiglu_bwd(&self, dgate: &mut Self::Buf, dup: &mut Self::Buf, dout: &Self::Buf, gate: &Self::Buf, up: &Self::Buf);
+
+    // ---- loss ---------------------------------------------------------------------------
+    /// Fused softmax cross-entropy over `logits` `[rows, vocab]` (only the first `valid_vocab`
+    /// columns are real; padding columns get probability 0 and gradient 0). Writes the per-row
+    /// loss into `losses` `[rows]` and overwrites `logits` with `grad_scale * dloss/dlogits`.
+    fn cross_entropy_fwd_bwd(
+        &self,
+        logits: &mut Self::Buf,
+        losses: &mut Self::Buf,
+        targets: &Self::Ids,
+        vocab: usize,
+        valid_vocab: usize,
+        grad_scale: f32,
+    );
+
+    // ---- optimizer ----------------------------------------------------------------------
+    /// One AdamW update of `param` (decoupled weight decay `lr * wd * param`), moments `m`, `v`.
+    fn adamw(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamWStep);
+}

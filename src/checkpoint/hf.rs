@@ -1,0 +1,134 @@
+//! Reading Hugging Face Llama directories: `config.json` mapped onto our ModelConfig, and the
+//! weights from `model.safetensors` or the shards listed in `model.safetensors.index.json`, each
+//! tensor found by its HF name in the parameter table and converted (f32/f16/bf16/f64) to f32.
+
+use crate::config::{ModelConfig, RopeScaling};
+use crate::model::params::ParamTable;
+use anyhow::{bail, Context, Result};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Reads `DIR/config.json` of a LlamaForCausalLM.
+pub fn read_config(dir: &Path) -> Result<ModelConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let j: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let int = |k: &str| -> Result<usize> {
+        j.get(k).and_then(Value::as_u64).map(|v| v as usize).with_context(|| format!("{}: missing integer {k:?}", path.display()))
+    };
+    let float_or = |k: &str, d: f64| j.get(k).and_then(Value::as_f64).unwrap_or(d);
+    if let Some(mt) = j.get("model_type").and_then(Value::as_str) {
+        if mt != "llama" {
+            bail!("{}: model_type {mt:?}, expected \"llama\"", path.display());
+        }
+    }
+    for flag in ["attention_bias", "mlp_bias"] {
+        if j.get(flag).and_then(Value::as_bool) == Some(true) {
+            bail!("{}: {flag} = true is not supported (Llama has no biases)", path.display());
+        }
+    }
+    if let Some(act) = j.get("hidden_act").and_then(Value::as_str) {
+        if act != "silu" {
+            bail!("{}: hidden_act {act:?}, expected \"silu\"", path.display());
+        }
+    }
+    let hidden = int("hidden_size")?;
+    let heads = int("num_attention_heads")?;
+    if let Some(hd) = j.get("head_dim").and_then(Value::as_u64) {
+        if hd as usize * heads != hidden {
+            bail!("{}: head_dim {hd} x {heads} heads != hidden_size {hidden} (not supported)", path.display());
+        }
+    }
+    let rope_scaling = match j.get("rope_scaling") {
+        None | Some(Value::Null) => None,
+        Some(rs) => {
+            let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("");
+            if kind != "llama3" {
+                bail!("{}: rope_scaling type {kind:?} is not supported (only \"llama3\")", path.display());
+            }
+            let f = |k: &str| rs.get(k).and_then(Value::as_f64).with_context(|| format!("{}: rope_scaling.{k} missing", path.display()));
+            Some(RopeScaling {
+                factor: f("factor")?,
+                low_freq_factor: f("low_freq_factor")?,
+                high_freq_factor: f("high_freq_factor")?,
+                original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
+            })
+        }
+    };
+    Ok(ModelConfig {
+        hidden_size: hidden,
+        num_layers: int("num_hidden_layers")?,
+        num_heads: heads,
+        num_kv_heads: j.get("num_key_value_heads").and_then(Value::as_u64).map(|v| v as usize).unwrap_or(heads),
+        ffn_hidden_size: int("intermediate_size")?,
+        vocab_size: int("vocab_size")?,
+        max_position_embeddings: int("max_position_embeddings")?,
+        rope_theta: float_or("rope_theta", 10000.0),
+        rope_scaling,
+        norm_eps: float_or("rms_norm_eps", 1e-6),
+        tie_embeddings: j.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+        init_std: float_or("initializer_range", 0.02),
+    })
+}
+
+/// The safetensors files of a directory: the shards of the index, or model.safetensors.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+        let j: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let map = j.get("weight_map").and_then(Value::as_object).with_context(|| format!("{}: no weight_map", index.display()))?;
+        let files: std::collections::BTreeSet<&str> = map.values().filter_map(Value::as_str).collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display())
+}
+
+fn to_f32(dtype: Dtype, bytes: &[u8], what: &str) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => bail!("{what}: dtype {other:?} is not a floating-point weight type"),
+    })
+}
+
+/// Reads every tensor of the table from the directory, by HF name, as f32 (table order).
+pub fn read_weights(dir: &Path, table: &ParamTable) -> Result<Vec<Vec<f32>>> {
+    let mut found: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+    for file in weight_files(dir)? {
+        let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+        // SAFETY: read-only mapping of a file we do not modify while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", file.display()))?;
+        let st = SafeTensors::deserialize(&map).with_context(|| format!("{} is not a valid safetensors file", file.display()))?;
+        for (name, view) in st.tensors() {
+            let Some(id) = table.index_of(&name) else {
+                if name == "lm_head.weight" && table.lm_head == table.embed {
+                    continue; // tied: some writers store the shared matrix twice
+                }
+                if name.ends_with("rotary_emb.inv_freq") {
+                    continue;
+                }
+                bail!("{}: unexpected tensor {name:?} for this Llama configuration", file.display());
+            };
+            let spec = &table.specs[id];
+            if view.shape() != spec.shape.as_slice() {
+                bail!("{}: tensor {name} has shape {:?}, expected {:?}", file.display(), view.shape(), spec.shape);
+            }
+            found.insert(id, to_f32(view.dtype(), view.data(), &format!("{}: {name}", file.display()))?);
+        }
+    }
+    table
+        .specs
+        .iter()
+        .enumerate()
+        .map(|(id, spec)| found.remove(&id).with_context(|| format!("{}: tensor {} is missing", dir.display(), spec.name)))
+        .collect()
+}

@@ -1,0 +1,379 @@
+//! Model, training and parallel configuration: TOML presets (data/configs/NAME.toml, embedded in
+//! the binary so `--config NAME` works from any directory), `key=value` overrides, validation.
+//!
+//! Every field can be overridden from the command line with `--set section.key=value`; dedicated
+//! flags (`--steps`, `--tp`, ...) are spelled as such overrides. Unknown keys and impossible values
+//! are rejected with a message naming them.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Llama 3 style frequency-dependent RoPE scaling (`rope_type = "llama3"` in HF configs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub ffn_hidden_size: usize,
+    pub vocab_size: usize,
+    #[serde(default = "defaults::max_position_embeddings")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "defaults::rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default = "defaults::norm_eps")]
+    pub norm_eps: f64,
+    #[serde(default)]
+    pub tie_embeddings: bool,
+    /// Standard deviation of the normal init of every matrix (norm weights start at 1).
+    #[serde(default = "defaults::init_std")]
+    pub init_std: f64,
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "defaults::seq_len")]
+    pub seq_len: usize,
+    #[serde(default = "defaults::micro_batch")]
+    pub micro_batch: usize,
+    #[serde(default = "defaults::global_batch")]
+    pub global_batch: usize,
+    #[serde(default = "defaults::steps")]
+    pub steps: u64,
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    #[serde(default = "defaults::min_lr")]
+    pub min_lr: f64,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Steps over which the cosine decays to `min_lr` (default: `steps`).
+    #[serde(default)]
+    pub decay_steps: Option<u64>,
+    #[serde(default = "defaults::weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "defaults::beta1")]
+    pub beta1: f64,
+    #[serde(default = "defaults::beta2")]
+    pub beta2: f64,
+    #[serde(default = "defaults::adam_eps")]
+    pub adam_eps: f64,
+    #[serde(default = "defaults::grad_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Data spec: one shard prefix, or several separated by commas (concatenated in order).
+    #[serde(default)]
+    pub data: Option<String>,
+    /// JSONL metrics file (one object per optimizer step).
+    #[serde(default)]
+    pub metrics: Option<String>,
+    #[serde(default = "defaults::log_every")]
+    pub log_every: u64,
+    #[serde(default = "defaults::device")]
+    pub device: String,
+    /// Peak TFLOP/s of one device, the denominator of MFU.
+    #[serde(default = "defaults::peak_tflops")]
+    pub peak_tflops: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParallelConfig {
+    #[serde(default = "defaults::one")]
+    pub tp: usize,
+    #[serde(default = "defaults::one")]
+    pub pp: usize,
+    #[serde(default = "defaults::one")]
+    pub vpp: usize,
+    #[serde(default)]
+    pub zero: u8,
+    #[serde(default)]
+    pub sequence_parallel: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Preset or file name this config came from (informational).
+    #[serde(default)]
+    pub name: String,
+    pub model: ModelConfig,
+    #[serde(default = "defaults::train")]
+    pub train: TrainConfig,
+    #[serde(default = "defaults::parallel")]
+    pub parallel: ParallelConfig,
+}
+
+mod defaults {
+    use super::*;
+    pub fn max_position_embeddings() -> usize { 4096 }
+    pub fn rope_theta() -> f64 { 10000.0 }
+    pub fn norm_eps() -> f64 { 1e-5 }
+    pub fn init_std() -> f64 { 0.02 }
+    pub fn seq_len() -> usize { 1024 }
+    pub fn micro_batch() -> usize { 1 }
+    pub fn global_batch() -> usize { 8 }
+    pub fn steps() -> u64 { 100 }
+    pub fn lr() -> f64 { 3e-4 }
+    pub fn min_lr() -> f64 { 3e-5 }
+    pub fn weight_decay() -> f64 { 0.1 }
+    pub fn beta1() -> f64 { 0.9 }
+    pub fn beta2() -> f64 { 0.95 }
+    pub fn adam_eps() -> f64 { 1e-8 }
+    pub fn grad_clip() -> f64 { 1.0 }
+    pub fn seed() -> u64 { 1234 }
+    pub fn log_every() -> u64 { 1 }
+    pub fn device() -> String { "cpu".into() }
+    pub fn peak_tflops() -> f64 { 0.45 }
+    pub fn one() -> usize { 1 }
+    pub fn train() -> TrainConfig {
+        toml::Table::new().try_into().expect("train defaults")
+    }
+    pub fn parallel() -> ParallelConfig {
+        toml::Table::new().try_into().expect("parallel defaults")
+    }
+}
+
+/// The presets shipped in data/configs/, embedded at build time.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("tiny", include_str!("../data/configs/tiny.toml")),
+    ("bench", include_str!("../data/configs/bench.toml")),
+    ("llama2-7b", include_str!("../data/configs/llama2-7b.toml")),
+    ("llama2-13b", include_str!("../data/configs/llama2-13b.toml")),
+    ("llama2-70b", include_str!("../data/configs/llama2-70b.toml")),
+    ("llama3-8b", include_str!("../data/configs/llama3-8b.toml")),
+    ("llama3-70b", include_str!("../data/configs/llama3-70b.toml")),
+    ("swallow-7b", include_str!("../data/configs/swallow-7b.toml")),
+    ("swallow-13b", include_str!("../data/configs/swallow-13b.toml")),
+    ("swallow-70b", include_str!("../data/configs/swallow-70b.toml")),
+];
+
+impl Config {
+    /// Loads a preset by name or a TOML file by path, then applies `key=value` overrides.
+    pub fn load(name_or_path: &str, overrides: &[String]) -> Result<Config> {
+        let (label, text) = match PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+            Some((n, t)) => (format!("preset {n}"), t.to_string()),
+            None => {
+                let p = Path::new(name_or_path);
+                if !p.exists() {
+                    let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+                    bail!(
+                        "config {name_or_path:?}: no such file and no such preset (presets: {})",
+                        names.join(", ")
+                    );
+                }
+                let t = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+                (format!("config file {}", p.display()), t)
+            }
+        };
+        Self::from_toml(&text, &label, overrides)
+    }
+
+    pub fn from_toml(text: &str, label: &str, overrides: &[String]) -> Result<Config> {
+        let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{label}: invalid TOML"))?;
+        for ov in overrides {
+            apply_override(&mut table, ov)?;
+        }
+        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            anyhow::anyhow!("{label}: {path}: {}", inner.message().trim())
+        })?;
+        if cfg.name.is_empty() {
+            cfg.name = label.rsplit(' ').next().unwrap_or(label).to_string();
+        }
+        cfg.validate().with_context(|| format!("{label}: invalid configuration"))?;
+        Ok(cfg)
+    }
+
+    /// Checks that do not depend on the world size (see `Config::check_world` for those).
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let t = &self.train;
+        let p = &self.parallel;
+        let positive = [
+            ("model.hidden_size", m.hidden_size),
+            ("model.num_layers", m.num_layers),
+            ("model.num_heads", m.num_heads),
+            ("model.num_kv_heads", m.num_kv_heads),
+            ("model.ffn_hidden_size", m.ffn_hidden_size),
+            ("model.vocab_size", m.vocab_size),
+            ("train.seq_len", t.seq_len),
+            ("train.micro_batch", t.micro_batch),
+            ("train.global_batch", t.global_batch),
+            ("parallel.tp", p.tp),
+            ("parallel.pp", p.pp),
+            ("parallel.vpp", p.vpp),
+        ];
+        for (k, v) in positive {
+            if v == 0 {
+                bail!("{k} = 0, expected a positive integer");
+            }
+        }
+        if m.hidden_size % m.num_heads != 0 {
+            bail!("model.num_heads = {} does not divide model.hidden_size = {}", m.num_heads, m.hidden_size);
+        }
+        if m.num_heads % m.num_kv_heads != 0 {
+            bail!("model.num_kv_heads = {} does not divide model.num_heads = {}", m.num_kv_heads, m.num_heads);
+        }
+        if m.head_dim() % 2 != 0 {
+            bail!("head dim = hidden_size / num_heads = {} must be even for RoPE", m.head_dim());
+        }
+        if !(m.norm_eps > 0.0) || !(m.rope_theta > 0.0) || !(m.init_std >= 0.0) {
+            bail!("model.norm_eps, model.rope_theta must be > 0 and model.init_std >= 0");
+        }
+        if let Some(rs) = &m.rope_scaling {
+            if !(rs.factor >= 1.0) || !(rs.high_freq_factor > rs.low_freq_factor) || rs.low_freq_factor <= 0.0 {
+                bail!("model.rope_scaling: need factor >= 1 and high_freq_factor > low_freq_factor > 0, got {rs:?}");
+            }
+        }
+        if t.global_batch % t.micro_batch != 0 {
+            bail!("train.global_batch = {} is not a multiple of train.micro_batch = {}", t.global_batch, t.micro_batch);
+        }
+        if !(t.lr >= 0.0) || !(t.min_lr >= 0.0) || t.min_lr > t.lr {
+            bail!("train.lr = {} and train.min_lr = {}: need 0 <= min_lr <= lr", t.lr, t.min_lr);
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) || !(t.adam_eps > 0.0) {
+            bail!("AdamW: need 0 <= beta1, beta2 < 1 and adam_eps > 0");
+        }
+        if !(t.grad_clip >= 0.0) || !(t.weight_decay >= 0.0) || !(t.peak_tflops > 0.0) {
+            bail!("train.grad_clip, train.weight_decay must be >= 0 and train.peak_tflops > 0");
+        }
+        if let Some(d) = t.decay_steps {
+            if d < t.warmup_steps {
+                bail!("train.decay_steps = {d} is smaller than train.warmup_steps = {}", t.warmup_steps);
+            }
+        }
+        if !["cpu", "cuda", "auto"].contains(&t.device.as_str()) {
+            bail!("train.device = {:?}, expected cpu, cuda or auto", t.device);
+        }
+        if p.zero > 1 {
+            bail!("parallel.zero = {}, expected 0 or 1", p.zero);
+        }
+        Ok(())
+    }
+
+    /// Data-parallel size for a world of `world` ranks, or an error naming the numbers.
+    pub fn data_parallel_size(&self, world: usize) -> Result<usize> {
+        let p = &self.parallel;
+        let mp = p.tp * p.pp;
+        if world % mp != 0 {
+            bail!("world size {world} is not divisible by tp x pp = {} x {} = {mp}", p.tp, p.pp);
+        }
+        let dp = world / mp;
+        let t = &self.train;
+        if t.global_batch % (t.micro_batch * dp) != 0 {
+            bail!(
+                "train.global_batch = {} is not divisible by micro_batch x dp = {} x {dp}",
+                t.global_batch,
+                t.micro_batch
+            );
+        }
+        Ok(dp)
+    }
+}
+
+/// Applies one `section.key=value` override; the value is parsed as a TOML value when it is one
+/// (numbers, booleans, quoted strings, inline tables) and taken as a plain string otherwise.
+pub fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
+    let (key, raw) = ov
+        .split_once('=')
+        .with_context(|| format!("override {ov:?}: expected key=value, e.g. train.steps=100"))?;
+    let key = key.trim();
+    let raw = raw.trim();
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("override {ov:?}: empty key segment");
+    }
+    let mut cur = table;
+    for seg in &parts[..parts.len() - 1] {
+        let entry = cur.entry(seg.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .with_context(|| format!("override {ov:?}: {seg} is not a section"))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_loads_and_validates() {
+        for (name, _) in PRESETS {
+            let c = Config::load(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(c.name, *name);
+        }
+    }
+
+    #[test]
+    fn swallow_presets_carry_the_swallow_settings() {
+        let c = Config::load("swallow-7b", &[]).unwrap();
+        assert_eq!(c.model.vocab_size, 43176);
+        assert_eq!((c.parallel.tp, c.parallel.pp), (2, 2));
+        assert_eq!(c.train.lr, 1e-4);
+        assert_eq!(c.train.min_lr, 3.3e-6);
+        assert_eq!((c.train.beta1, c.train.beta2, c.train.weight_decay), (0.9, 0.95, 0.1));
+        assert_eq!((c.train.seq_len, c.train.global_batch, c.train.steps), (4096, 1024, 25000));
+        let c70 = Config::load("swallow-70b", &[]).unwrap();
+        assert_eq!((c70.model.num_heads, c70.model.num_kv_heads, c70.model.num_layers), (64, 8, 80));
+        assert_eq!((c70.parallel.tp, c70.parallel.pp), (8, 8));
+    }
+
+    #[test]
+    fn overrides_apply_and_unknown_keys_are_named() {
+        let c = Config::load("tiny", &["train.steps=7".into(), "model.tie_embeddings=true".into()]).unwrap();
+        assert_eq!(c.train.steps, 7);
+        assert!(c.model.tie_embeddings);
+        let e = Config::load("tiny", &["model.hiden_size=3".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("hiden_size"), "{e:#}");
+        let e = Config::load("tiny", &["train.lr=fast".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("lr"), "{e:#}");
+    }
+
+    #[test]
+    fn impossible_shapes_are_rejected_with_the_numbers() {
+        let e = Config::load("tiny", &["model.num_heads=5".into()]).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("num_heads = 5") && msg.contains("hidden_size"), "{msg}");
+        let e = Config::load("tiny", &["model.num_kv_heads=3".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("num_kv_heads = 3"));
+        let e = Config::load("tiny", &["train.global_batch=7".into(), "train.micro_batch=2".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("global_batch = 7"));
+        let e = Config::load("no-such-preset", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("no-such-preset"));
+    }
+
+    #[test]
+    fn world_size_must_fit_the_layout() {
+        let c = Config::load("tiny", &["parallel.tp=2".into()]).unwrap();
+        assert!(c.data_parallel_size(3).is_err());
+        assert_eq!(c.data_parallel_size(4).unwrap(), 2);
+    }
+}

@@ -1,0 +1,14 @@
+//! swallow: a Llama continual-pretraining trainer. Every MPI rank runs the same binary; MPI gives
+//! it its place in the tensor x data x pipeline grid. See docs/ARCHITECTURE.md for the map.
+
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod dist;
+pub mod eval;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod train;

@@ -1,0 +1,274 @@
+//! The `swallow` command line: a thin layer that parses arguments, initialises MPI and calls the
+//! library. Errors print one line `error: ...` on stderr and exit 1 (under mpirun with several
+//! ranks, the failing rank prints first and then aborts the whole job); commands owned by later
+//! milestones say so and exit 2.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use swallow::config::Config;
+use swallow::dist::MpiWorld;
+
+#[derive(Parser)]
+#[command(name = "swallow", version, about = "Llama continual pretraining over MPI (CPU and CUDA backends)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tokenize a corpus (JSONL or text) into Megatron .bin/.idx shards.
+    Prep(PrepArgs),
+    /// Inspect token shards.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Train a model.
+    Train(TrainArgs),
+    /// Mean loss of a model on token shards.
+    Eval(EvalArgs),
+    /// Export a checkpoint as a Hugging Face directory (not yet).
+    Export(Rest),
+    /// Import a Hugging Face directory as a checkpoint (not yet).
+    Import(Rest),
+    /// Memory, time and cost planner (not yet).
+    Plan(Rest),
+    /// Throughput benchmark of the fixed bench configuration.
+    Bench(BenchArgs),
+    /// Plot a metrics file (not yet).
+    Plot(Rest),
+}
+
+#[derive(Args)]
+struct Rest {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct PrepArgs {
+    #[arg(long)]
+    tokenizer: PathBuf,
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// Output prefix: writes PREFIX.bin and PREFIX.idx.
+    #[arg(long)]
+    output: PathBuf,
+    /// JSON field holding the text.
+    #[arg(long, default_value = "text")]
+    field: String,
+    #[arg(long)]
+    append_eod: bool,
+    #[arg(long, default_value_t = 0, help = "worker threads (0: all cores)")]
+    workers: usize,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Documents, tokens, dtype and id range of a shard; last line JSON.
+    Inspect {
+        prefix: PathBuf,
+        #[arg(long)]
+        vocab_size: Option<usize>,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Preset name (data/configs/NAME.toml) or TOML file.
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    #[arg(long)]
+    tp: Option<usize>,
+    #[arg(long)]
+    pp: Option<usize>,
+    #[arg(long)]
+    vpp: Option<usize>,
+    #[arg(long)]
+    zero: Option<u8>,
+    #[arg(long)]
+    sequence_parallel: bool,
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    #[arg(long)]
+    global_batch: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    save: Option<PathBuf>,
+    #[arg(long)]
+    save_every: Option<u64>,
+    #[arg(long)]
+    load: Option<String>,
+    #[arg(long)]
+    metrics: Option<String>,
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long)]
+    dry_run: bool,
+    /// Any config field: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    config: Option<String>,
+    #[arg(long)]
+    load: Option<String>,
+    /// A Hugging Face Llama directory (config.json + safetensors).
+    #[arg(long)]
+    hf: Option<PathBuf>,
+    #[arg(long)]
+    data: String,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    micro_batch: usize,
+    #[arg(long)]
+    batches: Option<usize>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Backend to benchmark.
+    #[arg(default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value = "bench")]
+    config: String,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+}
+
+/// Exit code for "this part is not built yet".
+const NOT_YET: i32 = 2;
+
+fn train_overrides(a: &TrainArgs) -> Vec<String> {
+    let mut o = Vec::new();
+    let mut push = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            o.push(format!("{k}={v}"));
+        }
+    };
+    push("parallel.tp", a.tp.map(|v| v.to_string()));
+    push("parallel.pp", a.pp.map(|v| v.to_string()));
+    push("parallel.vpp", a.vpp.map(|v| v.to_string()));
+    push("parallel.zero", a.zero.map(|v| v.to_string()));
+    push("parallel.sequence_parallel", a.sequence_parallel.then(|| "true".into()));
+    push("train.data", a.data.as_ref().map(|v| toml_string(v)));
+    push("train.steps", a.steps.map(|v| v.to_string()));
+    push("train.seq_len", a.seq_len.map(|v| v.to_string()));
+    push("train.micro_batch", a.micro_batch.map(|v| v.to_string()));
+    push("train.global_batch", a.global_batch.map(|v| v.to_string()));
+    push("train.seed", a.seed.map(|v| v.to_string()));
+    push("train.lr", a.lr.map(|v| v.to_string()));
+    push("train.metrics", a.metrics.as_ref().map(|v| toml_string(v)));
+    push("train.device", a.device.as_ref().map(|v| toml_string(v)));
+    o.extend(a.set.iter().cloned());
+    o
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
+    match cli.command {
+        Command::Prep(a) => {
+            let opts = swallow::data::prep::PrepOptions {
+                tokenizer: a.tokenizer,
+                inputs: a.input,
+                output: a.output,
+                field: a.field,
+                append_eod: a.append_eod,
+                workers: a.workers,
+            };
+            let summary = swallow::data::prep::run(&opts)?;
+            println!("{summary}");
+        }
+        Command::Data { command: DataCommand::Inspect { prefix, vocab_size } } => {
+            swallow::data::inspect::run(&prefix, vocab_size)?;
+        }
+        Command::Train(a) => {
+            if a.save.is_some() || a.save_every.is_some() || a.load.is_some() {
+                eprintln!("swallow train: --save/--save-every/--load: checkpoints are not implemented yet");
+                return Ok(NOT_YET);
+            }
+            let cfg = Config::load(&a.config, &train_overrides(&a))?;
+            swallow::train::run(&cfg, mpi, a.dry_run)?;
+        }
+        Command::Eval(a) => {
+            let Some(hf_dir) = a.hf else {
+                eprintln!("swallow eval: only --hf DIR is implemented yet (--load CKPT needs checkpoints)");
+                return Ok(NOT_YET);
+            };
+            let seq_len = match (a.seq_len, &a.config) {
+                (Some(s), _) => s,
+                (None, Some(c)) => Config::load(c, &[])?.train.seq_len,
+                (None, None) => anyhow::bail!("swallow eval: pass --seq-len N (or --config C for its seq_len)"),
+            };
+            let opts = swallow::eval::EvalOptions {
+                hf_dir: &hf_dir,
+                data: &a.data,
+                seq_len,
+                micro_batch: a.micro_batch,
+                batches: a.batches,
+            };
+            swallow::eval::run(&opts)?;
+        }
+        Command::Bench(a) => {
+            if a.device != "cpu" {
+                eprintln!("swallow bench {}: only the cpu backend exists yet", a.device);
+                return Ok(NOT_YET);
+            }
+            let cfg = Config::load(&a.config, &[])?;
+            swallow::bench::run(&cfg, a.warmup, a.steps)?;
+        }
+        Command::Export(_) | Command::Import(_) | Command::Plan(_) | Command::Plot(_) => {
+            let name = std::env::args().nth(1).unwrap_or_default();
+            eprintln!("swallow {name}: not yet implemented in this version");
+            return Ok(NOT_YET);
+        }
+    }
+    Ok(0)
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // A panic is a bug, not bad input: print it on one line and end the whole job.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error (bug): {info}");
+        std::process::exit(101);
+    }));
+    let cli = Cli::parse();
+    let Some(mpi) = MpiWorld::init() else {
+        eprintln!("error: MPI could not be initialised");
+        std::process::exit(1);
+    };
+    let code = match run(cli, &mpi) {
+        Ok(code) => code,
+        Err(e) => {
+            if mpi.size() > 1 {
+                eprintln!("error (rank {} of {}): {e:#}", mpi.rank(), mpi.size());
+                mpi.abort(1);
+            }
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    drop(mpi);
+    std::process::exit(code);
+}

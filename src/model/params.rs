@@ -1,0 +1,152 @@
+//! The one table of parameters. Each parameter is declared once, under its Hugging Face name, with
+//! its logical (unsharded) shape, its tensor-parallel shard kind, its init and whether weight decay
+//! applies. Init, TP slicing, ZeRO partitioning, grad-norm de-duplication, checkpoints and HF
+//! import/export all derive from this table.
+
+use crate::config::ModelConfig;
+
+/// How a parameter is split across tensor-parallel ranks (Megatron's column/row/vocab parallel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardKind {
+    /// Same full tensor on every TP rank (norm weights).
+    Replicated,
+    /// Split along dim 0, the output features (`[out, in]` layout): q/k/v, gate, up.
+    Column,
+    /// Split along dim 1, the input features: o_proj, down_proj.
+    Row,
+    /// Split along dim 0, the vocabulary: embedding and LM head.
+    Vocab,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitKind {
+    /// normal(0, init_std)
+    Normal,
+    /// all ones (RMSNorm weights)
+    Ones,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    /// Logical shape as Hugging Face stores it (`[out_features, in_features]` for linears).
+    pub shape: Vec<usize>,
+    pub shard: ShardKind,
+    pub init: InitKind,
+    pub weight_decay: bool,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Indices into the table of one decoder layer's parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerIds {
+    pub input_norm: usize,
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+    pub o: usize,
+    pub post_norm: usize,
+    pub gate: usize,
+    pub up: usize,
+    pub down: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamTable {
+    pub specs: Vec<ParamSpec>,
+    pub embed: usize,
+    pub layers: Vec<LayerIds>,
+    pub final_norm: usize,
+    /// Equal to `embed` when the embeddings are tied.
+    pub lm_head: usize,
+}
+
+impl ParamTable {
+    pub fn llama(m: &ModelConfig) -> ParamTable {
+        let mut specs = Vec::new();
+        let mut add = |name: String, shape: Vec<usize>, shard: ShardKind| {
+            let init = if shape.len() == 1 { InitKind::Ones } else { InitKind::Normal };
+            let weight_decay = shape.len() > 1;
+            specs.push(ParamSpec { name, shape, shard, init, weight_decay });
+            specs.len() - 1
+        };
+        let (h, f, v) = (m.hidden_size, m.ffn_hidden_size, m.vocab_size);
+        let d = m.head_dim();
+        let q_out = m.num_heads * d;
+        let kv_out = m.num_kv_heads * d;
+        let embed = add("model.embed_tokens.weight".into(), vec![v, h], ShardKind::Vocab);
+        let mut layers = Vec::with_capacity(m.num_layers);
+        for i in 0..m.num_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(LayerIds {
+                input_norm: add(format!("{p}.input_layernorm.weight"), vec![h], ShardKind::Replicated),
+                q: add(format!("{p}.self_attn.q_proj.weight"), vec![q_out, h], ShardKind::Column),
+                k: add(format!("{p}.self_attn.k_proj.weight"), vec![kv_out, h], ShardKind::Column),
+                v: add(format!("{p}.self_attn.v_proj.weight"), vec![kv_out, h], ShardKind::Column),
+                o: add(format!("{p}.self_attn.o_proj.weight"), vec![h, q_out], ShardKind::Row),
+                post_norm: add(format!("{p}.post_attention_layernorm.weight"), vec![h], ShardKind::Replicated),
+                gate: add(format!("{p}.mlp.gate_proj.weight"), vec![f, h], ShardKind::Column),
+                up: add(format!("{p}.mlp.up_proj.weight"), vec![f, h], ShardKind::Column),
+                down: add(format!("{p}.mlp.down_proj.weight"), vec![h, f], ShardKind::Row),
+            });
+        }
+        let final_norm = add("model.norm.weight".into(), vec![h], ShardKind::Replicated);
+        let lm_head = if m.tie_embeddings {
+            embed
+        } else {
+            add("lm_head.weight".into(), vec![v, h], ShardKind::Vocab)
+        };
+        ParamTable { specs, embed, layers, final_norm, lm_head }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.specs.iter().position(|s| s.name == name)
+    }
+
+    /// Total number of (unique) parameters.
+    pub fn numel(&self) -> usize {
+        self.specs.iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Parameters that enter the FLOP count (PaLM's N): all but the input embedding, with the LM
+    /// head counted even when it is tied to the embedding.
+    pub fn numel_for_flops(&self) -> usize {
+        let lm = self.specs[self.lm_head].numel();
+        let tied_extra = if self.lm_head == self.embed { lm } else { 0 };
+        self.numel() - self.specs[self.embed].numel() + tied_extra
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn llama2_7b_has_the_published_parameter_count() {
+        let c = Config::load("llama2-7b", &[]).unwrap();
+        let t = ParamTable::llama(&c.model);
+        // Llama 2 7B: 6,738,415,616 parameters (HF model card / sum of safetensors shapes).
+        assert_eq!(t.numel(), 6_738_415_616);
+        assert_eq!(t.specs.len(), 2 + 32 * 9 + 1);
+        assert_eq!(t.specs[t.layers[3].k].name, "model.layers.3.self_attn.k_proj.weight");
+    }
+
+    #[test]
+    fn llama3_70b_gqa_shapes_and_tying() {
+        let c = Config::load("llama3-70b", &[]).unwrap();
+        let t = ParamTable::llama(&c.model);
+        assert_eq!(t.specs[t.layers[0].k].shape, vec![1024, 8192]);
+        // Llama 3 70B: 70,553,706,496 parameters.
+        assert_eq!(t.numel(), 70_553_706_496);
+        let tied = Config::load("tiny", &["model.tie_embeddings=true".into()]).unwrap();
+        let tt = ParamTable::llama(&tied.model);
+        assert_eq!(tt.lm_head, tt.embed);
+        assert!(tt.index_of("lm_head.weight").is_none());
+    }
+}

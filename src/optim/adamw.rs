@@ -1,0 +1,80 @@
+//! AdamW over the parameter table (decoupled weight decay on matrices only, as Megatron-LM and
+//! Swallow do: no decay on norm weights), global grad-norm clipping, and the skip of steps whose
+//! gradients are not finite. The update itself is a backend op, so it runs where the weights live.
+
+use crate::backend::{AdamWStep, Backend};
+use crate::config::TrainConfig;
+use crate::model::params::ParamTable;
+
+pub struct AdamW<B: Backend> {
+    m: Vec<B::Buf>,
+    v: Vec<B::Buf>,
+    decay: Vec<bool>,
+    /// Number of updates applied so far (skipped steps do not count).
+    pub updates: u64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutcome {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// True when the update was skipped (non-finite gradients).
+    pub skipped: bool,
+}
+
+impl<B: Backend> AdamW<B> {
+    pub fn new(backend: &B, table: &ParamTable, t: &TrainConfig) -> Self {
+        AdamW {
+            m: table.specs.iter().map(|s| backend.zeros(s.numel())).collect(),
+            v: table.specs.iter().map(|s| backend.zeros(s.numel())).collect(),
+            decay: table.specs.iter().map(|s| s.weight_decay).collect(),
+            updates: 0,
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.adam_eps,
+            weight_decay: t.weight_decay,
+            grad_clip: t.grad_clip,
+        }
+    }
+
+    /// Global L2 norm of all gradients (each parameter counted once).
+    pub fn grad_norm(backend: &B, grads: &[B::Buf]) -> f64 {
+        grads.iter().map(|g| backend.sum_squares(g)).sum::<f64>().sqrt()
+    }
+
+    /// Clips to `grad_clip` and applies one AdamW update with learning rate `lr`, unless the
+    /// gradient norm is not finite, in which case nothing changes and the step is reported skipped.
+    pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64) -> StepOutcome {
+        let grad_norm = Self::grad_norm(backend, grads);
+        if !grad_norm.is_finite() {
+            return StepOutcome { grad_norm, skipped: true };
+        }
+        if self.grad_clip > 0.0 {
+            let coeff = self.grad_clip / (grad_norm + 1e-6);
+            if coeff < 1.0 {
+                for g in grads.iter_mut() {
+                    backend.scale(g, coeff as f32);
+                }
+            }
+        }
+        self.updates += 1;
+        for i in 0..weights.len() {
+            let h = AdamWStep {
+                lr: lr as f32,
+                beta1: self.beta1 as f32,
+                beta2: self.beta2 as f32,
+                eps: self.eps as f32,
+                weight_decay: if self.decay[i] { self.weight_decay as f32 } else { 0.0 },
+                step: self.updates,
+            };
+            backend.adamw(&mut weights[i], &grads[i], &mut self.m[i], &mut self.v[i], h);
+        }
+        StepOutcome { grad_norm, skipped: false }
+    }
+}

@@ -1,0 +1,161 @@
+//! The training loop, readable top to bottom: build the model on the backend, initialise it from
+//! the seed, then per step fetch the global batch (a pure function of seed and step), run the
+//! micro-batches forward and backward with gradient accumulation, clip, update, log.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::data::indexed::IndexedDataset;
+use crate::data::sampler::GptSampler;
+use crate::dist::{MpiWorld, Topology};
+use crate::metrics::{flops_per_token, MetricsWriter, StepRecord};
+use crate::model::Llama;
+use crate::optim::{AdamW, LrSchedule};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Model + optimizer + schedule: everything one optimizer step needs.
+pub struct Trainer<B: Backend> {
+    pub model: Llama<B>,
+    pub optimizer: AdamW<B>,
+    pub schedule: LrSchedule,
+    pub step: u64,
+    pub accumulation: usize,
+    tokens_per_step: usize,
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    /// Mean token loss over the global batch.
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub skipped: bool,
+}
+
+impl<B: Backend> Trainer<B> {
+    /// A freshly initialised model for `cfg` on `backend` (data parallel size 1).
+    pub fn new(backend: Arc<B>, cfg: &Config) -> Self {
+        let t = &cfg.train;
+        let mut model = Llama::new(backend.clone(), &cfg.model, t.micro_batch, t.seq_len);
+        model.init_weights(t.seed);
+        let optimizer = AdamW::new(&*backend, &model.table, t);
+        Trainer {
+            model,
+            optimizer,
+            schedule: LrSchedule::from_config(t),
+            step: 0,
+            accumulation: t.global_batch / t.micro_batch,
+            tokens_per_step: t.global_batch * t.seq_len,
+        }
+    }
+
+    /// One optimizer step over `batch`: `global_batch` samples of `seq_len + 1` tokens, row-major.
+    pub fn train_step(&mut self, batch: &[u32]) -> StepStats {
+        let m = &mut self.model;
+        let rows = m.micro_batch * (m.seq + 1);
+        assert_eq!(batch.len(), rows * self.accumulation, "global batch of the wrong size");
+        let grad_scale = 1.0 / self.tokens_per_step as f32;
+        m.zero_grads();
+        let mut loss_sum = 0.0;
+        for mb in batch.chunks(rows) {
+            loss_sum += m.forward(mb, grad_scale);
+            m.backward();
+        }
+        self.step += 1;
+        let lr = self.schedule.lr(self.step);
+        let loss = loss_sum / self.tokens_per_step as f64;
+        let backend = m.backend.clone();
+        let outcome = if loss.is_finite() {
+            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr)
+        } else {
+            crate::optim::adamw::StepOutcome { grad_norm: AdamW::<B>::grad_norm(&*backend, &m.grads), skipped: true }
+        };
+        StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: outcome.skipped }
+    }
+}
+
+/// Opens the shard prefixes of a data spec (comma-separated prefixes, concatenated in order).
+pub fn open_data(spec: &str) -> Result<Vec<IndexedDataset>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|p| IndexedDataset::open(Path::new(p)))
+        .collect()
+}
+
+/// `swallow train`: the whole run on this rank.
+pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
+    let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
+    cfg.data_parallel_size(topo.world)?;
+    if topo.world != 1 || cfg.parallel.vpp != 1 || cfg.parallel.zero != 0 || cfg.parallel.sequence_parallel {
+        bail!(
+            "this build trains on one rank only (world size {}, tp {}, pp {}, dp {}, vpp {}, zero {}): \
+             tensor, pipeline and data parallelism are not implemented yet",
+            topo.world, topo.tp, topo.pp, topo.dp, cfg.parallel.vpp, cfg.parallel.zero
+        );
+    }
+    match cfg.train.device.as_str() {
+        "cpu" => {}
+        "auto" => log::warn!("--device auto: this build has no CUDA backend yet, training on the CPU"),
+        other => bail!("--device {other}: the CUDA backend is not implemented yet; use --device cpu"),
+    }
+    let t = &cfg.train;
+    let spec = t.data.as_deref().context("no training data: pass --data PREFIX (or set train.data)")?;
+    let sampler = GptSampler::new(open_data(spec)?, t.seq_len, t.seed, cfg.model.vocab_size)?;
+    let params = crate::model::ParamTable::llama(&cfg.model).numel();
+    println!(
+        "swallow train: {} | {:.2}M parameters | {} layers, hidden {}, heads {}/{} kv | seq {} | global batch {} = {} x {} micro-batches | {} steps | data {} ({} samples/epoch)",
+        cfg.name, params as f64 / 1e6, cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_heads,
+        cfg.model.num_kv_heads, t.seq_len, t.global_batch, t.global_batch / t.micro_batch, t.micro_batch,
+        t.steps, spec, sampler.num_samples()
+    );
+    if dry_run {
+        println!("dry run: configuration, topology and data are valid; exiting");
+        return Ok(());
+    }
+    let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
+    let backend = Arc::new(CpuBackend::<f32>::new());
+    let mut trainer = Trainer::new(backend, cfg);
+    let flops_tok = flops_per_token(&cfg.model, t.seq_len);
+    let row = t.seq_len + 1;
+    let mut batch = vec![0u32; t.global_batch * row];
+    let start = Instant::now();
+    for step in 1..=t.steps {
+        let t0 = Instant::now();
+        let first = (step - 1) * t.global_batch as u64;
+        for (i, out) in batch.chunks_mut(row).enumerate() {
+            sampler.sample(first + i as u64, out)?;
+        }
+        let s = trainer.train_step(&batch);
+        let dt = t0.elapsed().as_secs_f64();
+        let tokens_per_s = (t.global_batch * t.seq_len) as f64 / dt;
+        let tflops = flops_tok * tokens_per_s / topo.world as f64 / 1e12;
+        let rec = StepRecord {
+            step,
+            loss: s.loss,
+            lr: s.lr,
+            grad_norm: s.grad_norm,
+            tokens_per_s,
+            tflops,
+            mfu: tflops / t.peak_tflops,
+            skipped: s.skipped,
+            consumed_samples: step * t.global_batch as u64,
+            step_time_s: dt,
+            elapsed_s: start.elapsed().as_secs_f64(),
+        };
+        if topo.rank == 0 {
+            if step == 1 || step == t.steps || step % t.log_every.max(1) == 0 || s.skipped {
+                println!("{}", rec.line(t.steps));
+            }
+            if let Some(w) = metrics.as_mut() {
+                w.write(&rec)?;
+            }
+        }
+    }
+    println!("done: {} steps in {:.1} s", t.steps, start.elapsed().as_secs_f64());
+    Ok(())
+}

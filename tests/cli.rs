@@ -1,0 +1,214 @@
+//! The `swallow` binary end to end, as a user runs it: prep the bundled sample corpus, inspect it,
+//! train the tiny preset (alone and under `mpirun -np 1`) and see the loss fall, and the clear
+//! one-line errors (exit code != 0, no panic, nothing already written lost) for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_swallow")
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("swallow-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn swallow(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run swallow")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A clean failure: exit code 1, a one-line `error:` naming `needle`, no panic.
+fn assert_clean_error(o: &Output, needle: &str) {
+    let (out, err) = text(o);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("error:") && err.contains(needle), "stderr should name {needle:?}:\n{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic:\n{err}");
+}
+
+/// The sample corpus prepared once for all tests of this file.
+fn sample_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let dir = tmpdir("sample");
+        let prefix = dir.join("sample");
+        let o = swallow(&[
+            "prep",
+            "--tokenizer",
+            repo().join("data/sample/tokenizer.json").to_str().unwrap(),
+            "--input",
+            repo().join("data/sample/ja.jsonl").to_str().unwrap(),
+            repo().join("data/sample/en.jsonl").to_str().unwrap(),
+            "--output",
+            prefix.to_str().unwrap(),
+            "--append-eod",
+        ]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        prefix.to_str().unwrap().to_string()
+    })
+}
+
+fn losses(metrics: &Path) -> Vec<f64> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for key in ["step", "lr", "grad_norm", "tokens_per_s", "tflops", "mfu", "skipped"] {
+                assert!(v.get(key).is_some(), "metrics line lacks {key}: {l}");
+            }
+            v["loss"].as_f64().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_reports_the_prepared_sample_as_json() {
+    let o = swallow(&["data", "inspect", sample_prefix(), "--vocab-size", "4096"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(last["documents"].as_u64().unwrap() > 100, "{last}");
+    assert!(last["tokens"].as_u64().unwrap() > 20_000, "{last}");
+    assert_eq!(last["dtype"], "u16");
+    assert!(last["max_id"].as_u64().unwrap() < 4096);
+}
+
+#[test]
+fn the_tiny_preset_learns_the_sample_corpus() {
+    let dir = tmpdir("learn");
+    let metrics = dir.join("m.jsonl");
+    let o = swallow(&[
+        "train", "--config", "tiny", "--data", sample_prefix(), "--steps", "40",
+        "--metrics", metrics.to_str().unwrap(), "--set", "train.warmup_steps=5",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("step     40/40"), "{out}");
+    let l = losses(&metrics);
+    assert_eq!(l.len(), 40);
+    let first = l[0];
+    let last5 = l[35..].iter().sum::<f64>() / 5.0;
+    // Starts near ln(4096) = 8.32 (uniform) and must have learned a good part of the way.
+    assert!((first - 4096f64.ln()).abs() < 0.5, "first loss {first}");
+    assert!(last5 < first - 1.5, "loss did not fall enough: first {first}, last five {last5}");
+}
+
+#[test]
+fn training_is_deterministic_and_runs_under_mpirun() {
+    let dir = tmpdir("mpirun");
+    let run = |m: &Path, under_mpirun: bool| {
+        let args = [
+            "train", "--config", "tiny", "--data", sample_prefix(), "--steps", "3", "--metrics", m.to_str().unwrap(),
+        ];
+        let o = if under_mpirun {
+            Command::new("mpirun")
+                .args(["-np", "1", bin()])
+                .args(args)
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                .output()
+                .expect("mpirun (OpenMPI) must be installed: make setup")
+        } else {
+            swallow(&args)
+        };
+        assert!(o.status.success(), "{:?}", text(&o));
+        losses(m)
+    };
+    let a = run(&dir.join("a.jsonl"), false);
+    let b = run(&dir.join("b.jsonl"), true);
+    assert_eq!(a, b, "the same seed and data must give bitwise the same losses");
+}
+
+#[test]
+fn missing_and_truncated_shards_are_named() {
+    let dir = tmpdir("trunc");
+    let missing = dir.join("nothing");
+    assert_clean_error(&swallow(&["train", "--data", missing.to_str().unwrap(), "--steps", "1"]), "nothing");
+    for ext in ["bin", "idx"] {
+        std::fs::copy(format!("{}.bin", sample_prefix()), dir.join("t.bin")).unwrap();
+        std::fs::copy(format!("{}.idx", sample_prefix()), dir.join("t.idx")).unwrap();
+        let f = dir.join(format!("t.{ext}"));
+        let len = std::fs::metadata(&f).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+        let o = swallow(&["train", "--data", dir.join("t").to_str().unwrap(), "--steps", "1"]);
+        assert_clean_error(&o, &format!("t.{ext}"));
+        assert!(text(&o).1.contains("truncated"), "{}", text(&o).1);
+    }
+}
+
+#[test]
+fn token_ids_beyond_the_vocabulary_are_refused() {
+    let o = swallow(&["train", "--data", sample_prefix(), "--steps", "1", "--set", "model.vocab_size=300"]);
+    assert_clean_error(&o, "300");
+}
+
+#[test]
+fn impossible_configs_are_refused_with_the_numbers() {
+    let o = swallow(&["train", "--data", sample_prefix(), "--set", "model.num_kv_heads=3"]);
+    assert_clean_error(&o, "num_kv_heads = 3");
+    let o = swallow(&["train", "--data", sample_prefix(), "--set", "model.hidden_sise=3"]);
+    assert_clean_error(&o, "hidden_sise");
+    let o = swallow(&["train", "--config", "no/such/config.toml"]);
+    assert_clean_error(&o, "no/such/config.toml");
+}
+
+#[test]
+fn unwritable_outputs_fail_cleanly_and_keep_what_exists() {
+    let dir = tmpdir("unwritable");
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let o = swallow(&[
+        "train", "--data", sample_prefix(), "--steps", "1",
+        "--metrics", blocker.join("m.jsonl").to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, "a-file");
+    let o = swallow(&[
+        "prep", "--tokenizer", repo().join("data/sample/tokenizer.json").to_str().unwrap(),
+        "--input", repo().join("data/sample/en.jsonl").to_str().unwrap(),
+        "--output", blocker.join("x").to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, "a-file");
+
+    // A failing prep does not touch an existing shard of the same name.
+    let prefix = dir.join("keep");
+    std::fs::write(dir.join("keep.bin"), b"old bin").unwrap();
+    std::fs::write(dir.join("keep.idx"), b"old idx").unwrap();
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"fine\"}\nthis is not json\n").unwrap();
+    let o = swallow(&[
+        "prep", "--tokenizer", repo().join("data/sample/tokenizer.json").to_str().unwrap(),
+        "--input", bad.to_str().unwrap(), "--output", prefix.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, "bad.jsonl:2");
+    assert_eq!(std::fs::read(dir.join("keep.bin")).unwrap(), b"old bin");
+    assert_eq!(std::fs::read(dir.join("keep.idx")).unwrap(), b"old idx");
+}
+
+#[test]
+fn later_milestones_say_not_yet_with_exit_code_2() {
+    for cmd in [&["export", "--load", "x", "--out", "y"][..], &["plan", "--model", "swallow-7b"], &["plot", "m.jsonl"]] {
+        let o = swallow(cmd);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {:?}", text(&o));
+        assert!(text(&o).1.contains("not yet"));
+    }
+}
+
+#[test]
+fn dry_run_checks_everything_and_trains_nothing() {
+    let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--dry-run"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("dry run") && !out.contains("step "), "{out}");
+}
