@@ -41,20 +41,33 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig> {
             bail!("{}: head_dim {hd} x {heads} heads != hidden_size {hidden} (not supported)", path.display());
         }
     }
-    let rope_scaling = match j.get("rope_scaling") {
-        None | Some(Value::Null) => None,
+    // transformers 5 writes `rope_parameters` {rope_theta, rope_type, ...}; 4.x and the Hub use
+    // top-level `rope_theta` plus `rope_scaling` {rope_type (or type), factor, ...}.
+    let rope = j.get("rope_parameters").or_else(|| j.get("rope_scaling")).filter(|v| !v.is_null());
+    let rope_theta = rope
+        .and_then(|r| r.get("rope_theta"))
+        .or_else(|| j.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .unwrap_or(10000.0);
+    let rope_scaling = match rope {
+        None => None,
         Some(rs) => {
-            let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("");
-            if kind != "llama3" {
-                bail!("{}: rope_scaling type {kind:?} is not supported (only \"llama3\")", path.display());
+            let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("default");
+            match kind {
+                "default" => None,
+                "llama3" => {
+                    let f = |k: &str| {
+                        rs.get(k).and_then(Value::as_f64).with_context(|| format!("{}: rope scaling field {k} missing", path.display()))
+                    };
+                    Some(RopeScaling {
+                        factor: f("factor")?,
+                        low_freq_factor: f("low_freq_factor")?,
+                        high_freq_factor: f("high_freq_factor")?,
+                        original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
+                    })
+                }
+                other => bail!("{}: rope type {other:?} is not supported (only \"default\" and \"llama3\")", path.display()),
             }
-            let f = |k: &str| rs.get(k).and_then(Value::as_f64).with_context(|| format!("{}: rope_scaling.{k} missing", path.display()));
-            Some(RopeScaling {
-                factor: f("factor")?,
-                low_freq_factor: f("low_freq_factor")?,
-                high_freq_factor: f("high_freq_factor")?,
-                original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
-            })
         }
     };
     Ok(ModelConfig {
@@ -65,7 +78,7 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig> {
         ffn_hidden_size: int("intermediate_size")?,
         vocab_size: int("vocab_size")?,
         max_position_embeddings: int("max_position_embeddings")?,
-        rope_theta: float_or("rope_theta", 10000.0),
+        rope_theta,
         rope_scaling,
         norm_eps: float_or("rms_norm_eps", 1e-6),
         tie_embeddings: j.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
@@ -131,4 +144,39 @@ pub fn read_weights(dir: &Path, table: &ParamTable) -> Result<Vec<Vec<f32>>> {
         .enumerate()
         .map(|(id, spec)| found.remove(&id).with_context(|| format!("{}: tensor {} is missing", dir.display(), spec.name)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(extra: &str) -> Result<ModelConfig> {
+        let dir = std::env::temp_dir().join(format!("swallow-hfcfg-{}-{}", std::process::id(), extra.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            r#"{{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "num_hidden_layers": 2, "intermediate_size": 160, "vocab_size": 96, "max_position_embeddings": 64,
+            "rms_norm_eps": 1e-5 {extra}}}"#
+        );
+        std::fs::write(dir.join("config.json"), text).unwrap();
+        read_config(&dir)
+    }
+
+    #[test]
+    fn rope_settings_in_both_config_spellings() {
+        let v5 = config_with(r#", "rope_parameters": {"rope_theta": 20000.0, "rope_type": "default"}"#).unwrap();
+        assert_eq!((v5.rope_theta, v5.rope_scaling.clone()), (20000.0, None));
+        let v4 = config_with(
+            r#", "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}"#,
+        )
+        .unwrap();
+        assert_eq!(v4.rope_theta, 500000.0);
+        assert_eq!(v4.rope_scaling.unwrap().original_max_position_embeddings, 8192);
+        assert_eq!(v4.num_kv_heads, 2);
+        let e = config_with(r#", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#).unwrap_err();
+        assert!(format!("{e:#}").contains("yarn"));
+        let e = config_with(r#", "attention_bias": true"#).unwrap_err();
+        assert!(format!("{e:#}").contains("attention_bias"));
+    }
 }

@@ -57,8 +57,9 @@ pub fn init_values(spec: &ParamSpec, seed: u64, std: f64, range: std::ops::Range
     match spec.init {
         InitKind::Ones => vec![1.0; (range.end - range.start) as usize],
         InitKind::Normal => {
+            use rayon::prelude::*;
             let key = param_key(seed, &spec.name);
-            range.map(|i| (std * normal_at(key, i)) as f32).collect()
+            range.into_par_iter().map(|i| (std * normal_at(key, i)) as f32).collect()
         }
     }
 }

@@ -78,3 +78,50 @@ impl<B: Backend> AdamW<B> {
         StepOutcome { grad_norm, skipped: false }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::config::Config;
+
+    fn setup() -> (CpuBackend<f64>, ParamTable, TrainConfig, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let cfg = Config::load("tiny", &["model.num_layers=1".into(), "model.vocab_size=8".into()]).unwrap();
+        let table = ParamTable::llama(&cfg.model);
+        let weights: Vec<Vec<f64>> = table.specs.iter().map(|s| vec![0.5; s.numel()]).collect();
+        let grads: Vec<Vec<f64>> = table.specs.iter().map(|s| vec![0.01; s.numel()]).collect();
+        (CpuBackend::new(), table, cfg.train, weights, grads)
+    }
+
+    #[test]
+    fn non_finite_gradients_skip_the_update() {
+        let (be, table, t, mut w, mut g) = setup();
+        let mut opt = AdamW::new(&be, &table, &t);
+        g[3][5] = f64::NAN;
+        let before = w.clone();
+        let out = opt.step(&be, &mut w, &mut g, 1e-3);
+        assert!(out.skipped && out.grad_norm.is_nan());
+        assert_eq!(w, before);
+        assert_eq!(opt.updates, 0);
+    }
+
+    #[test]
+    fn clipping_scales_to_the_limit_and_decay_spares_norm_weights() {
+        let (be, table, mut t, mut w, mut g) = setup();
+        t.grad_clip = 1e-3;
+        let mut opt = AdamW::new(&be, &table, &t);
+        let norm0 = AdamW::<CpuBackend<f64>>::grad_norm(&be, &g);
+        let out = opt.step(&be, &mut w, &mut g, 1e-2);
+        assert!(!out.skipped && (out.grad_norm - norm0).abs() < 1e-12);
+        let clipped = AdamW::<CpuBackend<f64>>::grad_norm(&be, &g);
+        assert!((clipped - 1e-3).abs() < 1e-8, "{clipped}");
+        // The first Adam step moves a weight by lr * g / (|g| + eps) with the clipped g;
+        // matrices are also decayed by lr * wd, norm weights are not.
+        let (norm_id, embed) = (table.final_norm, table.embed);
+        let step = |gc: f64| 1e-2 * gc / (gc.abs() + t.adam_eps);
+        let expect_norm = 0.5 - step(g[norm_id][0]);
+        assert!((w[norm_id][0] - expect_norm).abs() < 1e-9, "{} vs {expect_norm}", w[norm_id][0]);
+        let expect_embed = 0.5 * (1.0 - 1e-2 * t.weight_decay) - step(g[embed][0]);
+        assert!((w[embed][0] - expect_embed).abs() < 1e-9, "{} vs {expect_embed}", w[embed][0]);
+    }
+}

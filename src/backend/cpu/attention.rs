@@ -1,10 +1,12 @@
-//! Causal GQA attention forward, flash-attention style on CPU. Work is cut into rayon tasks of
-//! (batch, kv head, query tile); a task runs every query head sharing that kv head over the key
-//! tiles at or below the diagonal (fully masked tiles are never touched), keeping an online
-//! softmax (running max `m`, sum `l`, unnormalised output) in a per-thread scratch of one
-//! `BQ x BK` score tile, a transposed key tile and a `BQ x D` accumulator per head. Tile products
-//! use the packing-free kernels of tile.rs reading the `[B, T, H, D]` buffers in place. Saves `lse = m + ln l` `[B, H, T]`
-//! for the backward (attention_bwd.rs), which recomputes the probabilities from it.
+//! Causal GQA attention forward, flash-attention style on CPU. The inputs are first re-laid out
+//! once (each head's `[T, D]` block contiguous; K also as transposed `[D, BK]` tiles) so every
+//! tile product reads contiguous rows with the packing-free kernels of tile.rs. Work is cut into
+//! rayon tasks of (batch, kv head, query tile); a task runs every query head sharing that kv head
+//! over the key tiles at or below the diagonal (fully masked tiles are never touched), keeping an
+//! online softmax (running max `m`, sum `l`, unnormalised output) in a per-thread scratch of one
+//! `BQ x BK` score tile and a `BQ x D` accumulator per head: no more than a tile of the `T x T`
+//! scores ever exists. Saves `lse = m + ln l` `[B, H, T]` for the backward (attention_bwd.rs),
+//! which recomputes the probabilities from it.
 
 use super::par::{lane_max, simd_fn, SyncPtr};
 use super::{tile, Real};
@@ -128,16 +130,60 @@ simd_fn! {
     }
 }
 
-/// One forward task: query tile `qt` of batch `b`, all query heads of kv head `g`. Each key
-/// tile is transposed once into scratch and used by every head of the group.
-#[allow(clippy::too_many_arguments)]
+/// `dst[((b*nh + hh)*T + i)*D + dd] = src[b, i, hh, dd]`: each head's `[T, D]` block made
+/// contiguous (`src` is `[B, T, nh, D]`).
+pub(super) fn split_heads<T: Real>(dst: &mut [T], src: &[T], g_: Geo, nh: usize) {
+    let (t, d) = (g_.t, g_.d);
+    dst[..g_.b * nh * t * d]
+        .par_chunks_mut(t * d)
+        .enumerate()
+        .for_each(|(bh, blk)| {
+            let (b, hh) = (bh / nh, bh % nh);
+            for (i, row) in blk.chunks_exact_mut(d).enumerate() {
+                let at = ((b * t + i) * nh + hh) * d;
+                row.copy_from_slice(&src[at..at + d]);
+            }
+        });
+}
+
+/// Length of the `tiles_transposed` layout for `nh` heads.
+pub(super) fn tiles_len(g_: Geo, nh: usize) -> usize {
+    g_.b * nh * g_.t.div_ceil(BK) * g_.d * BK
+}
+
+/// Key tiles transposed, per (batch, head): tile `kt` of head `(b, hh)` is the `[D, BK]` block
+/// at `((b*nh + hh)*nkt + kt)*D*BK` with `block[dd*BK + jj] = src[b, kt*BK + jj, hh, dd]`
+/// (columns past the end of a partial last tile are not written).
+pub(super) fn tiles_transposed<T: Real>(dst: &mut [T], src: &[T], g_: Geo, nh: usize) {
+    let (t, d) = (g_.t, g_.d);
+    let nkt = t.div_ceil(BK);
+    dst[..tiles_len(g_, nh)]
+        .par_chunks_mut(nkt * d * BK)
+        .enumerate()
+        .for_each(|(bh, blk)| {
+            let (b, hh) = (bh / nh, bh % nh);
+            for (kt, tl) in blk.chunks_exact_mut(d * BK).enumerate() {
+                let j0 = kt * BK;
+                let at = ((b * t + j0) * nh + hh) * d;
+                tile::transpose(tl, BK, &src[at..], nh * d, BK.min(t - j0), d);
+            }
+        });
+}
+
+/// The re-laid-out inputs of the forward: Q per head `[T, D]`, K as transposed tiles, V per kv
+/// head `[T, D]`.
+struct FwdIn<'a, T> {
+    q: &'a [T],
+    kt: &'a [T],
+    v: &'a [T],
+}
+
+/// One forward task: query tile `qt` of batch `b`, all query heads of kv head `g`.
 fn fwd_task<T: Real>(
     g_: Geo,
     out: SyncPtr<T>,
     lse: SyncPtr<T>,
-    q: &[T],
-    k: &[T],
-    v: &[T],
+    x: &FwdIn<T>,
     b: usize,
     g: usize,
     qt: usize,
@@ -146,67 +192,51 @@ fn fwd_task<T: Real>(
         t, h, hkv, d, rep, ..
     } = g_;
     let scale = g_.scale::<T>();
+    let nkt = t.div_ceil(BK);
     let i0 = qt * BQ;
     let i1 = (i0 + BQ).min(t);
     let bq = i1 - i0;
-    T::with_scratch(2 * d * BK + BQ * BK + rep * (2 * BQ * d + 2 * BQ), |scr| {
-        let (kt, rest) = scr.split_at_mut(d * BK);
-        let (vc, rest) = rest.split_at_mut(d * BK);
-        let (s, rest) = rest.split_at_mut(BQ * BK);
-        let (qc, rest) = rest.split_at_mut(rep * BQ * d);
+    T::with_scratch(BQ * BK + rep * (BQ * d + 2 * BQ), |scr| {
+        let (s, rest) = scr.split_at_mut(BQ * BK);
         let (o, rest) = rest.split_at_mut(rep * BQ * d);
         let (m, l) = rest.split_at_mut(rep * BQ);
         o.fill(T::zero());
         m.fill(T::neg_infinity());
         l.fill(T::zero());
-        for r in 0..rep {
-            // SAFETY (all raw reads here): offsets stay inside q, k, v, whose lengths the caller
-            // checked, and inside the scratch tiles.
-            unsafe {
-                tile::gather_rows(
-                    &mut qc[r * BQ * d..],
-                    q.as_ptr().add(g_.q_at(b, i0, g * rep + r)),
-                    h * d,
-                    bq,
-                    d,
-                )
-            };
-        }
         // Keys at or beyond i1 are masked for every row of the tile.
         let mut j0 = 0;
         while j0 < i1 {
             let bk = (j0 + BK).min(i1) - j0;
-            unsafe {
-                tile::transpose(kt, bk, k.as_ptr().add(g_.k_at(b, j0, g)), hkv * d, bk, d);
-                tile::gather_rows(vc, v.as_ptr().add(g_.k_at(b, j0, g)), hkv * d, bk, d);
-            }
+            let ktile = &x.kt[((b * hkv + g) * nkt + j0 / BK) * d * BK..][..d * BK];
+            let vrows = &x.v[((b * hkv + g) * t + j0) * d..][..bk * d];
             for r in 0..rep {
+                let qrows = &x.q[((b * h + g * rep + r) * t + i0) * d..][..bq * d];
                 let (o, m, l) = (
                     &mut o[r * BQ * d..][..bq * d],
                     &mut m[r * BQ..][..bq],
                     &mut l[r * BQ..][..bq],
                 );
-                let qp = qc[r * BQ * d..].as_ptr();
-                // s = scale * Q Kᵀ ; online softmax ; o += P V
+                // SAFETY: the operands are the in-bounds slices above and the scratch tiles.
                 unsafe {
+                    // s = scale Q Kᵀ ; online softmax ; o += P V
+                    let c = tile::set(s.as_mut_ptr(), bk);
                     tile::mm(
                         (bq, bk, d),
                         scale,
-                        tile::rows(qp, d),
-                        tile::rows(kt.as_ptr(), bk),
-                        tile::set(s.as_mut_ptr(), bk),
-                    )
-                };
-                online_softmax(&mut s[..bq * bk], m, l, o, bq, bk, d, i0, j0);
-                unsafe {
+                        tile::rows(qrows.as_ptr(), d),
+                        tile::rows(ktile.as_ptr(), BK),
+                        c,
+                    );
+                    online_softmax(&mut s[..bq * bk], m, l, o, bq, bk, d, i0, j0);
+                    let c = tile::add(o.as_mut_ptr(), d);
                     tile::mm(
                         (bq, d, bk),
                         T::one(),
                         tile::rows(s.as_ptr(), bk),
-                        tile::rows(vc.as_ptr(), d),
-                        tile::add(o.as_mut_ptr(), d),
-                    )
-                };
+                        tile::rows(vrows.as_ptr(), d),
+                        c,
+                    );
+                }
             }
             j0 += BK;
         }
@@ -249,14 +279,24 @@ pub fn attention_fwd<T: Real>(
         SyncPtr::new(out.as_mut_ptr()),
         SyncPtr::new(lse.as_mut_ptr()),
     );
-    // Heaviest (last) query tiles first in each (b, kv head) run of tasks.
-    (0..g.b * g.hkv * nqt)
-        .into_par_iter()
-        .with_max_len(1)
-        .for_each(|task| {
-            let (bg, qt) = (task / nqt, nqt - 1 - task % nqt);
-            fwd_task(g, outp, lsep, q, k, v, bg / g.hkv, bg % g.hkv, qt);
-        });
+    let ktl = tiles_len(g, g.hkv);
+    // Re-lay the inputs out once so every tile operand is contiguous.
+    T::with_scratch(q.len() + ktl + k.len(), |scr| {
+        let (qc, rest) = scr.split_at_mut(q.len());
+        let (kt, vc) = rest.split_at_mut(ktl);
+        split_heads(qc, q, g, g.h);
+        tiles_transposed(kt, k, g, g.hkv);
+        split_heads(vc, v, g, g.hkv);
+        let x = FwdIn { q: qc, kt, v: vc };
+        // Heaviest (last) query tiles first in each (b, kv head) run of tasks.
+        (0..g.b * g.hkv * nqt)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|task| {
+                let (bg, qt) = (task / nqt, nqt - 1 - task % nqt);
+                fwd_task(g, outp, lsep, &x, bg / g.hkv, bg % g.hkv, qt);
+            });
+    });
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! When there are fewer (batch, kv head) pairs than `MIN_TASKS`, the key range is split into
 //! parts balanced by work; each part then sums its dQ into a private scratch slab, and the slabs
 //! are added in part order. The split depends only on the shape, so results are reproducible.
+//! Inputs are re-laid out once per call as in the forward (Q, dO, K per head, K and V as
+//! transposed tiles), in the calling thread's scratch.
 
-use super::attention::{valid_keys, Geo, BK, BQ};
+use super::attention::{split_heads, tiles_len, tiles_transposed, valid_keys, Geo, BK, BQ};
 use super::par::{lane_sum2, simd_fn, SyncPtr};
 use super::{tile, Real};
 use crate::backend::AttnShape;
@@ -71,24 +73,32 @@ fn part_bounds(nkt: usize, parts: usize) -> [usize; MAX_PARTS + 1] {
     bounds
 }
 
-struct Bufs<T> {
+/// The re-laid-out inputs of the backward: Q and dO per head `[T, D]`, K per kv head
+/// `[T, D]`, K and V as transposed tiles (see attention.rs).
+struct BwdIn<'a, T> {
+    q: &'a [T],
+    dout: &'a [T],
+    k: &'a [T],
+    kt: &'a [T],
+    vt: &'a [T],
+}
+
+/// Where a task writes: dQ (in place with row stride `H*D`, or a private slab with row stride
+/// `rep*D`, pointing at the task's first head) and dK/dV (in place).
+struct BwdOut<T> {
     dq: SyncPtr<T>,
-    /// Row stride of the dQ target (`H*D` in place, `rep*D` in a part slab).
     dq_rs: usize,
     dk: SyncPtr<T>,
     dv: SyncPtr<T>,
 }
 
-/// One backward task: batch `b`, kv head `g`, key tiles `kt0..kt1`. `bufs.dq` points at
-/// `dq[b, 0, g*rep, 0]` (or the part slab) with row stride `bufs.dq_rs`.
+/// One backward task: batch `b`, kv head `g`, key tiles `kt0..kt1`.
 #[allow(clippy::too_many_arguments)]
 fn bwd_task<T: Real>(
     g_: Geo,
-    bufs: &Bufs<T>,
+    x: &BwdIn<T>,
+    o: &BwdOut<T>,
     dout: &[T],
-    q: &[T],
-    k: &[T],
-    v: &[T],
     out: &[T],
     lse: &[T],
     b: usize,
@@ -100,42 +110,27 @@ fn bwd_task<T: Real>(
         t, h, hkv, d, rep, ..
     } = g_;
     let scale = g_.scale::<T>();
+    let nkt = t.div_ceil(BK);
     let j_lo = kt0 * BK;
-    let j_hi = (kt1 * BK).min(t);
-    if j_lo >= j_hi {
+    if j_lo >= t || kt0 >= kt1 {
         return;
     }
     let i_lo = (j_lo / BQ) * BQ; // first query tile that can see these keys
     let nrows = t - i_lo;
-    // SAFETY (all raw accesses below): this task owns dk/dv rows j_lo..j_hi of (b, g) and the
-    // dq rows of the rep heads of (b, g) (or its private slab); q/k/v/out/lse/dout lengths were
-    // checked by the caller and every offset is formed from in-range (b, t, head) indices.
-    // Scratch: score and dS tiles, Kᵀ/Vᵀ and contiguous K tiles, dK/dV accumulators, contiguous
-    // Q and dO tiles, and D for every query row the task sees.
-    T::with_scratch(2 * BQ * BK + 5 * d * BK + 2 * BQ * d + rep * nrows, |scr| {
+    // Scratch: P and dS tiles, dK/dV accumulators of one key tile, D for the visible rows.
+    T::with_scratch(2 * BQ * BK + 2 * BK * d + rep * nrows, |scr| {
         let (s, rest) = scr.split_at_mut(BQ * BK);
         let (dp, rest) = rest.split_at_mut(BQ * BK);
-        let (kt, rest) = rest.split_at_mut(d * BK);
-        let (vt, rest) = rest.split_at_mut(d * BK);
-        let (kc, rest) = rest.split_at_mut(d * BK);
-        let (dka, rest) = rest.split_at_mut(d * BK);
-        let (dva, rest) = rest.split_at_mut(d * BK);
-        let (qc, rest) = rest.split_at_mut(BQ * d);
-        let (doc, dvec) = rest.split_at_mut(BQ * d);
+        let (dka, rest) = rest.split_at_mut(BK * d);
+        let (dva, dvec) = rest.split_at_mut(BK * d);
         rowdots(dvec, dout, out, g_, b, g, i_lo, nrows);
-        let (qs, ks) = (h * d, hkv * d);
+        let bg = b * hkv + g;
         for kti in kt0..kt1 {
             let j0 = kti * BK;
             let bk = (j0 + BK).min(t) - j0;
-            unsafe {
-                let (kp, vp) = (
-                    k.as_ptr().add(g_.k_at(b, j0, g)),
-                    v.as_ptr().add(g_.k_at(b, j0, g)),
-                );
-                tile::transpose(kt, bk, kp, ks, bk, d);
-                tile::transpose(vt, bk, vp, ks, bk, d);
-                tile::gather_rows(kc, kp, ks, bk, d);
-            }
+            let ktile = &x.kt[(bg * nkt + kti) * d * BK..][..d * BK];
+            let vtile = &x.vt[(bg * nkt + kti) * d * BK..][..d * BK];
+            let krows = &x.k[(bg * t + j0) * d..][..bk * d];
             dka[..bk * d].fill(T::zero());
             dva[..bk * d].fill(T::zero());
             let mut i0 = (j0 / BQ) * BQ;
@@ -143,22 +138,23 @@ fn bwd_task<T: Real>(
                 let bq = (i0 + BQ).min(t) - i0;
                 for r in 0..rep {
                     let hh = g * rep + r;
+                    let qrows = &x.q[((b * h + hh) * t + i0) * d..][..bq * d];
+                    let dorows = &x.dout[((b * h + hh) * t + i0) * d..][..bq * d];
+                    let (qp, dop) = (
+                        tile::rows(qrows.as_ptr(), d),
+                        tile::rows(dorows.as_ptr(), d),
+                    );
+                    // SAFETY: operands are the in-bounds slices above and the scratch tiles.
                     unsafe {
-                        tile::gather_rows(qc, q.as_ptr().add(g_.q_at(b, i0, hh)), qs, bq, d);
-                        tile::gather_rows(doc, dout.as_ptr().add(g_.q_at(b, i0, hh)), qs, bq, d);
                         // s = scale Q Kᵀ ; dp = dO Vᵀ
-                        tile::mm(
-                            (bq, bk, d),
-                            scale,
-                            tile::rows(qc.as_ptr(), d),
-                            tile::rows(kt.as_ptr(), bk),
-                            tile::set(s.as_mut_ptr(), bk),
-                        );
+                        let kb = tile::rows(ktile.as_ptr(), BK);
+                        tile::mm((bq, bk, d), scale, qp, kb, tile::set(s.as_mut_ptr(), bk));
+                        let vb = tile::rows(vtile.as_ptr(), BK);
                         tile::mm(
                             (bq, bk, d),
                             T::one(),
-                            tile::rows(doc.as_ptr(), d),
-                            tile::rows(vt.as_ptr(), bk),
+                            dop,
+                            vb,
                             tile::set(dp.as_mut_ptr(), bk),
                         );
                     }
@@ -174,30 +170,21 @@ fn bwd_task<T: Real>(
                         i0,
                         j0,
                     );
+                    // SAFETY: as above; the dQ rows of this head belong to this task (or its slab).
                     unsafe {
-                        let dqp = bufs.dq.get().add(i0 * bufs.dq_rs + r * d);
                         // dV += Pᵀ dO ; dQ += scale dS K ; dK += scale dSᵀ Q
+                        let (pt, dst) = (tile::trans(s.as_ptr(), bk), tile::trans(dp.as_ptr(), bk));
                         tile::mm(
                             (bk, d, bq),
                             T::one(),
-                            tile::trans(s.as_ptr(), bk),
-                            tile::rows(doc.as_ptr(), d),
+                            pt,
+                            dop,
                             tile::add(dva.as_mut_ptr(), d),
                         );
-                        tile::mm(
-                            (bq, d, bk),
-                            scale,
-                            tile::rows(dp.as_ptr(), bk),
-                            tile::rows(kc.as_ptr(), d),
-                            tile::add(dqp, bufs.dq_rs),
-                        );
-                        tile::mm(
-                            (bk, d, bq),
-                            scale,
-                            tile::trans(dp.as_ptr(), bk),
-                            tile::rows(qc.as_ptr(), d),
-                            tile::add(dka.as_mut_ptr(), d),
-                        );
+                        let dqc = tile::add(o.dq.get().add(i0 * o.dq_rs + r * d), o.dq_rs);
+                        let kr = tile::rows(krows.as_ptr(), d);
+                        tile::mm((bq, d, bk), scale, tile::rows(dp.as_ptr(), bk), kr, dqc);
+                        tile::mm((bk, d, bq), scale, dst, qp, tile::add(dka.as_mut_ptr(), d));
                     }
                 }
                 i0 += BQ;
@@ -206,8 +193,8 @@ fn bwd_task<T: Real>(
                 // SAFETY: dk/dv rows j0..j0+bk of (b, g) belong to this task.
                 unsafe {
                     let at = g_.k_at(b, j0 + jj, g);
-                    std::ptr::copy_nonoverlapping(dka[jj * d..].as_ptr(), bufs.dk.get().add(at), d);
-                    std::ptr::copy_nonoverlapping(dva[jj * d..].as_ptr(), bufs.dv.get().add(at), d);
+                    std::ptr::copy_nonoverlapping(dka[jj * d..].as_ptr(), o.dk.get().add(at), d);
+                    std::ptr::copy_nonoverlapping(dva[jj * d..].as_ptr(), o.dv.get().add(at), d);
                 }
             }
         }
@@ -249,10 +236,10 @@ pub fn attention_bwd<T: Real>(
     let Geo {
         b: nb,
         t,
+        h,
         hkv,
         d,
         rep,
-        ..
     } = g_;
     let nkt = t.div_ceil(BK);
     let pairs = nb * hkv;
@@ -261,47 +248,65 @@ pub fn attention_bwd<T: Real>(
     }
     let parts = MIN_TASKS.div_ceil(pairs).clamp(1, nkt.clamp(1, MAX_PARTS));
     let bounds = part_bounds(nkt, parts);
-    let (dkp, dvp) = (SyncPtr::new(dk.as_mut_ptr()), SyncPtr::new(dv.as_mut_ptr()));
-    let run = |task: usize, dq: SyncPtr<T>, dq_rs: usize| {
-        let (pair, p) = (task / parts, task % parts);
-        let bufs = Bufs {
-            dq,
-            dq_rs,
-            dk: dkp,
-            dv: dvp,
+    // With split key ranges each task sums dQ into its own [T, rep*D] slab.
+    let slab = if parts > 1 { t * rep * d } else { 0 };
+    let ktl = tiles_len(g_, hkv);
+    let (ql, kl) = (q.len(), k.len());
+    T::with_scratch(2 * ql + kl + 2 * ktl + pairs * parts * slab, |scr| {
+        // Re-lay the inputs out once so every tile operand is contiguous.
+        let (qc, rest) = scr.split_at_mut(ql);
+        let (doc, rest) = rest.split_at_mut(ql);
+        let (kc, rest) = rest.split_at_mut(kl);
+        let (kt, rest) = rest.split_at_mut(ktl);
+        let (vt, slabs) = rest.split_at_mut(ktl);
+        split_heads(qc, q, g_, h);
+        split_heads(doc, dout, g_, h);
+        split_heads(kc, k, g_, hkv);
+        tiles_transposed(kt, k, g_, hkv);
+        tiles_transposed(vt, v, g_, hkv);
+        let x = BwdIn {
+            q: qc,
+            dout: doc,
+            k: kc,
+            kt,
+            vt,
         };
-        bwd_task(
-            g_,
-            &bufs,
-            dout,
-            q,
-            k,
-            v,
-            out,
-            lse,
-            pair / hkv,
-            pair % hkv,
-            bounds[p],
-            bounds[p + 1],
-        );
-    };
-    if parts == 1 {
-        super::elementwise::fill(dq, T::zero());
-        let dqp = SyncPtr::new(dq.as_mut_ptr());
-        (0..pairs).into_par_iter().with_max_len(1).for_each(|task| {
-            let (b, g) = (task / hkv, task % hkv);
-            // SAFETY: offset of dq[b, 0, g*rep, 0], in range.
-            run(
-                task,
-                SyncPtr::new(unsafe { dqp.get().add(g_.q_at(b, 0, g * rep)) }),
-                g_.h * d,
+        let (dkp, dvp) = (SyncPtr::new(dk.as_mut_ptr()), SyncPtr::new(dv.as_mut_ptr()));
+        let run = |task: usize, dq: SyncPtr<T>, dq_rs: usize| {
+            let (pair, p) = (task / parts, task % parts);
+            let o = BwdOut {
+                dq,
+                dq_rs,
+                dk: dkp,
+                dv: dvp,
+            };
+            bwd_task(
+                g_,
+                &x,
+                &o,
+                dout,
+                out,
+                lse,
+                pair / hkv,
+                pair % hkv,
+                bounds[p],
+                bounds[p + 1],
             );
-        });
-        return;
-    }
-    // Split key ranges: each task sums dQ into its own [T, rep*D] slab, added in part order.
-    let slab = t * rep * d;
-    T::with_scratch(pairs * parts * slab, |slabs| {
+        };
+        if parts == 1 {
+            super::elementwise::fill(dq, T::zero());
+            let dqp = SyncPtr::new(dq.as_mut_ptr());
+            (0..pairs).into_par_iter().with_max_len(1).for_each(|task| {
+                let (b, g) = (task / hkv, task % hkv);
+                // SAFETY: offset of dq[b, 0, g*rep, 0], in range.
+                run(
+                    task,
+                    SyncPtr::new(unsafe { dqp.get().add(g_.q_at(b, 0, g * rep)) }),
+                    h * d,
+                );
+            });
+            return;
+        }
         super::elementwise::fill(slabs, T::zero());
         let sp = SyncPtr::new(slabs.as_mut_ptr());
         (0..pairs * parts)
@@ -315,8 +320,9 @@ pub fn attention_bwd<T: Real>(
                     rep * d,
                 );
             });
+        // Add the slabs in part order.
         let slabs = &*slabs;
-        dq.par_chunks_mut(g_.h * d)
+        dq.par_chunks_mut(h * d)
             .enumerate()
             .with_min_len(16)
             .for_each(|(row, dst)| {
@@ -382,6 +388,7 @@ mod tests {
             shape(1, 70, 4, 1, 64),
             shape(4, 9, 8, 2, 16),
             shape(1, 150, 2, 1, 16),
+            shape(4, 70, 4, 2, 16),
         ];
         for (ci, s) in cases.into_iter().enumerate() {
             let g = Geo::new("t", s);

@@ -1,19 +1,21 @@
 //! The CPU backend: every op of the `Backend` trait on host memory, generic over the element
 //! type (`f32` for training, `f64` for finite-difference tests). This file is the trait impl and
-//! delegates to one file per op family: gemm (matrixmultiply), attention / attention_bwd (flash
-//! style, tiled), norm (RMSNorm), rope, elementwise (add, scale, SwiGLU, AdamW, sum of squares),
-//! loss (fused cross-entropy), embedding. Kernels are parallel with rayon (deterministic: the
-//! split never changes a summation order that matters, or depends on shapes only) and keep their
-//! scratch in per-thread buffers that grow once.
+//! delegates to one file per op family: gemm (matrixmultiply, threaded over rayon), attention /
+//! attention_bwd (flash style, tiled, with the packing-free tile products of tile.rs), norm
+//! (RMSNorm), rope, elementwise (add, scale, SwiGLU, AdamW, sum of squares), loss (fused
+//! cross-entropy), embedding; real.rs is the element type, par.rs the rayon/SIMD plumbing.
+//! Kernels are parallel with rayon and deterministic: a split never changes a summation order,
+//! or the order depends on shapes only (never on thread count or timing). Scratch lives in
+//! per-thread buffers that grow once, so a training step does not churn the heap.
 
 mod attention;
 mod attention_bwd;
-#[cfg(test)]
-mod bench;
 mod elementwise;
 mod embedding;
 mod gemm;
 mod loss;
+#[cfg(test)]
+mod microbench;
 mod norm;
 mod par;
 mod real;
@@ -28,14 +30,23 @@ use super::{AdamWStep, AttnShape, Backend};
 use std::marker::PhantomData;
 
 /// The CPU backend over element type `T`. Stateless: scratch lives in thread-locals.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct CpuBackend<T: Real> {
     _t: PhantomData<T>,
 }
 
 impl<T: Real> CpuBackend<T> {
+    /// Also makes matrixmultiply single-threaded (unless `MATMUL_NUM_THREADS` is set): large
+    /// GEMMs are split over rayon's threads instead.
     pub fn new() -> Self {
+        gemm::init_threads();
         CpuBackend { _t: PhantomData }
+    }
+}
+
+impl<T: Real> Default for CpuBackend<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -250,5 +261,45 @@ impl<T: Real> Backend for CpuBackend<T> {
         h: AdamWStep,
     ) {
         elementwise::adamw(param, grad, m, v, h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trait_wiring_smoke() {
+        let be = CpuBackend::<f64>::new();
+        assert_eq!(be.name(), "cpu-f64");
+        assert_eq!(CpuBackend::<f32>::default().name(), "cpu-f32");
+        let mut a = be.zeros(4);
+        be.upload(&[1.0, 2.0, 3.0, 4.0], &mut a);
+        let mut b = be.zeros(4);
+        be.copy(&mut b, &a);
+        be.add_assign(&mut b, &a);
+        be.scale(&mut b, 0.5);
+        assert_eq!(be.download(&b), vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(be.sum_squares(&a), 30.0);
+        // [2,2] x [2,2]ᵀ with beta: c = 2 * a aᵀ + 1 * c.
+        let mut c = be.zeros(4);
+        be.upload(&[1.0, 1.0, 1.0, 1.0], &mut c);
+        be.gemm(&mut c, &a, &a, 2, 2, 2, false, true, 2.0, 1.0);
+        assert_eq!(c, vec![11.0, 23.0, 23.0, 51.0]);
+        // RoPE forward then backward (the inverse rotation) is the identity.
+        let (cos, sin) = (vec![0.6, 0.8], vec![0.8, -0.6]);
+        let mut x = a.clone();
+        be.rope_fwd(&mut x, &cos, &sin, 1, 1, 1, 4);
+        assert_ne!(x, a);
+        be.rope_bwd(&mut x, &cos, &sin, 1, 1, 1, 4);
+        assert!(x.iter().zip(&a).all(|(p, q)| (p - q).abs() < 1e-15));
+        let mut ids = be.zeros_ids(2);
+        be.upload_ids(&[1, 0], &mut ids);
+        let mut out = be.zeros(4);
+        be.embedding_fwd(&mut out, &a, &ids, 2);
+        assert_eq!(out, vec![3.0, 4.0, 1.0, 2.0]);
+        be.fill_zero(&mut out);
+        assert_eq!(be.len(&out), 4);
+        assert!(out.iter().all(|&v| v == 0.0));
     }
 }

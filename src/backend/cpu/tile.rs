@@ -1,9 +1,8 @@
 //! Small in-cache matrix products for the attention tiles (at most 64 x 64 x head_dim), without
 //! the panel packing a general GEMM does: every tile product in attention can be arranged so the
-//! right operand has contiguous rows (tiles of Q, K, V, dO are gathered or transposed into small
-//! contiguous scratch once and reused across heads and tiles), so a register-blocked kernel
-//! reads them directly. f32 on AVX2+FMA uses a 6x16 intrinsic micro-kernel; otherwise a plain
-//! loop.
+//! right operand has contiguous rows (attention re-lays Q, K, V, dO out once per call: heads
+//! contiguous, K and V also as transposed tiles), so a register-blocked kernel reads them in
+//! place. f32 on AVX2+FMA uses a 6x16 intrinsic micro-kernel; otherwise a plain loop.
 
 use super::Real;
 use std::any::TypeId;
@@ -138,42 +137,45 @@ unsafe fn generic<T: Real>(
     }
 }
 
-/// `dst[c * ld + r] = src[r * stride + c]` for an `rows x cols` block (a K or V tile into
-/// `[head_dim, keys]` layout).
-///
-/// # Safety
-/// `src` must be valid for the block; `dst` must hold `cols * ld` elements with `ld >= rows`.
-pub unsafe fn transpose<T: Real>(
+/// `dst[c * ld + r] = src[r * stride + c]` for a `rows x cols` block (a K or V tile into
+/// `[head_dim, keys]` layout). f32 on AVX2 moves 8x8 blocks through registers.
+pub fn transpose<T: Real>(
     dst: &mut [T],
     ld: usize,
-    src: *const T,
+    src: &[T],
     stride: usize,
     rows: usize,
     cols: usize,
 ) {
-    debug_assert!(ld >= rows && dst.len() >= cols * ld);
-    for r in 0..rows {
-        let s = std::slice::from_raw_parts(src.add(r * stride), cols);
-        for (c, &v) in s.iter().enumerate() {
-            *dst.get_unchecked_mut(c * ld + r) = v;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        ld >= rows && dst.len() >= (cols - 1) * ld + rows,
+        "transpose: destination too small"
+    );
+    assert!(
+        src.len() >= (rows - 1) * stride + cols,
+        "transpose: source too small"
+    );
+    let (mut r8, mut c8) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<T>() == TypeId::of::<f32>() && std::is_x86_feature_detected!("avx2") {
+        (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        let (d, s) = (dst.as_mut_ptr() as *mut f32, src.as_ptr() as *const f32);
+        for r in (0..r8).step_by(8) {
+            for c in (0..c8).step_by(8) {
+                // SAFETY: the asserts above cover the 8x8 block at (r, c) in both layouts.
+                unsafe { avx2::transpose8(s.add(r * stride + c), stride, d.add(c * ld + r), ld) };
+            }
         }
     }
-}
-
-/// `dst[r * cols + c] = src[r * stride + c]`: gathers a strided block into contiguous rows
-/// (large power-of-two strides would otherwise thrash the L1 sets inside the kernels).
-///
-/// # Safety
-/// `src` must be valid for the block; `dst` must hold `rows * cols` elements.
-pub unsafe fn gather_rows<T: Real>(
-    dst: &mut [T],
-    src: *const T,
-    stride: usize,
-    rows: usize,
-    cols: usize,
-) {
-    for (r, d) in dst[..rows * cols].chunks_exact_mut(cols).enumerate() {
-        d.copy_from_slice(std::slice::from_raw_parts(src.add(r * stride), cols));
+    // The rest: rows below r8 beyond column c8, and all columns of rows from r8.
+    for r in 0..rows {
+        let c0 = if r < r8 { c8 } else { 0 };
+        for c in c0..cols {
+            dst[c * ld + r] = src[r * stride + c];
+        }
     }
 }
 
@@ -228,6 +230,41 @@ mod avx2 {
                 c.add(nfull),
                 ldc,
             );
+        }
+    }
+
+    /// 8x8 f32 transpose: `dst[c*dld + r] = src[r*sld + c]`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn transpose8(src: *const f32, sld: usize, dst: *mut f32, dld: usize) {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * sld)));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let o = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (i, v) in o.iter().enumerate() {
+            _mm256_storeu_ps(dst.add(i * dld), *v);
         }
     }
 
@@ -352,12 +389,27 @@ mod tests {
     }
 
     #[test]
-    fn transpose_block() {
-        let src: Vec<f64> = (0..12).map(|x| x as f64).collect(); // 3 rows of stride 4
-        let mut dst = vec![-1.0; 3 * 4];
-        unsafe { transpose(&mut dst, 4, src.as_ptr(), 4, 3, 3) };
-        assert_eq!(&dst[..3], &[0.0, 4.0, 8.0]);
-        assert_eq!(&dst[4..7], &[1.0, 5.0, 9.0]);
-        assert_eq!(dst[3], -1.0);
+    fn transpose_blocks_and_edges() {
+        for &(rows, cols) in &[(3, 3), (8, 8), (19, 37), (64, 64)] {
+            let stride = cols + 5;
+            let ld = rows + 3;
+            let src: Vec<f64> = (0..rows * stride).map(|x| x as f64).collect();
+            let mut want = vec![-1.0; cols * ld];
+            for r in 0..rows {
+                for c in 0..cols {
+                    want[c * ld + r] = src[r * stride + c];
+                }
+            }
+            let mut d64 = vec![-1.0; cols * ld];
+            transpose(&mut d64, ld, &src, stride, rows, cols);
+            assert_eq!(d64, want);
+            let s32: Vec<f32> = src.iter().map(|&x| x as f32).collect();
+            let mut d32 = vec![-1.0f32; cols * ld];
+            transpose(&mut d32, ld, &s32, stride, rows, cols);
+            assert!(
+                d32.iter().zip(&want).all(|(a, b)| *a as f64 == *b),
+                "{rows}x{cols}"
+            );
+        }
     }
 }

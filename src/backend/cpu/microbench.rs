@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the CPU kernels at one small-Llama layer's sizes, as ignored tests that
-//! print timings: `cargo test --release --lib backend::cpu::bench -- --ignored --nocapture`.
+//! print timings: `cargo test --release --lib backend::cpu::microbench -- --ignored --nocapture`.
 
 use super::{attention, attention_bwd, elementwise, gemm, loss, norm};
 use crate::backend::AttnShape;
@@ -31,30 +31,30 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
 #[ignore]
 fn bench_gemm() {
     eprintln!("rayon threads: {}", rayon::current_num_threads());
-    let (m, k, n) = (2048, 512, 1408);
-    let flop = 2.0 * (m * k * n) as f64;
-    for &(name, ta, tb) in &[
-        ("x Wt (fwd)", false, true),
-        ("dY W (dx)", false, false),
-        ("dYt X (dw)", true, false),
+    // The three products of a linear layer `y = x Wᵀ` (x `[tokens, in]`, W `[out, in]`):
+    // forward `x Wᵀ`, input gradient `dY W`, weight gradient `dYᵀ x`.
+    let tokens = 2048;
+    for &(layer, inp, out) in &[
+        ("mlp up", 512, 1408),
+        ("mlp down", 1408, 512),
+        ("lm head", 512, 16384),
     ] {
-        // Shapes of the three products of one linear layer, all m*k*n = 2048*512*1408 flop/2.
-        let (mm, kk, nn) = match name {
-            "x Wt (fwd)" => (m, k, n),
-            "dY W (dx)" => (m, n, k),
-            _ => (n, m, k),
-        };
-        let a = data(mm * kk, 1);
-        let b = data(kk * nn, 2);
-        let mut c = vec![0.0f32; mm * nn];
-        let s = best(5, || {
-            gemm::gemm(&mut c, &a, &b, mm, kk, nn, ta, tb, 1.0, 0.0)
-        });
-        eprintln!(
-            "sgemm {name:12} {mm}x{kk}x{nn}: {:7.2} ms  {:6.1} GFLOP/s",
-            s * 1e3,
-            flop / s / 1e9
-        );
+        for &(name, m, k, n, ta, tb) in &[
+            ("x Wt", tokens, inp, out, false, true),
+            ("dY W", tokens, out, inp, false, false),
+            ("dYt x", out, tokens, inp, true, false),
+        ] {
+            let a = data(m * k, 1);
+            let b = data(k * n, 2);
+            let mut c = vec![0.0f32; m * n];
+            let s = best(5, || gemm::gemm(&mut c, &a, &b, m, k, n, ta, tb, 1.0, 0.0));
+            let flop = 2.0 * (m * k * n) as f64;
+            eprintln!(
+                "sgemm {layer:8} {name:6} {m:5}x{k:5}x{n:5}: {:7.2} ms {:6.1} GFLOP/s",
+                s * 1e3,
+                flop / s / 1e9
+            );
+        }
     }
 }
 
@@ -71,11 +71,11 @@ fn bench_attention() {
     let (ql, kl) = (4 * 512 * 8 * 64, 4 * 512 * 4 * 64);
     let (q, k, v, dout) = (data(ql, 3), data(kl, 4), data(kl, 5), data(ql, 6));
     let (mut o, mut lse) = (vec![0.0f32; ql], vec![0.0f32; 4 * 8 * 512]);
-    let tf = best(5, || {
+    let tf = best(20, || {
         attention::attention_fwd(&mut o, &mut lse, &q, &k, &v, sh)
     });
     let (mut dq, mut dk, mut dv) = (vec![0.0f32; ql], vec![0.0f32; kl], vec![0.0f32; kl]);
-    let tb = best(5, || {
+    let tb = best(20, || {
         attention_bwd::attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &o, &lse, sh)
     });
     // Causal: half of the 2*B*H*T*T*D multiply-adds per product (2 fwd, 4 bwd products + recompute).
