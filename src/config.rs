@@ -81,9 +81,12 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     #[serde(default = "defaults::seed")]
     pub seed: u64,
-    /// Data spec: one shard prefix, or several separated by commas (concatenated in order).
+    /// Data spec (see the README): `PREFIX`, `P1,P2`, `W1 P1 W2 P2 ...` or a mix `FILE.toml`.
     #[serde(default)]
     pub data: Option<String>,
+    /// Megatron --split "98,1,1": training reads only the train documents of every shard.
+    #[serde(default)]
+    pub split: Option<String>,
     /// JSONL metrics file (one object per optimizer step).
     #[serde(default)]
     pub metrics: Option<String>,

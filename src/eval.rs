@@ -6,7 +6,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::checkpoint::hf;
 use crate::config::ModelConfig;
-use crate::data::sampler::GptSampler;
+use crate::data::blend::BlendedSampler;
 use crate::model::Llama;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -39,7 +39,7 @@ pub fn load_hf_model<B: Backend>(backend: Arc<B>, dir: &Path, micro_batch: usize
     Ok(model)
 }
 
-pub fn evaluate<B: Backend>(model: &mut Llama<B>, sampler: &GptSampler, batches: Option<usize>) -> Result<EvalResult> {
+pub fn evaluate<B: Backend>(model: &mut Llama<B>, sampler: &BlendedSampler, batches: Option<usize>) -> Result<EvalResult> {
     let mb = model.micro_batch;
     let available = (sampler.num_samples() as usize) / mb;
     let n_batches = batches.unwrap_or(available).min(available);
@@ -67,8 +67,7 @@ pub fn run(o: &EvalOptions) -> Result<EvalResult> {
     let backend = Arc::new(CpuBackend::<f32>::new());
     let mut model = load_hf_model(backend, o.hf_dir, o.micro_batch, o.seq_len)
         .with_context(|| format!("loading Hugging Face model {}", o.hf_dir.display()))?;
-    let datasets = crate::train::open_data(o.data)?;
-    let sampler = GptSampler::new(datasets, o.seq_len, 0, model.cfg.vocab_size)?;
+    let sampler = BlendedSampler::open(o.data, o.seq_len, 0, model.cfg.vocab_size)?;
     let r = evaluate(&mut model, &sampler, o.batches)?;
     println!("eval: {} tokens from {} | loss {:.6} | perplexity {:.3}", r.tokens, o.data, r.loss, r.loss.exp());
     println!("{}", serde_json::json!({ "loss": r.loss, "tokens": r.tokens }));

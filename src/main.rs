@@ -73,6 +73,15 @@ enum DataCommand {
         #[arg(long)]
         vocab_size: Option<usize>,
     },
+    /// Concatenate shard sets (same dtype) into one, like Megatron's merge_datasets.py; last line JSON.
+    Merge {
+        /// Input prefixes, in order.
+        #[arg(required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+        /// Output prefix: writes PREFIX.bin and PREFIX.idx.
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -92,6 +101,9 @@ struct TrainArgs {
     sequence_parallel: bool,
     #[arg(long)]
     data: Option<String>,
+    /// Train/valid/test ratios over each shard's documents, e.g. 98,1,1 (train reads the first part).
+    #[arg(long)]
+    split: Option<String>,
     #[arg(long)]
     steps: Option<u64>,
     #[arg(long)]
@@ -169,6 +181,7 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("parallel.zero", a.zero.map(|v| v.to_string()));
     push("parallel.sequence_parallel", a.sequence_parallel.then(|| "true".into()));
     push("train.data", a.data.as_ref().map(|v| toml_string(v)));
+    push("train.split", a.split.as_ref().map(|v| toml_string(v)));
     push("train.steps", a.steps.map(|v| v.to_string()));
     push("train.seq_len", a.seq_len.map(|v| v.to_string()));
     push("train.micro_batch", a.micro_batch.map(|v| v.to_string()));
@@ -201,6 +214,9 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
         }
         Command::Data { command: DataCommand::Inspect { prefix, vocab_size } } => {
             swallow::data::inspect::run(&prefix, vocab_size)?;
+        }
+        Command::Data { command: DataCommand::Merge { inputs, output } } => {
+            swallow::data::merge::run(&inputs, &output)?;
         }
         Command::Train(a) => {
             if a.save.is_some() || a.save_every.is_some() || a.load.is_some() {

@@ -5,24 +5,29 @@
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::data::indexed::IndexedDataset;
-use crate::data::sampler::GptSampler;
+use crate::data::blend::{BlendedSampler, Part, Split};
+use crate::data::spec::DataSpec;
 use crate::dist::{MpiWorld, Topology};
 use crate::metrics::{flops_per_token, MetricsWriter, StepRecord};
 use crate::model::Llama;
-use crate::optim::{AdamW, LrSchedule};
+use crate::dist::Collectives;
+use crate::optim::adamw::StepOutcome;
+use crate::optim::{DataParallelOptimizer, LrSchedule};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Model + optimizer + schedule: everything one optimizer step needs.
+/// Model + optimizer + schedule + data-parallel group: everything one optimizer step needs.
 pub struct Trainer<B: Backend> {
     pub model: Llama<B>,
-    pub optimizer: AdamW<B>,
+    pub optimizer: DataParallelOptimizer<B>,
     pub schedule: LrSchedule,
+    pub dp: Box<dyn Collectives>,
     pub step: u64,
+    /// Micro-batches per step on this rank.
     pub accumulation: usize,
+    /// Tokens in the global batch (all DP ranks).
     tokens_per_step: usize,
 }
 
@@ -37,23 +42,32 @@ pub struct StepStats {
 }
 
 impl<B: Backend> Trainer<B> {
-    /// A freshly initialised model for `cfg` on `backend` (data parallel size 1).
-    pub fn new(backend: Arc<B>, cfg: &Config) -> Self {
+    /// A freshly initialised model for `cfg` on `backend`, data-parallel over `dp` (ZeRO-1 when
+    /// `cfg.parallel.zero == 1`).
+    pub fn new(backend: Arc<B>, cfg: &Config, dp: Box<dyn Collectives>) -> Self {
         let t = &cfg.train;
         let mut model = Llama::new(backend.clone(), &cfg.model, t.micro_batch, t.seq_len);
         model.init_weights(t.seed);
-        let optimizer = AdamW::new(&*backend, &model.table, t);
+        let zero = cfg.parallel.zero == 1;
+        let optimizer = DataParallelOptimizer::new(&*backend, &model.table, &model.weights, t, zero, &*dp);
         Trainer {
             model,
             optimizer,
             schedule: LrSchedule::from_config(t),
+            accumulation: t.global_batch / (t.micro_batch * dp.size()),
+            dp,
             step: 0,
-            accumulation: t.global_batch / t.micro_batch,
             tokens_per_step: t.global_batch * t.seq_len,
         }
     }
 
-    /// One optimizer step over `batch`: `global_batch` samples of `seq_len + 1` tokens, row-major.
+    /// Samples of this rank's share of each global batch.
+    pub fn local_batch(&self) -> usize {
+        self.accumulation * self.model.micro_batch
+    }
+
+    /// One optimizer step over `batch`: this rank's `global_batch / dp` samples of `seq_len + 1`
+    /// tokens, row-major.
     pub fn train_step(&mut self, batch: &[u32]) -> StepStats {
         let m = &mut self.model;
         let rows = m.micro_batch * (m.seq + 1);
@@ -67,35 +81,27 @@ impl<B: Backend> Trainer<B> {
         }
         self.step += 1;
         let lr = self.schedule.lr(self.step);
-        let loss = loss_sum / self.tokens_per_step as f64;
+        let mut total = [loss_sum];
+        self.dp.all_reduce_sum_f64(&mut total);
+        let loss = total[0] / self.tokens_per_step as f64;
         let backend = m.backend.clone();
         let outcome = if loss.is_finite() {
-            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr)
+            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp)
         } else {
-            crate::optim::adamw::StepOutcome { grad_norm: AdamW::<B>::grad_norm(&*backend, &m.grads), skipped: true }
+            StepOutcome { grad_norm: f64::NAN, skipped: true }
         };
         StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: outcome.skipped }
     }
-}
-
-/// Opens the shard prefixes of a data spec (comma-separated prefixes, concatenated in order).
-pub fn open_data(spec: &str) -> Result<Vec<IndexedDataset>> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|p| IndexedDataset::open(Path::new(p)))
-        .collect()
 }
 
 /// `swallow train`: the whole run on this rank.
 pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
-    if topo.world != 1 || cfg.parallel.vpp != 1 || cfg.parallel.zero != 0 || cfg.parallel.sequence_parallel {
+    if topo.tp != 1 || topo.pp != 1 || cfg.parallel.vpp != 1 || cfg.parallel.sequence_parallel {
         bail!(
-            "this build trains on one rank only (world size {}, tp {}, pp {}, dp {}, vpp {}, zero {}): \
-             tensor, pipeline and data parallelism are not implemented yet",
-            topo.world, topo.tp, topo.pp, topo.dp, cfg.parallel.vpp, cfg.parallel.zero
+            "tp {}, pp {}, vpp {}, sequence parallel {}: only data parallelism (tp = pp = vpp = 1) is implemented yet",
+            topo.tp, topo.pp, cfg.parallel.vpp, cfg.parallel.sequence_parallel
         );
     }
     match cfg.train.device.as_str() {
@@ -105,7 +111,11 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     }
     let t = &cfg.train;
     let spec = t.data.as_deref().context("no training data: pass --data PREFIX (or set train.data)")?;
-    let sampler = GptSampler::new(open_data(spec)?, t.seq_len, t.seed, cfg.model.vocab_size)?;
+    let data = DataSpec::parse(spec)?;
+    let sampler = match t.split.as_deref() {
+        None => BlendedSampler::new(&data, t.seq_len, t.seed, cfg.model.vocab_size)?,
+        Some(s) => BlendedSampler::new_part(&data, &Split::parse(s)?, Part::Train, t.seq_len, t.seed, cfg.model.vocab_size)?,
+    };
     let params = crate::model::ParamTable::llama(&cfg.model).numel();
     println!(
         "swallow train: {} | {:.2}M parameters | {} layers, hidden {}, heads {}/{} kv | seq {} | global batch {} = {} x {} micro-batches | {} steps | data {} ({} samples/epoch)",
@@ -119,14 +129,23 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     }
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let backend = Arc::new(CpuBackend::<f32>::new());
-    let mut trainer = Trainer::new(backend, cfg);
+    let mut trainer = Trainer::new(backend, cfg, Box::new(mpi.dp_group(&topo)));
+    if topo.rank == 0 {
+        println!(
+            "layout: world {} = tp {} x dp {} x pp {} | optimizer state {:.1} MB per rank{}",
+            topo.world, topo.tp, topo.dp, topo.pp,
+            trainer.optimizer.state_bytes() as f64 / 1e6,
+            if trainer.optimizer.is_sharded() { format!(" (ZeRO-1, sharded over dp {})", topo.dp) } else { String::new() }
+        );
+    }
     let flops_tok = flops_per_token(&cfg.model, t.seq_len);
     let row = t.seq_len + 1;
-    let mut batch = vec![0u32; t.global_batch * row];
+    let local = trainer.local_batch();
+    let mut batch = vec![0u32; local * row];
     let start = Instant::now();
     for step in 1..=t.steps {
         let t0 = Instant::now();
-        let first = (step - 1) * t.global_batch as u64;
+        let first = (step - 1) * t.global_batch as u64 + (topo.dp_rank * local) as u64;
         for (i, out) in batch.chunks_mut(row).enumerate() {
             sampler.sample(first + i as u64, out)?;
         }

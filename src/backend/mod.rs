@@ -46,6 +46,8 @@ pub trait Backend: Send + Sync {
     fn len(&self, buf: &Self::Buf) -> usize;
     fn upload(&self, host: &[f32], dst: &mut Self::Buf);
     fn download(&self, src: &Self::Buf) -> Vec<f32>;
+    /// Copies `src` into `dst` (same length) without allocating.
+    fn download_into(&self, src: &Self::Buf, dst: &mut [f32]);
     fn upload_ids(&self, host: &[u32], dst: &mut Self::Ids);
     fn zeros_ids(&self, len: usize) -> Self::Ids;
     fn fill_zero(&self, buf: &mut Self::Buf);

@@ -452,6 +452,12 @@ impl IndexedDataset {
         })
     }
 
+    /// The raw `.bin` bytes of sequence `seq` (in this dataset's dtype).
+    pub fn sequence_bytes(&self, seq: usize) -> &[u8] {
+        let start = self.sequence_pointer(seq) as usize;
+        &self.bin[start..start + self.sequence_len(seq) * self.dtype.size()]
+    }
+
     /// All tokens of sequence `seq`.
     pub fn sequence(&self, seq: usize) -> Result<Vec<u32>> {
         let mut v = vec![0; self.sequence_len(seq)];
@@ -505,6 +511,8 @@ pub struct IndexedWriter {
     idx_tmp: PathBuf,
     bin: Option<BufWriter<File>>,
     sizes: Vec<i32>,
+    /// Megatron's document index: the sequence where each document starts, plus the end.
+    doc_index: Vec<i64>,
     tokens: u64,
     buf: Vec<u8>,
 }
@@ -547,6 +555,7 @@ impl IndexedWriter {
             idx_tmp,
             bin: Some(BufWriter::with_capacity(1 << 20, file)),
             sizes: Vec::new(),
+            doc_index: vec![0],
             tokens: 0,
             buf: Vec::new(),
         })
@@ -584,13 +593,41 @@ impl IndexedWriter {
         bin.write_all(&self.buf)
             .with_context(|| format!("writing {}", self.bin_tmp.display()))?;
         self.sizes.push(len);
+        self.doc_index.push(self.sizes.len() as i64);
         self.tokens += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Append a whole dataset as Megatron's `add_index` does: its token bytes copied unchanged,
+    /// its sequence lengths, and its document index shifted past the sequences written so far
+    /// (so multi-sentence documents stay intact). The dtypes must match.
+    pub fn append_dataset(&mut self, ds: &IndexedDataset) -> Result<()> {
+        if ds.dtype() != self.dtype {
+            bail!(
+                "{} holds {} tokens but {} is being written as {}: shards of different dtypes cannot be concatenated",
+                ds.prefix().display(),
+                ds.dtype(),
+                self.prefix.display(),
+                self.dtype
+            );
+        }
+        let offset = self.sizes.len() as i64;
+        let bin = self.bin.as_mut().expect("writer already finished");
+        for s in 0..ds.num_sequences() {
+            bin.write_all(ds.sequence_bytes(s))
+                .with_context(|| format!("writing {}", self.bin_tmp.display()))?;
+            self.sizes.push(ds.sequence_len(s) as i32);
+        }
+        for k in 1..=ds.num_documents() {
+            self.doc_index.push(offset + ds.document_index(k) as i64);
+        }
+        self.tokens += ds.num_tokens();
         Ok(())
     }
 
     /// Documents added so far.
     pub fn documents(&self) -> u64 {
-        self.sizes.len() as u64
+        self.doc_index.len() as u64 - 1
     }
 
     /// Write `.idx`, then rename both files into place.
@@ -602,7 +639,7 @@ impl IndexedWriter {
         file.sync_all()
             .with_context(|| format!("syncing {}", self.bin_tmp.display()))?;
         drop(file);
-        let idx = index_bytes(self.dtype, &self.sizes);
+        let idx = index_bytes_with_documents(self.dtype, &self.sizes, &self.doc_index);
         fs::write(&self.idx_tmp, &idx)
             .with_context(|| format!("writing {}", self.idx_tmp.display()))?;
         let bin_path = with_suffix(&self.prefix, ".bin");
@@ -621,12 +658,11 @@ impl IndexedWriter {
                 idx_path.display()
             )
         })?;
-        let n = self.sizes.len() as u64;
         Ok(Summary {
             prefix: self.prefix.clone(),
             dtype: self.dtype,
-            documents: n,
-            sequences: n,
+            documents: self.doc_index.len() as u64 - 1,
+            sequences: self.sizes.len() as u64,
             tokens: self.tokens,
             bin_bytes: self.tokens * self.dtype.size() as u64,
             idx_bytes: idx.len() as u64,
@@ -646,13 +682,20 @@ impl Drop for IndexedWriter {
 
 /// The `.idx` bytes for contiguous sequences of `sizes` tokens, one document per sequence.
 pub fn index_bytes(dtype: TokenDtype, sizes: &[i32]) -> Vec<u8> {
+    let docs: Vec<i64> = (0..=sizes.len() as i64).collect();
+    index_bytes_with_documents(dtype, sizes, &docs)
+}
+
+/// The `.idx` bytes for contiguous sequences of `sizes` tokens and the document index `docs`
+/// (sequence where each document starts, then the sequence count).
+pub fn index_bytes_with_documents(dtype: TokenDtype, sizes: &[i32], docs: &[i64]) -> Vec<u8> {
     let n = sizes.len();
-    let mut out = Vec::with_capacity(HEADER_LEN + 20 * n + 8);
+    let mut out = Vec::with_capacity(HEADER_LEN + 12 * n + 8 * docs.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.push(dtype.code());
     out.extend_from_slice(&(n as u64).to_le_bytes());
-    out.extend_from_slice(&(n as u64 + 1).to_le_bytes());
+    out.extend_from_slice(&(docs.len() as u64).to_le_bytes());
     for &s in sizes {
         out.extend_from_slice(&s.to_le_bytes());
     }
@@ -661,7 +704,7 @@ pub fn index_bytes(dtype: TokenDtype, sizes: &[i32]) -> Vec<u8> {
         out.extend_from_slice(&ptr.to_le_bytes());
         ptr += s as i64 * dtype.size() as i64;
     }
-    for d in 0..=n as i64 {
+    for d in docs {
         out.extend_from_slice(&d.to_le_bytes());
     }
     out

@@ -1,6 +1,10 @@
-//! Token data: Megatron-compatible indexed shards (.bin/.idx), GPT-style sampling, corpus preparation.
+//! Token data: Megatron-compatible indexed shards (.bin/.idx), GPT-style sampling, weighted blending
+//! of datasets, data specs (`--data`), corpus preparation and shard merging.
 
+pub mod blend;
 pub mod indexed;
 pub mod inspect;
+pub mod merge;
 pub mod prep;
 pub mod sampler;
+pub mod spec;

@@ -4,19 +4,22 @@
 //! boundaries, a last partial window is dropped). Training reads an endless stream of epochs, each a
 //! seeded permutation of the windows, so the sample at global index `i` is a pure function of
 //! (seed, i, data) and every parallel layout sees the same global batch (design principle 2).
-//! Megatron's full GPTDataset semantics (document-level shuffling, blending, train/valid split) is
-//! a later layer on top of this.
+//! Blending several such streams by weight is [`crate::data::blend`]; Megatron's document-level
+//! shuffling and train/valid split are a later layer on top of this.
 
 use crate::data::indexed::IndexedDataset;
 use anyhow::{bail, Result};
+use std::ops::Range;
 
 /// Windows of `seq_len + 1` tokens over the concatenation of `datasets`.
 pub struct GptSampler {
     datasets: Vec<IndexedDataset>,
     /// Stream offset of the first token of each dataset, plus the total at the end.
     dataset_starts: Vec<u64>,
-    /// Per dataset: stream-relative start of each sequence, plus the dataset's total at the end.
+    /// Per dataset: stream-relative start of each sequence read, plus the dataset's total at the end.
     sequence_starts: Vec<Vec<u64>>,
+    /// Per dataset: the sequences read (all of them, or the documents of one split).
+    ranges: Vec<Range<usize>>,
     seq_len: usize,
     seed: u64,
     vocab_size: usize,
@@ -30,6 +33,45 @@ impl GptSampler {
         seed: u64,
         vocab_size: usize,
     ) -> Result<Self> {
+        let parts = datasets
+            .into_iter()
+            .map(|d| {
+                let n = d.num_documents();
+                (d, 0..n)
+            })
+            .collect();
+        Self::with_documents(parts, seq_len, seed, vocab_size)
+    }
+
+    /// Like [`new`](Self::new), reading only the documents `range` of each dataset (a
+    /// train/valid/test split, see [`crate::data::blend::Split`]). Sequences outside every document
+    /// (after the document index's last entry) are read only when a range ends at the last document.
+    pub fn with_documents(
+        parts: Vec<(IndexedDataset, Range<usize>)>,
+        seq_len: usize,
+        seed: u64,
+        vocab_size: usize,
+    ) -> Result<Self> {
+        let mut datasets = Vec::with_capacity(parts.len());
+        let mut ranges = Vec::with_capacity(parts.len());
+        for (ds, docs) in parts {
+            let n = ds.num_documents();
+            if docs.start > docs.end || docs.end > n {
+                bail!(
+                    "{}: documents {}..{} requested, the dataset has {n}",
+                    ds.prefix().display(),
+                    docs.start,
+                    docs.end
+                );
+            }
+            let end = if docs.end == n {
+                ds.num_sequences()
+            } else {
+                ds.document_index(docs.end)
+            };
+            ranges.push(ds.document_index(docs.start).min(end)..end);
+            datasets.push(ds);
+        }
         if seq_len == 0 {
             bail!("sequence length must be at least 1");
         }
@@ -38,10 +80,10 @@ impl GptSampler {
         }
         let mut dataset_starts = vec![0u64];
         let mut sequence_starts = Vec::with_capacity(datasets.len());
-        for ds in &datasets {
-            let mut starts = Vec::with_capacity(ds.num_sequences() + 1);
+        for (ds, range) in datasets.iter().zip(&ranges) {
+            let mut starts = Vec::with_capacity(range.len() + 1);
             let mut t = 0u64;
-            for s in 0..ds.num_sequences() {
+            for s in range.clone() {
                 starts.push(t);
                 t += ds.sequence_len(s) as u64;
             }
@@ -65,6 +107,7 @@ impl GptSampler {
             datasets,
             dataset_starts,
             sequence_starts,
+            ranges,
             seq_len,
             seed,
             vocab_size,
@@ -143,9 +186,10 @@ impl GptSampler {
             let ds = &self.datasets[d];
             let starts = &self.sequence_starts[d];
             let local = pos - self.dataset_starts[d];
-            let mut s = starts.partition_point(|&x| x <= local) - 1;
-            let mut offset = (local - starts[s]) as usize;
-            while filled < out.len() && s < ds.num_sequences() {
+            let range = &self.ranges[d];
+            let mut s = range.start + starts.partition_point(|&x| x <= local) - 1;
+            let mut offset = (local - starts[s - range.start]) as usize;
+            while filled < out.len() && s < range.end {
                 let take = (ds.sequence_len(s) - offset).min(out.len() - filled);
                 let chunk = &mut out[filled..filled + take];
                 ds.read_tokens(s, offset, chunk)?;
@@ -168,7 +212,7 @@ impl GptSampler {
 }
 
 /// splitmix64 finalizer: a strong 64-bit mixing function.
-fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -1,7 +1,9 @@
 //! The MPI world: initialised once at start-up (also when the binary runs without mpirun, as a
 //! singleton), it gives this process its rank, and ends the whole job when any rank fails.
 
-use mpi::topology::{Communicator, SimpleCommunicator};
+use super::comm::MpiGroup;
+use super::topology::Topology;
+use mpi::topology::{Color, Communicator, SimpleCommunicator};
 
 pub struct MpiWorld {
     // Dropping the universe finalises MPI, so it lives as long as the world.
@@ -23,6 +25,16 @@ impl MpiWorld {
 
     pub fn size(&self) -> usize {
         self.world.size() as usize
+    }
+
+    /// This rank's data-parallel group (MPI_Comm_split: same TP rank and PP stage, ordered by DP rank).
+    pub fn dp_group(&self, topo: &Topology) -> MpiGroup {
+        let color = (topo.tp_rank + topo.tp * topo.pp_rank) as i32;
+        let comm = self
+            .world
+            .split_by_color_with_key(Color::with_value(color), topo.dp_rank as i32)
+            .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
+        MpiGroup::new(comm)
     }
 
     /// Ends every rank of the job (MPI_Abort) with `code`.

@@ -1,8 +1,10 @@
 //! The optimizer: AdamW with fp32 state, the learning-rate schedule and global grad-norm clipping.
-//! (Data parallelism and the ZeRO-1 sharded optimizer will live here too.)
+//! Data parallelism lives here too (zero.rs): gradient all-reduce, or the ZeRO-1 sharded optimizer.
 
 pub mod adamw;
 pub mod schedule;
+pub mod zero;
 
 pub use adamw::AdamW;
 pub use schedule::LrSchedule;
+pub use zero::DataParallelOptimizer;

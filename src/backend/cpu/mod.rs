@@ -83,6 +83,12 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn download(&self, src: &Vec<T>) -> Vec<f32> {
         src.iter().map(|x| x.as_f32()).collect()
     }
+    fn download_into(&self, src: &Vec<T>, dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "download_into: source has {} elements, destination {}", src.len(), dst.len());
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.as_f32();
+        }
+    }
     fn upload_ids(&self, host: &[u32], dst: &mut Vec<u32>) {
         assert_eq!(
             dst.len(),

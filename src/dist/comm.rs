@@ -1,0 +1,86 @@
+//! The collectives trait the parallel code talks to, on host f32/f64 slices, and its two
+//! implementations: `MpiGroup` (an MPI communicator: the DP, TP or PP group of this rank) and
+//! `LocalGroup` (a group of one, where every collective is the identity). NCCL and CUDA-aware MPI
+//! on device buffers will be further implementations.
+
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use std::cell::RefCell;
+
+pub trait Collectives {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// In place: every rank ends with the element-wise sum.
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]);
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]);
+    /// `send` holds `size` equal blocks; block r of the sum lands in rank r's `recv`.
+    fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]);
+    /// Rank r's `send` becomes block r of every rank's `recv`.
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]);
+}
+
+/// A group of one rank: collectives are copies.
+pub struct LocalGroup;
+
+impl Collectives for LocalGroup {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum_f32(&self, _buf: &mut [f32]) {}
+    fn all_reduce_sum_f64(&self, _buf: &mut [f64]) {}
+    fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send);
+    }
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
+        recv.copy_from_slice(send);
+    }
+}
+
+/// An MPI communicator used as a collectives group.
+pub struct MpiGroup {
+    comm: SimpleCommunicator,
+    /// Send-side copy for in-place reductions (rsmpi has no MPI_IN_PLACE), reused across steps.
+    scratch: RefCell<Vec<f32>>,
+}
+
+impl MpiGroup {
+    pub fn new(comm: SimpleCommunicator) -> Self {
+        MpiGroup { comm, scratch: RefCell::new(Vec::new()) }
+    }
+}
+
+impl Collectives for MpiGroup {
+    fn rank(&self) -> usize {
+        self.comm.rank() as usize
+    }
+    fn size(&self) -> usize {
+        self.comm.size() as usize
+    }
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
+        if self.size() == 1 {
+            return;
+        }
+        let mut send = self.scratch.borrow_mut();
+        send.clear();
+        send.extend_from_slice(buf);
+        self.comm.all_reduce_into(&send[..], buf, SystemOperation::sum());
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+        if self.size() == 1 {
+            return;
+        }
+        let send = buf.to_vec();
+        self.comm.all_reduce_into(&send[..], buf, SystemOperation::sum());
+    }
+    fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
+        assert_eq!(send.len(), recv.len() * self.size(), "reduce-scatter: send is not size x recv");
+        self.comm.reduce_scatter_block_into(send, recv, SystemOperation::sum());
+    }
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
+        assert_eq!(recv.len(), send.len() * self.size(), "all-gather: recv is not size x send");
+        self.comm.all_gather_into(send, recv);
+    }
+}

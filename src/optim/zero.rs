@@ -1,0 +1,174 @@
+//! Data parallelism in the optimizer. Every DP rank computes gradients on its slice of the global
+//! batch; then either
+//! - `--zero 0`: the gradients are all-reduced (summed: each rank's loss is already scaled by
+//!   1 / global tokens) and every rank runs the same AdamW on the whole model, or
+//! - `--zero 1` (ZeRO-1, Megatron's distributed optimizer): the gradients, laid out as one flat
+//!   vector in parameter-table order and padded to a multiple of DP, are reduce-scattered so rank r
+//!   holds the summed gradient of block r; the global norm is the DP sum of the blocks' squares
+//!   (each element counted once); AdamW runs only on block r, whose master weights and moments are
+//!   the only optimizer state this rank keeps (1/DP of the whole); the updated block is
+//!   all-gathered back into every rank's weights.
+//! Host staging buffers are allocated once; a block is cut at parameter boundaries into segments
+//! so each keeps its parameter's weight-decay setting.
+
+use super::adamw::{AdamW, StepOutcome};
+use crate::backend::{AdamWStep, Backend};
+use crate::config::TrainConfig;
+use crate::dist::Collectives;
+use crate::model::params::ParamTable;
+
+/// The part of one parameter that falls into this rank's ZeRO block.
+struct Segment<B: Backend> {
+    /// Element offset inside this rank's block.
+    block_offset: usize,
+    len: usize,
+    decay: bool,
+    master: B::Buf,
+    grad: B::Buf,
+    m: B::Buf,
+    v: B::Buf,
+}
+
+struct Sharded<B: Backend> {
+    segments: Vec<Segment<B>>,
+    block: Vec<f32>,
+    updates: u64,
+}
+
+enum Mode<B: Backend> {
+    Replicated(AdamW<B>),
+    Sharded(Sharded<B>),
+}
+
+pub struct DataParallelOptimizer<B: Backend> {
+    mode: Mode<B>,
+    /// Start of each parameter in the flat vector, and the total at the end.
+    offsets: Vec<usize>,
+    /// Flat staging vector, padded to a multiple of DP.
+    flat: Vec<f32>,
+    t: TrainConfig,
+}
+
+impl<B: Backend> DataParallelOptimizer<B> {
+    /// `weights` are the initial weights (copied into the master block under ZeRO-1).
+    pub fn new(backend: &B, table: &ParamTable, weights: &[B::Buf], t: &TrainConfig, zero: bool, dp: &dyn Collectives) -> Self {
+        let mut offsets = vec![0];
+        for s in &table.specs {
+            offsets.push(offsets.last().unwrap() + s.numel());
+        }
+        let total = *offsets.last().unwrap();
+        let block_len = total.div_ceil(dp.size());
+        let flat = vec![0.0; block_len * dp.size()];
+        let mode = if zero {
+            let (lo, hi) = (dp.rank() * block_len, ((dp.rank() + 1) * block_len).min(total));
+            let mut segments = Vec::new();
+            for (p, spec) in table.specs.iter().enumerate() {
+                let (a, b) = (offsets[p].max(lo), offsets[p + 1].min(hi));
+                if a >= b {
+                    continue;
+                }
+                let len = b - a;
+                let all = backend.download(&weights[p]);
+                let mut master = backend.zeros(len);
+                backend.upload(&all[a - offsets[p]..b - offsets[p]], &mut master);
+                segments.push(Segment {
+                    block_offset: a - lo,
+                    len,
+                    decay: spec.weight_decay,
+                    master,
+                    grad: backend.zeros(len),
+                    m: backend.zeros(len),
+                    v: backend.zeros(len),
+                });
+            }
+            Mode::Sharded(Sharded { segments, block: vec![0.0; block_len], updates: 0 })
+        } else {
+            Mode::Replicated(AdamW::new(backend, table, t))
+        };
+        DataParallelOptimizer { mode, offsets, flat, t: t.clone() }
+    }
+
+    /// Bytes of optimizer state (master weights beyond the model's own, and the two moments) on this rank.
+    pub fn state_bytes(&self) -> usize {
+        match &self.mode {
+            Mode::Replicated(_) => 2 * 4 * self.offsets.last().unwrap(),
+            Mode::Sharded(s) => 3 * 4 * s.segments.iter().map(|g| g.len).sum::<usize>(),
+        }
+    }
+
+    pub fn is_sharded(&self) -> bool {
+        matches!(self.mode, Mode::Sharded(_))
+    }
+
+    fn pack(&mut self, backend: &B, bufs: &[B::Buf]) {
+        for (p, b) in bufs.iter().enumerate() {
+            backend.download_into(b, &mut self.flat[self.offsets[p]..self.offsets[p + 1]]);
+        }
+    }
+
+    fn unpack(&self, backend: &B, bufs: &mut [B::Buf]) {
+        for (p, b) in bufs.iter_mut().enumerate() {
+            backend.upload(&self.flat[self.offsets[p]..self.offsets[p + 1]], b);
+        }
+    }
+
+    /// Reduces the gradients over the DP group and applies one update with learning rate `lr`.
+    pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives) -> StepOutcome {
+        if dp.size() == 1 {
+            if let Mode::Replicated(adamw) = &mut self.mode {
+                return adamw.step(backend, weights, grads, lr);
+            }
+        }
+        self.pack(backend, grads);
+        match &mut self.mode {
+            Mode::Replicated(_) => {
+                dp.all_reduce_sum_f32(&mut self.flat);
+                self.unpack(backend, grads);
+                let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
+                adamw.step(backend, weights, grads, lr)
+            }
+            Mode::Sharded(sh) => {
+                dp.reduce_scatter_sum_f32(&self.flat, &mut sh.block);
+                let outcome = sh.update(backend, &self.t, lr, dp);
+                if !outcome.skipped {
+                    dp.all_gather_f32(&sh.block, &mut self.flat);
+                    self.unpack(backend, weights);
+                }
+                outcome
+            }
+        }
+    }
+}
+
+impl<B: Backend> Sharded<B> {
+    /// AdamW on this rank's block, which holds the reduced gradients on entry and the updated
+    /// master weights on return.
+    fn update(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives) -> StepOutcome {
+        let mut sq = [self.block.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>()];
+        dp.all_reduce_sum_f64(&mut sq);
+        let grad_norm = sq[0].sqrt();
+        if !grad_norm.is_finite() {
+            return StepOutcome { grad_norm, skipped: true };
+        }
+        let coeff = if t.grad_clip > 0.0 { (t.grad_clip / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+        self.updates += 1;
+        for seg in self.segments.iter_mut() {
+            let part = &mut self.block[seg.block_offset..seg.block_offset + seg.len];
+            if coeff < 1.0 {
+                part.iter_mut().for_each(|g| *g *= coeff as f32);
+            }
+            backend.upload(part, &mut seg.grad);
+            let h = AdamWStep {
+                lr: lr as f32,
+                beta1: t.beta1 as f32,
+                beta2: t.beta2 as f32,
+                eps: t.adam_eps as f32,
+                weight_decay: if seg.decay { t.weight_decay as f32 } else { 0.0 },
+                step: self.updates,
+            };
+            backend.adamw(&mut seg.master, &seg.grad, &mut seg.m, &mut seg.v, h);
+            backend.download_into(&seg.master, part);
+        }
+        StepOutcome { grad_norm, skipped: false }
+    }
+}
