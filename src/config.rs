@@ -276,6 +276,17 @@ impl Config {
         Ok(())
     }
 
+    /// Tensor-parallel divisibility: heads, KV heads and FFN columns split evenly over `tp`.
+    pub fn check_tensor_parallel(&self) -> Result<()> {
+        let (m, tp) = (&self.model, self.parallel.tp);
+        for (what, n) in [("model.num_heads", m.num_heads), ("model.num_kv_heads", m.num_kv_heads), ("model.ffn_hidden_size", m.ffn_hidden_size)] {
+            if n % tp != 0 {
+                bail!("parallel.tp = {tp} does not divide {what} = {n} (replicating KV heads across TP ranks is not implemented yet)");
+            }
+        }
+        Ok(())
+    }
+
     /// Data-parallel size for a world of `world` ranks, or an error naming the numbers.
     pub fn data_parallel_size(&self, world: usize) -> Result<usize> {
         let p = &self.parallel;

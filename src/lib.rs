@@ -11,4 +11,5 @@ pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod pipeline;
 pub mod train;

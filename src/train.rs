@@ -42,14 +42,15 @@ pub struct StepStats {
 }
 
 impl<B: Backend> Trainer<B> {
-    /// A freshly initialised model for `cfg` on `backend`, data-parallel over `dp` (ZeRO-1 when
-    /// `cfg.parallel.zero == 1`).
-    pub fn new(backend: Arc<B>, cfg: &Config, dp: Box<dyn Collectives>) -> Self {
+    /// A freshly initialised model for `cfg` on `backend`: this rank's shard of it within the
+    /// tensor-parallel group `tp`, data-parallel over `dp` (ZeRO-1 when `cfg.parallel.zero == 1`).
+    pub fn new(backend: Arc<B>, cfg: &Config, dp: Box<dyn Collectives>, tp: Box<dyn Collectives>) -> Self {
         let t = &cfg.train;
-        let mut model = Llama::new(backend.clone(), &cfg.model, t.micro_batch, t.seq_len);
+        let mut model = Llama::new_sharded(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp);
         model.init_weights(t.seed);
         let zero = cfg.parallel.zero == 1;
-        let optimizer = DataParallelOptimizer::new(&*backend, &model.table, &model.weights, t, zero, &*dp);
+        let optimizer =
+            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, t, zero, &*dp, model.local.tp_rank);
         Trainer {
             model,
             optimizer,
@@ -86,7 +87,7 @@ impl<B: Backend> Trainer<B> {
         let loss = total[0] / self.tokens_per_step as f64;
         let backend = m.backend.clone();
         let outcome = if loss.is_finite() {
-            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp)
+            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*m.tp)
         } else {
             StepOutcome { grad_norm: f64::NAN, skipped: true }
         };
@@ -98,10 +99,11 @@ impl<B: Backend> Trainer<B> {
 pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
-    if topo.tp != 1 || topo.pp != 1 || cfg.parallel.vpp != 1 || cfg.parallel.sequence_parallel {
+    cfg.check_tensor_parallel()?;
+    if topo.pp != 1 || cfg.parallel.vpp != 1 || cfg.parallel.sequence_parallel {
         bail!(
-            "tp {}, pp {}, vpp {}, sequence parallel {}: only data parallelism (tp = pp = vpp = 1) is implemented yet",
-            topo.tp, topo.pp, cfg.parallel.vpp, cfg.parallel.sequence_parallel
+            "pp {}, vpp {}, sequence parallel {}: pipeline and sequence parallelism are not implemented yet (tensor and data parallelism are)",
+            topo.pp, cfg.parallel.vpp, cfg.parallel.sequence_parallel
         );
     }
     match cfg.train.device.as_str() {
@@ -129,7 +131,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     }
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let backend = Arc::new(CpuBackend::<f32>::new());
-    let mut trainer = Trainer::new(backend, cfg, Box::new(mpi.dp_group(&topo)));
+    let mut trainer = Trainer::new(backend, cfg, Box::new(mpi.dp_group(&topo)), Box::new(mpi.tp_group(&topo)));
     if topo.rank == 0 {
         println!(
             "layout: world {} = tp {} x dp {} x pp {} | optimizer state {:.1} MB per rank{}",

@@ -81,10 +81,11 @@ pub trait Backend: Send + Sync {
     );
 
     // ---- embedding ----------------------------------------------------------------------
-    /// `out[i, :] = table[ids[i], :]`; `table` is `[vocab, dim]`, `out` is `[n, dim]`.
-    fn embedding_fwd(&self, out: &mut Self::Buf, table: &Self::Buf, ids: &Self::Ids, dim: usize);
-    /// `dtable[ids[i], :] += dout[i, :]`, deterministic (same order every time).
-    fn embedding_bwd(&self, dtable: &mut Self::Buf, dout: &Self::Buf, ids: &Self::Ids, dim: usize);
+    /// `out[i, :] = table[ids[i] - vocab_start, :]`; `table` is this shard's `[rows, dim]`, holding
+    /// vocabulary rows `[vocab_start, vocab_start + rows)`; ids outside it give zero rows.
+    fn embedding_fwd(&self, out: &mut Self::Buf, table: &Self::Buf, ids: &Self::Ids, dim: usize, vocab_start: usize);
+    /// `dtable[ids[i] - vocab_start, :] += dout[i, :]` for ids of the shard, deterministic.
+    fn embedding_bwd(&self, dtable: &mut Self::Buf, dout: &Self::Buf, ids: &Self::Ids, dim: usize, vocab_start: usize);
 
     // ---- RMSNorm ------------------------------------------------------------------------
     /// Row-wise over `[rows, dim]`: `rstd = 1/sqrt(mean(x^2) + eps)`, `out = x * rstd * w`.
@@ -148,6 +149,36 @@ pub trait Backend: Send + Sync {
         targets: &Self::Ids,
         vocab: usize,
         valid_vocab: usize,
+        grad_scale: f32,
+    );
+
+    /// Vocab-parallel cross-entropy, phase 1 (see `cross_entropy_fwd_bwd`): for this shard's
+    /// logits `[rows, vocab_local]` (first `valid_local` columns real, global columns from
+    /// `vocab_start`), `stats` `[rows, 3]` = (local max, sum exp(logit - local max), target logit
+    /// or 0 when the target is on another shard).
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_local_stats(
+        &self,
+        logits: &Self::Buf,
+        stats: &mut Self::Buf,
+        targets: &Self::Ids,
+        vocab_local: usize,
+        valid_local: usize,
+        vocab_start: usize,
+    );
+    /// Phase 2, from the stats combined over the TP group, `global` `[rows, 3]` = (max, sum
+    /// exp(logit - max), target logit): writes `losses` and overwrites the shard's logits with
+    /// `grad_scale * (softmax - onehot)`.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_finish(
+        &self,
+        logits: &mut Self::Buf,
+        losses: &mut Self::Buf,
+        global: &Self::Buf,
+        targets: &Self::Ids,
+        vocab_local: usize,
+        valid_local: usize,
+        vocab_start: usize,
         grad_scale: f32,
     );
 

@@ -37,6 +37,16 @@ impl MpiWorld {
         MpiGroup::new(comm)
     }
 
+    /// This rank's tensor-parallel group (same DP rank and PP stage, ordered by TP rank).
+    pub fn tp_group(&self, topo: &Topology) -> MpiGroup {
+        let color = (topo.dp_rank + topo.dp * topo.pp_rank) as i32;
+        let comm = self
+            .world
+            .split_by_color_with_key(Color::with_value(color), topo.tp_rank as i32)
+            .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
+        MpiGroup::new(comm)
+    }
+
     /// Ends every rank of the job (MPI_Abort) with `code`.
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)

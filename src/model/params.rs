@@ -40,6 +40,43 @@ impl ParamSpec {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+
+    /// Shape of tensor-parallel rank `rank`'s shard among `tp` (dim 0 of vocab-parallel tensors is
+    /// padded to a multiple of `tp`; see `padded_vocab`).
+    pub fn local_shape(&self, tp: usize) -> Vec<usize> {
+        let mut s = self.shape.clone();
+        match self.shard {
+            ShardKind::Replicated => {}
+            ShardKind::Column => s[0] /= tp,
+            ShardKind::Row => s[1] /= tp,
+            ShardKind::Vocab => s[0] = padded_vocab(s[0], tp) / tp,
+        }
+        s
+    }
+
+    /// The flat row-major global element ranges (of the padded logical tensor) that make up rank
+    /// `rank`'s shard, in the shard's own row-major order.
+    pub fn local_ranges(&self, tp: usize, rank: usize) -> Vec<std::ops::Range<u64>> {
+        let local = self.local_shape(tp);
+        let n: usize = local.iter().product();
+        match self.shard {
+            ShardKind::Replicated => vec![0..n as u64],
+            ShardKind::Column | ShardKind::Vocab => {
+                let start = (rank * n) as u64;
+                vec![start..start + n as u64]
+            }
+            ShardKind::Row => {
+                let (rows, cols, full) = (local[0] as u64, local[1] as u64, self.shape[1] as u64);
+                (0..rows).map(|r| r * full + rank as u64 * cols..r * full + (rank as u64 + 1) * cols).collect()
+            }
+        }
+    }
+}
+
+/// Vocabulary rows including tensor-parallel padding: the next multiple of `tp` (padding rows
+/// are never looked up and their logits are excluded from the loss).
+pub fn padded_vocab(vocab: usize, tp: usize) -> usize {
+    vocab.div_ceil(tp) * tp
 }
 
 /// Indices into the table of one decoder layer's parameters.
@@ -135,6 +172,35 @@ mod tests {
         assert_eq!(t.numel(), 6_738_415_616);
         assert_eq!(t.specs.len(), 2 + 32 * 9 + 1);
         assert_eq!(t.specs[t.layers[3].k].name, "model.layers.3.self_attn.k_proj.weight");
+    }
+
+    #[test]
+    fn tensor_parallel_shards_tile_the_logical_tensor() {
+        let mut c = Config::load("tiny", &[]).unwrap().model;
+        c.vocab_size = 4097; // not a multiple of tp: one padding row at tp 2
+        let t = ParamTable::llama(&c);
+        for spec in &t.specs {
+            let total: u64 = match spec.shard {
+                ShardKind::Vocab => (padded_vocab(spec.shape[0], 2) * spec.shape[1]) as u64,
+                _ => spec.numel() as u64,
+            };
+            let mut covered: Vec<u64> = (0..2)
+                .flat_map(|r| spec.local_ranges(2, r))
+                .flat_map(|rg| rg.collect::<Vec<_>>())
+                .collect();
+            let per_rank: usize = spec.local_shape(2).iter().product();
+            if spec.shard == ShardKind::Replicated {
+                assert_eq!(covered.len(), 2 * per_rank);
+                continue;
+            }
+            assert_eq!(covered.len(), 2 * per_rank, "{}", spec.name);
+            covered.sort_unstable();
+            assert_eq!(covered, (0..total).collect::<Vec<_>>(), "{}", spec.name);
+        }
+        let o = &t.specs[t.layers[0].o];
+        assert_eq!(o.local_shape(2), vec![128, 64]);
+        assert_eq!(o.local_ranges(2, 1)[1], 128 + 64..256);
+        assert_eq!(t.specs[t.embed].local_shape(2), vec![2049, 128]);
     }
 
     #[test]

@@ -29,10 +29,11 @@ pub struct StepOutcome {
 }
 
 impl<B: Backend> AdamW<B> {
-    pub fn new(backend: &B, table: &ParamTable, t: &TrainConfig) -> Self {
+    /// Moments sized like `weights` (this rank's shards of the table's parameters).
+    pub fn new(backend: &B, table: &ParamTable, weights: &[B::Buf], t: &TrainConfig) -> Self {
         AdamW {
-            m: table.specs.iter().map(|s| backend.zeros(s.numel())).collect(),
-            v: table.specs.iter().map(|s| backend.zeros(s.numel())).collect(),
+            m: weights.iter().map(|w| backend.zeros(backend.len(w))).collect(),
+            v: weights.iter().map(|w| backend.zeros(backend.len(w))).collect(),
             decay: table.specs.iter().map(|s| s.weight_decay).collect(),
             updates: 0,
             beta1: t.beta1,
@@ -52,6 +53,11 @@ impl<B: Backend> AdamW<B> {
     /// gradient norm is not finite, in which case nothing changes and the step is reported skipped.
     pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64) -> StepOutcome {
         let grad_norm = Self::grad_norm(backend, grads);
+        self.step_with_norm(backend, weights, grads, lr, grad_norm)
+    }
+
+    /// As `step`, with the global gradient norm computed by the caller (over a parallel layout).
+    pub fn step_with_norm(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, grad_norm: f64) -> StepOutcome {
         if !grad_norm.is_finite() {
             return StepOutcome { grad_norm, skipped: true };
         }
@@ -96,7 +102,7 @@ mod tests {
     #[test]
     fn non_finite_gradients_skip_the_update() {
         let (be, table, t, mut w, mut g) = setup();
-        let mut opt = AdamW::new(&be, &table, &t);
+        let mut opt = AdamW::new(&be, &table, &w, &t);
         g[3][5] = f64::NAN;
         let before = w.clone();
         let out = opt.step(&be, &mut w, &mut g, 1e-3);
@@ -109,7 +115,7 @@ mod tests {
     fn clipping_scales_to_the_limit_and_decay_spares_norm_weights() {
         let (be, table, mut t, mut w, mut g) = setup();
         t.grad_clip = 1e-3;
-        let mut opt = AdamW::new(&be, &table, &t);
+        let mut opt = AdamW::new(&be, &table, &w, &t);
         let norm0 = AdamW::<CpuBackend<f64>>::grad_norm(&be, &g);
         let out = opt.step(&be, &mut w, &mut g, 1e-2);
         assert!(!out.skipped && (out.grad_norm - norm0).abs() < 1e-12);

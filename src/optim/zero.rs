@@ -10,6 +10,10 @@
 //!   all-gathered back into every rank's weights.
 //! Host staging buffers are allocated once; a block is cut at parameter boundaries into segments
 //! so each keeps its parameter's weight-decay setting.
+//!
+//! Under tensor parallelism every TP rank runs this on its own shards (its DP group holds the same
+//! shards); the global gradient norm then also sums over the TP group, counting the parameters
+//! replicated across TP (norm weights) on TP rank 0 only.
 
 use super::adamw::{AdamW, StepOutcome};
 use crate::backend::{AdamWStep, Backend};
@@ -23,6 +27,8 @@ struct Segment<B: Backend> {
     block_offset: usize,
     len: usize,
     decay: bool,
+    /// Counted in the gradient norm (false for TP-replicated parameters off TP rank 0).
+    counted: bool,
     master: B::Buf,
     grad: B::Buf,
     m: B::Buf,
@@ -42,6 +48,8 @@ enum Mode<B: Backend> {
 
 pub struct DataParallelOptimizer<B: Backend> {
     mode: Mode<B>,
+    /// Per parameter: counted in the gradient norm on this rank.
+    counted: Vec<bool>,
     /// Start of each parameter in the flat vector, and the total at the end.
     offsets: Vec<usize>,
     /// Flat staging vector, padded to a multiple of DP.
@@ -50,12 +58,15 @@ pub struct DataParallelOptimizer<B: Backend> {
 }
 
 impl<B: Backend> DataParallelOptimizer<B> {
-    /// `weights` are the initial weights (copied into the master block under ZeRO-1).
-    pub fn new(backend: &B, table: &ParamTable, weights: &[B::Buf], t: &TrainConfig, zero: bool, dp: &dyn Collectives) -> Self {
+    /// `weights` are this rank's (TP-sharded) initial weights, copied into the master block under
+    /// ZeRO-1; `tp_rank` decides which rank counts the TP-replicated parameters in the norm.
+    pub fn new(backend: &B, table: &ParamTable, weights: &[B::Buf], t: &TrainConfig, zero: bool, dp: &dyn Collectives, tp_rank: usize) -> Self {
         let mut offsets = vec![0];
-        for s in &table.specs {
-            offsets.push(offsets.last().unwrap() + s.numel());
+        for w in weights {
+            offsets.push(offsets.last().unwrap() + backend.len(w));
         }
+        let counted: Vec<bool> =
+            table.specs.iter().map(|s| tp_rank == 0 || s.shard != crate::model::ShardKind::Replicated).collect();
         let total = *offsets.last().unwrap();
         let block_len = total.div_ceil(dp.size());
         let flat = vec![0.0; block_len * dp.size()];
@@ -75,6 +86,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
                     block_offset: a - lo,
                     len,
                     decay: spec.weight_decay,
+                    counted: counted[p],
                     master,
                     grad: backend.zeros(len),
                     m: backend.zeros(len),
@@ -83,9 +95,9 @@ impl<B: Backend> DataParallelOptimizer<B> {
             }
             Mode::Sharded(Sharded { segments, block: vec![0.0; block_len], updates: 0 })
         } else {
-            Mode::Replicated(AdamW::new(backend, table, t))
+            Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
-        DataParallelOptimizer { mode, offsets, flat, t: t.clone() }
+        DataParallelOptimizer { mode, counted, offsets, flat, t: t.clone() }
     }
 
     /// Bytes of optimizer state (master weights beyond the model's own, and the two moments) on this rank.
@@ -112,40 +124,52 @@ impl<B: Backend> DataParallelOptimizer<B> {
         }
     }
 
-    /// Reduces the gradients over the DP group and applies one update with learning rate `lr`.
-    pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives) -> StepOutcome {
-        if dp.size() == 1 {
-            if let Mode::Replicated(adamw) = &mut self.mode {
-                return adamw.step(backend, weights, grads, lr);
-            }
-        }
-        self.pack(backend, grads);
-        match &mut self.mode {
-            Mode::Replicated(_) => {
+    /// Global norm of gradients that are already reduced over DP: each rank's counted squares,
+    /// summed over the TP group.
+    fn replicated_norm(&self, backend: &B, grads: &[B::Buf], tp: &dyn Collectives) -> f64 {
+        let mut sq = [grads.iter().zip(&self.counted).filter(|(_, &c)| c).map(|(g, _)| backend.sum_squares(g)).sum::<f64>()];
+        tp.all_reduce_sum_f64(&mut sq);
+        sq[0].sqrt()
+    }
+
+    /// Reduces the gradients over the DP group and applies one update with learning rate `lr`;
+    /// `tp` is this rank's tensor-parallel group (for the global norm).
+    pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives, tp: &dyn Collectives) -> StepOutcome {
+        if let Mode::Replicated(_) = self.mode {
+            if dp.size() > 1 {
+                self.pack(backend, grads);
                 dp.all_reduce_sum_f32(&mut self.flat);
                 self.unpack(backend, grads);
-                let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
-                adamw.step(backend, weights, grads, lr)
             }
-            Mode::Sharded(sh) => {
-                dp.reduce_scatter_sum_f32(&self.flat, &mut sh.block);
-                let outcome = sh.update(backend, &self.t, lr, dp);
-                if !outcome.skipped {
-                    dp.all_gather_f32(&sh.block, &mut self.flat);
-                    self.unpack(backend, weights);
-                }
-                outcome
-            }
+            let norm = self.replicated_norm(backend, grads, tp);
+            let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
+            return adamw.step_with_norm(backend, weights, grads, lr, norm);
         }
+        self.pack(backend, grads);
+        let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
+        dp.reduce_scatter_sum_f32(&self.flat, &mut sh.block);
+        let outcome = sh.update(backend, &self.t, lr, dp, tp);
+        if !outcome.skipped {
+            dp.all_gather_f32(&sh.block, &mut self.flat);
+            self.unpack(backend, weights);
+        }
+        outcome
     }
 }
 
 impl<B: Backend> Sharded<B> {
     /// AdamW on this rank's block, which holds the reduced gradients on entry and the updated
     /// master weights on return.
-    fn update(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives) -> StepOutcome {
-        let mut sq = [self.block.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>()];
+    fn update(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, tp: &dyn Collectives) -> StepOutcome {
+        let squares = |g: &[f32]| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        let mut sq = [self
+            .segments
+            .iter()
+            .filter(|s| s.counted)
+            .map(|s| squares(&self.block[s.block_offset..s.block_offset + s.len]))
+            .sum::<f64>()];
         dp.all_reduce_sum_f64(&mut sq);
+        tp.all_reduce_sum_f64(&mut sq);
         let grad_norm = sq[0].sqrt();
         if !grad_norm.is_finite() {
             return StepOutcome { grad_norm, skipped: true };

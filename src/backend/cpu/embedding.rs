@@ -1,4 +1,6 @@
-//! Token embedding lookup and its backward. Forward gathers rows in parallel. Backward
+//! Token embedding lookup and its backward, for a (vocab-parallel) shard of the table holding rows
+//! `[vocab_start, vocab_start + rows)`: ids outside the shard give zero rows and no gradient (the
+//! TP all-reduce of the outputs then yields every row once). Forward gathers rows in parallel. Backward
 //! scatters `dout` rows into the table with no atomics: tasks own disjoint column ranges of the
 //! table and each walks the ids in order, so every element is summed in the same (id) order on
 //! every run and for any thread count.
@@ -7,13 +9,13 @@ use super::par::{chunk_len, MIN_CHUNK};
 use super::Real;
 use rayon::prelude::*;
 
-fn check_ids(op: &str, ids: &[u32], vocab: usize) {
-    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-        panic!("{op}: token id {bad} out of range for a table of {vocab} rows");
-    }
+/// Row of the shard holding `id`, if it is there.
+#[inline]
+fn local_row(id: u32, vocab_start: usize, rows: usize) -> Option<usize> {
+    (id as usize).checked_sub(vocab_start).filter(|&r| r < rows)
 }
 
-pub fn embedding_fwd<T: Real>(out: &mut [T], table: &[T], ids: &[u32], dim: usize) {
+pub fn embedding_fwd<T: Real>(out: &mut [T], table: &[T], ids: &[u32], dim: usize, vocab_start: usize) {
     assert!(
         dim > 0 && table.len().is_multiple_of(dim),
         "embedding_fwd: table of {} elements is not [vocab, {dim}]",
@@ -26,20 +28,22 @@ pub fn embedding_fwd<T: Real>(out: &mut [T], table: &[T], ids: &[u32], dim: usiz
         out.len(),
         ids.len()
     );
-    check_ids("embedding_fwd", ids, table.len() / dim);
+    let rows = table.len() / dim;
     let rpt = (chunk_len(out.len(), dim) / dim).max(1);
     out.par_chunks_mut(rpt * dim)
         .zip(ids.par_chunks(rpt))
         .for_each(|(o, ids)| {
             for (row, &id) in o.chunks_exact_mut(dim).zip(ids) {
-                let id = id as usize;
-                row.copy_from_slice(&table[id * dim..(id + 1) * dim]);
+                match local_row(id, vocab_start, rows) {
+                    Some(r) => row.copy_from_slice(&table[r * dim..(r + 1) * dim]),
+                    None => row.fill(T::zero()),
+                }
             }
         });
 }
 
 /// `dtable[ids[i], :] += dout[i, :]` in increasing `i` for every element.
-pub fn embedding_bwd<T: Real>(dtable: &mut [T], dout: &[T], ids: &[u32], dim: usize) {
+pub fn embedding_bwd<T: Real>(dtable: &mut [T], dout: &[T], ids: &[u32], dim: usize, vocab_start: usize) {
     assert!(
         dim > 0 && dtable.len().is_multiple_of(dim),
         "embedding_bwd: dtable of {} elements is not [vocab, {dim}]",
@@ -53,7 +57,6 @@ pub fn embedding_bwd<T: Real>(dtable: &mut [T], dout: &[T], ids: &[u32], dim: us
         ids.len()
     );
     let vocab = dtable.len() / dim;
-    check_ids("embedding_bwd", ids, vocab);
     // Column ranges of at least 64 elements, enough of them to feed the threads.
     let threads = rayon::current_num_threads();
     let cols = if dout.len() < MIN_CHUNK {
@@ -65,10 +68,11 @@ pub fn embedding_bwd<T: Real>(dtable: &mut [T], dout: &[T], ids: &[u32], dim: us
     (0..dim.div_ceil(cols)).into_par_iter().for_each(|r| {
         let (c0, c1) = (r * cols, ((r + 1) * cols).min(dim));
         for (i, &id) in ids.iter().enumerate() {
+            let Some(row) = local_row(id, vocab_start, vocab) else { continue };
             let src = &dout[i * dim + c0..i * dim + c1];
-            // SAFETY: `id < vocab` was checked, and column range [c0, c1) belongs to this task only.
+            // SAFETY: `row < vocab`, and column range [c0, c1) belongs to this task only.
             let dst = unsafe {
-                std::slice::from_raw_parts_mut(table.get().add(id as usize * dim + c0), c1 - c0)
+                std::slice::from_raw_parts_mut(table.get().add(row * dim + c0), c1 - c0)
             };
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d += s;
@@ -86,7 +90,7 @@ mod tests {
     fn embedding_forward_gathers_rows() {
         let table = vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0];
         let mut out = vec![0.0; 6];
-        embedding_fwd(&mut out, &table, &[2, 0, 2], 2);
+        embedding_fwd(&mut out, &table, &[2, 0, 2], 2, 0);
         assert_eq!(out, vec![20.0, 21.0, 0.0, 1.0, 20.0, 21.0]);
     }
 
@@ -99,11 +103,11 @@ mod tests {
         let r = rand_vec(&mut rng, ids.len() * dim);
         let d0 = rand_vec(&mut rng, table.len());
         let mut dt = d0.clone();
-        embedding_bwd(&mut dt, &r, &ids, dim);
+        embedding_bwd(&mut dt, &r, &ids, dim, 0);
         let dt: Vec<f64> = dt.iter().zip(&d0).map(|(a, b)| a - b).collect();
         check_grad("embedding dtable", &table, &dt, 100, 4, |t| {
             let mut out = vec![0.0; ids.len() * dim];
-            embedding_fwd(&mut out, t, &ids, dim);
+            embedding_fwd(&mut out, t, &ids, dim, 0);
             dot(&out, &r)
         });
     }
@@ -122,15 +126,32 @@ mod tests {
         }
         for _ in 0..3 {
             let mut got = vec![0.0; vocab * dim];
-            embedding_bwd(&mut got, &dout, &ids, dim);
+            embedding_bwd(&mut got, &dout, &ids, dim, 0);
             assert_eq!(got, want, "must equal the in-order serial sum bit for bit");
         }
     }
 
     #[test]
-    #[should_panic(expected = "out of range")]
-    fn embedding_rejects_bad_ids() {
-        let mut out = vec![0.0; 2];
-        embedding_fwd(&mut out, &[1.0, 2.0], &[1], 2);
+    fn vocab_shards_split_rows_and_gradients() {
+        // Rows 0..5 split as [0, 3) and [3, 5): the two shards' outputs add up to the whole lookup,
+        // and each shard's gradient is its rows of the whole gradient.
+        let mut rng = Rng::new(11);
+        let (vocab, dim) = (5, 4);
+        let ids = vec![4u32, 0, 3, 2, 4];
+        let table = rand_vec(&mut rng, vocab * dim);
+        let dout = rand_vec(&mut rng, ids.len() * dim);
+        let mut whole = vec![0.0; ids.len() * dim];
+        embedding_fwd(&mut whole, &table, &ids, dim, 0);
+        let (mut a, mut b) = (vec![f64::NAN; whole.len()], vec![f64::NAN; whole.len()]);
+        embedding_fwd(&mut a, &table[..3 * dim], &ids, dim, 0);
+        embedding_fwd(&mut b, &table[3 * dim..], &ids, dim, 3);
+        let sum: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert_eq!(sum, whole);
+        let mut g = vec![0.0; vocab * dim];
+        embedding_bwd(&mut g, &dout, &ids, dim, 0);
+        let (mut ga, mut gb) = (vec![0.0; 3 * dim], vec![0.0; 2 * dim]);
+        embedding_bwd(&mut ga, &dout, &ids, dim, 0);
+        embedding_bwd(&mut gb, &dout, &ids, dim, 3);
+        assert_eq!([ga, gb].concat(), g);
     }
 }

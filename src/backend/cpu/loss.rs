@@ -85,6 +85,66 @@ pub fn cross_entropy<T: Real>(
         .for_each(|((l, s), t)| xent_rows(l, s, t, vocab, valid_vocab, gs));
 }
 
+/// Vocab-parallel cross-entropy, phase 1: per row of this shard's logits `[rows, vocab_local]`
+/// (the first `valid_local` columns real, the shard starting at global column `vocab_start`),
+/// `stats[row] = (local max, sum of exp(logit - local max), the target's logit or 0 if the target
+/// is on another shard)`. With `valid_local == 0` the max is -inf and the sum 0.
+pub fn cross_entropy_local_stats<T: Real>(
+    logits: &[T],
+    stats: &mut [T],
+    targets: &[u32],
+    vocab_local: usize,
+    valid_local: usize,
+    vocab_start: usize,
+) {
+    let rows = targets.len();
+    assert!(valid_local <= vocab_local && logits.len() == rows * vocab_local && stats.len() == 3 * rows);
+    stats.par_chunks_mut(3).zip(logits.par_chunks(vocab_local)).zip(targets.par_iter()).for_each(|((st, row), &t)| {
+        let v = &row[..valid_local];
+        let m = v.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+        let sum = if valid_local == 0 { T::zero() } else { v.iter().fold(T::zero(), |a, &x| a + (x - m).exp_fast()) };
+        let tl = (t as usize).checked_sub(vocab_start).filter(|&c| c < valid_local).map_or(T::zero(), |c| v[c]);
+        st.copy_from_slice(&[m, sum, tl]);
+    });
+}
+
+/// Vocab-parallel cross-entropy, phase 2, given the combined `global[row] = (max, sum of
+/// exp(logit - max), target logit)` over all shards: `losses[row] = max + ln(sum) - target logit`
+/// and the shard's logits overwritten by `grad_scale * (softmax - onehot)` (padding columns 0).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_finish<T: Real>(
+    logits: &mut [T],
+    losses: &mut [T],
+    global: &[T],
+    targets: &[u32],
+    vocab_local: usize,
+    valid_local: usize,
+    vocab_start: usize,
+    grad_scale: f32,
+) {
+    let rows = targets.len();
+    assert!(logits.len() == rows * vocab_local && global.len() == 3 * rows && losses.len() == rows);
+    let gs = T::of_f32(grad_scale);
+    logits
+        .par_chunks_mut(vocab_local)
+        .zip(losses.par_iter_mut())
+        .zip(global.par_chunks(3))
+        .zip(targets.par_iter())
+        .for_each(|(((row, loss), g), &t)| {
+            let (m, sum, tl) = (g[0], g[1], g[2]);
+            *loss = m + sum.ln() - tl;
+            let k = gs / sum;
+            let (v, pad) = row.split_at_mut(valid_local);
+            for x in v.iter_mut() {
+                *x = (*x - m).exp_fast() * k;
+            }
+            if let Some(c) = (t as usize).checked_sub(vocab_start).filter(|&c| c < valid_local) {
+                v[c] -= gs;
+            }
+            pad.fill(T::zero());
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +189,47 @@ mod tests {
             check_grad("xent dlogits", &logits, &g, 120, 5, |l| {
                 0.25 * naive_loss(l, &targets, vocab, valid).iter().sum::<f64>()
             });
+        }
+    }
+
+    #[test]
+    fn vocab_parallel_phases_equal_the_fused_loss() {
+        // Split 37 valid columns (of 40) over shards [0, 20) and [20, 40) the way TP does, combine
+        // the stats as the model does, and compare with the fused single-shard op.
+        let mut rng = Rng::new(12);
+        let (rows, vocab, valid, half) = (6, 40, 37, 20);
+        let logits: Vec<f64> = rand_vec(&mut rng, rows * vocab).iter().map(|x| 4.0 * x).collect();
+        let targets: Vec<u32> = (0..rows).map(|i| [1, 19, 20, 36, 5, 25][i]).collect();
+        let mut fused = logits.clone();
+        let mut want = vec![0.0; rows];
+        cross_entropy(&mut fused, &mut want, &targets, vocab, valid, 0.5);
+        let shard = |r: usize| -> Vec<f64> {
+            logits.chunks(vocab).flat_map(|row| row[r * half..(r + 1) * half].to_vec()).collect()
+        };
+        let valid_of = |r: usize| (valid - r * half).min(half);
+        let mut stats = [vec![0.0; 3 * rows], vec![0.0; 3 * rows]];
+        for r in 0..2 {
+            cross_entropy_local_stats(&shard(r), &mut stats[r], &targets, half, valid_of(r), r * half);
+        }
+        let global: Vec<f64> = (0..rows)
+            .flat_map(|i| {
+                let (a, b) = (&stats[0][3 * i..3 * i + 3], &stats[1][3 * i..3 * i + 3]);
+                let m = a[0].max(b[0]);
+                vec![m, a[1] * (a[0] - m).exp() + b[1] * (b[0] - m).exp(), a[2] + b[2]]
+            })
+            .collect();
+        for r in 0..2 {
+            let mut l = shard(r);
+            let mut losses = vec![0.0; rows];
+            cross_entropy_finish(&mut l, &mut losses, &global, &targets, half, valid_of(r), r * half, 0.5);
+            for (a, b) in losses.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+            }
+            for (i, row) in l.chunks(half).enumerate() {
+                for (c, x) in row.iter().enumerate() {
+                    assert!((x - fused[i * vocab + r * half + c]).abs() < 1e-12);
+                }
+            }
         }
     }
 

@@ -149,11 +149,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         );
     }
 
-    fn embedding_fwd(&self, out: &mut Vec<T>, table: &Vec<T>, ids: &Vec<u32>, dim: usize) {
-        embedding::embedding_fwd(out, table, ids, dim);
+    fn embedding_fwd(&self, out: &mut Vec<T>, table: &Vec<T>, ids: &Vec<u32>, dim: usize, vocab_start: usize) {
+        embedding::embedding_fwd(out, table, ids, dim, vocab_start);
     }
-    fn embedding_bwd(&self, dtable: &mut Vec<T>, dout: &Vec<T>, ids: &Vec<u32>, dim: usize) {
-        embedding::embedding_bwd(dtable, dout, ids, dim);
+    fn embedding_bwd(&self, dtable: &mut Vec<T>, dout: &Vec<T>, ids: &Vec<u32>, dim: usize, vocab_start: usize) {
+        embedding::embedding_bwd(dtable, dout, ids, dim, vocab_start);
     }
 
     fn rmsnorm_fwd(
@@ -258,6 +258,32 @@ impl<T: Real> Backend for CpuBackend<T> {
         loss::cross_entropy(logits, losses, targets, vocab, valid_vocab, grad_scale);
     }
 
+    fn cross_entropy_local_stats(
+        &self,
+        logits: &Vec<T>,
+        stats: &mut Vec<T>,
+        targets: &Vec<u32>,
+        vocab_local: usize,
+        valid_local: usize,
+        vocab_start: usize,
+    ) {
+        loss::cross_entropy_local_stats(logits, stats, targets, vocab_local, valid_local, vocab_start);
+    }
+
+    fn cross_entropy_finish(
+        &self,
+        logits: &mut Vec<T>,
+        losses: &mut Vec<T>,
+        global: &Vec<T>,
+        targets: &Vec<u32>,
+        vocab_local: usize,
+        valid_local: usize,
+        vocab_start: usize,
+        grad_scale: f32,
+    ) {
+        loss::cross_entropy_finish(logits, losses, global, targets, vocab_local, valid_local, vocab_start, grad_scale);
+    }
+
     fn adamw(
         &self,
         param: &mut Vec<T>,
@@ -302,7 +328,7 @@ mod tests {
         let mut ids = be.zeros_ids(2);
         be.upload_ids(&[1, 0], &mut ids);
         let mut out = be.zeros(4);
-        be.embedding_fwd(&mut out, &a, &ids, 2);
+        be.embedding_fwd(&mut out, &a, &ids, 2, 0);
         assert_eq!(out, vec![3.0, 4.0, 1.0, 2.0]);
         be.fill_zero(&mut out);
         assert_eq!(be.len(&out), 4);
