@@ -5,7 +5,7 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::config::Config;
-use crate::dist::LocalGroup;
+use crate::dist::ParallelGroups;
 use crate::metrics::flops_per_token;
 use crate::train::Trainer;
 use anyhow::Result;
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 pub fn run(cfg: &Config, warmup: usize, steps: usize) -> Result<()> {
     let t = &cfg.train;
-    let mut trainer = Trainer::new(Arc::new(CpuBackend::<f32>::new()), cfg, Box::new(LocalGroup), Box::new(LocalGroup));
+    let mut trainer = Trainer::new(Arc::new(CpuBackend::<f32>::new()), cfg, ParallelGroups::single())?;
     let vocab = cfg.model.vocab_size as u64;
     let mut state = 0x2545_F491_4F6C_DD1Du64 ^ t.seed;
     let batch: Vec<u32> = (0..t.global_batch * (t.seq_len + 1))

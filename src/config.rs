@@ -112,6 +112,9 @@ pub struct ParallelConfig {
     pub zero: u8,
     #[serde(default)]
     pub sequence_parallel: bool,
+    /// Pipeline schedule: "1f1b", "interleaved" or "gpipe" (default: interleaved when vpp > 1).
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -274,6 +277,19 @@ impl Config {
             bail!("parallel.zero = {}, expected 0 or 1", p.zero);
         }
         Ok(())
+    }
+
+    /// The pipeline schedule to run.
+    pub fn schedule_kind(&self) -> Result<crate::pipeline::ScheduleKind> {
+        use crate::pipeline::ScheduleKind::*;
+        let p = &self.parallel;
+        Ok(match p.schedule.as_deref() {
+            None if p.vpp > 1 => Interleaved,
+            None | Some("1f1b") => OneFOneB,
+            Some("interleaved") => Interleaved,
+            Some("gpipe") => AllForwardAllBackward,
+            Some(other) => bail!("parallel.schedule = {other:?}, expected \"1f1b\", \"interleaved\" or \"gpipe\""),
+        })
     }
 
     /// Tensor-parallel divisibility: heads, KV heads and FFN columns split evenly over `tp`.

@@ -278,7 +278,11 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             if mpi.size() > 1 {
-                eprintln!("error (rank {} of {}): {e:#}", mpi.rank(), mpi.size());
+                // One write (stderr is unbuffered: a formatted eprintln! can take several), then a
+                // moment for mpirun to forward it before the abort kills the job.
+                let line = format!("error (rank {} of {}): {e:#}\n", mpi.rank(), mpi.size());
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+                std::thread::sleep(std::time::Duration::from_millis(200));
                 mpi.abort(1);
             }
             eprintln!("error: {e:#}");

@@ -10,7 +10,9 @@ use crate::data::spec::DataSpec;
 use crate::dist::{MpiWorld, Topology};
 use crate::metrics::{flops_per_token, MetricsWriter, StepRecord};
 use crate::model::Llama;
-use crate::dist::Collectives;
+use crate::dist::{Collectives, ParallelGroups};
+use crate::model::layout;
+use crate::pipeline::Executor;
 use crate::optim::adamw::StepOutcome;
 use crate::optim::{DataParallelOptimizer, LrSchedule};
 use anyhow::{bail, Context, Result};
@@ -18,12 +20,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Model + optimizer + schedule + data-parallel group: everything one optimizer step needs.
+/// Model + optimizer + schedule + parallel groups: everything one optimizer step needs.
 pub struct Trainer<B: Backend> {
     pub model: Llama<B>,
     pub optimizer: DataParallelOptimizer<B>,
     pub schedule: LrSchedule,
+    pub pipeline: Executor,
     pub dp: Box<dyn Collectives>,
+    pub pp: Box<dyn Collectives>,
+    /// Model-parallel group (TP x PP), over which the gradient norm is summed.
+    pub mp: Box<dyn Collectives>,
     pub step: u64,
     /// Micro-batches per step on this rank.
     pub accumulation: usize,
@@ -42,24 +48,35 @@ pub struct StepStats {
 }
 
 impl<B: Backend> Trainer<B> {
-    /// A freshly initialised model for `cfg` on `backend`: this rank's shard of it within the
-    /// tensor-parallel group `tp`, data-parallel over `dp` (ZeRO-1 when `cfg.parallel.zero == 1`).
-    pub fn new(backend: Arc<B>, cfg: &Config, dp: Box<dyn Collectives>, tp: Box<dyn Collectives>) -> Self {
-        let t = &cfg.train;
-        let mut model = Llama::new_sharded(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp);
+    /// A freshly initialised model for `cfg` on `backend`: this rank's part of it (its TP shard
+    /// and pipeline chunks) within `groups`, ZeRO-1 when `cfg.parallel.zero == 1`.
+    pub fn new(backend: Arc<B>, cfg: &Config, groups: ParallelGroups) -> Result<Self> {
+        let (t, p) = (&cfg.train, &cfg.parallel);
+        let ParallelGroups { tp, dp, pp, mp } = groups;
+        let accumulation = t.global_batch / (t.micro_batch * dp.size());
+        let (stages, stage) = (pp.size(), pp.rank());
+        if stages > 1 && cfg.model.tie_embeddings {
+            bail!("model.tie_embeddings with pipeline parallelism (pp = {stages}) is not implemented yet");
+        }
+        let pipeline = Executor::new(cfg.schedule_kind()?, stages, p.vpp, stage, accumulation)?;
+        let chunks = layout::chunks(cfg.model.num_layers, stages, p.vpp, stage)?;
+        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, chunks, &pipeline.slots_per_chunk());
         model.init_weights(t.seed);
-        let zero = cfg.parallel.zero == 1;
+        let zero = p.zero == 1;
         let optimizer =
             DataParallelOptimizer::new(&*backend, &model.table, &model.weights, t, zero, &*dp, model.local.tp_rank);
-        Trainer {
+        Ok(Trainer {
             model,
             optimizer,
             schedule: LrSchedule::from_config(t),
-            accumulation: t.global_batch / (t.micro_batch * dp.size()),
+            pipeline,
+            accumulation,
             dp,
+            pp,
+            mp,
             step: 0,
             tokens_per_step: t.global_batch * t.seq_len,
-        }
+        })
     }
 
     /// Samples of this rank's share of each global batch.
@@ -75,19 +92,16 @@ impl<B: Backend> Trainer<B> {
         assert_eq!(batch.len(), rows * self.accumulation, "global batch of the wrong size");
         let grad_scale = 1.0 / self.tokens_per_step as f32;
         m.zero_grads();
-        let mut loss_sum = 0.0;
-        for mb in batch.chunks(rows) {
-            loss_sum += m.forward(mb, grad_scale);
-            m.backward();
-        }
+        let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp);
         self.step += 1;
         let lr = self.schedule.lr(self.step);
         let mut total = [loss_sum];
+        self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
         let loss = total[0] / self.tokens_per_step as f64;
         let backend = m.backend.clone();
         let outcome = if loss.is_finite() {
-            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*m.tp)
+            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*self.mp)
         } else {
             StepOutcome { grad_norm: f64::NAN, skipped: true }
         };
@@ -100,11 +114,8 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
-    if topo.pp != 1 || cfg.parallel.vpp != 1 || cfg.parallel.sequence_parallel {
-        bail!(
-            "pp {}, vpp {}, sequence parallel {}: pipeline and sequence parallelism are not implemented yet (tensor and data parallelism are)",
-            topo.pp, cfg.parallel.vpp, cfg.parallel.sequence_parallel
-        );
+    if cfg.parallel.sequence_parallel {
+        bail!("--sequence-parallel: sequence parallelism is not implemented yet (tensor, pipeline and data parallelism are)");
     }
     match cfg.train.device.as_str() {
         "cpu" => {}
@@ -131,7 +142,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     }
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let backend = Arc::new(CpuBackend::<f32>::new());
-    let mut trainer = Trainer::new(backend, cfg, Box::new(mpi.dp_group(&topo)), Box::new(mpi.tp_group(&topo)));
+    let mut trainer = Trainer::new(backend, cfg, mpi.groups(&topo))?;
     if topo.rank == 0 {
         println!(
             "layout: world {} = tp {} x dp {} x pp {} | optimizer state {:.1} MB per rank{}",

@@ -1,9 +1,12 @@
-//! The collectives trait the parallel code talks to, on host f32/f64 slices, and its two
+//! The collectives trait the parallel code talks to (collectives and the pipeline's point-to-point
+//! messages), on host f32/f64 slices, and its two
 //! implementations: `MpiGroup` (an MPI communicator: the DP, TP or PP group of this rank) and
 //! `LocalGroup` (a group of one, where every collective is the identity). NCCL and CUDA-aware MPI
 //! on device buffers will be further implementations.
 
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::datatype::Equivalence;
+use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::cell::RefCell;
 
@@ -17,6 +20,26 @@ pub trait Collectives {
     fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]);
     /// Rank r's `send` becomes block r of every rank's `recv`.
     fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]);
+    /// Blocking point-to-point send to group rank `to` (pipeline activations and gradients).
+    fn send_f32(&self, to: usize, tag: i32, buf: &[f32]);
+    /// Blocking receive of exactly `buf.len()` values from group rank `from`.
+    fn recv_f32(&self, from: usize, tag: i32, buf: &mut [f32]);
+}
+
+/// The groups a rank takes part in: tensor-parallel, data-parallel, pipeline, and the
+/// model-parallel group (TP x PP: every rank holding a part of the same model replica).
+pub struct ParallelGroups {
+    pub tp: Box<dyn Collectives>,
+    pub dp: Box<dyn Collectives>,
+    pub pp: Box<dyn Collectives>,
+    pub mp: Box<dyn Collectives>,
+}
+
+impl ParallelGroups {
+    /// One rank holding the whole model.
+    pub fn single() -> Self {
+        ParallelGroups { tp: Box::new(LocalGroup), dp: Box::new(LocalGroup), pp: Box::new(LocalGroup), mp: Box::new(LocalGroup) }
+    }
 }
 
 /// A group of one rank: collectives are copies.
@@ -36,6 +59,12 @@ impl Collectives for LocalGroup {
     }
     fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
         recv.copy_from_slice(send);
+    }
+    fn send_f32(&self, to: usize, _tag: i32, _buf: &[f32]) {
+        unreachable!("a group of one rank has no rank {to} to send to");
+    }
+    fn recv_f32(&self, from: usize, _tag: i32, _buf: &mut [f32]) {
+        unreachable!("a group of one rank has no rank {from} to receive from");
     }
 }
 
@@ -82,5 +111,12 @@ impl Collectives for MpiGroup {
     fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
         assert_eq!(recv.len(), send.len() * self.size(), "all-gather: recv is not size x send");
         self.comm.all_gather_into(send, recv);
+    }
+    fn send_f32(&self, to: usize, tag: i32, buf: &[f32]) {
+        self.comm.process_at_rank(to as i32).send_with_tag(buf, tag);
+    }
+    fn recv_f32(&self, from: usize, tag: i32, buf: &mut [f32]) {
+        let status = self.comm.process_at_rank(from as i32).receive_into_with_tag(buf, tag);
+        debug_assert_eq!(status.count(f32::equivalent_datatype()) as usize, buf.len());
     }
 }

@@ -5,6 +5,6 @@ pub mod comm;
 pub mod mpi;
 pub mod topology;
 
-pub use comm::{Collectives, LocalGroup, MpiGroup};
+pub use comm::{Collectives, LocalGroup, MpiGroup, ParallelGroups};
 pub use self::mpi::MpiWorld;
 pub use topology::Topology;

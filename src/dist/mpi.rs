@@ -1,7 +1,7 @@
 //! The MPI world: initialised once at start-up (also when the binary runs without mpirun, as a
 //! singleton), it gives this process its rank, and ends the whole job when any rank fails.
 
-use super::comm::MpiGroup;
+use super::comm::{MpiGroup, ParallelGroups};
 use super::topology::Topology;
 use mpi::topology::{Color, Communicator, SimpleCommunicator};
 
@@ -27,24 +27,27 @@ impl MpiWorld {
         self.world.size() as usize
     }
 
-    /// This rank's data-parallel group (MPI_Comm_split: same TP rank and PP stage, ordered by DP rank).
-    pub fn dp_group(&self, topo: &Topology) -> MpiGroup {
-        let color = (topo.tp_rank + topo.tp * topo.pp_rank) as i32;
+    /// A sub-communicator (MPI_Comm_split) of the ranks sharing `color`, ordered by `key`.
+    fn split(&self, color: usize, key: usize) -> MpiGroup {
         let comm = self
             .world
-            .split_by_color_with_key(Color::with_value(color), topo.dp_rank as i32)
+            .split_by_color_with_key(Color::with_value(color as i32), key as i32)
             .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
         MpiGroup::new(comm)
     }
 
-    /// This rank's tensor-parallel group (same DP rank and PP stage, ordered by TP rank).
-    pub fn tp_group(&self, topo: &Topology) -> MpiGroup {
-        let color = (topo.dp_rank + topo.dp * topo.pp_rank) as i32;
-        let comm = self
-            .world
-            .split_by_color_with_key(Color::with_value(color), topo.tp_rank as i32)
-            .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
-        MpiGroup::new(comm)
+    /// This rank's groups in the grid (each split is collective: every rank calls this).
+    pub fn groups(&self, t: &Topology) -> ParallelGroups {
+        ParallelGroups {
+            // same DP rank and stage, ordered by TP rank
+            tp: Box::new(self.split(t.dp_rank + t.dp * t.pp_rank, t.tp_rank)),
+            // same TP rank and stage, ordered by DP rank
+            dp: Box::new(self.split(t.tp_rank + t.tp * t.pp_rank, t.dp_rank)),
+            // same TP and DP rank, ordered by stage
+            pp: Box::new(self.split(t.tp_rank + t.tp * t.dp_rank, t.pp_rank)),
+            // same DP rank: one model replica
+            mp: Box::new(self.split(t.dp_rank, t.rank)),
+        }
     }
 
     /// Ends every rank of the job (MPI_Abort) with `code`.

@@ -1,7 +1,10 @@
 //! The Llama model: one parameter table (params.rs), layout-independent init (init.rs), RoPE
-//! tables (rope.rs), and the explicit forward/backward over the backend trait (llama.rs).
+//! tables (rope.rs), what part of the model a rank holds (layout.rs: TP shares, pipeline chunks),
+//! the layer compute (layer.rs) and the model with its activation slots (llama.rs).
 
 pub mod init;
+pub mod layer;
+pub mod layout;
 pub mod llama;
 pub mod params;
 pub mod rope;

@@ -11,9 +11,9 @@
 //! Host staging buffers are allocated once; a block is cut at parameter boundaries into segments
 //! so each keeps its parameter's weight-decay setting.
 //!
-//! Under tensor parallelism every TP rank runs this on its own shards (its DP group holds the same
-//! shards); the global gradient norm then also sums over the TP group, counting the parameters
-//! replicated across TP (norm weights) on TP rank 0 only.
+//! Under tensor and pipeline parallelism every rank runs this on the parameters it holds (its DP
+//! group holds the same ones); the global gradient norm then also sums over the model-parallel
+//! group (TP x PP), counting the parameters replicated across TP (norm weights) on TP rank 0 only.
 
 use super::adamw::{AdamW, StepOutcome};
 use crate::backend::{AdamWStep, Backend};
@@ -125,30 +125,30 @@ impl<B: Backend> DataParallelOptimizer<B> {
     }
 
     /// Global norm of gradients that are already reduced over DP: each rank's counted squares,
-    /// summed over the TP group.
-    fn replicated_norm(&self, backend: &B, grads: &[B::Buf], tp: &dyn Collectives) -> f64 {
+    /// summed over the model-parallel group.
+    fn replicated_norm(&self, backend: &B, grads: &[B::Buf], mp: &dyn Collectives) -> f64 {
         let mut sq = [grads.iter().zip(&self.counted).filter(|(_, &c)| c).map(|(g, _)| backend.sum_squares(g)).sum::<f64>()];
-        tp.all_reduce_sum_f64(&mut sq);
+        mp.all_reduce_sum_f64(&mut sq);
         sq[0].sqrt()
     }
 
     /// Reduces the gradients over the DP group and applies one update with learning rate `lr`;
-    /// `tp` is this rank's tensor-parallel group (for the global norm).
-    pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives, tp: &dyn Collectives) -> StepOutcome {
+    /// `mp` is this rank's model-parallel group (TP x PP), over which the global norm is summed.
+    pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
         if let Mode::Replicated(_) = self.mode {
             if dp.size() > 1 {
                 self.pack(backend, grads);
                 dp.all_reduce_sum_f32(&mut self.flat);
                 self.unpack(backend, grads);
             }
-            let norm = self.replicated_norm(backend, grads, tp);
+            let norm = self.replicated_norm(backend, grads, mp);
             let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
             return adamw.step_with_norm(backend, weights, grads, lr, norm);
         }
         self.pack(backend, grads);
         let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
         dp.reduce_scatter_sum_f32(&self.flat, &mut sh.block);
-        let outcome = sh.update(backend, &self.t, lr, dp, tp);
+        let outcome = sh.update(backend, &self.t, lr, dp, mp);
         if !outcome.skipped {
             dp.all_gather_f32(&sh.block, &mut self.flat);
             self.unpack(backend, weights);
@@ -160,7 +160,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
 impl<B: Backend> Sharded<B> {
     /// AdamW on this rank's block, which holds the reduced gradients on entry and the updated
     /// master weights on return.
-    fn update(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, tp: &dyn Collectives) -> StepOutcome {
+    fn update(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
         let squares = |g: &[f32]| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
         let mut sq = [self
             .segments
@@ -169,7 +169,7 @@ impl<B: Backend> Sharded<B> {
             .map(|s| squares(&self.block[s.block_offset..s.block_offset + s.len]))
             .sum::<f64>()];
         dp.all_reduce_sum_f64(&mut sq);
-        tp.all_reduce_sum_f64(&mut sq);
+        mp.all_reduce_sum_f64(&mut sq);
         let grad_norm = sq[0].sqrt();
         if !grad_norm.is_finite() {
             return StepOutcome { grad_norm, skipped: true };

@@ -1,0 +1,146 @@
+//! Runs one rank's pipeline action list for one optimizer step: forwards and backwards of its
+//! model chunks on micro-batches, and the activations and gradients that cross stages as blocking
+//! point-to-point messages over the pipeline group (the lists are placed for blocking sends, see
+//! schedule.rs). Each (micro-batch, chunk) gets an activation slot of the model from its first
+//! receive or forward until its gradient has left (or its backward ran, on virtual stage 0); the
+//! number of slots per chunk is the most the list ever holds at once.
+
+use super::schedule::{schedule, virtual_stage, Action, ScheduleKind};
+use crate::backend::Backend;
+use crate::dist::Collectives;
+use crate::model::Llama;
+use anyhow::Result;
+use std::collections::HashMap;
+
+pub struct Executor {
+    actions: Vec<Action>,
+    pp: usize,
+    stage: usize,
+    vpp: usize,
+    /// Free slot indices of the model, per chunk.
+    free: Vec<Vec<usize>>,
+    /// Slot of each (micro-batch, chunk) in flight.
+    slot_of: HashMap<(usize, usize), usize>,
+    host: Vec<f32>,
+}
+
+/// What the list does to a (micro-batch, chunk)'s slot at `action`: +1 acquire, -1 release.
+fn slot_event(a: &Action, pp: usize, stage: usize) -> Option<(usize, usize, i32)> {
+    match *a {
+        Action::RecvActivation { microbatch, chunk, .. } | Action::Forward { microbatch, chunk } => Some((microbatch, chunk, 1)),
+        Action::SendGrad { microbatch, chunk, .. } => Some((microbatch, chunk, -1)),
+        Action::Backward { microbatch, chunk } if virtual_stage(pp, stage, chunk) == 0 => Some((microbatch, chunk, -1)),
+        _ => None,
+    }
+}
+
+impl Executor {
+    pub fn new(kind: ScheduleKind, pp: usize, vpp: usize, stage: usize, microbatches: usize) -> Result<Self> {
+        Ok(Executor {
+            actions: schedule(kind, pp, vpp, microbatches, stage)?,
+            pp,
+            stage,
+            vpp,
+            free: vec![Vec::new(); vpp],
+            slot_of: HashMap::new(),
+            host: Vec::new(),
+        })
+    }
+
+    /// Activation slots each chunk needs: the most (micro-batch, chunk) pairs it holds at once.
+    pub fn slots_per_chunk(&self) -> Vec<usize> {
+        let mut live = std::collections::HashSet::new();
+        let mut now = vec![0usize; self.vpp];
+        let mut peak = vec![0usize; self.vpp];
+        for a in &self.actions {
+            if let Some((mb, c, ev)) = slot_event(a, self.pp, self.stage) {
+                if ev > 0 && live.insert((mb, c)) {
+                    now[c] += 1;
+                    peak[c] = peak[c].max(now[c]);
+                } else if ev < 0 && live.remove(&(mb, c)) {
+                    now[c] -= 1;
+                }
+            }
+        }
+        peak
+    }
+
+    fn slot<B: Backend>(&mut self, model: &Llama<B>, mb: usize, chunk: usize) -> usize {
+        if self.free.iter().all(Vec::is_empty) && self.slot_of.is_empty() {
+            for (s, c) in model.slot_chunks().into_iter().enumerate() {
+                self.free[c].push(s);
+            }
+        }
+        *self.slot_of.entry((mb, chunk)).or_insert_with(|| self.free[chunk].pop().expect("slots sized from the schedule"))
+    }
+
+    fn release(&mut self, mb: usize, chunk: usize) {
+        if let Some(s) = self.slot_of.remove(&(mb, chunk)) {
+            self.free[chunk].push(s);
+        }
+    }
+
+    fn tag(&self, a: &Action) -> i32 {
+        let m = a.message(self.stage, self.pp).expect("a send or receive");
+        ((m.microbatch * self.pp * self.vpp + m.boundary) * 2 + m.grad as usize) as i32 % 32768
+    }
+
+    /// One step over `batch` (the rank's micro-batches, each `micro_batch` rows of `seq + 1`
+    /// tokens); returns the summed token loss computed on this rank (non-zero on the last stage).
+    pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives) -> f64 {
+        let rows = model.micro_batch * (model.seq + 1);
+        let be = model.backend.clone();
+        let mut loss = 0.0;
+        for i in 0..self.actions.len() {
+            let a = self.actions[i];
+            match a {
+                Action::Forward { microbatch, chunk } => {
+                    let s = self.slot(model, microbatch, chunk);
+                    let ch = &model.chunks[chunk];
+                    if ch.embed || ch.head {
+                        model.load_slot(s, &batch[microbatch * rows..(microbatch + 1) * rows]);
+                    }
+                    loss += model.forward_slot(s, grad_scale);
+                }
+                Action::Backward { microbatch, chunk } => {
+                    let s = self.slot(model, microbatch, chunk);
+                    model.backward_slot(s);
+                    if virtual_stage(self.pp, self.stage, chunk) == 0 {
+                        self.release(microbatch, chunk);
+                    }
+                }
+                Action::SendActivation { to_stage, microbatch, chunk } => {
+                    let s = self.slot(model, microbatch, chunk);
+                    let out = model.slot_output(s);
+                    self.host.resize(be.len(out), 0.0);
+                    be.download_into(out, &mut self.host);
+                    pp.send_f32(to_stage, self.tag(&a), &self.host);
+                }
+                Action::RecvActivation { from_stage, microbatch, chunk } => {
+                    let s = self.slot(model, microbatch, chunk);
+                    let input = model.slot_input_mut(s);
+                    self.host.resize(be.len(input), 0.0);
+                    pp.recv_f32(from_stage, self.tag(&a), &mut self.host);
+                    be.upload(&self.host, input);
+                }
+                Action::SendGrad { to_stage, microbatch, chunk } => {
+                    let s = self.slot(model, microbatch, chunk);
+                    let g = model.slot_grad(s);
+                    self.host.resize(be.len(g), 0.0);
+                    be.download_into(g, &mut self.host);
+                    pp.send_f32(to_stage, self.tag(&a), &self.host);
+                    self.release(microbatch, chunk);
+                }
+                Action::RecvGrad { from_stage, microbatch, chunk } => {
+                    let s = self.slot(model, microbatch, chunk);
+                    let g = model.slot_grad_mut(s);
+                    self.host.resize(be.len(g), 0.0);
+                    pp.recv_f32(from_stage, self.tag(&a), &mut self.host);
+                    be.upload(&self.host, g);
+                }
+            }
+        }
+        debug_assert!(self.slot_of.is_empty(), "every slot is released by the end of the step");
+        loss
+    }
+}
