@@ -309,3 +309,23 @@ fn casts_round_to_nearest_even() {
         assert_eq!(back.slice(), &to_f32(&b)[..], "bf16 -> f32 (n = {n})");
     }
 }
+
+#[test]
+fn simt_primitives_known_answers() {
+    let threads = 64;
+    let mut out = poisoned(6 * threads, i32::MIN);
+    run(&launch::selftest_warp(out.ptr(), threads));
+    for (t, o) in out.slice().chunks(6).enumerate() {
+        let (lane, w0) = (t % 32, t - t % 32);
+        let down = if lane == 31 { t } else { t + 1 };
+        let want = [10 * (w0 + (lane ^ 16)), 10 * down, 10 * (w0 + 3), 0xAAAA_AAAAu32 as i32 as usize, 1, 0];
+        let got: Vec<usize> = o.iter().map(|&x| x as u32 as usize).collect();
+        let want: Vec<usize> = want.iter().map(|&x| x as u32 as usize).collect();
+        assert_eq!(got, want, "thread {t}: [xor16, down1, lane3, ballot, any, all]");
+    }
+    let (blocks, threads) = (3, 96);
+    let mut out = Dev::new(&[i32::MIN, 0].repeat(blocks));
+    run(&launch::selftest_block(out.ptr(), blocks, threads));
+    let sum = (threads * (threads + 1) / 2) as i32;
+    assert_eq!(out.slice(), &[sum, threads as i32].repeat(blocks)[..]);
+}

@@ -275,3 +275,17 @@ pub fn sum_squares(table: DevPtr, nseg: usize, blocks: usize, partials: DevPtr, 
         Launch::new("sumsq_reduce", 1, REDUCE_THREADS).ptr(out).ptr(partials).int(blocks),
     ]
 }
+
+// ---- self-test of the SIMT primitives (kernels/selftest.cu) ---------------------------------
+/// One block of `threads` (a multiple of 32); `out` holds 6 ints per thread.
+pub fn selftest_warp(out: DevPtr, threads: usize) -> Launch {
+    assert!(threads.is_multiple_of(32), "selftest_warp: {threads} threads is not whole warps");
+    Launch::new("selftest_warp", 1, to_u32("block", threads)).ptr(out)
+}
+
+/// `blocks` blocks of `threads`; `out` holds 2 ints per block, the second zeroed beforehand.
+pub fn selftest_block(out: DevPtr, blocks: usize, threads: usize) -> Launch {
+    let mut l = Launch::new("selftest_block", blocks, to_u32("block", threads)).ptr(out);
+    l.smem = to_u32("smem", 4 * threads);
+    l
+}
