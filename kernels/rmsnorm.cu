@@ -1,29 +1,39 @@
 // RMSNorm (HF LlamaRMSNorm) forward and backward over [rows, dim] bf16 activations with fp32
-// statistics: rstd = 1/sqrt(mean(x^2) + eps), out = (x * rstd) * w. One warp per row.
+// statistics: rstd = 1/sqrt(mean(x^2) + eps), out = (x * rstd) * w, optionally fused with the
+// residual add that precedes it in a Llama block. One warp per row.
 // Backward accumulates dx (bf16) and dw (fp32) deterministically: each block owns a fixed
 // range of rows and writes its dw partial sums, then rmsnorm_dw_reduce adds the partials in
 // block order (no float atomics, same result on every run).
 #include "common.cuh"
 
-extern "C" __global__ void rmsnorm_fwd(bf16* __restrict__ out, float* __restrict__ rstd,
-                                       const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                       int rows, int dim, float eps) {
+// One warp normalises row `row` of `src`. With `res` (the fused residual add), it first writes
+// src = x + res (bf16) and normalises that stored value, so the backward sees the same input.
+__device__ __forceinline__ void rmsnorm_row(bf16* out, float* rstd, bf16* src, const bf16* x, const bf16* res,
+                                            const bf16* w, int row, int dim, float eps) {
     const int lane = threadIdx.x & 31;
-    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const bf16* xr = x + (u64)row * dim;
-    bf16* o = out + (u64)row * dim;
-    const bool vec = dim % 8 == 0 && aligned16(x) && aligned16(out) && aligned16(w);
+    const u64 off = (u64)row * dim;
+    const bool vec = dim % 8 == 0 && aligned16(src) && aligned16(x) && aligned16(out) && aligned16(w) &&
+                     (!res || aligned16(res));
     float ss = 0.0f;
     if (vec) {
         for (int c = lane * 8; c < dim; c += 256) {
             float v[8];
-            load8(xr + c, v);
+            load8(x + off + c, v);
+            if (res) {
+                float r[8];
+                load8(res + off + c, r);
+                for (int k = 0; k < 8; k++) v[k] = bf2f(f2bf(v[k] + r[k]));
+                store8(src + off + c, v);
+            }
             for (int k = 0; k < 8; k++) ss += v[k] * v[k];
         }
     } else {
         for (int c = lane; c < dim; c += 32) {
-            float v = bf2f(xr[c]);
+            float v = bf2f(x[off + c]);
+            if (res) {
+                v = bf2f(f2bf(v + bf2f(res[off + c])));
+                src[off + c] = f2bf(v);
+            }
             ss += v * v;
         }
     }
@@ -32,14 +42,30 @@ extern "C" __global__ void rmsnorm_fwd(bf16* __restrict__ out, float* __restrict
     if (vec) {
         for (int c = lane * 8; c < dim; c += 256) {
             float v[8], g[8];
-            load8(xr + c, v);
+            load8(src + off + c, v);
             load8(w + c, g);
             for (int k = 0; k < 8; k++) v[k] = (v[k] * r) * g[k];
-            store8(o + c, v);
+            store8(out + off + c, v);
         }
     } else {
-        for (int c = lane; c < dim; c += 32) o[c] = f2bf((bf2f(xr[c]) * r) * bf2f(w[c]));
+        for (int c = lane; c < dim; c += 32) out[off + c] = f2bf((bf2f(src[off + c]) * r) * bf2f(w[c]));
     }
+}
+
+extern "C" __global__ void rmsnorm_fwd(bf16* __restrict__ out, float* __restrict__ rstd, const bf16* x,
+                                       const bf16* __restrict__ w, int rows, int dim, float eps) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    rmsnorm_row(out, rstd, const_cast<bf16*>(x), x, nullptr, w, row, dim, eps);
+}
+
+// Fused residual add: residual_out = x + res (may alias x or res), out = RMSNorm(residual_out).
+extern "C" __global__ void rmsnorm_residual_fwd(bf16* residual_out, bf16* __restrict__ out,
+                                                float* __restrict__ rstd, const bf16* x, const bf16* res,
+                                                const bf16* __restrict__ w, int rows, int dim, float eps) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    rmsnorm_row(out, rstd, residual_out, x, res, w, row, dim, eps);
 }
 
 // Block b covers rows [b * rows_per_block, ...): warps accumulate dx row by row, then every

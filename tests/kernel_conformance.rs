@@ -146,6 +146,31 @@ fn rmsnorm_forward_and_backward() {
 }
 
 #[test]
+fn rmsnorm_fused_residual_add() {
+    let be = cpu();
+    for (ci, &(b, t, h, hd, _, _)) in CASES.iter().enumerate() {
+        let (rows, dim, eps) = (b * t, h * hd, 1e-6f32);
+        let mut rng = Rng(ci as u64 + 81);
+        let (x, mut xd) = rng.bf(rows * dim, 2.0);
+        let (r, mut rd) = rng.bf(rows * dim, 2.0);
+        let (w, mut wd) = rng.bf(dim, 1.0);
+        // Reference: the sum stored in bf16, then RMSNorm of the stored sum.
+        let mut sum = x.clone();
+        be.add_assign(&mut sum, &r);
+        let sum: Vec<f32> = sum.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+        let (mut out_ref, mut rstd_ref) = (vec![0.0; rows * dim], vec![0.0; rows]);
+        be.rmsnorm_fwd(&mut out_ref, &mut rstd_ref, &sum, &w, dim, eps);
+        // In place, as in a Llama block: the residual stream x becomes x + r.
+        let (mut out, mut rstd) = (bf16_nan(rows * dim), f32_nan(rows));
+        let xp = xd.ptr();
+        run(&launch::rmsnorm_residual_fwd(xp, out.ptr(), rstd.ptr(), xp, rd.ptr(), wd.ptr(), rows, dim, eps));
+        check("rmsnorm_residual residual", ci, &to_f32(&xd), &sum, 0.0);
+        check("rmsnorm_residual out", ci, &to_f32(&out), &out_ref, BF16_TOL);
+        check("rmsnorm_residual rstd", ci, rstd.slice(), &rstd_ref, F32_TOL);
+    }
+}
+
+#[test]
 fn rope_forward_and_backward() {
     let be = cpu();
     for (ci, &(b, t, h, hd, _, _)) in CASES.iter().enumerate() {

@@ -81,6 +81,23 @@ pub fn rmsnorm_fwd(out: DevPtr, rstd: DevPtr, x: DevPtr, w: DevPtr, rows: usize,
         .f32(eps)
 }
 
+/// Fused residual add: `residual_out = x + res` (bf16; may alias `x` or `res`), then
+/// `out = RMSNorm(residual_out)` with fp32 `rstd`.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_residual_fwd(residual_out: DevPtr, out: DevPtr, rstd: DevPtr, x: DevPtr, res: DevPtr, w: DevPtr, rows: usize, dim: usize, eps: f32) -> Launch {
+    let rows_per_block = (RMSNORM_THREADS / 32) as usize;
+    Launch::new("rmsnorm_residual_fwd", rows.div_ceil(rows_per_block), RMSNORM_THREADS)
+        .ptr(residual_out)
+        .ptr(out)
+        .ptr(rstd)
+        .ptr(x)
+        .ptr(res)
+        .ptr(w)
+        .int(rows)
+        .int(dim)
+        .f32(eps)
+}
+
 /// fp32 elements of scratch the RMSNorm backward needs (the dw partials).
 pub fn rmsnorm_bwd_scratch(rows: usize, dim: usize) -> usize {
     rows.div_ceil(RMSNORM_BWD_ROWS) * dim
