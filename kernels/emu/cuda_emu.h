@@ -165,20 +165,25 @@ inline bool release(Launch& l) {
 
 constexpr size_t STACK = 64 * 1024;
 
+// Kept out of run_block: getcontext returns twice, which would clobber the caller's loop state.
+__attribute__((noinline)) inline void init_fiber(Launch& l, unsigned i, dim3 tid) {
+    Fiber& f = l.fibers[i];
+    f.tid = tid;
+    f.state = RUN;
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = l.stacks[i].data();
+    f.ctx.uc_stack.ss_size = STACK;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+}
+
 inline void run_block(Launch& l) {
     std::memset(l.dyn_smem.data(), 0xff, l.dyn_smem.size());
     unsigned i = 0;
     for (unsigned z = 0; z < l.block.z; z++)
         for (unsigned y = 0; y < l.block.y; y++)
             for (unsigned x = 0; x < l.block.x; x++, i++) {
-                Fiber& f = l.fibers[i];
-                f.tid = dim3{x, y, z};
-                f.state = RUN;
-                getcontext(&f.ctx);
-                f.ctx.uc_stack.ss_sp = l.stacks[i].data();
-                f.ctx.uc_stack.ss_size = STACK;
-                f.ctx.uc_link = nullptr;
-                makecontext(&f.ctx, fiber_main, 0);
+                init_fiber(l, i, dim3{x, y, z});
             }
     do {
         for (unsigned t = 0; t < l.nthreads; t++) {
