@@ -8,7 +8,7 @@ use half::bf16;
 use swallow::backend::cpu::CpuBackend;
 use swallow::backend::cuda::emu;
 use swallow::backend::cuda::launch::{self, AdamSeg, DevPtr, Launch, NormSeg};
-use swallow::backend::{AdamWStep, Backend};
+use swallow::backend::{AdamWStep, AttnShape, Backend};
 
 const BF16_TOL: f64 = 1e-2;
 const F32_TOL: f64 = 1e-5;
@@ -262,6 +262,43 @@ fn cross_entropy_fused() {
         let grad = to_f32(&ld);
         check("cross_entropy dlogits", ci, &grad, &grad_ref, BF16_TOL);
         assert!(grad.chunks(vocab).all(|r| r[valid..].iter().all(|&g| g == 0.0)), "padding columns must get zero gradient");
+    }
+}
+
+/// Attention shapes: (batch, seq, heads, kv_heads, head_dim): GQA ratios 1, 4 and 8, both head
+/// dims, sequences that are not a multiple of the warps per block.
+const ATT_CASES: &[(usize, usize, usize, usize, usize)] = &[(2, 13, 2, 2, 64), (1, 21, 4, 1, 128), (1, 9, 8, 1, 64), (2, 6, 8, 2, 32)];
+
+#[test]
+fn attention_forward_and_backward() {
+    let be = cpu();
+    for (ci, &(batch, seq, heads, kv_heads, head_dim)) in ATT_CASES.iter().enumerate() {
+        let s = AttnShape { batch, seq, heads, kv_heads, head_dim };
+        let mut rng = Rng(ci as u64 + 91);
+        let (nq, nk) = (batch * seq * heads * head_dim, batch * seq * kv_heads * head_dim);
+        let (q, mut qd) = rng.bf(nq, 2.0);
+        let (k, mut kd) = rng.bf(nk, 2.0);
+        let (v, mut vd) = rng.bf(nk, 1.0);
+        let (mut out_ref, mut lse_ref) = (vec![0.0; nq], vec![0.0; batch * heads * seq]);
+        be.attention_fwd(&mut out_ref, &mut lse_ref, &q, &k, &v, s);
+        let (mut out, mut lse) = (bf16_nan(nq), f32_nan(batch * heads * seq));
+        run(&launch::attention_fwd(out.ptr(), lse.ptr(), qd.ptr(), kd.ptr(), vd.ptr(), s));
+        check("attention_fwd out", ci, &to_f32(&out), &out_ref, BF16_TOL);
+        check("attention_fwd lse", ci, lse.slice(), &lse_ref, F32_TOL);
+
+        // Backward from the kernel's own (bf16) output, as in training; the reference gets the same.
+        let out_bf = to_f32(&out);
+        let (dy, mut dyd) = rng.bf(nq, 1.0);
+        let (mut dq_ref, mut dk_ref, mut dv_ref) = (vec![0.0; nq], vec![0.0; nk], vec![0.0; nk]);
+        be.attention_bwd(&mut dq_ref, &mut dk_ref, &mut dv_ref, &dy, &q, &k, &v, &out_bf, &lse_ref, s);
+        let (mut dq, mut dk, mut dv) = (bf16_nan(nq), bf16_nan(nk), bf16_nan(nk));
+        let mut scratch = f32_nan(launch::attention_bwd_scratch(s));
+        for l in launch::attention_bwd(dq.ptr(), dk.ptr(), dv.ptr(), scratch.ptr(), dyd.ptr(), qd.ptr(), kd.ptr(), vd.ptr(), out.ptr(), lse.ptr(), s) {
+            run(&l);
+        }
+        check("attention_bwd dq", ci, &to_f32(&dq), &dq_ref, BF16_TOL);
+        check("attention_bwd dk", ci, &to_f32(&dk), &dk_ref, BF16_TOL);
+        check("attention_bwd dv", ci, &to_f32(&dv), &dv_ref, BF16_TOL);
     }
 }
 

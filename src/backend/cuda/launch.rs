@@ -5,7 +5,7 @@
 //! need; multi-tensor ops (AdamW, grad norm) take a segment table built here and uploaded by
 //! the caller.
 
-use crate::backend::AdamWStep;
+use crate::backend::{AdamWStep, AttnShape};
 use std::ffi::c_void;
 
 /// A device address (a host address under emulation).
@@ -305,4 +305,50 @@ pub fn selftest_block(out: DevPtr, blocks: usize, threads: usize) -> Launch {
     let mut l = Launch::new("selftest_block", blocks, to_u32("block", threads)).ptr(out);
     l.smem = to_u32("smem", 4 * threads);
     l
+}
+
+// ---- attention ----------------------------------------------------------------------------
+/// Warps (one per query or key row) per block of the attention kernels.
+const ATT_WARPS: usize = 4;
+/// Largest head dimension of the warp-per-row attention kernels (32 lanes x ATT_PER_LANE).
+pub const ATT_MAX_HEAD_DIM: usize = 256;
+
+/// The trailing arguments of every attention kernel: the shape and the score scale 1/sqrt(D).
+fn att_args(l: Launch, s: AttnShape) -> Launch {
+    l.int(s.batch).int(s.seq).int(s.heads).int(s.kv_heads).int(s.head_dim).f32(1.0 / (s.head_dim as f32).sqrt())
+}
+
+fn att_check(s: AttnShape) {
+    assert!(s.kv_heads > 0 && s.heads.is_multiple_of(s.kv_heads), "attention: {} heads is not a multiple of {} kv heads", s.heads, s.kv_heads);
+    assert!(s.head_dim <= ATT_MAX_HEAD_DIM, "attention: head_dim {} exceeds {ATT_MAX_HEAD_DIM}", s.head_dim);
+}
+
+/// Causal attention forward: `out` bf16 `[B,T,H,D]`, `lse` fp32 `[B,H,T]`.
+pub fn attention_fwd(out: DevPtr, lse: DevPtr, q: DevPtr, k: DevPtr, v: DevPtr, s: AttnShape) -> Launch {
+    att_check(s);
+    let rows = s.batch * s.heads * s.seq;
+    att_args(Launch::new("attention_fwd", rows.div_ceil(ATT_WARPS), 32 * ATT_WARPS as u32).ptr(out).ptr(lse).ptr(q).ptr(k).ptr(v), s)
+}
+
+/// fp32 elements of scratch the attention backward needs (`D_i` per query row).
+pub fn attention_bwd_scratch(s: AttnShape) -> usize {
+    s.batch * s.heads * s.seq
+}
+
+/// Overwrites `dq`, `dk`, `dv` (bf16); `scratch` holds `attention_bwd_scratch` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(dq: DevPtr, dk: DevPtr, dv: DevPtr, scratch: DevPtr, dout: DevPtr, q: DevPtr, k: DevPtr, v: DevPtr, out: DevPtr, lse: DevPtr, s: AttnShape) -> [Launch; 2] {
+    att_check(s);
+    let (qrows, krows) = (s.batch * s.heads * s.seq, s.batch * s.kv_heads * s.seq);
+    let threads = 32 * ATT_WARPS as u32;
+    [
+        att_args(
+            Launch::new("attention_bwd_dq", qrows.div_ceil(ATT_WARPS), threads).ptr(dq).ptr(scratch).ptr(dout).ptr(q).ptr(k).ptr(v).ptr(out).ptr(lse),
+            s,
+        ),
+        att_args(
+            Launch::new("attention_bwd_dkdv", krows.div_ceil(ATT_WARPS), threads).ptr(dk).ptr(dv).ptr(scratch).ptr(dout).ptr(q).ptr(k).ptr(v).ptr(lse),
+            s,
+        ),
+    ]
 }
