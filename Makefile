@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config libhdf5-openmpi-dev python3
+APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config libhdf5-openmpi-dev python3 python3-venv
+# NVRTC, the CUDA headers and ptxas for `make kernels` (no GPU needed), in a venv under out/.
+CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86
+CUDA_VENV := out/cuda-tools
 BIN := target/release/swallow
 SAMPLE_PREFIX := out/sample/sample_text_document
 # mpirun refuses to run as root unless told; CI and these machines run as root.
@@ -10,11 +13,12 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export HDF5_DIR := /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 
-.PHONY: help setup build demo test sample-data fixtures bench clean
+.PHONY: help setup build demo test kernels sample-data fixtures bench clean
 
 help:
 	@echo "make demo   - install what is missing, prepare the sample corpus, train the tiny model (CPU, mpirun)"
 	@echo "make test   - install what is missing, run the test suite"
+	@echo "make kernels - compile every CUDA kernel with NVRTC for sm_80/sm_90, print registers/smem/spills"
 	@echo "make bench  - swallow bench cpu and the PyTorch peer, side by side (needs torch + transformers)"
 	@echo "make sample-data - rebuild data/sample/tokenizer.json from the sample corpus"
 	@echo "make fixtures    - regenerate the transformers fixtures (needs torch + transformers)"
@@ -43,8 +47,14 @@ demo: build $(SAMPLE_PREFIX).idx
 	mpirun -np 1 $(BIN) train --config tiny --data $(SAMPLE_PREFIX) --metrics out/demo/metrics.jsonl
 	@echo "metrics: out/demo/metrics.jsonl ($$(wc -l < out/demo/metrics.jsonl) steps)"
 
-test: setup
+test: setup kernels
 	cargo test --release
+
+# Idempotent: the venv and the pinned wheels are installed once; compile errors fail the target.
+kernels: setup
+	@[ -x $(CUDA_VENV)/bin/python ] || python3 -m venv $(CUDA_VENV)
+	@$(CUDA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(CUDA_WHEELS)
+	$(CUDA_VENV)/bin/python scripts/compile_kernels.py
 
 sample-data:
 	cargo run --release --example build_tokenizer

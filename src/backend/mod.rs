@@ -9,6 +9,7 @@
 //! - "accumulate" ops add into their output (weight gradients over micro-batches, residual grads).
 
 pub mod cpu;
+pub mod cuda;
 
 /// Shape of one attention call (GQA when `kv_heads < heads`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

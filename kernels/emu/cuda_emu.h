@@ -1,0 +1,301 @@
+// Host SIMT emulation of the CUDA subset the kernels in kernels/*.cu use, so the same sources
+// compile with g++ (`-x c++ -include kernels/emu/cuda_emu.h`) and run on CPU in tests.
+//
+// Model: a launch runs its blocks one after another; the threads of a block are fibers
+// (ucontext) on the calling OS thread, switched cooperatively. A fiber runs until it reaches a
+// barrier (__syncthreads, or a warp collective: shuffle, vote, __syncwarp) or returns; when no
+// fiber can run, the scheduler releases a warp whose live threads all wait at a warp barrier,
+// else the block if all its live threads wait at __syncthreads, else reports a deadlock
+// (divergent collective) and aborts. Exited threads no longer count, as on the GPU.
+// Because one block runs at a time on one OS thread, `__shared__` variables are function
+// statics, atomics are plain read-modify-writes, and launches are serialised by a mutex.
+// Dynamic shared memory (SW_DYN_SMEM in common.cuh) is a per-launch buffer filled with 0xFF
+// bytes (NaN) before every block, so a kernel that reads it before writing it fails tests.
+#pragma once
+#define SWALLOW_EMU 1
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+#include <vector>
+#include <ucontext.h>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+#define __shared__ static
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+struct alignas(8) float2 {
+    float x, y;
+};
+
+// ---- bf16 ---------------------------------------------------------------------------------
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    __nv_bfloat16 b;
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        b.bits = uint16_t((u >> 16) | 0x40u);  // quiet NaN, sign kept
+    } else {
+        u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
+        b.bits = uint16_t(u >> 16);
+    }
+    return b;
+}
+inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+inline float __bfloat162float(__nv_bfloat16 b) {
+    uint32_t u = uint32_t(b.bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+// ---- math intrinsics ----------------------------------------------------------------------
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+using std::exp;
+using std::fmax;
+using std::log;
+using std::sqrt;
+
+// ---- the scheduler ------------------------------------------------------------------------
+namespace emu {
+
+enum State { RUN, WAIT_WARP, WAIT_BLOCK, DONE };
+
+struct Fiber {
+    ucontext_t ctx;
+    State state;
+    dim3 tid;
+};
+
+struct Launch {
+    dim3 grid, block, bid;
+    unsigned nthreads = 0, cur = 0;
+    std::vector<Fiber> fibers;
+    std::vector<std::vector<char>> stacks;
+    std::vector<uint64_t> slots;  // one exchange word per thread, for warp collectives
+    std::vector<unsigned char> dyn_smem;
+    ucontext_t sched;
+    void (*body)(void**) = nullptr;
+    void** params = nullptr;
+};
+
+inline Launch& L() {
+    static Launch l;
+    return l;
+}
+inline std::mutex& launch_mutex() {
+    static std::mutex m;
+    return m;
+}
+
+inline void yield(State s) {
+    Launch& l = L();
+    Fiber& f = l.fibers[l.cur];
+    f.state = s;
+    swapcontext(&f.ctx, &l.sched);
+}
+
+inline void fiber_main() {
+    Launch& l = L();
+    l.body(l.params);
+    l.fibers[l.cur].state = DONE;
+    swapcontext(&l.fibers[l.cur].ctx, &l.sched);
+}
+
+// Releases the next group of waiting fibers; false when none can be released.
+inline bool release(Launch& l) {
+    unsigned n = l.nthreads;
+    bool any_live = false;
+    for (unsigned w0 = 0; w0 < n; w0 += 32) {
+        unsigned w1 = w0 + 32 < n ? w0 + 32 : n;
+        bool live = false, all_warp = true;
+        for (unsigned i = w0; i < w1; i++) {
+            if (l.fibers[i].state == DONE) continue;
+            live = true;
+            all_warp &= l.fibers[i].state == WAIT_WARP;
+        }
+        any_live |= live;
+        if (live && all_warp) {
+            for (unsigned i = w0; i < w1; i++)
+                if (l.fibers[i].state == WAIT_WARP) l.fibers[i].state = RUN;
+            return true;
+        }
+    }
+    if (!any_live) return false;
+    for (unsigned i = 0; i < n; i++)
+        if (l.fibers[i].state != DONE && l.fibers[i].state != WAIT_BLOCK) {
+            std::fprintf(stderr, "cuda_emu: deadlock in block (%u,%u,%u): divergent barrier or warp collective\n",
+                         l.bid.x, l.bid.y, l.bid.z);
+            std::abort();
+        }
+    for (unsigned i = 0; i < n; i++)
+        if (l.fibers[i].state == WAIT_BLOCK) l.fibers[i].state = RUN;
+    return true;
+}
+
+constexpr size_t STACK = 64 * 1024;
+
+// Kept out of run_block: getcontext returns twice, which would clobber the caller's loop state.
+__attribute__((noinline)) inline void init_fiber(Launch& l, unsigned i, dim3 tid) {
+    Fiber& f = l.fibers[i];
+    f.tid = tid;
+    f.state = RUN;
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = l.stacks[i].data();
+    f.ctx.uc_stack.ss_size = STACK;
+    f.ctx.uc_link = nullptr;
+    makecontext(&f.ctx, fiber_main, 0);
+}
+
+inline void run_block(Launch& l) {
+    std::memset(l.dyn_smem.data(), 0xff, l.dyn_smem.size());
+    unsigned i = 0;
+    for (unsigned z = 0; z < l.block.z; z++)
+        for (unsigned y = 0; y < l.block.y; y++)
+            for (unsigned x = 0; x < l.block.x; x++, i++) {
+                init_fiber(l, i, dim3{x, y, z});
+            }
+    do {
+        for (unsigned t = 0; t < l.nthreads; t++) {
+            if (l.fibers[t].state != RUN) continue;
+            l.cur = t;
+            swapcontext(&l.sched, &l.fibers[t].ctx);
+        }
+    } while (release(l));
+}
+
+// Runs `body(params)` as every thread of a grid, blocks in order.
+inline void launch(dim3 grid, dim3 block, size_t smem, void (*body)(void**), void** params) {
+    std::lock_guard<std::mutex> guard(launch_mutex());
+    Launch& l = L();
+    l.grid = grid;
+    l.block = block;
+    l.nthreads = block.x * block.y * block.z;
+    if (l.nthreads == 0 || l.nthreads > 1024) {
+        std::fprintf(stderr, "cuda_emu: block of %u threads (must be 1..1024)\n", l.nthreads);
+        std::abort();
+    }
+    l.fibers.resize(l.nthreads);
+    while (l.stacks.size() < l.nthreads) l.stacks.emplace_back(STACK);
+    l.slots.assign(l.nthreads, 0);
+    l.dyn_smem.assign(smem, 0);
+    l.body = body;
+    l.params = params;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                l.bid = dim3{x, y, z};
+                run_block(l);
+            }
+}
+
+inline unsigned linear_tid() { return L().cur; }
+
+// Warp exchange: publish `v`, wait for the warp, read lane `src` (own value when out of
+// range), wait again so the slots can be reused.
+template <class T>
+inline T exchange(T v, int src) {
+    static_assert(sizeof(T) <= 8, "warp collectives on values up to 8 bytes");
+    Launch& l = L();
+    unsigned me = l.cur, w0 = me & ~31u;
+    std::memcpy(&l.slots[me], &v, sizeof(T));
+    yield(WAIT_WARP);
+    T r = v;
+    if (src >= 0 && src < 32 && w0 + unsigned(src) < l.nthreads) std::memcpy(&r, &l.slots[w0 + src], sizeof(T));
+    yield(WAIT_WARP);
+    return r;
+}
+
+template <class F>
+struct Unpack;
+template <class... A>
+struct Unpack<void (*)(A...)> {
+    template <size_t... I>
+    static void call(void (*k)(A...), void** p, std::index_sequence<I...>) {
+        k(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(p[I])...);
+    }
+    static void run(void (*k)(A...), void** p) { call(k, p, std::index_sequence_for<A...>{}); }
+};
+
+// The launch body for kernel `K`: unpacks cuLaunchKernel-style params (an array of pointers
+// to the argument values) into a call.
+template <auto K>
+void body(void** p) {
+    Unpack<decltype(K)>::run(K, p);
+}
+
+}  // namespace emu
+
+#define threadIdx (::emu::L().fibers[::emu::L().cur].tid)
+#define blockIdx (::emu::L().bid)
+#define blockDim (::emu::L().block)
+#define gridDim (::emu::L().grid)
+#define warpSize 32
+
+inline void __syncthreads() { emu::yield(emu::WAIT_BLOCK); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::yield(emu::WAIT_WARP); }
+
+template <class T>
+inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int = 32) {
+    return emu::exchange(v, int(emu::linear_tid() & 31) ^ lane_mask);
+}
+template <class T>
+inline T __shfl_down_sync(unsigned, T v, unsigned delta, int = 32) {
+    return emu::exchange(v, int(emu::linear_tid() & 31) + int(delta));
+}
+template <class T>
+inline T __shfl_sync(unsigned, T v, int src, int = 32) {
+    return emu::exchange(v, src);
+}
+inline unsigned __ballot_sync(unsigned, int pred) {
+    unsigned r = 0;
+    for (int lane = 0; lane < 32; lane++) {
+        // Every lane reads every lane's flag; lanes that do not exist read their own.
+        int v = emu::exchange(pred ? 1 : 0, lane);
+        if (v && (emu::linear_tid() & ~31u) + lane < emu::L().nthreads) r |= 1u << lane;
+    }
+    return r;
+}
+inline int __any_sync(unsigned m, int pred) { return __ballot_sync(m, pred) != 0; }
+inline int __all_sync(unsigned m, int pred) {
+    unsigned w0 = emu::linear_tid() & ~31u, n = emu::L().nthreads - w0;
+    unsigned full = n >= 32 ? 0xffffffffu : (1u << n) - 1;
+    return __ballot_sync(m, pred) == full;
+}
+
+template <class T>
+inline T atomicAdd(T* p, T v) {
+    T old = *p;
+    *p = old + v;
+    return old;
+}

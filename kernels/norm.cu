@@ -1,0 +1,39 @@
+// Global gradient norm: sum of squares of many fp32 tensors (a segment table, as in adamw.cu)
+// in two deterministic launches: sumsq_partials writes one fp32 partial per block, then a
+// single block of sumsq_reduce adds the partials in double in a fixed order.
+#include "common.cuh"
+
+struct NormSeg {
+    const float* x;
+    u64 n;
+    u64 block0;
+};
+
+extern "C" __global__ void sumsq_partials(const NormSeg* __restrict__ segs, int nseg, u64 block_elems,
+                                          float* __restrict__ partials) {
+    __shared__ float scratch[32];
+    const NormSeg s = segs[find_segment(segs, nseg, blockIdx.x)];
+    const u64 start = (blockIdx.x - s.block0) * block_elems;
+    float acc = 0.0f;
+    for (u64 k = threadIdx.x; k < block_elems && start + k < s.n; k += blockDim.x) {
+        const float v = s.x[start + k];
+        acc += v * v;
+    }
+    acc = block_sum(acc, scratch);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+extern "C" __global__ void sumsq_reduce(double* __restrict__ out, const float* __restrict__ partials, int parts) {
+    __shared__ double scratch[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    double acc = 0.0;
+    for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += (double)partials[p];
+    acc = warp_sum_f64(acc);
+    if (lane == 0) scratch[warp] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double tot = 0.0;
+        for (int w = 0; w < nwarps; w++) tot += scratch[w];
+        out[0] = tot;
+    }
+}

@@ -1,0 +1,354 @@
+//! Launch geometry of every kernel in kernels/*.cu: the one place that decides grid, block,
+//! dynamic shared memory and argument order, used alike by real CUDA launches and by the
+//! emulation build (emu.rs). Pointers are device addresses (`DevPtr`; host addresses under
+//! emulation). Multi-kernel ops return their launches in order, and say how much scratch they
+//! need; multi-tensor ops (AdamW, grad norm) take a segment table built here and uploaded by
+//! the caller.
+
+use crate::backend::{AdamWStep, AttnShape};
+use std::ffi::c_void;
+
+/// A device address (a host address under emulation).
+pub type DevPtr = u64;
+
+/// Threads per block of the RMSNorm kernels (one warp per row in the forward).
+const RMSNORM_THREADS: u32 = 128;
+/// Rows per block of the RMSNorm backward: one dw partial per this many rows.
+pub const RMSNORM_BWD_ROWS: usize = 32;
+const ELEMWISE_THREADS: u32 = 256;
+const CE_MAX_THREADS: usize = 256;
+/// Elements per block of the multi-tensor kernels (AdamW, grad norm).
+pub const MULTI_BLOCK_ELEMS: usize = 4096;
+const MULTI_THREADS: u32 = 256;
+const REDUCE_THREADS: u32 = 256;
+
+/// One kernel launch: what cuLaunchKernel (or the emulation) needs.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub kernel: &'static str,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub smem: u32,
+    /// Argument values in declaration order, each in the low bytes of a 64-bit slot.
+    args: Vec<u64>,
+}
+
+fn to_u32(what: &str, v: usize) -> u32 {
+    u32::try_from(v).unwrap_or_else(|_| panic!("launch: {what} = {v} does not fit in 32 bits"))
+}
+
+fn to_i32(v: usize) -> u64 {
+    i32::try_from(v).unwrap_or_else(|_| panic!("launch: argument {v} does not fit in an int")) as u32 as u64
+}
+
+impl Launch {
+    fn new(kernel: &'static str, blocks: usize, threads: u32) -> Self {
+        Launch { kernel, grid: [to_u32("grid", blocks.max(1)), 1, 1], block: [threads, 1, 1], smem: 0, args: Vec::new() }
+    }
+    fn ptr(mut self, p: DevPtr) -> Self {
+        self.args.push(p);
+        self
+    }
+    fn int(mut self, v: usize) -> Self {
+        self.args.push(to_i32(v));
+        self
+    }
+    fn u64(mut self, v: usize) -> Self {
+        self.args.push(v as u64);
+        self
+    }
+    fn f32(mut self, v: f32) -> Self {
+        self.args.push(v.to_bits() as u64);
+        self
+    }
+    /// cuLaunchKernel's `kernelParams`: one pointer per argument value, valid while `self` lives.
+    /// (x86-64 and the GPU are little-endian, so a 32-bit argument is its slot's first bytes.)
+    pub fn params(&self) -> Vec<*mut c_void> {
+        self.args.iter().map(|a| a as *const u64 as *mut c_void).collect()
+    }
+}
+
+// ---- RMSNorm ------------------------------------------------------------------------------
+pub fn rmsnorm_fwd(out: DevPtr, rstd: DevPtr, x: DevPtr, w: DevPtr, rows: usize, dim: usize, eps: f32) -> Launch {
+    let rows_per_block = (RMSNORM_THREADS / 32) as usize;
+    Launch::new("rmsnorm_fwd", rows.div_ceil(rows_per_block), RMSNORM_THREADS)
+        .ptr(out)
+        .ptr(rstd)
+        .ptr(x)
+        .ptr(w)
+        .int(rows)
+        .int(dim)
+        .f32(eps)
+}
+
+/// Fused residual add: `residual_out = x + res` (bf16; may alias `x` or `res`), then
+/// `out = RMSNorm(residual_out)` with fp32 `rstd`.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_residual_fwd(residual_out: DevPtr, out: DevPtr, rstd: DevPtr, x: DevPtr, res: DevPtr, w: DevPtr, rows: usize, dim: usize, eps: f32) -> Launch {
+    let rows_per_block = (RMSNORM_THREADS / 32) as usize;
+    Launch::new("rmsnorm_residual_fwd", rows.div_ceil(rows_per_block), RMSNORM_THREADS)
+        .ptr(residual_out)
+        .ptr(out)
+        .ptr(rstd)
+        .ptr(x)
+        .ptr(res)
+        .ptr(w)
+        .int(rows)
+        .int(dim)
+        .f32(eps)
+}
+
+/// fp32 elements of scratch the RMSNorm backward needs (the dw partials).
+pub fn rmsnorm_bwd_scratch(rows: usize, dim: usize) -> usize {
+    rows.div_ceil(RMSNORM_BWD_ROWS) * dim
+}
+
+/// Accumulates `dx` (bf16) and `dw` (fp32); `scratch` holds `rmsnorm_bwd_scratch` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_bwd(
+    dx: DevPtr,
+    dw: DevPtr,
+    scratch: DevPtr,
+    dout: DevPtr,
+    x: DevPtr,
+    w: DevPtr,
+    rstd: DevPtr,
+    rows: usize,
+    dim: usize,
+) -> [Launch; 2] {
+    let parts = rows.div_ceil(RMSNORM_BWD_ROWS);
+    [
+        Launch::new("rmsnorm_bwd", parts, RMSNORM_THREADS)
+            .ptr(dx)
+            .ptr(scratch)
+            .ptr(dout)
+            .ptr(x)
+            .ptr(w)
+            .ptr(rstd)
+            .int(rows)
+            .int(dim)
+            .int(RMSNORM_BWD_ROWS),
+        Launch::new("rmsnorm_dw_reduce", dim.div_ceil(RMSNORM_THREADS as usize), RMSNORM_THREADS)
+            .ptr(dw)
+            .ptr(scratch)
+            .int(parts)
+            .int(dim),
+    ]
+}
+
+// ---- RoPE ---------------------------------------------------------------------------------
+/// In place on bf16 `[batch, seq, heads, head_dim]` with fp32 `[seq, head_dim/2]` tables;
+/// `inverse` selects the backward (transpose) rotation.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(x: DevPtr, cos: DevPtr, sin: DevPtr, batch: usize, seq: usize, heads: usize, head_dim: usize, inverse: bool) -> Launch {
+    assert!(head_dim.is_multiple_of(2), "rope: head_dim {head_dim} must be even");
+    let pairs = batch * seq * heads * head_dim / 2;
+    let name = if inverse { "rope_bwd" } else { "rope_fwd" };
+    Launch::new(name, pairs.div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
+        .ptr(x)
+        .ptr(cos)
+        .ptr(sin)
+        .int(batch * seq)
+        .int(seq)
+        .int(heads)
+        .int(head_dim / 2)
+}
+
+// ---- elementwise: SwiGLU, casts (one thread per 8 elements) ---------------------------------
+fn per8(kernel: &'static str, n: usize) -> Launch {
+    Launch::new(kernel, n.div_ceil(8).div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
+}
+
+pub fn swiglu_fwd(out: DevPtr, gate: DevPtr, up: DevPtr, n: usize) -> Launch {
+    per8("swiglu_fwd", n).ptr(out).ptr(gate).ptr(up).u64(n)
+}
+
+pub fn swiglu_bwd(dgate: DevPtr, dup: DevPtr, dout: DevPtr, gate: DevPtr, up: DevPtr, n: usize) -> Launch {
+    per8("swiglu_bwd", n).ptr(dgate).ptr(dup).ptr(dout).ptr(gate).ptr(up).u64(n)
+}
+
+pub fn cast_f32_to_bf16(out: DevPtr, input: DevPtr, n: usize) -> Launch {
+    per8("cast_f32_to_bf16", n).ptr(out).ptr(input).u64(n)
+}
+
+pub fn cast_bf16_to_f32(out: DevPtr, input: DevPtr, n: usize) -> Launch {
+    per8("cast_bf16_to_f32", n).ptr(out).ptr(input).u64(n)
+}
+
+// ---- embedding ----------------------------------------------------------------------------
+/// `out[i] = table[ids[i]]` for `n` ids, bf16 rows of `dim`.
+pub fn embedding_fwd(out: DevPtr, table: DevPtr, ids: DevPtr, n: usize, dim: usize, vocab: usize) -> Launch {
+    let threads = n * dim.div_ceil(8);
+    Launch::new("embedding_fwd", threads.div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
+        .ptr(out)
+        .ptr(table)
+        .ptr(ids)
+        .int(n)
+        .int(dim)
+        .int(vocab)
+}
+
+/// `dtable[ids[i]] += dout[i]` (fp32 table gradient, bf16 `dout`), deterministic.
+pub fn embedding_bwd(dtable: DevPtr, dout: DevPtr, ids: DevPtr, n: usize, dim: usize, vocab: usize) -> Launch {
+    Launch::new("embedding_bwd", dim.div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
+        .ptr(dtable)
+        .ptr(dout)
+        .ptr(ids)
+        .int(n)
+        .int(dim)
+        .int(vocab)
+}
+
+// ---- cross-entropy ------------------------------------------------------------------------
+/// One block per row; threads cover a row in 8-element chunks (at most 256 threads).
+pub fn cross_entropy(logits: DevPtr, losses: DevPtr, targets: DevPtr, rows: usize, vocab: usize, valid_vocab: usize, grad_scale: f32) -> Launch {
+    assert!(valid_vocab >= 1 && valid_vocab <= vocab, "cross_entropy: valid_vocab {valid_vocab} must be in 1..={vocab}");
+    let threads = vocab.div_ceil(8).next_multiple_of(32).min(CE_MAX_THREADS) as u32;
+    let mut l = Launch::new("cross_entropy_fwd_bwd", rows, threads);
+    l.smem = 2 * 4 * threads / 32; // per-warp (max, sum) pairs
+    l
+        .ptr(logits)
+        .ptr(losses)
+        .ptr(targets)
+        .int(vocab)
+        .int(valid_vocab)
+        .f32(grad_scale)
+}
+
+// ---- multi-tensor: AdamW, grad norm -------------------------------------------------------
+/// One tensor of an AdamW launch (mirrors `AdamSeg` in kernels/adamw.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AdamSeg {
+    pub master: DevPtr,
+    pub grad: DevPtr,
+    pub m: DevPtr,
+    pub v: DevPtr,
+    /// The bf16 weight copy, or 0 for none.
+    pub weight: DevPtr,
+    pub n: u64,
+    pub block0: u64,
+}
+
+/// One tensor of a grad-norm launch (mirrors `NormSeg` in kernels/norm.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NormSeg {
+    pub x: DevPtr,
+    pub n: u64,
+    pub block0: u64,
+}
+
+/// Assigns each tensor its first block; returns the total number of blocks.
+fn assign_blocks<'a>(segs: impl Iterator<Item = (&'a mut u64, u64)>) -> usize {
+    let mut blocks = 0u64;
+    for (block0, n) in segs {
+        *block0 = blocks;
+        blocks += n.div_ceil(MULTI_BLOCK_ELEMS as u64);
+    }
+    blocks as usize
+}
+
+/// Fills in `block0` of every segment (tensors of zero length are not allowed).
+pub fn adamw_table(segs: &mut [AdamSeg]) -> usize {
+    assert!(segs.iter().all(|s| s.n > 0), "adamw: empty tensor in the table");
+    assign_blocks(segs.iter_mut().map(|s| (&mut s.block0, s.n)))
+}
+
+pub fn norm_table(segs: &mut [NormSeg]) -> usize {
+    assert!(segs.iter().all(|s| s.n > 0), "grad norm: empty tensor in the table");
+    assign_blocks(segs.iter_mut().map(|s| (&mut s.block0, s.n)))
+}
+
+/// One AdamW step over every tensor of an uploaded table of `nseg` segments covering `blocks`
+/// blocks (from `adamw_table`). Constants are computed as the CPU backend computes them.
+pub fn adamw(table: DevPtr, nseg: usize, blocks: usize, h: AdamWStep) -> Launch {
+    assert!(h.step >= 1, "adamw: step must be 1-based, got {}", h.step);
+    let (lr, b1, b2) = (h.lr as f64, h.beta1 as f64, h.beta2 as f64);
+    let t = h.step.min(i32::MAX as u64) as i32;
+    Launch::new("adamw", blocks, MULTI_THREADS)
+        .ptr(table)
+        .int(nseg)
+        .u64(MULTI_BLOCK_ELEMS)
+        .f32((1.0 - lr * h.weight_decay as f64) as f32)
+        .f32(b1 as f32)
+        .f32((1.0 - b1) as f32)
+        .f32(b2 as f32)
+        .f32((1.0 - b2) as f32)
+        .f32((lr / (1.0 - b1.powi(t))) as f32)
+        .f32((1.0 - b2.powi(t)).sqrt() as f32)
+        .f32(h.eps)
+}
+
+/// Sum of squares of every tensor of an uploaded table (from `norm_table`) into one f64 at
+/// `out`; `partials` holds `blocks` floats.
+pub fn sum_squares(table: DevPtr, nseg: usize, blocks: usize, partials: DevPtr, out: DevPtr) -> [Launch; 2] {
+    [
+        Launch::new("sumsq_partials", blocks, MULTI_THREADS)
+            .ptr(table)
+            .int(nseg)
+            .u64(MULTI_BLOCK_ELEMS)
+            .ptr(partials),
+        Launch::new("sumsq_reduce", 1, REDUCE_THREADS).ptr(out).ptr(partials).int(blocks),
+    ]
+}
+
+// ---- self-test of the SIMT primitives (kernels/selftest.cu) ---------------------------------
+/// One block of `threads` (a multiple of 32); `out` holds 6 ints per thread.
+pub fn selftest_warp(out: DevPtr, threads: usize) -> Launch {
+    assert!(threads.is_multiple_of(32), "selftest_warp: {threads} threads is not whole warps");
+    Launch::new("selftest_warp", 1, to_u32("block", threads)).ptr(out)
+}
+
+/// `blocks` blocks of `threads`; `out` holds 2 ints per block, the second zeroed beforehand.
+pub fn selftest_block(out: DevPtr, blocks: usize, threads: usize) -> Launch {
+    let mut l = Launch::new("selftest_block", blocks, to_u32("block", threads)).ptr(out);
+    l.smem = to_u32("smem", 4 * threads);
+    l
+}
+
+// ---- attention ----------------------------------------------------------------------------
+/// Warps (one per query or key row) per block of the attention kernels.
+const ATT_WARPS: usize = 4;
+/// Largest head dimension of the warp-per-row attention kernels (32 lanes x ATT_PER_LANE).
+pub const ATT_MAX_HEAD_DIM: usize = 256;
+
+/// The trailing arguments of every attention kernel: the shape and the score scale 1/sqrt(D).
+fn att_args(l: Launch, s: AttnShape) -> Launch {
+    l.int(s.batch).int(s.seq).int(s.heads).int(s.kv_heads).int(s.head_dim).f32(1.0 / (s.head_dim as f32).sqrt())
+}
+
+fn att_check(s: AttnShape) {
+    assert!(s.kv_heads > 0 && s.heads.is_multiple_of(s.kv_heads), "attention: {} heads is not a multiple of {} kv heads", s.heads, s.kv_heads);
+    assert!(s.head_dim <= ATT_MAX_HEAD_DIM, "attention: head_dim {} exceeds {ATT_MAX_HEAD_DIM}", s.head_dim);
+}
+
+/// Causal attention forward: `out` bf16 `[B,T,H,D]`, `lse` fp32 `[B,H,T]`.
+pub fn attention_fwd(out: DevPtr, lse: DevPtr, q: DevPtr, k: DevPtr, v: DevPtr, s: AttnShape) -> Launch {
+    att_check(s);
+    let rows = s.batch * s.heads * s.seq;
+    att_args(Launch::new("attention_fwd", rows.div_ceil(ATT_WARPS), 32 * ATT_WARPS as u32).ptr(out).ptr(lse).ptr(q).ptr(k).ptr(v), s)
+}
+
+/// fp32 elements of scratch the attention backward needs (`D_i` per query row).
+pub fn attention_bwd_scratch(s: AttnShape) -> usize {
+    s.batch * s.heads * s.seq
+}
+
+/// Overwrites `dq`, `dk`, `dv` (bf16); `scratch` holds `attention_bwd_scratch` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(dq: DevPtr, dk: DevPtr, dv: DevPtr, scratch: DevPtr, dout: DevPtr, q: DevPtr, k: DevPtr, v: DevPtr, out: DevPtr, lse: DevPtr, s: AttnShape) -> [Launch; 2] {
+    att_check(s);
+    let (qrows, krows) = (s.batch * s.heads * s.seq, s.batch * s.kv_heads * s.seq);
+    let threads = 32 * ATT_WARPS as u32;
+    [
+        att_args(
+            Launch::new("attention_bwd_dq", qrows.div_ceil(ATT_WARPS), threads).ptr(dq).ptr(scratch).ptr(dout).ptr(q).ptr(k).ptr(v).ptr(out).ptr(lse),
+            s,
+        ),
+        att_args(
+            Launch::new("attention_bwd_dkdv", krows.div_ceil(ATT_WARPS), threads).ptr(dk).ptr(dv).ptr(scratch).ptr(dout).ptr(q).ptr(k).ptr(v).ptr(lse),
+            s,
+        ),
+    ]
+}

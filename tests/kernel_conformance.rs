@@ -1,0 +1,393 @@
+//! Kernel conformance: every CUDA kernel of kernels/*.cu, launched through the emulation build
+//! with the geometry of src/backend/cuda/launch.rs (the same launches a GPU gets), against the
+//! CPU backend on the same inputs (rounded to bf16 for bf16 paths). Outputs and scratch are
+//! poisoned with NaN before each launch, so an element a kernel fails to write fails the test.
+//! Tolerances: ‖out − ref‖/‖ref‖ ≤ 1e-2 for bf16 outputs, ≤ 1e-5 for fp32 paths.
+
+use half::bf16;
+use swallow::backend::cpu::CpuBackend;
+use swallow::backend::cuda::emu;
+use swallow::backend::cuda::launch::{self, AdamSeg, DevPtr, Launch, NormSeg};
+use swallow::backend::{AdamWStep, AttnShape, Backend};
+
+const BF16_TOL: f64 = 1e-2;
+const F32_TOL: f64 = 1e-5;
+
+/// The shapes every op is checked at: (batch, seq, heads, head_dim, vocab, valid_vocab).
+/// dim = heads * head_dim, rows = batch * seq. They cover rows that are not a multiple of the
+/// warps per block or of the RMSNorm backward's 32-row blocks, dims and vocabularies that are
+/// not multiples of 8 (scalar paths) and that are (16-byte vector paths), padded vocabularies.
+const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (2, 4, 2, 32, 512, 512),
+    (1, 37, 3, 66, 1000, 990),
+    (3, 11, 5, 128, 1003, 1001),
+    (2, 35, 4, 64, 2053, 2048),
+];
+
+/// A host buffer aligned to 16 bytes, standing in for device memory.
+struct Dev<T: Copy> {
+    words: Vec<u128>,
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Copy> Dev<T> {
+    fn new(v: &[T]) -> Self {
+        let bytes = std::mem::size_of_val(v);
+        let mut d = Dev { words: vec![0u128; bytes.div_ceil(16).max(1)], len: v.len(), _t: std::marker::PhantomData };
+        d.slice_mut().copy_from_slice(v);
+        d
+    }
+    fn slice(&self) -> &[T] {
+        // SAFETY: `words` holds at least `len` elements of T, 16-byte aligned.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const T, self.len) }
+    }
+    fn slice_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `slice`, and `self` is borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut T, self.len) }
+    }
+    fn ptr(&mut self) -> DevPtr {
+        self.words.as_mut_ptr() as DevPtr
+    }
+}
+
+fn poisoned<T: Copy>(len: usize, nan: T) -> Dev<T> {
+    Dev::new(&vec![nan; len])
+}
+fn bf16_nan(len: usize) -> Dev<bf16> {
+    poisoned(len, bf16::NAN)
+}
+fn f32_nan(len: usize) -> Dev<f32> {
+    poisoned(len, f32::NAN)
+}
+
+fn run(l: &Launch) {
+    // SAFETY: every pointer in the launches below comes from a live `Dev` buffer sized for it.
+    unsafe { emu::launch(l) }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| scale * self.uniform()).collect()
+    }
+    /// Values already representable in bf16, and their bf16 bits.
+    fn bf(&mut self, n: usize, scale: f32) -> (Vec<f32>, Dev<bf16>) {
+        let b: Vec<bf16> = self.vec(n, scale).into_iter().map(bf16::from_f32).collect();
+        (b.iter().map(|x| x.to_f32()).collect(), Dev::new(&b))
+    }
+    fn below(&mut self, n: usize) -> u32 {
+        ((self.uniform() * 0.5 + 0.5) * n as f32) as u32 % n as u32
+    }
+}
+
+fn to_f32(b: &Dev<bf16>) -> Vec<f32> {
+    b.slice().iter().map(|x| x.to_f32()).collect()
+}
+
+/// ‖out − ref‖ / ‖ref‖ in f64 (NaN when `out` has a NaN).
+fn rel_err(out: &[f32], reference: &[f32]) -> f64 {
+    assert_eq!(out.len(), reference.len());
+    let (mut d, mut r) = (0.0f64, 0.0f64);
+    for (&o, &x) in out.iter().zip(reference) {
+        d += (o as f64 - x as f64).powi(2);
+        r += (x as f64).powi(2);
+    }
+    (d / r.max(1e-300)).sqrt()
+}
+
+fn check(what: &str, case: usize, out: &[f32], reference: &[f32], tol: f64) {
+    let e = rel_err(out, reference);
+    eprintln!("{what:<28} case {case}: rel err {e:.2e}");
+    assert!(e <= tol, "{what} (case {case}): relative error {e:.3e} exceeds {tol:.0e}");
+}
+
+fn diff(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
+}
+
+fn cpu() -> CpuBackend<f32> {
+    CpuBackend::new()
+}
+
+#[test]
+fn rmsnorm_forward_and_backward() {
+    let be = cpu();
+    for (ci, &(b, t, h, hd, _, _)) in CASES.iter().enumerate() {
+        let (rows, dim, eps) = (b * t, h * hd, 1e-5f32);
+        let mut rng = Rng(ci as u64 + 1);
+        let (x, mut xd) = rng.bf(rows * dim, 2.0);
+        let (w, mut wd) = rng.bf(dim, 1.0);
+        let (mut out_ref, mut rstd_ref) = (vec![0.0; rows * dim], vec![0.0; rows]);
+        be.rmsnorm_fwd(&mut out_ref, &mut rstd_ref, &x, &w, dim, eps);
+        let (mut out, mut rstd) = (bf16_nan(rows * dim), f32_nan(rows));
+        run(&launch::rmsnorm_fwd(out.ptr(), rstd.ptr(), xd.ptr(), wd.ptr(), rows, dim, eps));
+        check("rmsnorm_fwd out", ci, &to_f32(&out), &out_ref, BF16_TOL);
+        check("rmsnorm_fwd rstd", ci, rstd.slice(), &rstd_ref, F32_TOL);
+
+        // Backward accumulates: start both from the same small nonzero gradients.
+        let (dy, mut dyd) = rng.bf(rows * dim, 1.0);
+        let (dx0, mut dxd) = rng.bf(rows * dim, 0.1);
+        let dw0 = rng.vec(dim, 0.1);
+        let (mut dx_ref, mut dw_ref) = (dx0.clone(), dw0.clone());
+        be.rmsnorm_bwd(&mut dx_ref, &mut dw_ref, &dy, &x, &w, &rstd_ref, dim);
+        let mut dwd = Dev::new(&dw0);
+        let mut scratch = f32_nan(launch::rmsnorm_bwd_scratch(rows, dim));
+        for l in launch::rmsnorm_bwd(dxd.ptr(), dwd.ptr(), scratch.ptr(), dyd.ptr(), xd.ptr(), wd.ptr(), rstd.ptr(), rows, dim) {
+            run(&l);
+        }
+        check("rmsnorm_bwd dx (delta)", ci, &diff(&to_f32(&dxd), &dx0), &diff(&dx_ref, &dx0), BF16_TOL);
+        check("rmsnorm_bwd dw (delta)", ci, &diff(dwd.slice(), &dw0), &diff(&dw_ref, &dw0), F32_TOL);
+    }
+}
+
+#[test]
+fn rmsnorm_fused_residual_add() {
+    let be = cpu();
+    for (ci, &(b, t, h, hd, _, _)) in CASES.iter().enumerate() {
+        let (rows, dim, eps) = (b * t, h * hd, 1e-6f32);
+        let mut rng = Rng(ci as u64 + 81);
+        let (x, mut xd) = rng.bf(rows * dim, 2.0);
+        let (r, mut rd) = rng.bf(rows * dim, 2.0);
+        let (w, mut wd) = rng.bf(dim, 1.0);
+        // Reference: the sum stored in bf16, then RMSNorm of the stored sum.
+        let mut sum = x.clone();
+        be.add_assign(&mut sum, &r);
+        let sum: Vec<f32> = sum.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+        let (mut out_ref, mut rstd_ref) = (vec![0.0; rows * dim], vec![0.0; rows]);
+        be.rmsnorm_fwd(&mut out_ref, &mut rstd_ref, &sum, &w, dim, eps);
+        // In place, as in a Llama block: the residual stream x becomes x + r.
+        let (mut out, mut rstd) = (bf16_nan(rows * dim), f32_nan(rows));
+        let xp = xd.ptr();
+        run(&launch::rmsnorm_residual_fwd(xp, out.ptr(), rstd.ptr(), xp, rd.ptr(), wd.ptr(), rows, dim, eps));
+        check("rmsnorm_residual residual", ci, &to_f32(&xd), &sum, 0.0);
+        check("rmsnorm_residual out", ci, &to_f32(&out), &out_ref, BF16_TOL);
+        check("rmsnorm_residual rstd", ci, rstd.slice(), &rstd_ref, F32_TOL);
+    }
+}
+
+#[test]
+fn rope_forward_and_backward() {
+    let be = cpu();
+    for (ci, &(b, t, h, hd, _, _)) in CASES.iter().enumerate() {
+        let mut rng = Rng(ci as u64 + 11);
+        let n = b * t * h * hd;
+        let half = hd / 2;
+        let theta: Vec<f32> = (0..t * half).map(|i| (i / half) as f32 * 10000f32.powf(-((i % half) as f32) / half as f32)).collect();
+        let cos: Vec<f32> = theta.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = theta.iter().map(|a| a.sin()).collect();
+        let (mut cd, mut sd) = (Dev::new(&cos), Dev::new(&sin));
+        for inverse in [false, true] {
+            let (x, mut xd) = rng.bf(n, 1.0);
+            let mut want = x.clone();
+            if inverse {
+                be.rope_bwd(&mut want, &cos, &sin, b, t, h, hd);
+            } else {
+                be.rope_fwd(&mut want, &cos, &sin, b, t, h, hd);
+            }
+            run(&launch::rope(xd.ptr(), cd.ptr(), sd.ptr(), b, t, h, hd, inverse));
+            check(if inverse { "rope_bwd" } else { "rope_fwd" }, ci, &to_f32(&xd), &want, BF16_TOL);
+        }
+    }
+}
+
+#[test]
+fn swiglu_forward_and_backward() {
+    let be = cpu();
+    for (ci, &(b, t, h, hd, _, _)) in CASES.iter().enumerate() {
+        let mut rng = Rng(ci as u64 + 21);
+        let n = b * t * h * hd + ci; // odd lengths exercise the scalar tail
+        let (g, mut gd) = rng.bf(n, 6.0);
+        let (u, mut ud) = rng.bf(n, 1.0);
+        let (dy, mut dyd) = rng.bf(n, 1.0);
+        let mut want = vec![0.0; n];
+        be.swiglu_fwd(&mut want, &g, &u);
+        let mut out = bf16_nan(n);
+        run(&launch::swiglu_fwd(out.ptr(), gd.ptr(), ud.ptr(), n));
+        check("swiglu_fwd", ci, &to_f32(&out), &want, BF16_TOL);
+        let (mut dg_ref, mut du_ref) = (vec![0.0; n], vec![0.0; n]);
+        be.swiglu_bwd(&mut dg_ref, &mut du_ref, &dy, &g, &u);
+        let (mut dg, mut du) = (bf16_nan(n), bf16_nan(n));
+        run(&launch::swiglu_bwd(dg.ptr(), du.ptr(), dyd.ptr(), gd.ptr(), ud.ptr(), n));
+        check("swiglu_bwd dgate", ci, &to_f32(&dg), &dg_ref, BF16_TOL);
+        check("swiglu_bwd dup", ci, &to_f32(&du), &du_ref, BF16_TOL);
+    }
+}
+
+#[test]
+fn embedding_forward_and_backward() {
+    let be = cpu();
+    for (ci, &(b, t, h, hd, vocab, _)) in CASES.iter().enumerate() {
+        let mut rng = Rng(ci as u64 + 31);
+        let (n, dim) = (b * t, h * hd);
+        // Few distinct ids, so rows repeat and the backward really accumulates.
+        let ids: Vec<u32> = (0..n).map(|_| rng.below(vocab.min(7))).collect();
+        let mut idd = Dev::new(&ids);
+        let (table, mut td) = rng.bf(vocab * dim, 1.0);
+        let mut want = vec![0.0; n * dim];
+        be.embedding_fwd(&mut want, &table, &ids, dim);
+        let mut out = bf16_nan(n * dim);
+        run(&launch::embedding_fwd(out.ptr(), td.ptr(), idd.ptr(), n, dim, vocab));
+        check("embedding_fwd", ci, &to_f32(&out), &want, 0.0);
+
+        let (dy, mut dyd) = rng.bf(n * dim, 1.0);
+        let d0 = rng.vec(vocab * dim, 0.1);
+        let mut want = d0.clone();
+        be.embedding_bwd(&mut want, &dy, &ids, dim);
+        let mut dt = Dev::new(&d0);
+        run(&launch::embedding_bwd(dt.ptr(), dyd.ptr(), idd.ptr(), n, dim, vocab));
+        check("embedding_bwd (delta)", ci, &diff(dt.slice(), &d0), &diff(&want, &d0), F32_TOL);
+    }
+}
+
+#[test]
+fn cross_entropy_fused() {
+    let be = cpu();
+    for (ci, &(b, t, _, _, vocab, valid)) in CASES.iter().enumerate() {
+        let mut rng = Rng(ci as u64 + 41);
+        let rows = b * t;
+        let (logits, mut ld) = rng.bf(rows * vocab, 8.0);
+        let targets: Vec<u32> = (0..rows).map(|_| rng.below(valid)).collect();
+        let mut td = Dev::new(&targets);
+        let gs = 1.0 / rows as f32;
+        let (mut grad_ref, mut loss_ref) = (logits.clone(), vec![0.0; rows]);
+        be.cross_entropy_fwd_bwd(&mut grad_ref, &mut loss_ref, &targets, vocab, valid, gs);
+        let mut losses = f32_nan(rows);
+        run(&launch::cross_entropy(ld.ptr(), losses.ptr(), td.ptr(), rows, vocab, valid, gs));
+        check("cross_entropy losses", ci, losses.slice(), &loss_ref, F32_TOL);
+        let grad = to_f32(&ld);
+        check("cross_entropy dlogits", ci, &grad, &grad_ref, BF16_TOL);
+        assert!(grad.chunks(vocab).all(|r| r[valid..].iter().all(|&g| g == 0.0)), "padding columns must get zero gradient");
+    }
+}
+
+/// Attention shapes: (batch, seq, heads, kv_heads, head_dim): GQA ratios 1, 4 and 8, both head
+/// dims, sequences that are not a multiple of the warps per block.
+const ATT_CASES: &[(usize, usize, usize, usize, usize)] = &[(2, 13, 2, 2, 64), (1, 21, 4, 1, 128), (1, 9, 8, 1, 64), (2, 6, 8, 2, 32)];
+
+#[test]
+fn attention_forward_and_backward() {
+    let be = cpu();
+    for (ci, &(batch, seq, heads, kv_heads, head_dim)) in ATT_CASES.iter().enumerate() {
+        let s = AttnShape { batch, seq, heads, kv_heads, head_dim };
+        let mut rng = Rng(ci as u64 + 91);
+        let (nq, nk) = (batch * seq * heads * head_dim, batch * seq * kv_heads * head_dim);
+        let (q, mut qd) = rng.bf(nq, 2.0);
+        let (k, mut kd) = rng.bf(nk, 2.0);
+        let (v, mut vd) = rng.bf(nk, 1.0);
+        let (mut out_ref, mut lse_ref) = (vec![0.0; nq], vec![0.0; batch * heads * seq]);
+        be.attention_fwd(&mut out_ref, &mut lse_ref, &q, &k, &v, s);
+        let (mut out, mut lse) = (bf16_nan(nq), f32_nan(batch * heads * seq));
+        run(&launch::attention_fwd(out.ptr(), lse.ptr(), qd.ptr(), kd.ptr(), vd.ptr(), s));
+        check("attention_fwd out", ci, &to_f32(&out), &out_ref, BF16_TOL);
+        check("attention_fwd lse", ci, lse.slice(), &lse_ref, F32_TOL);
+
+        // Backward from the kernel's own (bf16) output, as in training; the reference gets the same.
+        let out_bf = to_f32(&out);
+        let (dy, mut dyd) = rng.bf(nq, 1.0);
+        let (mut dq_ref, mut dk_ref, mut dv_ref) = (vec![0.0; nq], vec![0.0; nk], vec![0.0; nk]);
+        be.attention_bwd(&mut dq_ref, &mut dk_ref, &mut dv_ref, &dy, &q, &k, &v, &out_bf, &lse_ref, s);
+        let (mut dq, mut dk, mut dv) = (bf16_nan(nq), bf16_nan(nk), bf16_nan(nk));
+        let mut scratch = f32_nan(launch::attention_bwd_scratch(s));
+        for l in launch::attention_bwd(dq.ptr(), dk.ptr(), dv.ptr(), scratch.ptr(), dyd.ptr(), qd.ptr(), kd.ptr(), vd.ptr(), out.ptr(), lse.ptr(), s) {
+            run(&l);
+        }
+        check("attention_bwd dq", ci, &to_f32(&dq), &dq_ref, BF16_TOL);
+        check("attention_bwd dk", ci, &to_f32(&dk), &dk_ref, BF16_TOL);
+        check("attention_bwd dv", ci, &to_f32(&dv), &dv_ref, BF16_TOL);
+    }
+}
+
+/// Tensor sizes of the multi-tensor kernels: one block, several blocks with a partial last one,
+/// tiny, and exactly one block.
+const TENSORS: &[usize] = &[1, 2 * launch::MULTI_BLOCK_ELEMS + 37, 37, launch::MULTI_BLOCK_ELEMS];
+
+#[test]
+fn adamw_multi_tensor() {
+    let be = cpu();
+    let mut rng = Rng(51);
+    let mut state: Vec<[Vec<f32>; 3]> = TENSORS.iter().map(|&n| [rng.vec(n, 1.0), vec![0.0; n], vec![0.0; n]]).collect();
+    let mut dev: Vec<[Dev<f32>; 4]> = state.iter().map(|[p, m, v]| [Dev::new(p), Dev::new(m), Dev::new(v), Dev::new(p)]).collect();
+    let mut weights: Vec<Dev<bf16>> = TENSORS.iter().map(|&n| bf16_nan(n)).collect();
+    for step in 1..=3 {
+        let h = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step };
+        let mut segs = Vec::new();
+        for (i, ([p, m, v], [dp, dm, dv, dg])) in state.iter_mut().zip(dev.iter_mut()).enumerate() {
+            let g = rng.vec(p.len(), 1.0);
+            be.adamw(p, &g, m, v, h);
+            dg.slice_mut().copy_from_slice(&g);
+            segs.push(AdamSeg { master: dp.ptr(), grad: dg.ptr(), m: dm.ptr(), v: dv.ptr(), weight: weights[i].ptr(), n: g.len() as u64, block0: 0 });
+        }
+        let blocks = launch::adamw_table(&mut segs);
+        let mut table = Dev::new(&segs);
+        run(&launch::adamw(table.ptr(), segs.len(), blocks, h));
+        for (i, ([p, m, v], [dp, dm, dv, _])) in state.iter().zip(&dev).enumerate() {
+            check(&format!("adamw master t{i} step {step}"), i, dp.slice(), p, F32_TOL);
+            check(&format!("adamw m t{i} step {step}"), i, dm.slice(), m, F32_TOL);
+            check(&format!("adamw v t{i} step {step}"), i, dv.slice(), v, F32_TOL);
+            check(&format!("adamw bf16 weight t{i} step {step}"), i, &to_f32(&weights[i]), p, BF16_TOL);
+        }
+    }
+}
+
+#[test]
+fn grad_norm_multi_tensor() {
+    let be = cpu();
+    let mut rng = Rng(61);
+    let xs: Vec<Vec<f32>> = TENSORS.iter().map(|&n| rng.vec(n, 3.0)).collect();
+    let want: f64 = xs.iter().map(|x| be.sum_squares(x)).sum();
+    let mut dev: Vec<Dev<f32>> = xs.iter().map(|x| Dev::new(x)).collect();
+    let mut segs: Vec<NormSeg> = dev.iter_mut().zip(&xs).map(|(d, x)| NormSeg { x: d.ptr(), n: x.len() as u64, block0: 0 }).collect();
+    let blocks = launch::norm_table(&mut segs);
+    let mut table = Dev::new(&segs);
+    let (mut partials, mut out) = (f32_nan(blocks), poisoned(1, f64::NAN));
+    for l in launch::sum_squares(table.ptr(), segs.len(), blocks, partials.ptr(), out.ptr()) {
+        run(&l);
+    }
+    let e = (out.slice()[0] - want).abs() / want;
+    eprintln!("grad norm sum of squares: rel err {e:.2e}");
+    assert!(e <= F32_TOL, "sum of squares {} vs {want}", out.slice()[0]);
+}
+
+#[test]
+fn casts_round_to_nearest_even() {
+    let mut rng = Rng(71);
+    for n in [1usize, 8, 1001, 4096] {
+        let mut x = rng.vec(n, 100.0);
+        // Ties: 1 + 2^-8 rounds down to 1 (even), 1 + 3 * 2^-8 rounds up.
+        x[0] = 1.0 + 1.0 / 256.0;
+        let mut xd = Dev::new(&x);
+        let mut b = bf16_nan(n);
+        run(&launch::cast_f32_to_bf16(b.ptr(), xd.ptr(), n));
+        let want: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        assert_eq!(b.slice()[0], bf16::ONE);
+        assert!(b.slice().iter().zip(&want).all(|(a, w)| a.to_bits() == w.to_bits()), "f32 -> bf16 (n = {n})");
+        let mut back = f32_nan(n);
+        run(&launch::cast_bf16_to_f32(back.ptr(), b.ptr(), n));
+        assert_eq!(back.slice(), &to_f32(&b)[..], "bf16 -> f32 (n = {n})");
+    }
+}
+
+#[test]
+fn simt_primitives_known_answers() {
+    let threads = 64;
+    let mut out = poisoned(6 * threads, i32::MIN);
+    run(&launch::selftest_warp(out.ptr(), threads));
+    for (t, o) in out.slice().chunks(6).enumerate() {
+        let (lane, w0) = (t % 32, t - t % 32);
+        let down = if lane == 31 { t } else { t + 1 };
+        let want = [10 * (w0 + (lane ^ 16)), 10 * down, 10 * (w0 + 3), 0xAAAA_AAAAu32 as i32 as usize, 1, 0];
+        let got: Vec<usize> = o.iter().map(|&x| x as u32 as usize).collect();
+        let want: Vec<usize> = want.iter().map(|&x| x as u32 as usize).collect();
+        assert_eq!(got, want, "thread {t}: [xor16, down1, lane3, ballot, any, all]");
+    }
+    let (blocks, threads) = (3, 96);
+    let mut out = Dev::new(&[i32::MIN, 0].repeat(blocks));
+    run(&launch::selftest_block(out.ptr(), blocks, threads));
+    let sum = (threads * (threads + 1) / 2) as i32;
+    assert_eq!(out.slice(), &[sum, threads as i32].repeat(blocks)[..]);
+}
