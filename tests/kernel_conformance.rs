@@ -229,7 +229,7 @@ fn embedding_forward_and_backward() {
         let mut idd = Dev::new(&ids);
         let (table, mut td) = rng.bf(vocab * dim, 1.0);
         let mut want = vec![0.0; n * dim];
-        be.embedding_fwd(&mut want, &table, &ids, dim);
+        be.embedding_fwd(&mut want, &table, &ids, dim, 0);
         let mut out = bf16_nan(n * dim);
         run(&launch::embedding_fwd(out.ptr(), td.ptr(), idd.ptr(), n, dim, vocab));
         check("embedding_fwd", ci, &to_f32(&out), &want, 0.0);
@@ -237,7 +237,7 @@ fn embedding_forward_and_backward() {
         let (dy, mut dyd) = rng.bf(n * dim, 1.0);
         let d0 = rng.vec(vocab * dim, 0.1);
         let mut want = d0.clone();
-        be.embedding_bwd(&mut want, &dy, &ids, dim);
+        be.embedding_bwd(&mut want, &dy, &ids, dim, 0);
         let mut dt = Dev::new(&d0);
         run(&launch::embedding_bwd(dt.ptr(), dyd.ptr(), idd.ptr(), n, dim, vocab));
         check("embedding_bwd (delta)", ci, &diff(dt.slice(), &d0), &diff(&want, &d0), F32_TOL);
