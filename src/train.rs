@@ -60,7 +60,15 @@ impl<B: Backend> Trainer<B> {
         }
         let pipeline = Executor::new(cfg.schedule_kind()?, stages, p.vpp, stage, accumulation)?;
         let chunks = layout::chunks(cfg.model.num_layers, stages, p.vpp, stage)?;
-        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, chunks, &pipeline.slots_per_chunk());
+        let sp = p.sequence_parallel;
+        if sp && (t.micro_batch * t.seq_len) % tp.size() != 0 {
+            bail!(
+                "--sequence-parallel: micro_batch x seq_len = {} x {} tokens do not split over tp = {}",
+                t.micro_batch, t.seq_len, tp.size()
+            );
+        }
+        let slots = pipeline.slots_per_chunk();
+        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, sp, chunks, &slots);
         model.init_weights(t.seed);
         let zero = p.zero == 1;
         let optimizer =
@@ -93,6 +101,7 @@ impl<B: Backend> Trainer<B> {
         let grad_scale = 1.0 / self.tokens_per_step as f32;
         m.zero_grads();
         let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp);
+        m.reduce_sequence_parallel_grads();
         self.step += 1;
         let lr = self.schedule.lr(self.step);
         let mut total = [loss_sum];
@@ -114,9 +123,6 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
-    if cfg.parallel.sequence_parallel {
-        bail!("--sequence-parallel: sequence parallelism is not implemented yet (tensor, pipeline and data parallelism are)");
-    }
     match cfg.train.device.as_str() {
         "cpu" => {}
         "auto" => log::warn!("--device auto: this build has no CUDA backend yet, training on the CPU"),

@@ -1,6 +1,6 @@
 //! Parallel layouts with real MPI processes: the tiny model trained under `mpirun -np N` with
 //! tensor parallelism (TP 2 and 4, incl. a vocabulary that needs TP padding), pipeline parallelism
-//! (1F1B, interleaved, GPipe) and data parallelism, with and without the ZeRO-1 distributed
+//! (1F1B, interleaved, GPipe), sequence parallelism and data parallelism, with and without the ZeRO-1 distributed
 //! optimizer — every 8-rank layout the model's heads allow — gives the single-rank run's per-step
 //! losses and gradient norms (within 1e-5 relative). A failure on one rank (a missing
 //! shard given to rank 1 only) ends the whole job promptly with that rank's message.
@@ -112,7 +112,7 @@ fn every_8_rank_layout_matches_the_single_rank_run() {
     let model = ["--set", "model.num_heads=8", "--set", "model.num_kv_heads=4"];
     let reference = run(&dir, &data, 1, 1, 0, &model);
     // (tp, zero, pipeline flags); dp = 8 / (tp x pp)
-    let layouts: [(usize, u8, &[&str]); 7] = [
+    let layouts: [(usize, u8, &[&str]); 9] = [
         (1, 1, &[]),
         (2, 0, &[]),
         (1, 1, &["--pp", "2"]),
@@ -120,6 +120,8 @@ fn every_8_rank_layout_matches_the_single_rank_run() {
         (4, 0, &[]),
         (2, 0, &["--pp", "4"]),
         (2, 1, &["--pp", "2", "--set", "parallel.schedule=gpipe"]),
+        (4, 1, &["--sequence-parallel"]),
+        (2, 0, &["--pp", "2", "--vpp", "2", "--sequence-parallel"]),
     ];
     for (tp, zero, pipe) in layouts {
         let args: Vec<&str> = model.iter().chain(pipe).copied().collect();

@@ -4,6 +4,13 @@
 //! (partial outputs all-reduced before the residual add), the LM head vocab-parallel with a
 //! cross-entropy that combines per-shard (max, sum-exp, target logit) and never gathers logits;
 //! in backward the input gradients of the column-parallel layers are all-reduced.
+//!
+//! With sequence parallelism the residual stream, the norms and their saved inputs hold only this
+//! rank's `n / tp` rows: the normalised rows are all-gathered before a column-parallel layer and
+//! the row-parallel partial outputs reduce-scattered (instead of all-reduced) back to rows; in
+//! backward the mirror images (reduce-scatter of column input gradients, all-gather of the
+//! residual gradient). Norm-weight gradients are then partial per rank and summed over TP
+//! (`Llama::reduce_sequence_parallel_grads`).
 
 use super::layout::LocalDims;
 use super::params::{LayerIds, ParamTable};
@@ -24,6 +31,19 @@ pub struct Cx<'a, B: Backend> {
     /// Tokens per micro-batch (batch x seq).
     pub n: usize,
     pub shape: AttnShape,
+    /// Sequence parallelism: the residual stream holds `n / tp` rows.
+    pub sp: bool,
+}
+
+impl<B: Backend> Cx<'_, B> {
+    /// Rows of the residual stream on this rank.
+    pub fn rows(&self) -> usize {
+        if self.sp {
+            self.n / self.lc.tp
+        } else {
+            self.n
+        }
+    }
 }
 
 /// Saved activations of one decoder layer, `[B*T, ...]`.
@@ -68,8 +88,14 @@ pub struct Scratch<B: Backend> {
     /// Vocab-parallel cross-entropy statistics `[rows, 3]`: this shard's and the combined ones.
     ce_stats: B::Buf,
     ce_global: B::Buf,
+    /// Sequence parallelism: normalised local rows, column input gradients reduced to local rows,
+    /// the residual gradient gathered to all rows.
+    local: B::Buf,
+    ln_local: B::Buf,
+    resid_full: B::Buf,
     /// Host staging for TP collectives.
     host: Vec<f32>,
+    host_local: Vec<f32>,
     host_stats: Vec<f32>,
 }
 
@@ -79,20 +105,21 @@ fn dims<B: Backend>(cfg: &ModelConfig, lc: &LocalDims) -> (usize, usize, usize, 
 }
 
 impl<B: Backend> LayerActs<B> {
-    pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, micro_batch: usize, seq: usize) -> Self {
+    /// For micro-batches of `micro_batch` x `seq` tokens, `rows` of them in the residual stream.
+    pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, micro_batch: usize, seq: usize, rows: usize) -> Self {
         let n = micro_batch * seq;
         let (h, f, _, qd, kvd) = dims::<B>(cfg, lc);
         LayerActs {
             ln1: be.zeros(n * h),
-            rstd1: be.zeros(n),
+            rstd1: be.zeros(rows),
             q: be.zeros(n * qd),
             k: be.zeros(n * kvd),
             v: be.zeros(n * kvd),
             attn: be.zeros(n * qd),
             lse: be.zeros(micro_batch * lc.heads * seq),
-            resid_mid: be.zeros(n * h),
+            resid_mid: be.zeros(rows * h),
             ln2: be.zeros(n * h),
-            rstd2: be.zeros(n),
+            rstd2: be.zeros(rows),
             gate: be.zeros(n * f),
             up: be.zeros(n * f),
             swiglu: be.zeros(n * f),
@@ -101,10 +128,10 @@ impl<B: Backend> LayerActs<B> {
 }
 
 impl<B: Backend> HeadActs<B> {
-    pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, n: usize) -> Self {
+    pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, n: usize, rows: usize) -> Self {
         HeadActs {
             final_ln: be.zeros(n * cfg.hidden_size),
-            final_rstd: be.zeros(n),
+            final_rstd: be.zeros(rows),
             logits: be.zeros(n * lc.vocab),
             losses: be.zeros(n),
         }
@@ -112,10 +139,11 @@ impl<B: Backend> HeadActs<B> {
 }
 
 impl<B: Backend> Scratch<B> {
-    pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, n: usize) -> Self {
+    pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, n: usize, rows: usize) -> Self {
         let (h, f, _, qd, kvd) = dims::<B>(cfg, lc);
+        let sp = rows < n;
         Scratch {
-            resid: be.zeros(n * h),
+            resid: be.zeros(rows * h),
             ln: be.zeros(n * h),
             attn: be.zeros(n * qd),
             q: be.zeros(n * qd),
@@ -127,7 +155,11 @@ impl<B: Backend> Scratch<B> {
             partial: be.zeros(n * h),
             ce_stats: be.zeros(3 * n),
             ce_global: be.zeros(3 * n),
+            local: be.zeros(if sp { rows * h } else { 0 }),
+            ln_local: be.zeros(if sp { rows * h } else { 0 }),
+            resid_full: be.zeros(if sp { n * h } else { 0 }),
             host: vec![0.0; n * h.max(3)],
+            host_local: vec![0.0; if sp { rows * h } else { 0 }],
             host_stats: vec![0.0; 3 * n * lc.tp],
         }
     }
@@ -144,25 +176,80 @@ pub fn tp_all_reduce<B: Backend>(be: &B, tp: &dyn Collectives, host: &mut [f32],
     be.upload(host, buf);
 }
 
-/// Row-parallel projection plus residual: `out = x + sum over TP of (a * W^T)`.
+/// All-gathers this rank's rows `src` into all rows `dst` over the TP group.
+fn gather<B: Backend>(be: &B, tp: &dyn Collectives, host_local: &mut [f32], host: &mut [f32], src: &B::Buf, dst: &mut B::Buf) {
+    let (l, f) = (be.len(src), be.len(dst));
+    be.download_into(src, &mut host_local[..l]);
+    tp.all_gather_f32(&host_local[..l], &mut host[..f]);
+    be.upload(&host[..f], dst);
+}
+
+/// Sums `src` (all rows) over the TP group and keeps this rank's rows in `dst`.
+fn scatter_sum<B: Backend>(be: &B, tp: &dyn Collectives, host: &mut [f32], host_local: &mut [f32], src: &B::Buf, dst: &mut B::Buf) {
+    let (f, l) = (be.len(src), be.len(dst));
+    be.download_into(src, &mut host[..f]);
+    tp.reduce_scatter_sum_f32(&host[..f], &mut host_local[..l]);
+    be.upload(&host_local[..l], dst);
+}
+
+/// RMSNorm of this rank's rows `x` into the full input `full` of a column-parallel layer.
+fn norm_to_full<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, x: &B::Buf, w: &B::Buf, rstd: &mut B::Buf, full: &mut B::Buf) {
+    let (be, h, eps) = (cx.be, cx.cfg.hidden_size, cx.cfg.norm_eps as f32);
+    if cx.sp {
+        be.rmsnorm_fwd(&mut s.local, rstd, x, w, h, eps);
+        gather(be, cx.tp, &mut s.host_local, &mut s.host, &s.local, full);
+    } else {
+        be.rmsnorm_fwd(full, rstd, x, w, h, eps);
+    }
+}
+
+/// Row-parallel projection plus residual: `out = x + sum over TP of (a * W^T)` (on this rank's
+/// rows under sequence parallelism).
 fn row_parallel<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, out: &mut B::Buf, x: &B::Buf, a: &B::Buf, w: &B::Buf, k: usize) {
     let (be, h, n) = (cx.be, cx.cfg.hidden_size, cx.n);
     be.copy(out, x);
     if cx.tp.size() == 1 {
         be.gemm(out, a, w, n, k, h, false, true, 1.0, 1.0);
+        return;
+    }
+    be.gemm(&mut s.partial, a, w, n, k, h, false, true, 1.0, 0.0);
+    if cx.sp {
+        scatter_sum(be, cx.tp, &mut s.host, &mut s.host_local, &s.partial, &mut s.local);
+        be.add_assign(out, &s.local);
     } else {
-        be.gemm(&mut s.partial, a, w, n, k, h, false, true, 1.0, 0.0);
         tp_all_reduce(be, cx.tp, &mut s.host, &mut s.partial);
         be.add_assign(out, &s.partial);
     }
+}
+
+/// Reduces the column-parallel input gradient `s.ln` (all rows, partial over TP) and adds the
+/// RMSNorm backward into the residual gradient `s.resid`.
+fn norm_bwd_from_full<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, dw: &mut B::Buf, x: &B::Buf, w: &B::Buf, rstd: &B::Buf) {
+    let (be, h) = (cx.be, cx.cfg.hidden_size);
+    if cx.sp {
+        scatter_sum(be, cx.tp, &mut s.host, &mut s.host_local, &s.ln, &mut s.ln_local);
+        be.rmsnorm_bwd(&mut s.resid, dw, &s.ln_local, x, w, rstd, h);
+    } else {
+        tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
+        be.rmsnorm_bwd(&mut s.resid, dw, &s.ln, x, w, rstd, h);
+    }
+}
+
+/// The residual gradient over all rows (gathered under sequence parallelism) in `s.resid_full`,
+/// or `s.resid` itself; returns whether it is in `resid_full`.
+fn gather_resid_grad<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>) -> bool {
+    if cx.sp {
+        gather(cx.be, cx.tp, &mut s.host_local, &mut s.host, &s.resid, &mut s.resid_full);
+    }
+    cx.sp
 }
 
 /// Decoder layer `ids` forward: `out = layer(x)`, saving what backward needs in `a`.
 pub fn layer_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &LayerIds, x: &B::Buf, out: &mut B::Buf, a: &mut LayerActs<B>) {
     let (be, w, n, sh) = (cx.be, cx.w, cx.n, cx.shape);
     let (h, f, _, qd, kvd) = dims::<B>(cx.cfg, &cx.lc);
-    let (d, eps) = (cx.cfg.head_dim(), cx.cfg.norm_eps as f32);
-    be.rmsnorm_fwd(&mut a.ln1, &mut a.rstd1, x, &w[ids.input_norm], h, eps);
+    let d = cx.cfg.head_dim();
+    norm_to_full(cx, s, x, &w[ids.input_norm], &mut a.rstd1, &mut a.ln1);
     be.gemm(&mut a.q, &a.ln1, &w[ids.q], n, h, qd, false, true, 1.0, 0.0);
     be.gemm(&mut a.k, &a.ln1, &w[ids.k], n, h, kvd, false, true, 1.0, 0.0);
     be.gemm(&mut a.v, &a.ln1, &w[ids.v], n, h, kvd, false, true, 1.0, 0.0);
@@ -170,7 +257,7 @@ pub fn layer_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &LayerIds, x: 
     be.rope_fwd(&mut a.k, cx.cos, cx.sin, sh.batch, sh.seq, sh.kv_heads, d);
     be.attention_fwd(&mut a.attn, &mut a.lse, &a.q, &a.k, &a.v, sh);
     row_parallel(cx, s, &mut a.resid_mid, x, &a.attn, &w[ids.o], qd);
-    be.rmsnorm_fwd(&mut a.ln2, &mut a.rstd2, &a.resid_mid, &w[ids.post_norm], h, eps);
+    norm_to_full(cx, s, &a.resid_mid, &w[ids.post_norm], &mut a.rstd2, &mut a.ln2);
     be.gemm(&mut a.gate, &a.ln2, &w[ids.gate], n, h, f, false, true, 1.0, 0.0);
     be.gemm(&mut a.up, &a.ln2, &w[ids.up], n, h, f, false, true, 1.0, 0.0);
     be.swiglu_fwd(&mut a.swiglu, &a.gate, &a.up);
@@ -184,18 +271,21 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     let (h, f, _, qd, kvd) = dims::<B>(cx.cfg, &cx.lc);
     let d = cx.cfg.head_dim();
     // MLP: out = mid + down(swiglu(gate(ln2), up(ln2)))
-    be.gemm(&mut s.swiglu, &s.resid, &w[ids.down], n, h, f, false, false, 1.0, 0.0);
-    be.gemm(&mut gr[ids.down], &s.resid, &a.swiglu, h, n, f, true, false, 1.0, 1.0);
+    let full = gather_resid_grad(cx, s);
+    let dout = if full { &s.resid_full } else { &s.resid };
+    be.gemm(&mut s.swiglu, dout, &w[ids.down], n, h, f, false, false, 1.0, 0.0);
+    be.gemm(&mut gr[ids.down], dout, &a.swiglu, h, n, f, true, false, 1.0, 1.0);
     be.swiglu_bwd(&mut s.gate, &mut s.up, &s.swiglu, &a.gate, &a.up);
     be.gemm(&mut s.ln, &s.gate, &w[ids.gate], n, f, h, false, false, 1.0, 0.0);
     be.gemm(&mut s.ln, &s.up, &w[ids.up], n, f, h, false, false, 1.0, 1.0);
     be.gemm(&mut gr[ids.gate], &s.gate, &a.ln2, f, n, h, true, false, 1.0, 1.0);
     be.gemm(&mut gr[ids.up], &s.up, &a.ln2, f, n, h, true, false, 1.0, 1.0);
-    tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
-    be.rmsnorm_bwd(&mut s.resid, &mut gr[ids.post_norm], &s.ln, &a.resid_mid, &w[ids.post_norm], &a.rstd2, h);
+    norm_bwd_from_full(cx, s, &mut gr[ids.post_norm], &a.resid_mid, &w[ids.post_norm], &a.rstd2);
     // Attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1)))
-    be.gemm(&mut s.attn, &s.resid, &w[ids.o], n, h, qd, false, false, 1.0, 0.0);
-    be.gemm(&mut gr[ids.o], &s.resid, &a.attn, h, n, qd, true, false, 1.0, 1.0);
+    let full = gather_resid_grad(cx, s);
+    let dmid = if full { &s.resid_full } else { &s.resid };
+    be.gemm(&mut s.attn, dmid, &w[ids.o], n, h, qd, false, false, 1.0, 0.0);
+    be.gemm(&mut gr[ids.o], dmid, &a.attn, h, n, qd, true, false, 1.0, 1.0);
     be.attention_bwd(&mut s.q, &mut s.k, &mut s.v, &s.attn, &a.q, &a.k, &a.v, &a.attn, &a.lse, sh);
     be.rope_bwd(&mut s.q, cx.cos, cx.sin, sh.batch, sh.seq, sh.heads, d);
     be.rope_bwd(&mut s.k, cx.cos, cx.sin, sh.batch, sh.seq, sh.kv_heads, d);
@@ -205,8 +295,7 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     be.gemm(&mut gr[ids.q], &s.q, &a.ln1, qd, n, h, true, false, 1.0, 1.0);
     be.gemm(&mut gr[ids.k], &s.k, &a.ln1, kvd, n, h, true, false, 1.0, 1.0);
     be.gemm(&mut gr[ids.v], &s.v, &a.ln1, kvd, n, h, true, false, 1.0, 1.0);
-    tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
-    be.rmsnorm_bwd(&mut s.resid, &mut gr[ids.input_norm], &s.ln, x, &w[ids.input_norm], &a.rstd1, h);
+    norm_bwd_from_full(cx, s, &mut gr[ids.input_norm], x, &w[ids.input_norm], &a.rstd1);
 }
 
 /// Final norm, LM head and cross-entropy of `x`; returns the summed token loss and leaves
@@ -214,7 +303,7 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
 pub fn head_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, x: &B::Buf, targets: &B::Ids, hd: &mut HeadActs<B>, grad_scale: f32) -> f64 {
     let (be, w, t, n, lc) = (cx.be, cx.w, cx.table, cx.n, cx.lc);
     let h = cx.cfg.hidden_size;
-    be.rmsnorm_fwd(&mut hd.final_ln, &mut hd.final_rstd, x, &w[t.final_norm], h, cx.cfg.norm_eps as f32);
+    norm_to_full(cx, s, x, &w[t.final_norm], &mut hd.final_rstd, &mut hd.final_ln);
     be.gemm(&mut hd.logits, &hd.final_ln, &w[t.lm_head], n, h, lc.vocab, false, true, 1.0, 0.0);
     if cx.tp.size() == 1 {
         be.cross_entropy_fwd_bwd(&mut hd.logits, &mut hd.losses, targets, lc.vocab, lc.valid_vocab, grad_scale);
@@ -249,19 +338,27 @@ pub fn head_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], x
     let (be, w, t, n, lc) = (cx.be, cx.w, cx.table, cx.n, cx.lc);
     let h = cx.cfg.hidden_size;
     be.gemm(&mut s.ln, &hd.logits, &w[t.lm_head], n, lc.vocab, h, false, false, 1.0, 0.0);
-    tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
     be.gemm(&mut gr[t.lm_head], &hd.logits, &hd.final_ln, lc.vocab, n, h, true, false, 1.0, 1.0);
     be.fill_zero(&mut s.resid);
-    be.rmsnorm_bwd(&mut s.resid, &mut gr[t.final_norm], &s.ln, x, &w[t.final_norm], &hd.final_rstd, h);
+    norm_bwd_from_full(cx, s, &mut gr[t.final_norm], x, &w[t.final_norm], &hd.final_rstd);
 }
 
-/// Embedding forward (vocab-parallel): `out` = the rows of `ids`, summed over the TP shards.
+/// Embedding forward (vocab-parallel): `out` = the rows of `ids`, summed over the TP shards (this
+/// rank's rows of it under sequence parallelism).
 pub fn embed_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &B::Ids, out: &mut B::Buf) {
-    cx.be.embedding_fwd(out, &cx.w[cx.table.embed], ids, cx.cfg.hidden_size, cx.lc.vocab_start);
-    tp_all_reduce(cx.be, cx.tp, &mut s.host, out);
+    let (be, h, start) = (cx.be, cx.cfg.hidden_size, cx.lc.vocab_start);
+    if cx.sp {
+        be.embedding_fwd(&mut s.partial, &cx.w[cx.table.embed], ids, h, start);
+        scatter_sum(be, cx.tp, &mut s.host, &mut s.host_local, &s.partial, out);
+    } else {
+        be.embedding_fwd(out, &cx.w[cx.table.embed], ids, h, start);
+        tp_all_reduce(be, cx.tp, &mut s.host, out);
+    }
 }
 
-/// Embedding backward from `s.resid`.
-pub fn embed_bwd<B: Backend>(cx: &Cx<B>, s: &Scratch<B>, gr: &mut [B::Buf], ids: &B::Ids) {
-    cx.be.embedding_bwd(&mut gr[cx.table.embed], &s.resid, ids, cx.cfg.hidden_size, cx.lc.vocab_start);
+/// Embedding backward from the residual gradient `s.resid`.
+pub fn embed_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], ids: &B::Ids) {
+    let full = gather_resid_grad(cx, s);
+    let d = if full { &s.resid_full } else { &s.resid };
+    cx.be.embedding_bwd(&mut gr[cx.table.embed], d, ids, cx.cfg.hidden_size, cx.lc.vocab_start);
 }

@@ -44,10 +44,13 @@ pub struct Llama<B: Backend> {
     pub grads: Vec<B::Buf>,
     pub micro_batch: usize,
     pub seq: usize,
+    /// Residual stream split over the TP group along the tokens.
+    pub sequence_parallel: bool,
     rope_cos: B::Buf,
     rope_sin: B::Buf,
     host_inputs: Vec<u32>,
     host_targets: Vec<u32>,
+    norm_host: Vec<f32>,
     slots: Vec<Slot<B>>,
     scratch: Scratch<B>,
 }
@@ -73,6 +76,7 @@ macro_rules! cx {
                 kv_heads: $m.local.kv_heads,
                 head_dim: $m.cfg.head_dim(),
             },
+            sp: $m.sequence_parallel,
         }
     };
 }
@@ -82,20 +86,24 @@ impl<B: Backend> Llama<B> {
     /// activations for micro-batches of `micro_batch` sequences of `seq` tokens.
     pub fn new(backend: Arc<B>, cfg: &ModelConfig, micro_batch: usize, seq: usize) -> Self {
         let chunks = layout::chunks(cfg.num_layers, 1, 1, 0).expect("one stage holds every layer");
-        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), chunks, &[1])
+        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), false, chunks, &[1])
     }
 
-    /// This rank's part of the model: its shard within the TP group `tp`, the pipeline `chunks`
-    /// it runs, and `slots[c]` activation slots for chunk c.
+    /// This rank's part of the model: its shard within the TP group `tp` (with the residual stream
+    /// split along the tokens when `sequence_parallel`; `micro_batch * seq` must then divide by the
+    /// TP size), the pipeline `chunks` it runs, and `slots[c]` activation slots for chunk c.
+    #[allow(clippy::too_many_arguments)]
     pub fn new_parallel(
         backend: Arc<B>,
         cfg: &ModelConfig,
         micro_batch: usize,
         seq: usize,
         tp: Box<dyn Collectives>,
+        sequence_parallel: bool,
         chunks: Vec<Chunk>,
         slots: &[usize],
     ) -> Self {
+        let sequence_parallel = sequence_parallel && tp.size() > 1;
         let table = ParamTable::llama(cfg);
         let local = LocalDims::new(cfg, tp.size(), tp.rank());
         let owned = layout::owned_params(&table, &chunks);
@@ -104,6 +112,7 @@ impl<B: Backend> Llama<B> {
         let weights: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros(numel(p))).collect();
         let grads: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros(numel(p))).collect();
         let n = micro_batch * seq;
+        let rows = if sequence_parallel { n / local.tp } else { n };
         let h = cfg.hidden_size;
         let mut all_slots = Vec::new();
         for (c, ch) in chunks.iter().enumerate() {
@@ -112,10 +121,10 @@ impl<B: Backend> Llama<B> {
                     chunk: c,
                     inputs: be.zeros_ids(n),
                     targets: be.zeros_ids(n),
-                    resid: (0..=ch.layers.len()).map(|_| be.zeros(n * h)).collect(),
-                    layers: ch.layers.clone().map(|_| LayerActs::new(be, cfg, &local, micro_batch, seq)).collect(),
-                    head: ch.head.then(|| HeadActs::new(be, cfg, &local, n)),
-                    grad: be.zeros(n * h),
+                    resid: (0..=ch.layers.len()).map(|_| be.zeros(rows * h)).collect(),
+                    layers: ch.layers.clone().map(|_| LayerActs::new(be, cfg, &local, micro_batch, seq, rows)).collect(),
+                    head: ch.head.then(|| HeadActs::new(be, cfg, &local, n, rows)),
+                    grad: be.zeros(rows * h),
                 });
             }
         }
@@ -125,7 +134,8 @@ impl<B: Backend> Llama<B> {
         be.upload(&cos, &mut rope_cos);
         be.upload(&sin, &mut rope_sin);
         Llama {
-            scratch: Scratch::new(be, cfg, &local, n),
+            scratch: Scratch::new(be, cfg, &local, n, rows),
+            sequence_parallel,
             cfg: cfg.clone(),
             table,
             local,
@@ -140,6 +150,7 @@ impl<B: Backend> Llama<B> {
             rope_sin,
             host_inputs: vec![0; n],
             host_targets: vec![0; n],
+            norm_host: vec![0.0; h],
             slots: all_slots,
             backend,
         }
@@ -165,6 +176,22 @@ impl<B: Backend> Llama<B> {
     pub fn zero_grads(&mut self) {
         for g in self.grads.iter_mut() {
             self.backend.fill_zero(g);
+        }
+    }
+
+    /// Under sequence parallelism each TP rank computed the norm-weight gradients from its own
+    /// tokens only: sums them over the TP group (after all micro-batches, before the optimizer).
+    pub fn reduce_sequence_parallel_grads(&mut self) {
+        if !self.sequence_parallel {
+            return;
+        }
+        for (p, g) in self.grads.iter_mut().enumerate() {
+            if self.owned[p] && self.table.specs[p].shard == super::ShardKind::Replicated {
+                // Replicated parameters are the norm weights, `[hidden]` each.
+                self.backend.download_into(g, &mut self.norm_host);
+                self.tp.all_reduce_sum_f32(&mut self.norm_host);
+                self.backend.upload(&self.norm_host, g);
+            }
         }
     }
 
