@@ -292,13 +292,18 @@ impl Config {
         })
     }
 
-    /// Tensor-parallel divisibility: heads, KV heads and FFN columns split evenly over `tp`.
+    /// Tensor-parallel divisibility: heads and FFN columns split evenly over `tp`; KV heads too,
+    /// or, with more ranks than KV heads, each KV head replicated on `tp / kv_heads` ranks.
     pub fn check_tensor_parallel(&self) -> Result<()> {
         let (m, tp) = (&self.model, self.parallel.tp);
-        for (what, n) in [("model.num_heads", m.num_heads), ("model.num_kv_heads", m.num_kv_heads), ("model.ffn_hidden_size", m.ffn_hidden_size)] {
+        for (what, n) in [("model.num_heads", m.num_heads), ("model.ffn_hidden_size", m.ffn_hidden_size)] {
             if n % tp != 0 {
-                bail!("parallel.tp = {tp} does not divide {what} = {n} (replicating KV heads across TP ranks is not implemented yet)");
+                bail!("parallel.tp = {tp} does not divide {what} = {n}");
             }
+        }
+        let kv = m.num_kv_heads;
+        if (tp <= kv && kv % tp != 0) || (tp > kv && tp % kv != 0) {
+            bail!("parallel.tp = {tp} and model.num_kv_heads = {kv}: one must divide the other (KV heads are split, or replicated when tp > kv heads)");
         }
         Ok(())
     }

@@ -72,7 +72,7 @@ impl<B: Backend> Trainer<B> {
         model.init_weights(t.seed);
         let zero = p.zero == 1;
         let optimizer =
-            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, t, zero, &*dp, model.local.tp_rank);
+            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, t, zero, &*dp, model.local.tp, model.local.tp_rank);
         Ok(Trainer {
             model,
             optimizer,
@@ -101,7 +101,7 @@ impl<B: Backend> Trainer<B> {
         let grad_scale = 1.0 / self.tokens_per_step as f32;
         m.zero_grads();
         let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp);
-        m.reduce_sequence_parallel_grads();
+        m.reduce_replicated_grads();
         self.step += 1;
         let lr = self.schedule.lr(self.step);
         let mut total = [loss_sum];

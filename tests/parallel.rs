@@ -106,14 +106,16 @@ fn tensor_and_data_parallel_layouts_match_the_single_rank_run() {
 
 #[test]
 fn every_8_rank_layout_matches_the_single_rank_run() {
-    // A GQA model (8 heads, 4 KV heads, 4 layers) that TP 1, 2, 4 and PP x VPP up to 4 can split.
+    // A GQA model (8 heads, 4 KV heads, 4 layers) that TP 1, 2, 4 and PP x VPP up to 4 can split;
+    // TP 8 replicates each KV head on two ranks.
     let dir = tmpdir("eight");
     let data = sample(&dir);
     let model = ["--set", "model.num_heads=8", "--set", "model.num_kv_heads=4"];
     let reference = run(&dir, &data, 1, 1, 0, &model);
     // (tp, zero, pipeline flags); dp = 8 / (tp x pp)
-    let layouts: [(usize, u8, &[&str]); 9] = [
+    let layouts: [(usize, u8, &[&str]); 10] = [
         (1, 1, &[]),
+        (8, 0, &[]),
         (2, 0, &[]),
         (1, 1, &["--pp", "2"]),
         (2, 1, &["--pp", "2", "--vpp", "2"]),
@@ -145,10 +147,13 @@ fn tensor_parallel_vocabulary_padding_is_excluded_from_the_loss() {
 fn layouts_that_do_not_divide_the_model_are_refused() {
     let dir = tmpdir("refuse");
     let data = sample(&dir);
-    let o = mpirun(4, &["train", "--config", "tiny", "--data", &data, "--tp", "4"]);
+    let o = mpirun(3, &["train", "--config", "tiny", "--data", &data, "--tp", "3"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("parallel.tp = 4 does not divide model.num_kv_heads = 2"), "{err}");
+    assert!(err.contains("parallel.tp = 3 does not divide model.num_heads = 4"), "{err}");
+    let o = mpirun(2, &["train", "--config", "tiny", "--data", &data, "--pp", "2", "--set", "model.num_layers=1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 layers cannot fill pp x vpp = 2 x 1"), "{err}");
     let o = mpirun(3, &["train", "--config", "tiny", "--data", &data, "--tp", "2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("world size 3 is not divisible by tp x pp = 2 x 1"), "{err}");

@@ -7,7 +7,7 @@
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use mpi::datatype::Equivalence;
 use mpi::point_to_point::{Destination, Source};
-use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::topology::{Color, Communicator, SimpleCommunicator};
 use std::cell::RefCell;
 
 pub trait Collectives {
@@ -20,6 +20,8 @@ pub trait Collectives {
     fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]);
     /// Rank r's `send` becomes block r of every rank's `recv`.
     fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]);
+    /// A sub-group of the ranks sharing `color`, ordered by `key` (collective over this group).
+    fn split(&self, color: usize, key: usize) -> Box<dyn Collectives>;
     /// Blocking point-to-point send to group rank `to` (pipeline activations and gradients).
     fn send_f32(&self, to: usize, tag: i32, buf: &[f32]);
     /// Blocking receive of exactly `buf.len()` values from group rank `from`.
@@ -59,6 +61,9 @@ impl Collectives for LocalGroup {
     }
     fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
         recv.copy_from_slice(send);
+    }
+    fn split(&self, _color: usize, _key: usize) -> Box<dyn Collectives> {
+        Box::new(LocalGroup)
     }
     fn send_f32(&self, to: usize, _tag: i32, _buf: &[f32]) {
         unreachable!("a group of one rank has no rank {to} to send to");
@@ -111,6 +116,13 @@ impl Collectives for MpiGroup {
     fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
         assert_eq!(recv.len(), send.len() * self.size(), "all-gather: recv is not size x send");
         self.comm.all_gather_into(send, recv);
+    }
+    fn split(&self, color: usize, key: usize) -> Box<dyn Collectives> {
+        let comm = self
+            .comm
+            .split_by_color_with_key(Color::with_value(color as i32), key as i32)
+            .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
+        Box::new(MpiGroup::new(comm))
     }
     fn send_f32(&self, to: usize, tag: i32, buf: &[f32]) {
         self.comm.process_at_rank(to as i32).send_with_tag(buf, tag);

@@ -1,9 +1,9 @@
 //! The MPI world: initialised once at start-up (also when the binary runs without mpirun, as a
 //! singleton), it gives this process its rank, and ends the whole job when any rank fails.
 
-use super::comm::{MpiGroup, ParallelGroups};
+use super::comm::{Collectives, MpiGroup, ParallelGroups};
 use super::topology::Topology;
-use mpi::topology::{Color, Communicator, SimpleCommunicator};
+use mpi::topology::{Communicator, SimpleCommunicator};
 
 pub struct MpiWorld {
     // Dropping the universe finalises MPI, so it lives as long as the world.
@@ -27,26 +27,18 @@ impl MpiWorld {
         self.world.size() as usize
     }
 
-    /// A sub-communicator (MPI_Comm_split) of the ranks sharing `color`, ordered by `key`.
-    fn split(&self, color: usize, key: usize) -> MpiGroup {
-        let comm = self
-            .world
-            .split_by_color_with_key(Color::with_value(color as i32), key as i32)
-            .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
-        MpiGroup::new(comm)
-    }
-
     /// This rank's groups in the grid (each split is collective: every rank calls this).
     pub fn groups(&self, t: &Topology) -> ParallelGroups {
+        let world = MpiGroup::new(self.world.duplicate());
         ParallelGroups {
             // same DP rank and stage, ordered by TP rank
-            tp: Box::new(self.split(t.dp_rank + t.dp * t.pp_rank, t.tp_rank)),
+            tp: world.split(t.dp_rank + t.dp * t.pp_rank, t.tp_rank),
             // same TP rank and stage, ordered by DP rank
-            dp: Box::new(self.split(t.tp_rank + t.tp * t.pp_rank, t.dp_rank)),
+            dp: world.split(t.tp_rank + t.tp * t.pp_rank, t.dp_rank),
             // same TP and DP rank, ordered by stage
-            pp: Box::new(self.split(t.tp_rank + t.tp * t.dp_rank, t.pp_rank)),
+            pp: world.split(t.tp_rank + t.tp * t.dp_rank, t.pp_rank),
             // same DP rank: one model replica
-            mp: Box::new(self.split(t.dp_rank, t.rank)),
+            mp: world.split(t.dp_rank, t.rank),
         }
     }
 

@@ -9,7 +9,8 @@ use crate::pipeline::schedule::stage_layers;
 use anyhow::Result;
 use std::ops::Range;
 
-/// This rank's share of each layer under tensor parallelism.
+/// This rank's share of each layer under tensor parallelism (one KV head, replicated, when there
+/// are more TP ranks than KV heads).
 #[derive(Clone, Copy, Debug)]
 pub struct LocalDims {
     pub tp: usize,
@@ -33,7 +34,7 @@ impl LocalDims {
             tp,
             tp_rank,
             heads: cfg.num_heads / tp,
-            kv_heads: cfg.num_kv_heads / tp,
+            kv_heads: cfg.num_kv_heads / tp.min(cfg.num_kv_heads),
             ffn: cfg.ffn_hidden_size / tp,
             vocab,
             vocab_start,

@@ -50,7 +50,10 @@ pub struct Llama<B: Backend> {
     rope_sin: B::Buf,
     host_inputs: Vec<u32>,
     host_targets: Vec<u32>,
-    norm_host: Vec<f32>,
+    /// The TP ranks holding the same KV heads, when KV heads are replicated (tp > kv heads).
+    kv_group: Option<Box<dyn Collectives>>,
+    /// Host staging for `reduce_replicated_grads` (norm weights, one KV head's k/v weights).
+    host_grad: Vec<f32>,
     slots: Vec<Slot<B>>,
     scratch: Scratch<B>,
 }
@@ -107,6 +110,8 @@ impl<B: Backend> Llama<B> {
         let table = ParamTable::llama(cfg);
         let local = LocalDims::new(cfg, tp.size(), tp.rank());
         let owned = layout::owned_params(&table, &chunks);
+        let kv_replicas = tp.size() / tp.size().min(cfg.num_kv_heads);
+        let kv_group = (kv_replicas > 1).then(|| tp.split(tp.rank() / kv_replicas, tp.rank()));
         let be = &*backend;
         let numel = |p: usize| if owned[p] { table.specs[p].local_shape(local.tp).iter().product() } else { 0 };
         let weights: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros(numel(p))).collect();
@@ -150,7 +155,8 @@ impl<B: Backend> Llama<B> {
             rope_sin,
             host_inputs: vec![0; n],
             host_targets: vec![0; n],
-            norm_host: vec![0.0; h],
+            host_grad: vec![0.0; h * cfg.head_dim() * local.kv_heads],
+            kv_group,
             slots: all_slots,
             backend,
         }
@@ -179,19 +185,28 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// Under sequence parallelism each TP rank computed the norm-weight gradients from its own
-    /// tokens only: sums them over the TP group (after all micro-batches, before the optimizer).
-    pub fn reduce_sequence_parallel_grads(&mut self) {
-        if !self.sequence_parallel {
-            return;
-        }
+    /// Sums the gradients of shards held by several TP ranks over the ranks holding them (after
+    /// all micro-batches, before the optimizer): under sequence parallelism each rank computed
+    /// the norm-weight gradients from its own tokens only; a replicated KV head's gradient comes
+    /// from each holder's own query heads.
+    pub fn reduce_replicated_grads(&mut self) {
+        let be = &*self.backend;
         for (p, g) in self.grads.iter_mut().enumerate() {
-            if self.owned[p] && self.table.specs[p].shard == super::ShardKind::Replicated {
-                // Replicated parameters are the norm weights, `[hidden]` each.
-                self.backend.download_into(g, &mut self.norm_host);
-                self.tp.all_reduce_sum_f32(&mut self.norm_host);
-                self.backend.upload(&self.norm_host, g);
+            if !self.owned[p] {
+                continue;
             }
+            let group: &dyn Collectives = match self.table.specs[p].shard {
+                super::ShardKind::Replicated if self.sequence_parallel => &*self.tp,
+                super::ShardKind::KvHeads { .. } => match &self.kv_group {
+                    Some(kv) => &**kv,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let host = &mut self.host_grad[..be.len(g)];
+            be.download_into(g, host);
+            group.all_reduce_sum_f32(host);
+            be.upload(host, g);
         }
     }
 

@@ -16,6 +16,9 @@ pub enum ShardKind {
     Row,
     /// Split along dim 0, the vocabulary: embedding and LM head.
     Vocab,
+    /// k/v projections of `kv_heads` heads: column-parallel by whole heads; with more TP ranks
+    /// than KV heads each rank holds one head, replicated on `tp / kv_heads` consecutive ranks.
+    KvHeads { kv_heads: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,10 +51,26 @@ impl ParamSpec {
         match self.shard {
             ShardKind::Replicated => {}
             ShardKind::Column => s[0] /= tp,
+            ShardKind::KvHeads { kv_heads } => s[0] /= tp.min(kv_heads),
             ShardKind::Row => s[1] /= tp,
             ShardKind::Vocab => s[0] = padded_vocab(s[0], tp) / tp,
         }
         s
+    }
+
+    /// How many consecutive TP ranks hold the same shard (1 unless KV heads are replicated).
+    pub fn replicas(&self, tp: usize) -> usize {
+        match self.shard {
+            ShardKind::Replicated => tp,
+            ShardKind::KvHeads { kv_heads } if tp > kv_heads => tp / kv_heads,
+            _ => 1,
+        }
+    }
+
+    /// Whether TP rank `rank`'s copy counts in the global gradient norm (one copy of each
+    /// replicated shard counts).
+    pub fn counted_on(&self, tp: usize, rank: usize) -> bool {
+        rank % self.replicas(tp) == 0
     }
 
     /// The flat row-major global element ranges (of the padded logical tensor) that make up rank
@@ -61,8 +80,8 @@ impl ParamSpec {
         let n: usize = local.iter().product();
         match self.shard {
             ShardKind::Replicated => vec![0..n as u64],
-            ShardKind::Column | ShardKind::Vocab => {
-                let start = (rank * n) as u64;
+            ShardKind::Column | ShardKind::Vocab | ShardKind::KvHeads { .. } => {
+                let start = ((rank / self.replicas(tp)) * n) as u64;
                 vec![start..start + n as u64]
             }
             ShardKind::Row => {
@@ -116,6 +135,7 @@ impl ParamTable {
         let d = m.head_dim();
         let q_out = m.num_heads * d;
         let kv_out = m.num_kv_heads * d;
+        let kv = ShardKind::KvHeads { kv_heads: m.num_kv_heads };
         let embed = add("model.embed_tokens.weight".into(), vec![v, h], ShardKind::Vocab);
         let mut layers = Vec::with_capacity(m.num_layers);
         for i in 0..m.num_layers {
@@ -123,8 +143,8 @@ impl ParamTable {
             layers.push(LayerIds {
                 input_norm: add(format!("{p}.input_layernorm.weight"), vec![h], ShardKind::Replicated),
                 q: add(format!("{p}.self_attn.q_proj.weight"), vec![q_out, h], ShardKind::Column),
-                k: add(format!("{p}.self_attn.k_proj.weight"), vec![kv_out, h], ShardKind::Column),
-                v: add(format!("{p}.self_attn.v_proj.weight"), vec![kv_out, h], ShardKind::Column),
+                k: add(format!("{p}.self_attn.k_proj.weight"), vec![kv_out, h], kv),
+                v: add(format!("{p}.self_attn.v_proj.weight"), vec![kv_out, h], kv),
                 o: add(format!("{p}.self_attn.o_proj.weight"), vec![h, q_out], ShardKind::Row),
                 post_norm: add(format!("{p}.post_attention_layernorm.weight"), vec![h], ShardKind::Replicated),
                 gate: add(format!("{p}.mlp.gate_proj.weight"), vec![f, h], ShardKind::Column),
@@ -197,6 +217,12 @@ mod tests {
             covered.sort_unstable();
             assert_eq!(covered, (0..total).collect::<Vec<_>>(), "{}", spec.name);
         }
+        // 2 KV heads over 4 ranks: ranks 0, 1 hold head 0 and ranks 2, 3 head 1.
+        let k = &t.specs[t.layers[0].k];
+        assert_eq!(k.local_shape(4), vec![32, 128]);
+        assert_eq!(k.local_ranges(4, 1), vec![0..32 * 128]);
+        assert_eq!(k.local_ranges(4, 2), vec![32 * 128..64 * 128]);
+        assert!(k.counted_on(4, 2) && !k.counted_on(4, 3) && k.counted_on(2, 1));
         let o = &t.specs[t.layers[0].o];
         assert_eq!(o.local_shape(2), vec![128, 64]);
         assert_eq!(o.local_ranges(2, 1)[1], 128 + 64..256);

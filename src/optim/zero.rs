@@ -13,7 +13,8 @@
 //!
 //! Under tensor and pipeline parallelism every rank runs this on the parameters it holds (its DP
 //! group holds the same ones); the global gradient norm then also sums over the model-parallel
-//! group (TP x PP), counting the parameters replicated across TP (norm weights) on TP rank 0 only.
+//! group (TP x PP), counting one copy of every shard replicated across TP ranks (norm weights,
+//! replicated KV heads).
 
 use super::adamw::{AdamW, StepOutcome};
 use crate::backend::{AdamWStep, Backend};
@@ -59,14 +60,24 @@ pub struct DataParallelOptimizer<B: Backend> {
 
 impl<B: Backend> DataParallelOptimizer<B> {
     /// `weights` are this rank's (TP-sharded) initial weights, copied into the master block under
-    /// ZeRO-1; `tp_rank` decides which rank counts the TP-replicated parameters in the norm.
-    pub fn new(backend: &B, table: &ParamTable, weights: &[B::Buf], t: &TrainConfig, zero: bool, dp: &dyn Collectives, tp_rank: usize) -> Self {
+    /// ZeRO-1; the TP size and rank decide which copy of a TP-replicated shard counts in the norm.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        backend: &B,
+        table: &ParamTable,
+        weights: &[B::Buf],
+        t: &TrainConfig,
+        zero: bool,
+        dp: &dyn Collectives,
+        tp_size: usize,
+        tp_rank: usize,
+    ) -> Self {
         let mut offsets = vec![0];
         for w in weights {
             offsets.push(offsets.last().unwrap() + backend.len(w));
         }
         let counted: Vec<bool> =
-            table.specs.iter().map(|s| tp_rank == 0 || s.shard != crate::model::ShardKind::Replicated).collect();
+            table.specs.iter().map(|s| s.counted_on(tp_size, tp_rank)).collect();
         let total = *offsets.last().unwrap();
         let block_len = total.div_ceil(dp.size());
         let flat = vec![0.0; block_len * dp.size()];
