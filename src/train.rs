@@ -55,9 +55,6 @@ impl<B: Backend> Trainer<B> {
         let ParallelGroups { tp, dp, pp, mp } = groups;
         let accumulation = t.global_batch / (t.micro_batch * dp.size());
         let (stages, stage) = (pp.size(), pp.rank());
-        if stages > 1 && cfg.model.tie_embeddings {
-            bail!("model.tie_embeddings with pipeline parallelism (pp = {stages}) is not implemented yet");
-        }
         let pipeline = Executor::new(cfg.schedule_kind()?, stages, p.vpp, stage, accumulation)?;
         let chunks = layout::chunks(cfg.model.num_layers, stages, p.vpp, stage)?;
         let sp = p.sequence_parallel;
@@ -68,11 +65,11 @@ impl<B: Backend> Trainer<B> {
             );
         }
         let slots = pipeline.slots_per_chunk();
-        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, sp, chunks, &slots);
+        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots);
         model.init_weights(t.seed);
         let zero = p.zero == 1;
         let optimizer =
-            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, t, zero, &*dp, model.local.tp, model.local.tp_rank);
+            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, model.counted_in_norm(), t, zero, &*dp);
         Ok(Trainer {
             model,
             optimizer,

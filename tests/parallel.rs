@@ -133,6 +133,21 @@ fn every_8_rank_layout_matches_the_single_rank_run() {
 }
 
 #[test]
+fn tied_embeddings_split_over_the_pipeline_match_the_single_rank_run() {
+    // The embedding (first stage) and the LM head (last stage) are one matrix: their gradients
+    // are summed over the embedding group and the copies stay equal.
+    let dir = tmpdir("tied");
+    let data = sample(&dir);
+    let tied = ["--set", "model.tie_embeddings=true"];
+    let reference = run(&dir, &data, 1, 1, 0, &tied);
+    for (np, tp, pp) in [(4, 1, "4"), (8, 2, "2")] {
+        let args: Vec<&str> = tied.iter().copied().chain(["--pp", pp]).collect();
+        let got = run(&dir, &data, np, tp, 1, &args);
+        assert_matches(&got, &reference, &format!("tied, {np} ranks, tp {tp}, pp {pp}"));
+    }
+}
+
+#[test]
 fn tensor_parallel_vocabulary_padding_is_excluded_from_the_loss() {
     // 4097 tokens over TP 4: 4100 rows, the last shard has 1022 real rows and 3 padding rows.
     let dir = tmpdir("pad");

@@ -52,7 +52,10 @@ pub struct Llama<B: Backend> {
     host_targets: Vec<u32>,
     /// The TP ranks holding the same KV heads, when KV heads are replicated (tp > kv heads).
     kv_group: Option<Box<dyn Collectives>>,
-    /// Host staging for `reduce_replicated_grads` (norm weights, one KV head's k/v weights).
+    /// The first and last pipeline stages, when tied embeddings are split between them.
+    embedding_group: Option<Box<dyn Collectives>>,
+    first_stage: bool,
+    /// Host staging for `reduce_replicated_grads` (norm weights, k/v weights, tied embeddings).
     host_grad: Vec<f32>,
     slots: Vec<Slot<B>>,
     scratch: Scratch<B>,
@@ -89,12 +92,13 @@ impl<B: Backend> Llama<B> {
     /// activations for micro-batches of `micro_batch` sequences of `seq` tokens.
     pub fn new(backend: Arc<B>, cfg: &ModelConfig, micro_batch: usize, seq: usize) -> Self {
         let chunks = layout::chunks(cfg.num_layers, 1, 1, 0).expect("one stage holds every layer");
-        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), false, chunks, &[1])
+        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), &LocalGroup, false, chunks, &[1])
     }
 
     /// This rank's part of the model: its shard within the TP group `tp` (with the residual stream
     /// split along the tokens when `sequence_parallel`; `micro_batch * seq` must then divide by the
-    /// TP size), the pipeline `chunks` it runs, and `slots[c]` activation slots for chunk c.
+    /// TP size), the pipeline `chunks` it runs within the PP group `pp`, and `slots[c]`
+    /// activation slots for chunk c.
     #[allow(clippy::too_many_arguments)]
     pub fn new_parallel(
         backend: Arc<B>,
@@ -102,6 +106,7 @@ impl<B: Backend> Llama<B> {
         micro_batch: usize,
         seq: usize,
         tp: Box<dyn Collectives>,
+        pp: &dyn Collectives,
         sequence_parallel: bool,
         chunks: Vec<Chunk>,
         slots: &[usize],
@@ -112,6 +117,11 @@ impl<B: Backend> Llama<B> {
         let owned = layout::owned_params(&table, &chunks);
         let kv_replicas = tp.size() / tp.size().min(cfg.num_kv_heads);
         let kv_group = (kv_replicas > 1).then(|| tp.split(tp.rank() / kv_replicas, tp.rank()));
+        // Tied embeddings over several stages: the first stage's embedding and the last stage's
+        // LM head are two copies of one matrix whose gradients are summed (Megatron's embedding group).
+        let ends = pp.rank() == 0 || pp.rank() == pp.size() - 1;
+        let tied_split = cfg.tie_embeddings && pp.size() > 1;
+        let embedding_group = if tied_split { Some(pp.split(ends as usize, pp.rank())).filter(|_| ends) } else { None };
         let be = &*backend;
         let numel = |p: usize| if owned[p] { table.specs[p].local_shape(local.tp).iter().product() } else { 0 };
         let weights: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros(numel(p))).collect();
@@ -155,8 +165,10 @@ impl<B: Backend> Llama<B> {
             rope_sin,
             host_inputs: vec![0; n],
             host_targets: vec![0; n],
-            host_grad: vec![0.0; h * cfg.head_dim() * local.kv_heads],
+            host_grad: vec![0.0; (h * cfg.head_dim() * local.kv_heads).max(if tied_split { local.vocab * h } else { 0 })],
             kv_group,
+            embedding_group,
+            first_stage: pp.rank() == 0,
             slots: all_slots,
             backend,
         }
@@ -185,15 +197,36 @@ impl<B: Backend> Llama<B> {
         }
     }
 
-    /// Sums the gradients of shards held by several TP ranks over the ranks holding them (after
+    /// Whether this rank's copy of each parameter counts in the global gradient norm: held here,
+    /// and the first of the copies held by several ranks (TP-replicated shards; a tied embedding
+    /// split over the pipeline counts on the first stage).
+    pub fn counted_in_norm(&self) -> Vec<bool> {
+        (0..self.table.specs.len())
+            .map(|p| {
+                let tied_copy = p == self.table.embed && self.embedding_group.is_some() && !self.first_stage;
+                self.owned[p] && self.table.specs[p].counted_on(self.local.tp, self.local.tp_rank) && !tied_copy
+            })
+            .collect()
+    }
+
+    /// Sums the gradients of parameters held by several ranks over the ranks holding them (after
     /// all micro-batches, before the optimizer): under sequence parallelism each rank computed
     /// the norm-weight gradients from its own tokens only; a replicated KV head's gradient comes
-    /// from each holder's own query heads.
+    /// from each holder's own query heads; a tied embedding split over the pipeline gets its
+    /// embedding part on the first stage and its LM-head part on the last.
     pub fn reduce_replicated_grads(&mut self) {
         let be = &*self.backend;
         for (p, g) in self.grads.iter_mut().enumerate() {
             if !self.owned[p] {
                 continue;
+            }
+            if p == self.table.embed {
+                if let Some(group) = &self.embedding_group {
+                    let host = &mut self.host_grad[..be.len(g)];
+                    be.download_into(g, host);
+                    group.all_reduce_sum_f32(host);
+                    be.upload(host, g);
+                }
             }
             let group: &dyn Collectives = match self.table.specs[p].shard {
                 super::ShardKind::Replicated if self.sequence_parallel => &*self.tp,

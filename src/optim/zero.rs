@@ -60,24 +60,21 @@ pub struct DataParallelOptimizer<B: Backend> {
 
 impl<B: Backend> DataParallelOptimizer<B> {
     /// `weights` are this rank's (TP-sharded) initial weights, copied into the master block under
-    /// ZeRO-1; the TP size and rank decide which copy of a TP-replicated shard counts in the norm.
-    #[allow(clippy::too_many_arguments)]
+    /// ZeRO-1; `counted[p]` says whether this rank's copy of parameter p counts in the gradient
+    /// norm (one copy of every shard held by several ranks does).
     pub fn new(
         backend: &B,
         table: &ParamTable,
         weights: &[B::Buf],
+        counted: Vec<bool>,
         t: &TrainConfig,
         zero: bool,
         dp: &dyn Collectives,
-        tp_size: usize,
-        tp_rank: usize,
     ) -> Self {
         let mut offsets = vec![0];
         for w in weights {
             offsets.push(offsets.last().unwrap() + backend.len(w));
         }
-        let counted: Vec<bool> =
-            table.specs.iter().map(|s| s.counted_on(tp_size, tp_rank)).collect();
         let total = *offsets.last().unwrap();
         let block_len = total.div_ceil(dp.size());
         let flat = vec![0.0; block_len * dp.size()];
