@@ -29,13 +29,31 @@ pub struct StepRecord {
     pub consumed_samples: u64,
     pub step_time_s: f64,
     pub elapsed_s: f64,
+    /// Seconds rank 0 spent in TP, DP and PP communication (waiting included).
+    pub comm_s: f64,
+    /// Bytes rank 0 sent in each group this step (ring model, see dist/comm.rs).
+    pub tp_bytes: f64,
+    pub dp_bytes: f64,
+    pub pp_bytes: f64,
 }
 
 impl StepRecord {
-    /// The human step line printed by rank 0.
-    pub fn line(&self, total_steps: u64) -> String {
+    /// The human step line printed by rank 0 (with the compute/communication split when `parallel`).
+    pub fn line(&self, total_steps: u64, parallel: bool) -> String {
+        let comm = if parallel {
+            format!(
+                " (compute {:.3} s, comm {:.3} s: tp {:.1} MB, dp {:.1} MB, pp {:.1} MB)",
+                self.step_time_s - self.comm_s,
+                self.comm_s,
+                self.tp_bytes / 1e6,
+                self.dp_bytes / 1e6,
+                self.pp_bytes / 1e6
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "step {:>6}/{total_steps} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step{}",
+            "step {:>6}/{total_steps} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step{comm}{}",
             self.step,
             self.loss,
             self.lr,

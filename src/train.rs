@@ -10,7 +10,7 @@ use crate::data::spec::DataSpec;
 use crate::dist::{MpiWorld, Topology};
 use crate::metrics::{flops_per_token, MetricsWriter, StepRecord};
 use crate::model::Llama;
-use crate::dist::{Collectives, ParallelGroups};
+use crate::dist::{traffic, Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
 use crate::pipeline::Executor;
 use crate::optim::adamw::StepOutcome;
@@ -45,6 +45,8 @@ pub struct StepStats {
     pub grad_norm: f64,
     pub lr: f64,
     pub skipped: bool,
+    /// This rank's communication in the step, per group (tp, dp, pp).
+    pub comm: [CommStats; 3],
 }
 
 impl<B: Backend> Trainer<B> {
@@ -84,6 +86,11 @@ impl<B: Backend> Trainer<B> {
         })
     }
 
+    /// Cumulative traffic of the TP, DP and PP groups.
+    fn comm_stats(&self) -> [CommStats; 3] {
+        [self.model.tp.stats(), self.dp.stats(), self.pp.stats()]
+    }
+
     /// Samples of this rank's share of each global batch.
     pub fn local_batch(&self) -> usize {
         self.accumulation * self.model.micro_batch
@@ -92,6 +99,7 @@ impl<B: Backend> Trainer<B> {
     /// One optimizer step over `batch`: this rank's `global_batch / dp` samples of `seq_len + 1`
     /// tokens, row-major.
     pub fn train_step(&mut self, batch: &[u32]) -> StepStats {
+        let before = self.comm_stats();
         let m = &mut self.model;
         let rows = m.micro_batch * (m.seq + 1);
         assert_eq!(batch.len(), rows * self.accumulation, "global batch of the wrong size");
@@ -111,7 +119,9 @@ impl<B: Backend> Trainer<B> {
         } else {
             StepOutcome { grad_norm: f64::NAN, skipped: true }
         };
-        StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: outcome.skipped }
+        let after = self.comm_stats();
+        let comm = [0, 1, 2].map(|g| after[g] - before[g]);
+        StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: outcome.skipped, comm }
     }
 }
 
@@ -133,14 +143,19 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
         Some(s) => BlendedSampler::new_part(&data, &Split::parse(s)?, Part::Train, t.seq_len, t.seed, cfg.model.vocab_size)?,
     };
     let params = crate::model::ParamTable::llama(&cfg.model).numel();
-    println!(
+    let say = |line: String| {
+        if topo.rank == 0 {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "swallow train: {} | {:.2}M parameters | {} layers, hidden {}, heads {}/{} kv | seq {} | global batch {} = {} x {} micro-batches | {} steps | data {} ({} samples/epoch)",
         cfg.name, params as f64 / 1e6, cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_heads,
         cfg.model.num_kv_heads, t.seq_len, t.global_batch, t.global_batch / t.micro_batch, t.micro_batch,
         t.steps, spec, sampler.num_samples()
-    );
+    ));
     if dry_run {
-        println!("dry run: configuration, topology and data are valid; exiting");
+        say("dry run: configuration, topology and data are valid; exiting".into());
         return Ok(());
     }
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
@@ -152,6 +167,13 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
             topo.world, topo.tp, topo.dp, topo.pp,
             trainer.optimizer.state_bytes() as f64 / 1e6,
             if trainer.optimizer.is_sharded() { format!(" (ZeRO-1, sharded over dp {})", topo.dp) } else { String::new() }
+        );
+    }
+    if topo.world > 1 && topo.rank == 0 {
+        let x = traffic::per_step(cfg, &topo, trainer.pipeline.sends())?;
+        println!(
+            "expected traffic per step on rank 0 (ring model): tp {:.2} MB, dp {:.2} MB, pp {:.2} MB",
+            x.tp / 1e6, x.dp / 1e6, x.pp / 1e6
         );
     }
     let flops_tok = flops_per_token(&cfg.model, t.seq_len);
@@ -181,16 +203,20 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
             consumed_samples: step * t.global_batch as u64,
             step_time_s: dt,
             elapsed_s: start.elapsed().as_secs_f64(),
+            comm_s: s.comm.iter().map(|c| c.seconds).sum(),
+            tp_bytes: s.comm[0].bytes,
+            dp_bytes: s.comm[1].bytes,
+            pp_bytes: s.comm[2].bytes,
         };
         if topo.rank == 0 {
             if step == 1 || step == t.steps || step % t.log_every.max(1) == 0 || s.skipped {
-                println!("{}", rec.line(t.steps));
+                println!("{}", rec.line(t.steps, topo.world > 1));
             }
             if let Some(w) = metrics.as_mut() {
                 w.write(&rec)?;
             }
         }
     }
-    println!("done: {} steps in {:.1} s", t.steps, start.elapsed().as_secs_f64());
+    say(format!("done: {} steps in {:.1} s", t.steps, start.elapsed().as_secs_f64()));
     Ok(())
 }

@@ -148,6 +148,46 @@ fn tied_embeddings_split_over_the_pipeline_match_the_single_rank_run() {
 }
 
 #[test]
+fn measured_traffic_equals_the_analytic_count() {
+    use swallow::config::Config;
+    use swallow::dist::{traffic, Topology};
+    use swallow::pipeline::Executor;
+    let dir = tmpdir("traffic");
+    let data = sample(&dir);
+    // (ranks, tp, pp, vpp, zero, sequence parallel)
+    for (np, tp, pp, vpp, zero, sp) in [(4, 2, 1, 1, 0, false), (8, 2, 2, 1, 1, false), (4, 1, 4, 1, 0, false), (8, 2, 2, 2, 1, true)] {
+        let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}.jsonl"));
+        let (tp_s, pp_s, vpp_s, zero_s) = (tp.to_string(), pp.to_string(), vpp.to_string(), zero.to_string());
+        let mut args = vec![
+            "train", "--config", "tiny", "--data", &data, "--steps", "2", "--micro-batch", "2", "--tp", &tp_s,
+            "--pp", &pp_s, "--vpp", &vpp_s, "--zero", &zero_s, "--metrics", metrics.to_str().unwrap(),
+        ];
+        if sp {
+            args.push("--sequence-parallel");
+        }
+        let o = mpirun(np, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut overrides = vec![
+            format!("parallel.tp={tp}"), format!("parallel.pp={pp}"), format!("parallel.vpp={vpp}"),
+            format!("parallel.zero={zero}"), format!("parallel.sequence_parallel={sp}"), "train.micro_batch=2".into(),
+        ];
+        overrides.push("train.steps=2".into());
+        let cfg = Config::load("tiny", &overrides).unwrap();
+        let topo = Topology::new(np, 0, tp, pp).unwrap();
+        let m = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
+        let sends = Executor::new(cfg.schedule_kind().unwrap(), pp, vpp, 0, m).unwrap().sends();
+        let want = traffic::per_step(&cfg, &topo, sends).unwrap();
+        for line in std::fs::read_to_string(&metrics).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for (group, expected) in [("tp_bytes", want.tp), ("dp_bytes", want.dp), ("pp_bytes", want.pp)] {
+                let got = v[group].as_f64().unwrap();
+                assert!((got - expected).abs() <= 1e-9 * expected.max(1.0), "{np} ranks tp {tp} pp {pp} vpp {vpp} zero {zero} sp {sp}: {group} {got} vs {expected}");
+            }
+        }
+    }
+}
+
+#[test]
 fn tensor_parallel_vocabulary_padding_is_excluded_from_the_loss() {
     // 4097 tokens over TP 4: 4100 rows, the last shard has 1022 real rows and 3 padding rows.
     let dir = tmpdir("pad");

@@ -8,7 +8,25 @@ use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use mpi::datatype::Equivalence;
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Color, Communicator, SimpleCommunicator};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::time::Instant;
+
+/// What a group has communicated so far from this rank: bytes under the ring model (all-reduce
+/// 2(p-1)/p of the buffer, reduce-scatter and all-gather (p-1)/p of the whole, a send its size),
+/// calls, and seconds spent inside the calls (waiting included).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CommStats {
+    pub bytes: f64,
+    pub calls: u64,
+    pub seconds: f64,
+}
+
+impl std::ops::Sub for CommStats {
+    type Output = CommStats;
+    fn sub(self, o: CommStats) -> CommStats {
+        CommStats { bytes: self.bytes - o.bytes, calls: self.calls - o.calls, seconds: self.seconds - o.seconds }
+    }
+}
 
 pub trait Collectives {
     fn rank(&self) -> usize;
@@ -26,6 +44,8 @@ pub trait Collectives {
     fn send_f32(&self, to: usize, tag: i32, buf: &[f32]);
     /// Blocking receive of exactly `buf.len()` values from group rank `from`.
     fn recv_f32(&self, from: usize, tag: i32, buf: &mut [f32]);
+    /// Traffic of this rank in this group so far.
+    fn stats(&self) -> CommStats;
 }
 
 /// The groups a rank takes part in: tensor-parallel, data-parallel, pipeline, and the
@@ -71,18 +91,33 @@ impl Collectives for LocalGroup {
     fn recv_f32(&self, from: usize, _tag: i32, _buf: &mut [f32]) {
         unreachable!("a group of one rank has no rank {from} to receive from");
     }
+    fn stats(&self) -> CommStats {
+        CommStats::default()
+    }
 }
 
 /// An MPI communicator used as a collectives group.
 pub struct MpiGroup {
     comm: SimpleCommunicator,
+    stats: Cell<CommStats>,
     /// Send-side copy for in-place reductions (rsmpi has no MPI_IN_PLACE), reused across steps.
     scratch: RefCell<Vec<f32>>,
 }
 
 impl MpiGroup {
     pub fn new(comm: SimpleCommunicator) -> Self {
-        MpiGroup { comm, scratch: RefCell::new(Vec::new()) }
+        MpiGroup { comm, stats: Cell::new(CommStats::default()), scratch: RefCell::new(Vec::new()) }
+    }
+
+    fn account(&self, bytes: f64, start: Instant) {
+        let s = self.stats.get();
+        self.stats.set(CommStats { bytes: s.bytes + bytes, calls: s.calls + 1, seconds: s.seconds + start.elapsed().as_secs_f64() });
+    }
+
+    /// Ring-model bytes of an all-reduce of `bytes` over this group.
+    fn all_reduce_bytes(&self, bytes: usize) -> f64 {
+        let p = self.size() as f64;
+        2.0 * (p - 1.0) / p * bytes as f64
     }
 }
 
@@ -97,25 +132,33 @@ impl Collectives for MpiGroup {
         if self.size() == 1 {
             return;
         }
+        let start = Instant::now();
         let mut send = self.scratch.borrow_mut();
         send.clear();
         send.extend_from_slice(buf);
         self.comm.all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.account(self.all_reduce_bytes(4 * buf.len()), start);
     }
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
         if self.size() == 1 {
             return;
         }
+        let start = Instant::now();
         let send = buf.to_vec();
         self.comm.all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.account(self.all_reduce_bytes(8 * buf.len()), start);
     }
     fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
         assert_eq!(send.len(), recv.len() * self.size(), "reduce-scatter: send is not size x recv");
+        let start = Instant::now();
         self.comm.reduce_scatter_block_into(send, recv, SystemOperation::sum());
+        self.account(((self.size() - 1) * 4 * recv.len()) as f64, start);
     }
     fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
         assert_eq!(recv.len(), send.len() * self.size(), "all-gather: recv is not size x send");
+        let start = Instant::now();
         self.comm.all_gather_into(send, recv);
+        self.account(((self.size() - 1) * 4 * send.len()) as f64, start);
     }
     fn split(&self, color: usize, key: usize) -> Box<dyn Collectives> {
         let comm = self
@@ -125,10 +168,17 @@ impl Collectives for MpiGroup {
         Box::new(MpiGroup::new(comm))
     }
     fn send_f32(&self, to: usize, tag: i32, buf: &[f32]) {
+        let start = Instant::now();
         self.comm.process_at_rank(to as i32).send_with_tag(buf, tag);
+        self.account((4 * buf.len()) as f64, start);
     }
     fn recv_f32(&self, from: usize, tag: i32, buf: &mut [f32]) {
+        let start = Instant::now();
         let status = self.comm.process_at_rank(from as i32).receive_into_with_tag(buf, tag);
         debug_assert_eq!(status.count(f32::equivalent_datatype()) as usize, buf.len());
+        self.account(0.0, start);
+    }
+    fn stats(&self) -> CommStats {
+        self.stats.get()
     }
 }

@@ -1,10 +1,12 @@
 //! Distribution: where a rank sits in the TP x DP x PP grid (topology.rs), the MPI world and its
-//! sub-communicators (mpi.rs), and the collectives trait the parallel code uses (comm.rs).
+//! sub-communicators (mpi.rs), the collectives trait the parallel code uses (comm.rs), and the
+//! analytic communication volume of a layout (traffic.rs).
 
 pub mod comm;
 pub mod mpi;
 pub mod topology;
+pub mod traffic;
 
-pub use comm::{Collectives, LocalGroup, MpiGroup, ParallelGroups};
+pub use comm::{Collectives, CommStats, LocalGroup, MpiGroup, ParallelGroups};
 pub use self::mpi::MpiWorld;
 pub use topology::Topology;

@@ -47,6 +47,11 @@ impl Executor {
         })
     }
 
+    /// Send actions (activations and gradients) in one step of this rank's list.
+    pub fn sends(&self) -> usize {
+        self.actions.iter().filter(|a| matches!(a, Action::SendActivation { .. } | Action::SendGrad { .. })).count()
+    }
+
     /// Activation slots each chunk needs: the most (micro-batch, chunk) pairs it holds at once.
     pub fn slots_per_chunk(&self) -> Vec<usize> {
         let mut live = std::collections::HashSet::new();

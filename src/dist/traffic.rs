@@ -1,0 +1,94 @@
+//! The analytic communication volume of one training step for a rank, per group, under the same
+//! ring model the collectives layer counts with (comm.rs): all-reduce 2(p-1)/p of the buffer,
+//! reduce-scatter and all-gather (p-1)/p of the whole, a point-to-point send its size. It is
+//! derived from the layout alone, so the measured counts can be checked against it and the
+//! planner can price a layout before it runs.
+
+use crate::config::Config;
+use crate::dist::Topology;
+use crate::model::layout::{chunks, LocalDims};
+use crate::model::params::ParamTable;
+use anyhow::Result;
+
+/// Bytes per step sent by one rank in each group.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Traffic {
+    pub tp: f64,
+    pub dp: f64,
+    pub pp: f64,
+}
+
+fn all_reduce(p: usize, bytes: f64) -> f64 {
+    2.0 * (p as f64 - 1.0) / p as f64 * bytes
+}
+
+/// Reduce-scatter or all-gather whose whole buffer is `bytes`.
+fn scatter_or_gather(p: usize, bytes: f64) -> f64 {
+    (p as f64 - 1.0) / p as f64 * bytes
+}
+
+/// Expected traffic of rank `topo.rank` in one step; `pipeline_sends` is the number of send
+/// actions in its pipeline schedule (activations and gradients).
+pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<Traffic> {
+    let (m, t, par) = (&cfg.model, &cfg.train, &cfg.parallel);
+    let (tp, dp, pp) = (topo.tp, topo.dp, topo.pp);
+    let n = (t.micro_batch * t.seq_len) as f64;
+    let h = m.hidden_size as f64;
+    let microbatches = (t.global_batch / (t.micro_batch * dp)) as f64;
+    let sp = par.sequence_parallel && tp > 1;
+    let rows = if sp { n / tp as f64 } else { n };
+    let table = ParamTable::llama(m);
+    let my_chunks = chunks(m.num_layers, pp, par.vpp, topo.pp_rank)?;
+
+    // Tensor parallel: per micro-batch and chunk, what layer.rs exchanges.
+    let act = 4.0 * n * h; // one [n, h] f32 activation
+    let mut tp_mb = 0.0;
+    let mut norm_params = 0.0;
+    for ch in &my_chunks {
+        let layers = ch.layers.len() as f64;
+        norm_params += 2.0 * layers + ch.head as u8 as f64;
+        if sp {
+            // forward: 2 gathers + 2 reduce-scatters per layer; embedding reduce-scatter; head
+            // gather; backward: the same per layer; head reduce-scatter; embedding gather.
+            let per_layer = 8.0 * scatter_or_gather(tp, act);
+            tp_mb += layers * per_layer;
+            tp_mb += (ch.embed as u8 as f64) * 2.0 * scatter_or_gather(tp, act);
+            tp_mb += (ch.head as u8 as f64) * 2.0 * scatter_or_gather(tp, act);
+        } else {
+            // 2 all-reduces per layer forward and 2 backward; embedding forward; head backward.
+            tp_mb += layers * 4.0 * all_reduce(tp, act);
+            tp_mb += (ch.embed as u8 as f64 + ch.head as u8 as f64) * all_reduce(tp, act);
+        }
+        if ch.head {
+            // vocab-parallel cross-entropy: all-gather of (max, sum-exp, target) per token
+            tp_mb += scatter_or_gather(tp, 4.0 * 3.0 * n * tp as f64);
+        }
+    }
+    let mut tp_bytes = microbatches * tp_mb;
+    if sp {
+        tp_bytes += norm_params * all_reduce(tp, 4.0 * h);
+    }
+
+    // Data parallel: the gradient exchange over this rank's parameters, padded to a multiple of
+    // DP, the loss (f64) and, with ZeRO-1, the norm of the blocks (f64).
+    let owned = crate::model::layout::owned_params(&table, &my_chunks);
+    let local = LocalDims::new(m, tp, topo.tp_rank);
+    let numel: usize = table
+        .specs
+        .iter()
+        .enumerate()
+        .filter(|(p, _)| owned[*p])
+        .map(|(_, s)| s.local_shape(local.tp).iter().product::<usize>())
+        .sum();
+    let padded = (numel.div_ceil(dp) * dp) as f64;
+    let grads = if par.zero == 1 {
+        2.0 * scatter_or_gather(dp, 4.0 * padded) + all_reduce(dp, 8.0)
+    } else {
+        all_reduce(dp, 4.0 * padded)
+    };
+    let dp_bytes = if dp > 1 { grads + all_reduce(dp, 8.0) } else { 0.0 };
+
+    // Pipeline: each send carries one [rows, h] activation or gradient; the loss is summed (f64).
+    let pp_bytes = pipeline_sends as f64 * 4.0 * rows * h + all_reduce(pp, 8.0);
+    Ok(Traffic { tp: tp_bytes, dp: dp_bytes, pp: pp_bytes })
+}
