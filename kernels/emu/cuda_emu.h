@@ -74,6 +74,7 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.bits; }
 inline float __int_as_float(int i) {
     float f;
     std::memcpy(&f, &i, 4);
@@ -91,11 +92,24 @@ namespace emu {
 
 enum State { RUN, WAIT_WARP, WAIT_BLOCK, DONE };
 
+// One pending 16-byte cp.async copy (emu/mma_emu.h): done at the cp.async.wait_group that
+// covers its group, so a kernel that reads the destination before waiting reads stale data.
+struct AsyncCopy {
+    void* dst;
+    const void* src;  // nullptr: zero-fill
+};
+
 struct Fiber {
     ucontext_t ctx;
     State state;
     dim3 tid;
+    unsigned gather_parity;                         // which half of `wide` the next gather uses
+    std::vector<AsyncCopy> async_open;              // cp.async copies not yet committed
+    std::vector<std::vector<AsyncCopy>> async_groups;  // committed groups, oldest first
 };
+
+// Gathers up to this many bytes per thread in one warp collective (warp_gather).
+constexpr size_t WIDE = 64;
 
 struct Launch {
     dim3 grid, block, bid;
@@ -103,6 +117,7 @@ struct Launch {
     std::vector<Fiber> fibers;
     std::vector<std::vector<char>> stacks;
     std::vector<uint64_t> slots;  // one exchange word per thread, for warp collectives
+    std::vector<unsigned char> wide;  // two WIDE-byte slots per thread, for warp_gather
     std::vector<unsigned char> dyn_smem;
     ucontext_t sched;
     void (*body)(void**) = nullptr;
@@ -125,9 +140,24 @@ inline void yield(State s) {
     swapcontext(&f.ctx, &l.sched);
 }
 
+// Completes this thread's committed cp.async groups until at most `keep` remain in flight.
+inline void async_complete(Fiber& f, size_t keep) {
+    while (f.async_groups.size() > keep) {
+        for (const AsyncCopy& c : f.async_groups.front()) {
+            if (c.src) std::memcpy(c.dst, c.src, 16);
+            else std::memset(c.dst, 0, 16);
+        }
+        f.async_groups.erase(f.async_groups.begin());
+    }
+}
+
 inline void fiber_main() {
     Launch& l = L();
     l.body(l.params);
+    // A thread's outstanding copies still land when it exits, as on the GPU.
+    Fiber& f = l.fibers[l.cur];
+    if (!f.async_open.empty()) f.async_groups.push_back(std::move(f.async_open));
+    async_complete(f, 0);
     l.fibers[l.cur].state = DONE;
     swapcontext(&l.fibers[l.cur].ctx, &l.sched);
 }
@@ -170,6 +200,9 @@ __attribute__((noinline)) inline void init_fiber(Launch& l, unsigned i, dim3 tid
     Fiber& f = l.fibers[i];
     f.tid = tid;
     f.state = RUN;
+    f.gather_parity = 0;
+    f.async_open.clear();
+    f.async_groups.clear();
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = l.stacks[i].data();
     f.ctx.uc_stack.ss_size = STACK;
@@ -208,6 +241,7 @@ inline void launch(dim3 grid, dim3 block, size_t smem, void (*body)(void**), voi
     l.fibers.resize(l.nthreads);
     while (l.stacks.size() < l.nthreads) l.stacks.emplace_back(STACK);
     l.slots.assign(l.nthreads, 0);
+    l.wide.assign(2 * WIDE * l.nthreads, 0);
     l.dyn_smem.assign(smem, 0);
     l.body = body;
     l.params = params;
@@ -234,6 +268,26 @@ inline T exchange(T v, int src) {
     if (src >= 0 && src < 32 && w0 + unsigned(src) < l.nthreads) std::memcpy(&r, &l.slots[w0 + src], sizeof(T));
     yield(WAIT_WARP);
     return r;
+}
+
+// Warp gather: every lane publishes `mine` and gets every lane's value in `all[32]` (lanes
+// past the end of the block read as zero bytes). One barrier per call: the two slot halves
+// alternate, and a lane cannot publish into a half again before the whole warp has passed the
+// next gather, by which time every lane has read the half.
+template <class T>
+inline void warp_gather(const T& mine, T all[32]) {
+    static_assert(sizeof(T) <= WIDE && std::is_trivially_copyable_v<T>, "warp_gather: value too large");
+    Launch& l = L();
+    unsigned me = l.cur, w0 = me & ~31u;
+    Fiber& f = l.fibers[me];
+    const unsigned half = f.gather_parity;
+    f.gather_parity ^= 1;
+    std::memcpy(&l.wide[(2 * me + half) * WIDE], &mine, sizeof(T));
+    yield(WAIT_WARP);
+    for (unsigned lane = 0; lane < 32; lane++) {
+        if (w0 + lane < l.nthreads) std::memcpy(&all[lane], &l.wide[(2 * (w0 + lane) + half) * WIDE], sizeof(T));
+        else std::memset(&all[lane], 0, sizeof(T));
+    }
 }
 
 template <class F>

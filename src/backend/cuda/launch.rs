@@ -294,6 +294,20 @@ pub fn sum_squares(table: DevPtr, nseg: usize, blocks: usize, partials: DevPtr, 
 }
 
 // ---- self-test of the SIMT primitives (kernels/selftest.cu) ---------------------------------
+/// One warp, one mma.m16n8k16: `d = a * b + c` (a 16x16 bf16, b 16x8 bf16 `[k][n]`, c and d
+/// 16x8 f32, row-major).
+pub fn selftest_mma(d: DevPtr, a: DevPtr, b: DevPtr, c: DevPtr) -> Launch {
+    Launch::new("selftest_mma", 1, 32).ptr(d).ptr(a).ptr(b).ptr(c)
+}
+
+/// One warp: cp.async of a 16x16 bf16 matrix into shared memory, then ldmatrix x4 and x4.trans;
+/// `out` holds 8 words per lane.
+pub fn selftest_ldmatrix(out: DevPtr, src: DevPtr) -> Launch {
+    let mut l = Launch::new("selftest_ldmatrix", 1, 32).ptr(out).ptr(src);
+    l.smem = 16 * 24 * 2;
+    l
+}
+
 /// One block of `threads` (a multiple of 32); `out` holds 6 ints per thread.
 pub fn selftest_warp(out: DevPtr, threads: usize) -> Launch {
     assert!(threads.is_multiple_of(32), "selftest_warp: {threads} threads is not whole warps");
@@ -307,47 +321,116 @@ pub fn selftest_block(out: DevPtr, blocks: usize, threads: usize) -> Launch {
     l
 }
 
-// ---- attention ----------------------------------------------------------------------------
-/// Warps (one per query or key row) per block of the attention kernels.
-const ATT_WARPS: usize = 4;
-/// Largest head dimension of the warp-per-row attention kernels (32 lanes x ATT_PER_LANE).
-pub const ATT_MAX_HEAD_DIM: usize = 256;
+// ---- flash attention (kernels/flash_attention.cu) -------------------------------------------
+/// Threads per block of the flash-attention kernels (4 warps of 16 rows each).
+const FA_THREADS: u32 = 128;
+/// Rows of the forward's query and key tiles, of the dQ pass's query tile and of the dK/dV
+/// pass's key tile: the grid's x dimension counts these tiles.
+const FA_TILE: usize = 64;
+/// Warps per block of the dot-product pre-pass (one row each).
+const FA_DOT_WARPS: usize = 8;
+/// Head dimensions the flash-attention kernels are compiled for.
+pub const ATT_HEAD_DIMS: [usize; 2] = [64, 128];
+/// Dynamic shared memory a block may use without raising the kernel's
+/// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES; the flash kernels' tiles stay within it.
+pub const SMEM_DEFAULT_LIMIT: u32 = 48 * 1024;
 
-/// The trailing arguments of every attention kernel: the shape and the score scale 1/sqrt(D).
-fn att_args(l: Launch, s: AttnShape) -> Launch {
-    l.int(s.batch).int(s.seq).int(s.heads).int(s.kv_heads).int(s.head_dim).f32(1.0 / (s.head_dim as f32).sqrt())
+/// The tile sizes of the backward kernels for head dim `d`: (dK/dV query tile, dQ key tile).
+fn fa_bwd_tiles(d: usize) -> (usize, usize) {
+    if d == 128 {
+        (16, 32)
+    } else {
+        (64, 64)
+    }
 }
 
-fn att_check(s: AttnShape) {
+/// Bytes of one shared bf16 tile of `rows` rows of head dim `d` (rows padded by 8 elements).
+fn fa_tile_bytes(rows: usize, d: usize) -> usize {
+    rows * (d + 8) * 2
+}
+
+fn fa_check(s: AttnShape, ptrs: &[DevPtr]) {
     assert!(s.kv_heads > 0 && s.heads.is_multiple_of(s.kv_heads), "attention: {} heads is not a multiple of {} kv heads", s.heads, s.kv_heads);
-    assert!(s.head_dim <= ATT_MAX_HEAD_DIM, "attention: head_dim {} exceeds {ATT_MAX_HEAD_DIM}", s.head_dim);
+    assert!(ATT_HEAD_DIMS.contains(&s.head_dim), "attention: head_dim {} is not one of {ATT_HEAD_DIMS:?}", s.head_dim);
+    assert!(s.seq > 0 && s.batch > 0, "attention: empty shape {s:?}");
+    // cp.async moves 16-byte chunks of the bf16 rows.
+    assert!(ptrs.iter().all(|p| p % 16 == 0), "attention: q, k, v, out and dout must be 16-byte aligned");
+}
+
+fn fa_kernel(s: AttnShape, d64: &'static str, d128: &'static str) -> &'static str {
+    if s.head_dim == 64 {
+        d64
+    } else {
+        d128
+    }
+}
+
+/// A flash-attention launch: grid (tiles of 64 rows, `heads`, batch).
+fn fa_launch(kernel: &'static str, s: AttnShape, heads: usize, smem: usize) -> Launch {
+    let mut l = Launch::new(kernel, 1, FA_THREADS);
+    l.grid = [to_u32("grid", s.seq.div_ceil(FA_TILE)), to_u32("grid", heads), to_u32("grid", s.batch)];
+    l.smem = to_u32("smem", smem);
+    assert!(l.smem <= SMEM_DEFAULT_LIMIT, "{kernel}: {smem} bytes of shared memory exceed {SMEM_DEFAULT_LIMIT}");
+    l
+}
+
+/// The trailing arguments of the flash kernels: seq, heads, kv heads, and the score scale 1/sqrt(D).
+fn fa_args(l: Launch, s: AttnShape) -> Launch {
+    l.int(s.seq).int(s.heads).int(s.kv_heads).f32(1.0 / (s.head_dim as f32).sqrt())
 }
 
 /// Causal attention forward: `out` bf16 `[B,T,H,D]`, `lse` fp32 `[B,H,T]`.
 pub fn attention_fwd(out: DevPtr, lse: DevPtr, q: DevPtr, k: DevPtr, v: DevPtr, s: AttnShape) -> Launch {
-    att_check(s);
-    let rows = s.batch * s.heads * s.seq;
-    att_args(Launch::new("attention_fwd", rows.div_ceil(ATT_WARPS), 32 * ATT_WARPS as u32).ptr(out).ptr(lse).ptr(q).ptr(k).ptr(v), s)
+    fa_check(s, &[out, q, k, v]);
+    let smem = 2 * fa_tile_bytes(FA_TILE, s.head_dim);
+    fa_args(fa_launch(fa_kernel(s, "flash_attn_fwd_d64", "flash_attn_fwd_d128"), s, s.heads, smem).ptr(out).ptr(lse).ptr(q).ptr(k).ptr(v), s)
 }
 
-/// fp32 elements of scratch the attention backward needs (`D_i` per query row).
+/// fp32 elements of scratch the attention backward needs (`D_i = dout_i . out_i` per query row).
 pub fn attention_bwd_scratch(s: AttnShape) -> usize {
     s.batch * s.heads * s.seq
 }
 
-/// Overwrites `dq`, `dk`, `dv` (bf16); `scratch` holds `attention_bwd_scratch` floats.
+/// Overwrites `dq`, `dk`, `dv` (bf16); `scratch` holds `attention_bwd_scratch` floats. Three
+/// launches: the row dot products, dK/dV per key tile, dQ per query tile.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_bwd(dq: DevPtr, dk: DevPtr, dv: DevPtr, scratch: DevPtr, dout: DevPtr, q: DevPtr, k: DevPtr, v: DevPtr, out: DevPtr, lse: DevPtr, s: AttnShape) -> [Launch; 2] {
-    att_check(s);
-    let (qrows, krows) = (s.batch * s.heads * s.seq, s.batch * s.kv_heads * s.seq);
-    let threads = 32 * ATT_WARPS as u32;
+pub fn attention_bwd(dq: DevPtr, dk: DevPtr, dv: DevPtr, scratch: DevPtr, dout: DevPtr, q: DevPtr, k: DevPtr, v: DevPtr, out: DevPtr, lse: DevPtr, s: AttnShape) -> [Launch; 3] {
+    fa_check(s, &[dq, dk, dv, dout, q, k, v, out]);
+    let d = s.head_dim;
+    let (bq, bk) = fa_bwd_tiles(d);
+    let rows = s.batch * s.seq * s.heads;
+    let dkdv_smem = 2 * fa_tile_bytes(FA_TILE, d) + 2 * fa_tile_bytes(bq, d) + 2 * 4 * bq;
+    let dq_smem = 4 * fa_tile_bytes(bk, d);
     [
-        att_args(
-            Launch::new("attention_bwd_dq", qrows.div_ceil(ATT_WARPS), threads).ptr(dq).ptr(scratch).ptr(dout).ptr(q).ptr(k).ptr(v).ptr(out).ptr(lse),
+        Launch::new("flash_attn_bwd_dot", rows.div_ceil(FA_DOT_WARPS), 32 * FA_DOT_WARPS as u32)
+            .ptr(scratch)
+            .ptr(dout)
+            .ptr(out)
+            .int(s.batch)
+            .int(s.seq)
+            .int(s.heads)
+            .int(d),
+        fa_args(
+            fa_launch(fa_kernel(s, "flash_attn_bwd_dkdv_d64", "flash_attn_bwd_dkdv_d128"), s, s.kv_heads, dkdv_smem)
+                .ptr(dk)
+                .ptr(dv)
+                .ptr(dout)
+                .ptr(q)
+                .ptr(k)
+                .ptr(v)
+                .ptr(lse)
+                .ptr(scratch),
             s,
         ),
-        att_args(
-            Launch::new("attention_bwd_dkdv", krows.div_ceil(ATT_WARPS), threads).ptr(dk).ptr(dv).ptr(scratch).ptr(dout).ptr(q).ptr(k).ptr(v).ptr(lse),
+        fa_args(
+            fa_launch(fa_kernel(s, "flash_attn_bwd_dq_d64", "flash_attn_bwd_dq_d128"), s, s.heads, dq_smem)
+                .ptr(dq)
+                .ptr(dout)
+                .ptr(q)
+                .ptr(k)
+                .ptr(v)
+                .ptr(lse)
+                .ptr(scratch),
             s,
         ),
     ]
