@@ -161,9 +161,10 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let backend = Arc::new(CpuBackend::<f32>::new());
     let mut trainer = Trainer::new(backend, cfg, mpi.groups(&topo))?;
+    let (_, ranks_per_node) = mpi.node_local();
     if topo.rank == 0 {
         println!(
-            "layout: world {} = tp {} x dp {} x pp {} | optimizer state {:.1} MB per rank{}",
+            "layout: world {} = tp {} x dp {} x pp {} ({ranks_per_node} ranks on rank 0's node) | optimizer state {:.1} MB per rank{}",
             topo.world, topo.tp, topo.dp, topo.pp,
             trainer.optimizer.state_bytes() as f64 / 1e6,
             if trainer.optimizer.is_sharded() { format!(" (ZeRO-1, sharded over dp {})", topo.dp) } else { String::new() }

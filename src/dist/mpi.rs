@@ -42,6 +42,13 @@ impl MpiWorld {
         }
     }
 
+    /// (rank among the ranks of this node, ranks on this node), from MPI_Comm_split_type(SHARED):
+    /// the local rank picks the GPU.
+    pub fn node_local(&self) -> (usize, usize) {
+        let node = self.world.split_shared(self.world.rank());
+        (node.rank() as usize, node.size() as usize)
+    }
+
     /// Ends every rank of the job (MPI_Abort) with `code`.
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
