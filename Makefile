@@ -13,7 +13,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export HDF5_DIR := /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 
-.PHONY: help setup build demo test kernels sample-data fixtures bench clean
+.PHONY: help setup build demo test kernels sample-data fixtures bench bench-parallel parallel-matrix clean
 
 help:
 	@echo "make demo   - install what is missing, prepare the sample corpus, train the tiny model (CPU, mpirun)"
@@ -22,6 +22,8 @@ help:
 	@echo "make bench  - swallow bench cpu and the PyTorch peer, side by side (needs torch + transformers)"
 	@echo "make sample-data - rebuild data/sample/tokenizer.json from the sample corpus"
 	@echo "make fixtures    - regenerate the transformers fixtures (needs torch + transformers)"
+	@echo "make parallel-matrix - every 8-rank layout x ZeRO x schedule x SP against the single-rank run"
+	@echo "make bench-parallel  - tokens/s and per-group traffic of 1/2/4/8-rank layouts"
 
 # Idempotent: installs only the Debian packages that are missing.
 setup:
@@ -66,6 +68,12 @@ bench: build
 	@mkdir -p out
 	$(BIN) bench cpu | tee out/bench-swallow.txt
 	python3 scripts/bench_pytorch.py | tee out/bench-pytorch.txt
+
+bench-parallel: build $(SAMPLE_PREFIX).idx
+	scripts/bench_parallel.sh
+
+parallel-matrix: build $(SAMPLE_PREFIX).idx
+	scripts/parallel_matrix.sh
 
 clean:
 	cargo clean
