@@ -190,6 +190,9 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.lr", a.lr.map(|v| v.to_string()));
     push("train.metrics", a.metrics.as_ref().map(|v| toml_string(v)));
     push("train.device", a.device.as_ref().map(|v| toml_string(v)));
+    push("train.save", a.save.as_ref().map(|v| toml_string(&v.to_string_lossy())));
+    push("train.save_every", a.save_every.map(|v| v.to_string()));
+    push("train.load", a.load.as_ref().map(|v| toml_string(v)));
     o.extend(a.set.iter().cloned());
     o
 }
@@ -219,10 +222,6 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             swallow::data::merge::run(&inputs, &output)?;
         }
         Command::Train(a) => {
-            if a.save.is_some() || a.save_every.is_some() || a.load.is_some() {
-                eprintln!("swallow train: --save/--save-every/--load: checkpoints are not implemented yet");
-                return Ok(NOT_YET);
-            }
             let cfg = Config::load(&a.config, &train_overrides(&a))?;
             swallow::train::run(&cfg, mpi, a.dry_run)?;
         }

@@ -1,0 +1,266 @@
+//! Saving and restoring the training state (model weights, AdamW moments and step count, progress)
+//! as logical tensors in one distributed checkpoint: the glue between this rank's place in the
+//! layout (TP shard, ZeRO segments) and checkpoint/dist.rs's global element ranges.
+//!
+//! Writing: each element is written by exactly one rank. A TP shard maps to global ranges through
+//! the parameter table (`local_ranges`); vocabulary padding rows are cut off (the file holds the
+//! real vocabulary). With ZeRO-1 every rank writes its DP block's segments of weights and
+//! moments (the fp32 master weights are the weights); without it DP rank 0 writes whole shards;
+//! TP-replicated parameters come from TP rank 0 only. Reading: every rank reads its whole shard of
+//! the weights and the moments of the state it holds, whatever layout wrote the file (resharding).
+
+use crate::backend::Backend;
+use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
+use crate::checkpoint::store::{self, LoadTarget};
+use crate::config::Config;
+use crate::dist::Topology;
+use crate::model::params::{ParamSpec, ShardKind};
+use crate::model::Llama;
+use crate::optim::DataParallelOptimizer;
+use anyhow::{bail, ensure, Context, Result};
+use mpi::topology::SimpleCommunicator;
+use mpi::collective::CommunicatorCollectives;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Version of the file layout described in docs/CHECKPOINT.md.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Names of the tensors a checkpoint of these parameters holds, with their logical shapes.
+fn tensor_names(specs: &[ParamSpec]) -> Vec<(String, Vec<u64>)> {
+    let shape = |s: &ParamSpec| s.shape.iter().map(|&d| d as u64).collect::<Vec<u64>>();
+    let mut out: Vec<(String, Vec<u64>)> = specs.iter().map(|s| (s.name.clone(), shape(s))).collect();
+    for group in ["exp_avg", "exp_avg_sq"] {
+        out.extend(specs.iter().map(|s| (format!("optimizer/{group}/{}", s.name), shape(s))));
+    }
+    out
+}
+
+/// The elements `local` of this rank's shard of `spec` as (global range, local range) pairs,
+/// without the vocabulary padding (global elements past the logical tensor).
+fn global_pieces(spec: &ParamSpec, tp: usize, tp_rank: usize, local: Range<usize>) -> Vec<(Range<u64>, Range<usize>)> {
+    let numel = spec.numel() as u64;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for g in spec.local_ranges(tp, tp_rank) {
+        let len = (g.end - g.start) as usize;
+        let (a, b) = (local.start.max(at), local.end.min(at + len));
+        if a < b {
+            let gs = g.start + (a - at) as u64;
+            let ge = (g.start + (b - at) as u64).min(numel);
+            if gs < ge {
+                out.push((gs..ge, a..a + (ge - gs) as usize));
+            }
+        }
+        at += len;
+    }
+    out
+}
+
+/// Splits `buf` into the disjoint, ascending `local` ranges of `pieces`, each with its global range.
+fn carve<'a>(mut buf: &'a mut [f32], pieces: Vec<(Range<u64>, Range<usize>)>) -> Vec<(Range<u64>, &'a mut [f32])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (g, l) in pieces {
+        let (_, rest) = std::mem::take(&mut buf).split_at_mut(l.start - at);
+        let (piece, rest) = rest.split_at_mut(l.end - l.start);
+        out.push((g, piece));
+        buf = rest;
+        at = l.end;
+    }
+    out
+}
+
+/// Collectively saves the state after `step` into `dir` (see store.rs for the safety rules) and
+/// returns the checkpoint's path. Rank 0 prints what it wrote and how fast.
+pub fn save<B: Backend>(
+    dir: &Path,
+    world: &SimpleCommunicator,
+    topo: &Topology,
+    cfg: &Config,
+    model: &Llama<B>,
+    opt: &DataParallelOptimizer<B>,
+    step: u64,
+) -> Result<PathBuf> {
+    let t0 = Instant::now();
+    if topo.rank == 0 {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating checkpoint directory {}", dir.display()))?;
+    }
+    world.barrier();
+    let be = &*model.backend;
+    let specs = &model.table.specs;
+    let weights: Vec<Vec<f32>> = model.weights.iter().map(|w| be.download(w)).collect();
+    let moments = opt.download_moments(be);
+    let names = tensor_names(specs);
+    let n = specs.len();
+    let mut tensors: Vec<TensorPiece> =
+        names.iter().map(|(name, shape)| TensorPiece { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
+    let writes_shards = opt.is_sharded() || topo.dp_rank == 0;
+    for (i, (p, local)) in opt.state_ranges().into_iter().enumerate() {
+        if !writes_shards || (specs[p].shard == ShardKind::Replicated && topo.tp_rank != 0) {
+            continue;
+        }
+        let (m, v) = &moments[i];
+        for (g, l) in global_pieces(&specs[p], topo.tp, topo.tp_rank, local.clone()) {
+            let k = l.start - local.start..l.end - local.start;
+            tensors[p].pieces.push((g.clone(), &weights[p][l]));
+            tensors[n + p].pieces.push((g.clone(), &m[k.clone()]));
+            tensors[2 * n + p].pieces.push((g, &v[k]));
+        }
+    }
+    let t = &cfg.train;
+    let config = toml::to_string(cfg).context("serialising the configuration")?;
+    let attrs = [
+        ("format_version", AttrValue::U64(FORMAT_VERSION)),
+        ("step", AttrValue::U64(step)),
+        ("consumed_samples", AttrValue::U64(step * t.global_batch as u64)),
+        ("optimizer_updates", AttrValue::U64(opt.updates())),
+        ("seed", AttrValue::U64(t.seed)),
+        ("data", AttrValue::Str(t.data.clone().unwrap_or_default())),
+        ("config", AttrValue::Str(config)),
+        ("layout", AttrValue::Str(format!("tp {} dp {} pp {} zero {}", topo.tp, topo.dp, topo.pp, cfg.parallel.zero))),
+    ];
+    let tmp = store::temp_path(dir, step);
+    dist::write(&tmp, world, &tensors, &attrs)?;
+    let written = t0.elapsed().as_secs_f64();
+    world.barrier();
+    let mut path = store::final_path(dir, step);
+    if topo.rank == 0 {
+        check(&tmp, &names).with_context(|| format!("checking the checkpoint just written ({})", tmp.display()))?;
+        path = store::publish(dir, step, t.keep_checkpoints)?;
+        let bytes = names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64;
+        println!(
+            "checkpoint: step {step} -> {} | {:.1} MB written in {:.3} s ({:.0} MB/s), {:.3} s with check and rename",
+            path.display(), bytes / 1e6, written, bytes / 1e6 / written, t0.elapsed().as_secs_f64()
+        );
+    }
+    world.barrier();
+    Ok(path)
+}
+
+/// Opens `path` on this rank and checks that it is a complete checkpoint holding `names`.
+fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<()> {
+    let (attrs, shapes) = dist::inspect(path)?;
+    match attrs.get("format_version") {
+        Some(AttrValue::U64(FORMAT_VERSION)) => {}
+        other => bail!("checkpoint {}: format_version {other:?}, expected {FORMAT_VERSION}", path.display()),
+    }
+    for key in ["step", "optimizer_updates", "consumed_samples"] {
+        ensure!(matches!(attrs.get(key), Some(AttrValue::U64(_))), "checkpoint {}: no {key} attribute", path.display());
+    }
+    for (name, shape) in names {
+        match shapes.get(name) {
+            Some(s) if s == shape => {}
+            Some(s) => bail!("checkpoint {}: tensor {name} has shape {s:?}, this model expects {shape:?}", path.display()),
+            None => bail!("checkpoint {}: tensor {name} is missing (a different model?)", path.display()),
+        }
+    }
+    Ok(())
+}
+
+fn attr_u64(attrs: &BTreeMap<String, AttrValue>, key: &str, path: &Path) -> Result<u64> {
+    match attrs.get(key) {
+        Some(AttrValue::U64(v)) => Ok(*v),
+        _ => bail!("checkpoint {}: attribute {key} missing or not an integer", path.display()),
+    }
+}
+
+/// Collectively restores the state from the checkpoint `target` resolves to (under any layout)
+/// and returns its step, or None when `auto` finds no checkpoint (a fresh start).
+pub fn load<B: Backend>(
+    target: &LoadTarget,
+    world: &SimpleCommunicator,
+    topo: &Topology,
+    cfg: &Config,
+    model: &mut Llama<B>,
+    opt: &mut DataParallelOptimizer<B>,
+) -> Result<Option<u64>> {
+    let t0 = Instant::now();
+    let specs = model.table.specs.clone();
+    let names = tensor_names(&specs);
+    let Some(path) = target.resolve(|p| check(p, &names))? else {
+        if topo.rank == 0 {
+            println!("checkpoint: --load auto found no checkpoint, starting fresh");
+        }
+        return Ok(None);
+    };
+    let be = model.backend.clone();
+    let mut weights: Vec<Vec<f32>> = model.weights.iter().map(|w| be.download(w)).collect();
+    let ranges = opt.state_ranges();
+    let mut moments: Vec<(Vec<f32>, Vec<f32>)> = ranges.iter().map(|(_, r)| (vec![0.0; r.len()], vec![0.0; r.len()])).collect();
+    let n = specs.len();
+    let mut requests: Vec<TensorRequest> =
+        names.iter().map(|(name, shape)| TensorRequest { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
+    for (p, w) in weights.iter_mut().enumerate() {
+        let pieces = global_pieces(&specs[p], topo.tp, topo.tp_rank, 0..w.len());
+        requests[p].pieces = carve(w, pieces);
+    }
+    for ((p, local), (m, v)) in ranges.iter().zip(moments.iter_mut()) {
+        let pieces: Vec<_> = global_pieces(&specs[*p], topo.tp, topo.tp_rank, local.clone())
+            .into_iter()
+            .map(|(g, l)| (g, l.start - local.start..l.end - local.start))
+            .collect();
+        requests[n + p].pieces.extend(carve(m, pieces.clone()));
+        requests[2 * n + p].pieces.extend(carve(v, pieces));
+    }
+    let attrs = dist::read(&path, world, &mut requests)?;
+    drop(requests);
+    let step = attr_u64(&attrs, "step", &path)?;
+    let consumed = attr_u64(&attrs, "consumed_samples", &path)?;
+    let updates = attr_u64(&attrs, "optimizer_updates", &path)?;
+    let gb = cfg.train.global_batch as u64;
+    if consumed != step * gb {
+        bail!(
+            "checkpoint {}: {consumed} samples consumed in {step} steps, but train.global_batch = {gb}; changing the global batch on resume is not supported yet",
+            path.display()
+        );
+    }
+    for (w, host) in model.weights.iter_mut().zip(&weights) {
+        be.upload(host, w);
+    }
+    opt.restore(&*be, &moments, updates, &model.weights);
+    if topo.rank == 0 {
+        if let Some(AttrValue::U64(seed)) = attrs.get("seed") {
+            if *seed != cfg.train.seed {
+                log::warn!("checkpoint {} was trained with seed {seed}, continuing with seed {}", path.display(), cfg.train.seed);
+            }
+        }
+        let layout = match attrs.get("layout") {
+            Some(AttrValue::Str(s)) => s.clone(),
+            _ => "?".into(),
+        };
+        println!(
+            "checkpoint: resumed from {} (step {step}, written under {layout}) in {:.3} s",
+            path.display(), t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Some(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::ParamTable;
+
+    #[test]
+    fn shard_pieces_skip_vocabulary_padding_and_follow_row_shards() {
+        let mut c = Config::load("tiny", &[]).unwrap().model;
+        c.vocab_size = 4097; // TP 2: 4098 padded rows, the last one padding
+        let t = ParamTable::llama(&c);
+        let embed = &t.specs[t.embed];
+        let h = c.hidden_size as u64;
+        let last = global_pieces(embed, 2, 1, 0..2049 * 128);
+        assert_eq!(last, vec![(2049 * h..4097 * h, 0..2048 * 128)]);
+        // A ZeRO segment cutting through rows of a row-parallel o_proj shard [128, 64] at TP 2.
+        let o = &t.specs[t.layers[0].o];
+        let pieces = global_pieces(o, 2, 1, 60..130);
+        assert_eq!(pieces, vec![(64 + 60..128, 60..64), (128 + 64..128 + 128, 64..128), (256 + 64..256 + 66, 128..130)]);
+        let mut buf: Vec<f32> = (0..200).map(|x| x as f32).collect();
+        let carved = carve(&mut buf, pieces);
+        assert_eq!(carved[1].1[0], 64.0);
+        assert_eq!(carved[2].1.len(), 2);
+    }
+}
