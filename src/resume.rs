@@ -8,6 +8,9 @@
 //! moments (the fp32 master weights are the weights); without it DP rank 0 writes whole shards;
 //! TP-replicated parameters come from TP rank 0 only. Reading: every rank reads its whole shard of
 //! the weights and the moments of the state it holds, whatever layout wrote the file (resharding).
+//!
+//! SIGTERM and SIGUSR1 (Slurm's and PBS's walltime warnings) only raise a flag; at each step
+//! boundary the ranks agree on it (an all-reduce), save and stop.
 
 use crate::backend::Backend;
 use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
@@ -19,11 +22,40 @@ use crate::model::Llama;
 use crate::optim::DataParallelOptimizer;
 use anyhow::{bail, ensure, Context, Result};
 use mpi::topology::SimpleCommunicator;
-use mpi::collective::CommunicatorCollectives;
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// Set by SIGTERM or SIGUSR1 once `catch_stop_signals` has run.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGTERM and SIGUSR1 request a save and a clean stop at the next step boundary.
+pub fn catch_stop_signals() -> Result<()> {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGUSR1, "SIGUSR1")] {
+        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if unsafe { libc::signal(sig, handler) } == libc::SIG_ERR {
+            bail!("cannot install the {name} handler");
+        }
+    }
+    Ok(())
+}
+
+/// Whether any rank caught a stop signal: a collective over `world`, called by every rank at
+/// every step boundary, so all ranks stop after the same step.
+pub fn stop_requested(world: &SimpleCommunicator) -> bool {
+    let local = STOP.load(Ordering::SeqCst) as i32;
+    let mut any = 0i32;
+    world.all_reduce_into(&local, &mut any, SystemOperation::max());
+    any != 0
+}
 
 /// Version of the file layout described in docs/CHECKPOINT.md.
 pub const FORMAT_VERSION: u64 = 1;

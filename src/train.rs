@@ -142,6 +142,9 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     }
     // Checkpoints (resume.rs): restore before the first step, save after steps.
     let save_dir = t.save.as_deref().map(Path::new);
+    if save_dir.is_some() {
+        crate::resume::catch_stop_signals()?;
+    }
     if let Some(load) = t.load.as_deref() {
         let target = crate::checkpoint::store::LoadTarget::parse(load, save_dir)?;
         let (model, opt) = (&mut trainer.model, &mut trainer.optimizer);
@@ -184,11 +187,18 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
             }
         }
         if let Some(dir) = save_dir {
-            if step == t.steps || t.save_every.is_some_and(|n| n > 0 && step % n == 0) {
+            let stop = crate::resume::stop_requested(&mpi.world);
+            if stop || step == t.steps || t.save_every.is_some_and(|n| n > 0 && step % n == 0) {
                 crate::resume::save(dir, &mpi.world, &topo, cfg, &trainer.model, &trainer.optimizer, step)?;
+            }
+            if stop {
+                if topo.rank == 0 {
+                    println!("stopping after step {step}: SIGTERM or SIGUSR1 received, checkpoint saved");
+                }
+                break;
             }
         }
     }
-    println!("done: {} steps in {:.1} s", t.steps, start.elapsed().as_secs_f64());
+    println!("done: step {}/{} in {:.1} s", trainer.step, t.steps, start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! ZeRO-1); a checkpoint written under TP 2 x DP 2 with ZeRO-1 loads under other layouts (TP 1,
 //! DP 4 without ZeRO, TP 4; a vocabulary that needs TP padding) and continues within 1e-5 of the
 //! original layout; only the newest K checkpoints are kept; a truncated checkpoint is a clear
-//! error for `--load DIR` and skipped by `--load auto`, which starts fresh in an empty directory.
+//! error for `--load DIR` and skipped by `--load auto`, which starts fresh in an empty directory;
+//! SIGUSR1 makes all ranks save after the current step and exit 0.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -155,4 +156,40 @@ fn a_truncated_checkpoint_is_an_error_and_auto_falls_back() {
     let o = train(1, &data, &["--steps", "3", "--load", s(&dir.join("nothing-here.h5"))]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("nothing-here.h5"), "{err}");
+}
+
+#[test]
+fn a_stop_signal_saves_at_the_step_boundary_and_exits_cleanly() {
+    use std::io::{BufRead, Read};
+    let dir = tmpdir("signal");
+    let data = sample(&dir);
+    let ckpt = dir.join("ck");
+    // SIGUSR1 to mpirun (which forwards it to every rank), as a PBS/Slurm walltime warning does.
+    let mut child = Command::new("mpirun")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
+        .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--steps", "100000"])
+        .args(["--save", s(&ckpt), "--set", "train.log_every=1"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpirun (OpenMPI) must be installed: make setup");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    while !out.contains("step      1/") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("mpirun ended before the first step:\n{out}");
+        }
+        out += &line;
+    }
+    assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
+    stdout.read_to_string(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{out}");
+    let latest = std::fs::read_to_string(ckpt.join("latest")).unwrap();
+    let step = latest.trim().trim_start_matches("step-").trim_end_matches(".h5");
+    assert!(out.contains(&format!("stopping after step {step}: SIGTERM or SIGUSR1")), "{latest}\n{out}");
+    assert!(!out.contains("step 100000/"), "{out}");
 }
