@@ -14,13 +14,13 @@
 
 use crate::backend::Backend;
 use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
-use crate::checkpoint::store::{self, LoadTarget};
+use crate::checkpoint::store::{self, LoadTarget, Verdict};
 use crate::config::Config;
 use crate::dist::Topology;
 use crate::model::params::{ParamSpec, ShardKind};
 use crate::model::Llama;
 use crate::optim::DataParallelOptimizer;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use mpi::topology::SimpleCommunicator;
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use std::collections::BTreeMap;
@@ -160,7 +160,9 @@ pub fn save<B: Backend>(
     world.barrier();
     let mut path = store::final_path(dir, step);
     if topo.rank == 0 {
-        check(&tmp, &names).with_context(|| format!("checking the checkpoint just written ({})", tmp.display()))?;
+        if let Verdict::Damaged(e) = check(&tmp, &names)? {
+            return Err(e.context(format!("the checkpoint just written ({}) does not read back", tmp.display())));
+        }
         path = store::publish(dir, step, t.keep_checkpoints)?;
         let bytes = names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64;
         println!(
@@ -172,15 +174,23 @@ pub fn save<B: Backend>(
     Ok(path)
 }
 
-/// Opens `path` on this rank and checks that it is a complete checkpoint holding `names`.
-fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<()> {
-    let (attrs, shapes) = dist::inspect(path)?;
+/// Opens `path` on this rank and checks that it is a complete checkpoint (else `Damaged`)
+/// holding `names` with their shapes (else an error: a checkpoint of another model).
+fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<Verdict> {
+    let (attrs, shapes) = match dist::inspect(path) {
+        Ok(x) => x,
+        Err(e) => return Ok(Verdict::Damaged(e)),
+    };
+    let damaged = |what: String| Ok(Verdict::Damaged(anyhow::anyhow!("checkpoint {}: {what}", path.display())));
     match attrs.get("format_version") {
         Some(AttrValue::U64(FORMAT_VERSION)) => {}
-        other => bail!("checkpoint {}: format_version {other:?}, expected {FORMAT_VERSION}", path.display()),
+        None => return damaged("no format_version attribute (incomplete)".into()),
+        Some(other) => bail!("checkpoint {}: format_version {other:?}, this build reads {FORMAT_VERSION}", path.display()),
     }
     for key in ["step", "optimizer_updates", "consumed_samples"] {
-        ensure!(matches!(attrs.get(key), Some(AttrValue::U64(_))), "checkpoint {}: no {key} attribute", path.display());
+        if !matches!(attrs.get(key), Some(AttrValue::U64(_))) {
+            return damaged(format!("no {key} attribute (incomplete)"));
+        }
     }
     for (name, shape) in names {
         match shapes.get(name) {
@@ -189,7 +199,7 @@ fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<()> {
             None => bail!("checkpoint {}: tensor {name} is missing (a different model?)", path.display()),
         }
     }
-    Ok(())
+    Ok(Verdict::Usable)
 }
 
 fn attr_u64(attrs: &BTreeMap<String, AttrValue>, key: &str, path: &Path) -> Result<u64> {

@@ -78,11 +78,18 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir.join(name)))
 }
 
+/// What a check of a candidate checkpoint found.
+pub enum Verdict {
+    Usable,
+    /// Truncated, corrupt or incomplete: `auto` skips it, an explicit `--load` reports it.
+    Damaged(anyhow::Error),
+}
+
 /// What `--load` asks for.
 pub enum LoadTarget {
     /// A checkpoint file, or a directory's `latest`: errors are reported, not skipped.
     Exact(PathBuf),
-    /// `--load auto`: the newest checkpoint of the save directory that `check` accepts, else a
+    /// `--load auto`: the newest checkpoint of the save directory that is not damaged, else a
     /// fresh start.
     Auto(PathBuf),
 }
@@ -97,22 +104,19 @@ impl LoadTarget {
         Ok(LoadTarget::Exact(PathBuf::from(value)))
     }
 
-    /// The checkpoint file to load, or None for a fresh start. `check` opens a candidate and
-    /// reports why it is unusable.
-    pub fn resolve(&self, check: impl Fn(&Path) -> Result<()>) -> Result<Option<PathBuf>> {
+    /// The checkpoint file to load, or None for a fresh start. `check` opens a candidate: an
+    /// error from it (a checkpoint of another model, say) is always an error.
+    pub fn resolve(&self, check: impl Fn(&Path) -> Result<Verdict>) -> Result<Option<PathBuf>> {
+        let exact = |file: PathBuf| match check(&file)? {
+            Verdict::Usable => Ok(Some(file)),
+            Verdict::Damaged(e) => Err(e),
+        };
         match self {
-            LoadTarget::Exact(p) if p.is_dir() => {
-                let file = match latest(p)? {
-                    Some(f) => f,
-                    None => bail!("--load {}: no `{LATEST}` marker in this directory (no complete checkpoint)", p.display()),
-                };
-                check(&file)?;
-                Ok(Some(file))
-            }
-            LoadTarget::Exact(p) => {
-                check(p)?;
-                Ok(Some(p.clone()))
-            }
+            LoadTarget::Exact(p) if p.is_dir() => match latest(p)? {
+                Some(f) => exact(f),
+                None => bail!("--load {}: no `{LATEST}` marker in this directory (no complete checkpoint)", p.display()),
+            },
+            LoadTarget::Exact(p) => exact(p.clone()),
             LoadTarget::Auto(dir) => {
                 let mut candidates = list(dir)?;
                 if let Some(l) = latest(dir).ok().flatten() {
@@ -121,9 +125,9 @@ impl LoadTarget {
                     candidates.insert(0, (0, l));
                 }
                 for (_, c) in candidates {
-                    match check(&c) {
-                        Ok(()) => return Ok(Some(c)),
-                        Err(e) => log::warn!("--load auto: skipping {}: {e:#}", c.display()),
+                    match check(&c)? {
+                        Verdict::Usable => return Ok(Some(c)),
+                        Verdict::Damaged(e) => log::warn!("--load auto: skipping {}: {e:#}", c.display()),
                     }
                 }
                 Ok(None)
@@ -154,7 +158,7 @@ mod tests {
         let steps: Vec<u64> = list(&d).unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(steps, vec![8, 6]);
         assert_eq!(latest(&d).unwrap(), Some(final_path(&d, 8)));
-        let ok = |p: &Path| if p.exists() { Ok(()) } else { bail!("missing") };
+        let ok = |p: &Path| Ok(if p.exists() { Verdict::Usable } else { Verdict::Damaged(anyhow::anyhow!("missing")) });
         assert_eq!(LoadTarget::Exact(d.clone()).resolve(ok).unwrap(), Some(final_path(&d, 8)));
     }
 
@@ -162,19 +166,22 @@ mod tests {
     fn auto_falls_back_over_bad_checkpoints_and_starts_fresh_without_any() {
         let d = tmpdir("auto");
         let target = LoadTarget::parse("auto", Some(&d)).unwrap();
-        assert_eq!(target.resolve(|_| Ok(())).unwrap(), None);
+        assert_eq!(target.resolve(|_| Ok(Verdict::Usable)).unwrap(), None);
         for step in [3, 6] {
             std::fs::write(temp_path(&d, step), b"x").unwrap();
             publish(&d, step, 3).unwrap();
         }
         let bad = final_path(&d, 6);
-        let check = |p: &Path| if *p == bad { bail!("truncated") } else { Ok(()) };
+        let check = |p: &Path| Ok(if *p == bad { Verdict::Damaged(anyhow::anyhow!("truncated")) } else { Verdict::Usable });
         assert_eq!(target.resolve(check).unwrap(), Some(final_path(&d, 3)));
         let e = LoadTarget::Exact(d.clone()).resolve(check).unwrap_err();
         assert!(e.to_string().contains("truncated"));
+        // A checkpoint of another model is not skipped: it is an error.
+        let e = target.resolve(|_| -> Result<Verdict> { bail!("another model") }).unwrap_err();
+        assert!(e.to_string().contains("another model"));
         assert!(LoadTarget::parse("auto", None).is_err());
         let empty = tmpdir("empty");
-        let e = LoadTarget::Exact(empty).resolve(|_| Ok(())).unwrap_err();
+        let e = LoadTarget::Exact(empty).resolve(|_| Ok(Verdict::Usable)).unwrap_err();
         assert!(e.to_string().contains("latest"), "{e}");
     }
 }
