@@ -156,6 +156,9 @@ pub fn save<B: Backend>(
     ];
     let tmp = store::temp_path(dir, step);
     dist::write(&tmp, world, &tensors, &attrs)?;
+    // Durable before it is renamed: every rank flushes the file (on a parallel file system a
+    // client's fsync covers the writes of that client).
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("flushing {} to disk", tmp.display()))?;
     let written = t0.elapsed().as_secs_f64();
     world.barrier();
     let mut path = store::final_path(dir, step);
@@ -164,14 +167,19 @@ pub fn save<B: Backend>(
             return Err(e.context(format!("the checkpoint just written ({}) does not read back", tmp.display())));
         }
         path = store::publish(dir, step, t.keep_checkpoints)?;
-        let bytes = names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64;
+        let bytes = state_bytes(&names);
         println!(
-            "checkpoint: step {step} -> {} | {:.1} MB written in {:.3} s ({:.0} MB/s), {:.3} s with check and rename",
+            "checkpoint: step {step} -> {} | {:.1} MB written and flushed in {:.3} s ({:.0} MB/s), {:.3} s with check and rename",
             path.display(), bytes / 1e6, written, bytes / 1e6 / written, t0.elapsed().as_secs_f64()
         );
     }
     world.barrier();
     Ok(path)
+}
+
+/// Bytes of the logical tensors `names` (fp32).
+fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
+    names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64
 }
 
 /// Opens `path` on this rank and checks that it is a complete checkpoint (else `Damaged`)
@@ -247,7 +255,9 @@ pub fn load<B: Backend>(
         requests[n + p].pieces.extend(carve(m, pieces.clone()));
         requests[2 * n + p].pieces.extend(carve(v, pieces));
     }
+    let t_read = Instant::now();
     let attrs = dist::read(&path, world, &mut requests)?;
+    let read_s = t_read.elapsed().as_secs_f64();
     drop(requests);
     let step = attr_u64(&attrs, "step", &path)?;
     let consumed = attr_u64(&attrs, "consumed_samples", &path)?;
@@ -273,9 +283,10 @@ pub fn load<B: Backend>(
             Some(AttrValue::Str(s)) => s.clone(),
             _ => "?".into(),
         };
+        let mb = state_bytes(&names) / 1e6;
         println!(
-            "checkpoint: resumed from {} (step {step}, written under {layout}) in {:.3} s",
-            path.display(), t0.elapsed().as_secs_f64()
+            "checkpoint: resumed from {} (step {step}, written under {layout}) | {mb:.1} MB read in {read_s:.3} s ({:.0} MB/s), {:.3} s with checks",
+            path.display(), mb / read_s, t0.elapsed().as_secs_f64()
         );
     }
     Ok(Some(step))

@@ -6,7 +6,7 @@
 //!
 //! Per dataset a rank's ranges become one union of hyperslab blocks (a flat range is at most three
 //! blocks: a partial row, whole rows, a partial row; blocks that stack along dim 0 are merged) and
-//! one collective `H5Dwrite`/`H5Dread` with MPI-IO collective transfer. Collective calls must
+//! one collective `H5Dwrite`/`H5Dread` (each rank then moves its own blocks). Collective calls must
 //! match on every rank, so every rank passes the same tensors (names, shapes, order), even those
 //! of which it owns nothing, and the same attributes.
 
@@ -162,6 +162,10 @@ fn selection(ds: &h5::Dataset, blocks: &[Block]) -> Result<(Id, Id, Id, u64)> {
         }
         let xfer = h5id(h5p::H5Pcreate(*h5p::H5P_CLS_DATASET_XFER), "H5Pcreate(dataset transfer)", h5p::H5Pclose)?;
         h5ok(h5p::H5Pset_dxpl_mpio(xfer.0, h5p::H5FD_mpio_xfer_t::H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio")?;
+        // A collective call whose ranks then write their own (few, large) blocks directly: on
+        // the 2-core test machines two-phase aggregation was 3-4x slower (docs/CHECKPOINT.md).
+        let individual = h5p::H5FD_mpio_collective_opt_t::H5FD_MPIO_INDIVIDUAL_IO;
+        h5ok(h5p::H5Pset_dxpl_mpio_collective_opt(xfer.0, individual), "H5Pset_dxpl_mpio_collective_opt")?;
         Ok((file, mem, xfer, n))
     }
 }
@@ -205,14 +209,20 @@ pub fn write(path: &Path, comm: &SimpleCommunicator, tensors: &[TensorPiece], at
         order.sort_by_key(|&i| t.pieces[i].0.start);
         let ranges: Vec<Range<u64>> = order.iter().map(|&i| t.pieces[i].0.clone()).collect();
         let blocks = selection_blocks(&t.name, &t.shape, &ranges).with_context(ctx)?;
-        let mut buf = Vec::with_capacity(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
-        for &i in &order {
-            let (r, data) = &t.pieces[i];
+        for (r, data) in &t.pieces {
             ensure!(data.len() as u64 == r.end - r.start, "tensor {}: range {r:?} given {} values", t.name, data.len());
-            buf.extend_from_slice(data);
         }
+        // One piece is written from where it lies; several are gathered in file order first.
+        let gathered: Vec<f32>;
+        let data: &[f32] = match t.pieces.as_slice() {
+            [(_, one)] => one,
+            _ => {
+                gathered = order.iter().flat_map(|&i| t.pieces[i].1.iter().copied()).collect();
+                &gathered
+            }
+        };
         let (fs, ms, xfer, _) = selection(&ds, &blocks).with_context(ctx)?;
-        let rc = unsafe { h5d::H5Dwrite(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, buf.as_ptr().cast()) };
+        let rc = unsafe { h5d::H5Dwrite(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, data.as_ptr().cast()) };
         h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)?;
     }
     for (name, v) in attrs {
@@ -242,16 +252,28 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
         t.pieces.sort_by_key(|p| p.0.start);
         let ranges: Vec<Range<u64>> = t.pieces.iter().map(|p| p.0.clone()).collect();
         let blocks = selection_blocks(&t.name, &t.shape, &ranges).with_context(ctx)?;
+        for (r, dst) in t.pieces.iter() {
+            ensure!(dst.len() as u64 == r.end - r.start, "tensor {}: range {r:?} given a buffer of {}", t.name, dst.len());
+        }
         let (fs, ms, xfer, n) = selection(&ds, &blocks).with_context(ctx)?;
-        let mut buf = vec![0f32; n as usize];
-        let rc = unsafe { h5d::H5Dread(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, buf.as_mut_ptr().cast()) };
+        // One piece is read in place; several through a buffer in file order.
+        let mut staged = match t.pieces.len() {
+            1 => Vec::new(),
+            _ => vec![0f32; n as usize],
+        };
+        let dst: *mut f32 = match t.pieces.as_mut_slice() {
+            [(_, one)] => one.as_mut_ptr(),
+            _ => staged.as_mut_ptr(),
+        };
+        let rc = unsafe { h5d::H5Dread(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, dst.cast()) };
         h5ok(rc, &format!("H5Dread of {}", t.name)).with_context(ctx)?;
-        let mut at = 0;
-        for (r, dst) in t.pieces.iter_mut() {
-            let len = (r.end - r.start) as usize;
-            ensure!(dst.len() == len, "tensor {}: range {r:?} given a buffer of {}", t.name, dst.len());
-            dst.copy_from_slice(&buf[at..at + len]);
-            at += len;
+        if t.pieces.len() > 1 {
+            let mut at = 0;
+            for (_, dst) in t.pieces.iter_mut() {
+                let len = dst.len();
+                dst.copy_from_slice(&staged[at..at + len]);
+                at += len;
+            }
         }
     }
     file.close().with_context(ctx)?;

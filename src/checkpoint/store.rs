@@ -52,6 +52,8 @@ pub fn publish(dir: &Path, step: u64, keep: usize) -> Result<PathBuf> {
     let name = fin.file_name().expect("a file name").to_string_lossy().to_string();
     std::fs::write(&marker_tmp, format!("{name}\n")).with_context(|| format!("writing {}", marker_tmp.display()))?;
     std::fs::rename(&marker_tmp, dir.join(LATEST)).with_context(|| format!("updating {}", dir.join(LATEST).display()))?;
+    // The renames are durable once the directory is flushed.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("flushing directory {}", dir.display()))?;
     for (_, old) in list(dir)?.into_iter().skip(keep.max(1)) {
         std::fs::remove_file(&old).with_context(|| format!("removing old checkpoint {}", old.display()))?;
     }
