@@ -279,6 +279,16 @@ pub fn load<B: Backend>(
                 log::warn!("checkpoint {} was trained with seed {seed}, continuing with seed {}", path.display(), cfg.train.seed);
             }
         }
+        if let Some(AttrValue::Str(text)) = attrs.get("config") {
+            match Config::from_toml(text, &format!("the config stored in {}", path.display()), &[]) {
+                Ok(saved) if saved.model != cfg.model => log::warn!(
+                    "checkpoint {}: model settings differ from this run's (checkpoint {:?}, now {:?})",
+                    path.display(), saved.model, cfg.model
+                ),
+                Ok(_) => {}
+                Err(e) => log::warn!("{e:#}"),
+            }
+        }
         let layout = match attrs.get("layout") {
             Some(AttrValue::Str(s)) => s.clone(),
             _ => "?".into(),

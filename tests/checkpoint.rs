@@ -1,10 +1,10 @@
 //! Distributed checkpoints with real MPI processes: training interrupted by a save and resumed with
 //! `--load` gives bitwise the losses of the uninterrupted run (one rank, and TP 2 x DP 2 with
-//! ZeRO-1); a checkpoint written under TP 2 x DP 2 with ZeRO-1 loads under other layouts (TP 1,
-//! DP 4 without ZeRO, TP 4; a vocabulary that needs TP padding) and continues within 1e-5 of the
-//! original layout; only the newest K checkpoints are kept; a truncated checkpoint is a clear
-//! error for `--load DIR` and skipped by `--load auto`, which starts fresh in an empty directory;
-//! SIGUSR1 makes all ranks save after the current step and exit 0.
+//! ZeRO-1); a checkpoint written under TP 2 x DP 2 with ZeRO-1 loads under other layouts (TP 1;
+//! DP 4 without ZeRO; DP 2 with ZeRO-1; TP 4; a vocabulary that needs TP padding) and continues
+//! within 1e-5 of the original layout; only the newest K checkpoints are kept; a truncated
+//! checkpoint is a clear error for `--load DIR` and skipped by `--load auto`, which starts fresh in
+//! an empty directory; SIGUSR1 makes all ranks save after the current step and exit 0.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -118,6 +118,7 @@ fn a_checkpoint_reshards_to_other_layouts() {
     for (np, layout, name) in [
         (1, &["--tp", "1"][..], "tp1"),
         (4, &["--tp", "1", "--zero", "0"][..], "dp4"),
+        (2, &["--tp", "1", "--zero", "1"][..], "dp2-zero"),
         (4, &["--tp", "4", "--zero", "0"][..], "tp4"),
     ] {
         let got = cont(np, layout, name);
