@@ -80,6 +80,17 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir.join(name)))
 }
 
+/// The checkpoint file `--load PATH` names: PATH itself, or the one a directory's `latest` names.
+pub fn checkpoint_file(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    match latest(path)? {
+        Some(f) => Ok(f),
+        None => bail!("--load {}: no `{LATEST}` marker in this directory (no complete checkpoint)", path.display()),
+    }
+}
+
 /// What a check of a candidate checkpoint found.
 pub enum Verdict {
     Usable,
@@ -114,11 +125,7 @@ impl LoadTarget {
             Verdict::Damaged(e) => Err(e),
         };
         match self {
-            LoadTarget::Exact(p) if p.is_dir() => match latest(p)? {
-                Some(f) => exact(f),
-                None => bail!("--load {}: no `{LATEST}` marker in this directory (no complete checkpoint)", p.display()),
-            },
-            LoadTarget::Exact(p) => exact(p.clone()),
+            LoadTarget::Exact(p) => exact(checkpoint_file(p)?),
             LoadTarget::Auto(dir) => {
                 let mut candidates = list(dir)?;
                 if let Some(l) = latest(dir).ok().flatten() {
