@@ -94,6 +94,18 @@ pub struct TrainConfig {
     pub log_every: u64,
     #[serde(default = "defaults::device")]
     pub device: String,
+    /// Checkpoint directory (`--save`): `DIR/step-N.h5`, `DIR/latest`.
+    #[serde(default)]
+    pub save: Option<String>,
+    /// Save every N steps (`--save-every`); the last step is always saved when `save` is set.
+    #[serde(default)]
+    pub save_every: Option<u64>,
+    /// Checkpoints kept in the save directory (the newest).
+    #[serde(default = "defaults::keep_checkpoints")]
+    pub keep_checkpoints: usize,
+    /// `--load`: a checkpoint file, a save directory (its newest complete checkpoint), or `auto`.
+    #[serde(default)]
+    pub load: Option<String>,
     /// Peak TFLOP/s of one device, the denominator of MFU.
     #[serde(default = "defaults::peak_tflops")]
     pub peak_tflops: f64,
@@ -151,6 +163,7 @@ mod defaults {
     pub fn log_every() -> u64 { 1 }
     pub fn device() -> String { "cpu".into() }
     pub fn peak_tflops() -> f64 { 0.45 }
+    pub fn keep_checkpoints() -> usize { 3 }
     pub fn one() -> usize { 1 }
     pub fn train() -> TrainConfig {
         toml::Table::new().try_into().expect("train defaults")
@@ -230,6 +243,7 @@ impl Config {
             ("parallel.tp", p.tp),
             ("parallel.pp", p.pp),
             ("parallel.vpp", p.vpp),
+            ("train.keep_checkpoints", t.keep_checkpoints),
         ];
         for (k, v) in positive {
             if v == 0 {
@@ -272,6 +286,9 @@ impl Config {
         }
         if !["cpu", "cuda", "auto"].contains(&t.device.as_str()) {
             bail!("train.device = {:?}, expected cpu, cuda or auto", t.device);
+        }
+        if t.save_every.is_some() && t.save.is_none() {
+            bail!("train.save_every (--save-every) needs train.save (--save DIR)");
         }
         if p.zero > 1 {
             bail!("parallel.zero = {}, expected 0 or 1", p.zero);

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod resume;
 pub mod train;

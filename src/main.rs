@@ -29,8 +29,8 @@ enum Command {
     Train(TrainArgs),
     /// Mean loss of a model on token shards.
     Eval(EvalArgs),
-    /// Export a checkpoint as a Hugging Face directory (not yet).
-    Export(Rest),
+    /// Export a checkpoint as a Hugging Face Llama directory (safetensors shards + config.json).
+    Export(ExportArgs),
     /// Import a Hugging Face directory as a checkpoint (not yet).
     Import(Rest),
     /// Memory, time and cost planner (not yet).
@@ -153,6 +153,20 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct ExportArgs {
+    /// A checkpoint file, or a checkpoint directory (its `latest`).
+    #[arg(long)]
+    load: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "bf16", help = "bf16, fp16 or fp32")]
+    dtype: String,
+    /// tokenizer.json, or a directory with the tokenizer files, copied into the output.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Backend to benchmark.
     #[arg(default_value = "cpu")]
@@ -190,6 +204,9 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.lr", a.lr.map(|v| v.to_string()));
     push("train.metrics", a.metrics.as_ref().map(|v| toml_string(v)));
     push("train.device", a.device.as_ref().map(|v| toml_string(v)));
+    push("train.save", a.save.as_ref().map(|v| toml_string(&v.to_string_lossy())));
+    push("train.save_every", a.save_every.map(|v| v.to_string()));
+    push("train.load", a.load.as_ref().map(|v| toml_string(v)));
     o.extend(a.set.iter().cloned());
     o
 }
@@ -219,25 +236,24 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             swallow::data::merge::run(&inputs, &output)?;
         }
         Command::Train(a) => {
-            if a.save.is_some() || a.save_every.is_some() || a.load.is_some() {
-                eprintln!("swallow train: --save/--save-every/--load: checkpoints are not implemented yet");
-                return Ok(NOT_YET);
-            }
             let cfg = Config::load(&a.config, &train_overrides(&a))?;
             swallow::train::run(&cfg, mpi, a.dry_run)?;
         }
         Command::Eval(a) => {
-            let Some(hf_dir) = a.hf else {
-                eprintln!("swallow eval: only --hf DIR is implemented yet (--load CKPT needs checkpoints)");
-                return Ok(NOT_YET);
+            let ckpt = a.load.as_deref().map(|p| swallow::checkpoint::store::checkpoint_file(p.as_ref())).transpose()?;
+            let model = match (&ckpt, &a.hf) {
+                (Some(c), None) => swallow::eval::ModelSource::Checkpoint(c, &mpi.world),
+                (None, Some(dir)) => swallow::eval::ModelSource::Hf(dir),
+                _ => anyhow::bail!("swallow eval: pass one of --hf DIR or --load CKPT"),
             };
-            let seq_len = match (a.seq_len, &a.config) {
-                (Some(s), _) => s,
-                (None, Some(c)) => Config::load(c, &[])?.train.seq_len,
-                (None, None) => anyhow::bail!("swallow eval: pass --seq-len N (or --config C for its seq_len)"),
+            let seq_len = match (a.seq_len, &a.config, &ckpt) {
+                (Some(s), _, _) => s,
+                (None, Some(c), _) => Config::load(c, &[])?.train.seq_len,
+                (None, None, Some(c)) => swallow::checkpoint::export::read_config(c)?.train.seq_len,
+                (None, None, None) => anyhow::bail!("swallow eval: pass --seq-len N (or --config C for its seq_len)"),
             };
             let opts = swallow::eval::EvalOptions {
-                hf_dir: &hf_dir,
+                model,
                 data: &a.data,
                 seq_len,
                 micro_batch: a.micro_batch,
@@ -253,7 +269,15 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             let cfg = Config::load(&a.config, &[])?;
             swallow::bench::run(&cfg, a.warmup, a.steps)?;
         }
-        Command::Export(_) | Command::Import(_) | Command::Plan(_) | Command::Plot(_) => {
+        Command::Export(a) => {
+            if mpi.size() > 1 {
+                anyhow::bail!("swallow export runs as one process (without mpirun, or mpirun -np 1), not {}", mpi.size());
+            }
+            let ckpt = swallow::checkpoint::store::checkpoint_file(&a.load)?;
+            let dtype = swallow::checkpoint::export::ExportDtype::parse(&a.dtype)?;
+            swallow::checkpoint::export::export(&ckpt, &mpi.world, &a.out, dtype, a.tokenizer.as_deref())?;
+        }
+        Command::Import(_) | Command::Plan(_) | Command::Plot(_) => {
             let name = std::env::args().nth(1).unwrap_or_default();
             eprintln!("swallow {name}: not yet implemented in this version");
             return Ok(NOT_YET);

@@ -177,12 +177,22 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
             x.tp / 1e6, x.dp / 1e6, x.pp / 1e6
         );
     }
+    // Checkpoints (resume.rs): restore before the first step, save after steps.
+    let save_dir = t.save.as_deref().map(Path::new);
+    if save_dir.is_some() {
+        crate::resume::catch_stop_signals()?;
+    }
+    if let Some(load) = t.load.as_deref() {
+        let target = crate::checkpoint::store::LoadTarget::parse(load, save_dir)?;
+        let (model, opt) = (&mut trainer.model, &mut trainer.optimizer);
+        trainer.step = crate::resume::load(&target, &mpi.world, &topo, cfg, model, opt)?.unwrap_or(0);
+    }
     let flops_tok = flops_per_token(&cfg.model, t.seq_len);
     let row = t.seq_len + 1;
     let local = trainer.local_batch();
     let mut batch = vec![0u32; local * row];
     let start = Instant::now();
-    for step in 1..=t.steps {
+    for step in trainer.step + 1..=t.steps {
         let t0 = Instant::now();
         let first = (step - 1) * t.global_batch as u64 + (topo.dp_rank * local) as u64;
         for (i, out) in batch.chunks_mut(row).enumerate() {
@@ -217,7 +227,19 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
                 w.write(&rec)?;
             }
         }
+        if let Some(dir) = save_dir {
+            let stop = crate::resume::stop_requested(&mpi.world);
+            if stop || step == t.steps || t.save_every.is_some_and(|n| n > 0 && step % n == 0) {
+                crate::resume::save(dir, &mpi.world, &topo, cfg, &trainer.model, &trainer.optimizer, step)?;
+            }
+            if stop {
+                if topo.rank == 0 {
+                    println!("stopping after step {step}: SIGTERM or SIGUSR1 received, checkpoint saved");
+                }
+                break;
+            }
+        }
     }
-    say(format!("done: {} steps in {:.1} s", t.steps, start.elapsed().as_secs_f64()));
+    say(format!("done: step {}/{} in {:.1} s", trainer.step, t.steps, start.elapsed().as_secs_f64()));
     Ok(())
 }

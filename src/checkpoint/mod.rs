@@ -1,4 +1,10 @@
-//! Model state on disk. hf.rs: Hugging Face Llama directories (config.json + safetensors, sharded
-//! or not). Distributed HDF5 checkpoints will live beside it.
+//! Model state on disk. dist.rs: distributed checkpoints, one HDF5 file of logical tensors written
+//! and read collectively through parallel HDF5 (the basis of resharding); store.rs: the checkpoint
+//! directory (temp file, check, rename, `latest` marker, keep the newest K, `--load` resolution);
+//! export.rs: a checkpoint read whole on one process, and written as a Hugging Face directory;
+//! hf.rs: Hugging Face Llama directories (config.json + safetensors, sharded or not).
 
+pub mod dist;
+pub mod export;
 pub mod hf;
+pub mod store;

@@ -7,8 +7,9 @@ use crate::config::TrainConfig;
 use crate::model::params::ParamTable;
 
 pub struct AdamW<B: Backend> {
-    m: Vec<B::Buf>,
-    v: Vec<B::Buf>,
+    /// First and second moments, one buffer per parameter (checkpoints read and restore them).
+    pub m: Vec<B::Buf>,
+    pub v: Vec<B::Buf>,
     decay: Vec<bool>,
     /// Number of updates applied so far (skipped steps do not count).
     pub updates: u64,

@@ -26,6 +26,9 @@ use crate::model::params::ParamTable;
 struct Segment<B: Backend> {
     /// Element offset inside this rank's block.
     block_offset: usize,
+    /// The parameter, and the segment's first element in this rank's shard of it.
+    param: usize,
+    local_start: usize,
     len: usize,
     decay: bool,
     /// Counted in the gradient norm (false for TP-replicated parameters off TP rank 0).
@@ -92,6 +95,8 @@ impl<B: Backend> DataParallelOptimizer<B> {
                 backend.upload(&all[a - offsets[p]..b - offsets[p]], &mut master);
                 segments.push(Segment {
                     block_offset: a - lo,
+                    param: p,
+                    local_start: a - offsets[p],
                     len,
                     decay: spec.weight_decay,
                     counted: counted[p],
@@ -118,6 +123,55 @@ impl<B: Backend> DataParallelOptimizer<B> {
 
     pub fn is_sharded(&self) -> bool {
         matches!(self.mode, Mode::Sharded(_))
+    }
+
+    /// Updates applied so far (AdamW's step count; skipped steps do not count).
+    pub fn updates(&self) -> u64 {
+        match &self.mode {
+            Mode::Replicated(a) => a.updates,
+            Mode::Sharded(s) => s.updates,
+        }
+    }
+
+    /// The optimizer state this rank holds, as (parameter, element range of this rank's shard of
+    /// it): every whole shard when replicated, this rank's ZeRO segments when sharded. This is the
+    /// order of `download_moments` and `restore`.
+    pub fn state_ranges(&self) -> Vec<(usize, std::ops::Range<usize>)> {
+        match &self.mode {
+            Mode::Replicated(_) => (0..self.counted.len()).map(|p| (p, 0..self.offsets[p + 1] - self.offsets[p])).collect(),
+            Mode::Sharded(s) => s.segments.iter().map(|g| (g.param, g.local_start..g.local_start + g.len)).collect(),
+        }
+    }
+
+    /// AdamW's first and second moments of each of `state_ranges`, on the host.
+    pub fn download_moments(&self, backend: &B) -> Vec<(Vec<f32>, Vec<f32>)> {
+        match &self.mode {
+            Mode::Replicated(a) => a.m.iter().zip(&a.v).map(|(m, v)| (backend.download(m), backend.download(v))).collect(),
+            Mode::Sharded(s) => s.segments.iter().map(|g| (backend.download(&g.m), backend.download(&g.v))).collect(),
+        }
+    }
+
+    /// Restores a saved state: the moments (in `state_ranges` order), the update count and, under
+    /// ZeRO, the master weights from `weights` (this rank's restored shards).
+    pub fn restore(&mut self, backend: &B, moments: &[(Vec<f32>, Vec<f32>)], updates: u64, weights: &[B::Buf]) {
+        match &mut self.mode {
+            Mode::Replicated(a) => {
+                for (i, (m, v)) in moments.iter().enumerate() {
+                    backend.upload(m, &mut a.m[i]);
+                    backend.upload(v, &mut a.v[i]);
+                }
+                a.updates = updates;
+            }
+            Mode::Sharded(s) => {
+                for (g, (m, v)) in s.segments.iter_mut().zip(moments) {
+                    backend.upload(m, &mut g.m);
+                    backend.upload(v, &mut g.v);
+                    let w = backend.download(&weights[g.param]);
+                    backend.upload(&w[g.local_start..g.local_start + g.len], &mut g.master);
+                }
+                s.updates = updates;
+            }
+        }
     }
 
     fn pack(&mut self, backend: &B, bufs: &[B::Buf]) {

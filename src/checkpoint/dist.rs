@@ -1,0 +1,371 @@
+//! Distributed checkpoint files: one HDF5 file written and read collectively by all ranks through
+//! parallel HDF5 (MPI-IO). The file holds logical tensors (full unsharded shapes, fp32) and
+//! root attributes; it knows nothing of models or layouts. Each rank names, per tensor, the flat
+//! row-major global element ranges it owns (`write`) or wants (`read`): that is what makes
+//! resharding free, since any layout reads exactly its own ranges of the same logical tensors.
+//!
+//! Per dataset a rank's ranges become one union of hyperslab blocks (a flat range is at most three
+//! blocks: a partial row, whole rows, a partial row; blocks that stack along dim 0 are merged) and
+//! one collective `H5Dwrite`/`H5Dread` (each rank then moves its own blocks). Collective calls must
+//! match on every rank, so every rank passes the same tensors (names, shapes, order), even those
+//! of which it owns nothing, and the same attributes.
+
+use anyhow::{bail, ensure, Context, Result};
+use hdf5_metno as h5;
+use hdf5_metno::types::VarLenUnicode;
+use hdf5_metno_sys::{h5d, h5p, h5s, h5t};
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::AsRaw;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+
+/// This rank's part of one logical tensor to write: (global flat range, its values) pairs.
+pub struct TensorPiece<'a> {
+    /// Dataset path in the file (`a/b/c` creates the groups `a` and `a/b`).
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub pieces: Vec<(Range<u64>, &'a [f32])>,
+}
+
+/// This rank's wish to read parts of one logical tensor into its buffers.
+pub struct TensorRequest<'a> {
+    pub name: String,
+    /// Expected shape; a different one in the file is an error naming both.
+    pub shape: Vec<u64>,
+    pub pieces: Vec<(Range<u64>, &'a mut [f32])>,
+}
+
+/// A root attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    U64(u64),
+    Str(String),
+}
+
+/// One hyperslab block: start and count per dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub start: Vec<u64>,
+    pub count: Vec<u64>,
+}
+
+/// The blocks of the row-major `shape` covering the flat element range `a..b`.
+pub fn range_blocks(shape: &[u64], a: u64, b: u64, out: &mut Vec<Block>) {
+    if a >= b {
+        return;
+    }
+    if shape.len() == 1 {
+        out.push(Block { start: vec![a], count: vec![b - a] });
+        return;
+    }
+    let inner: u64 = shape[1..].iter().product();
+    let prefixed = |row: u64, rows: u64, sub: Vec<Block>, out: &mut Vec<Block>| {
+        for s in sub {
+            out.push(Block { start: [vec![row], s.start].concat(), count: [vec![rows], s.count].concat() });
+        }
+    };
+    let (r0, r1) = (a / inner, b / inner);
+    if r0 == r1 {
+        let mut sub = Vec::new();
+        range_blocks(&shape[1..], a % inner, b % inner, &mut sub);
+        prefixed(r0, 1, sub, out);
+        return;
+    }
+    let mut first_full = r0;
+    if a % inner != 0 {
+        let mut sub = Vec::new();
+        range_blocks(&shape[1..], a % inner, inner, &mut sub);
+        prefixed(r0, 1, sub, out);
+        first_full += 1;
+    }
+    if r1 > first_full {
+        out.push(Block { start: [vec![first_full], vec![0; shape.len() - 1]].concat(), count: [vec![r1 - first_full], shape[1..].to_vec()].concat() });
+    }
+    if b % inner != 0 {
+        let mut sub = Vec::new();
+        range_blocks(&shape[1..], 0, b % inner, &mut sub);
+        prefixed(r1, 1, sub, out);
+    }
+}
+
+/// Sorted, non-overlapping ranges inside a tensor of `numel` elements, as merged hyperslab blocks
+/// (consecutive ranges joined, blocks stacking along dim 0 merged), in file order.
+pub fn selection_blocks(name: &str, shape: &[u64], ranges: &[Range<u64>]) -> Result<Vec<Block>> {
+    ensure!(!shape.is_empty(), "tensor {name}: scalar tensors are not supported");
+    let numel: u64 = shape.iter().product();
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        ensure!(r.end <= numel, "tensor {name} of shape {shape:?}: range {r:?} is past its {numel} elements");
+        match merged.last_mut() {
+            Some(last) if r.start < last.end => bail!("tensor {name}: ranges overlap or are unsorted ({last:?}, {r:?})"),
+            Some(last) if r.start == last.end => last.end = r.end,
+            _ if r.start < r.end => merged.push(r.clone()),
+            _ => {}
+        }
+    }
+    let mut blocks: Vec<Block> = Vec::new();
+    for r in &merged {
+        let mut bs = Vec::new();
+        range_blocks(shape, r.start, r.end, &mut bs);
+        for b in bs {
+            match blocks.last_mut() {
+                Some(l) if l.start[1..] == b.start[1..] && l.count[1..] == b.count[1..] && l.start[0] + l.count[0] == b.start[0] => {
+                    l.count[0] += b.count[0];
+                }
+                _ => blocks.push(b),
+            }
+        }
+    }
+    Ok(blocks)
+}
+
+/// An HDF5 id closed on drop.
+struct Id(i64, unsafe extern "C" fn(i64) -> i32);
+
+impl Drop for Id {
+    fn drop(&mut self) {
+        unsafe { (self.1)(self.0) };
+    }
+}
+
+fn h5id(id: i64, what: &str, close: unsafe extern "C" fn(i64) -> i32) -> Result<Id> {
+    ensure!(id >= 0, "HDF5: {what} failed");
+    Ok(Id(id, close))
+}
+
+fn h5ok(rc: i32, what: &str) -> Result<()> {
+    ensure!(rc >= 0, "HDF5: {what} failed");
+    Ok(())
+}
+
+/// A file dataspace of `ds` selecting `blocks`, a memory dataspace of their element count, and a
+/// collective transfer property list.
+fn selection(ds: &h5::Dataset, blocks: &[Block]) -> Result<(Id, Id, Id, u64)> {
+    unsafe {
+        let file = h5id(h5d::H5Dget_space(ds.id()), "H5Dget_space", h5s::H5Sclose)?;
+        if blocks.is_empty() {
+            h5ok(h5s::H5Sselect_none(file.0), "H5Sselect_none")?;
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            let op = if i == 0 { h5s::H5S_seloper_t::H5S_SELECT_SET } else { h5s::H5S_seloper_t::H5S_SELECT_OR };
+            h5ok(
+                h5s::H5Sselect_hyperslab(file.0, op, b.start.as_ptr(), std::ptr::null(), b.count.as_ptr(), std::ptr::null()),
+                "H5Sselect_hyperslab",
+            )?;
+        }
+        let n: u64 = blocks.iter().map(|b| b.count.iter().product::<u64>()).sum();
+        let dims = [n.max(1)];
+        let mem = h5id(h5s::H5Screate_simple(1, dims.as_ptr(), std::ptr::null()), "H5Screate_simple", h5s::H5Sclose)?;
+        if n == 0 {
+            h5ok(h5s::H5Sselect_none(mem.0), "H5Sselect_none")?;
+        }
+        let xfer = h5id(h5p::H5Pcreate(*h5p::H5P_CLS_DATASET_XFER), "H5Pcreate(dataset transfer)", h5p::H5Pclose)?;
+        h5ok(h5p::H5Pset_dxpl_mpio(xfer.0, h5p::H5FD_mpio_xfer_t::H5FD_MPIO_COLLECTIVE), "H5Pset_dxpl_mpio")?;
+        // A collective call whose ranks then write their own (few, large) blocks directly: on
+        // the 2-core test machines two-phase aggregation was 3-4x slower (docs/CHECKPOINT.md).
+        let individual = h5p::H5FD_mpio_collective_opt_t::H5FD_MPIO_INDIVIDUAL_IO;
+        h5ok(h5p::H5Pset_dxpl_mpio_collective_opt(xfer.0, individual), "H5Pset_dxpl_mpio_collective_opt")?;
+        Ok((file, mem, xfer, n))
+    }
+}
+
+fn open_parallel(path: &Path, comm: &SimpleCommunicator, create: bool) -> Result<h5::File> {
+    let raw = comm.as_raw();
+    let mut b = h5::File::with_options();
+    b.with_fapl(|p| p.mpio(raw, None));
+    let f = if create { b.create(path) } else { b.open(path) };
+    f.with_context(|| {
+        if create {
+            format!("checkpoint {}: cannot create the file", path.display())
+        } else {
+            format!("checkpoint {}: cannot open it as an HDF5 file (missing, truncated or corrupt?)", path.display())
+        }
+    })
+}
+
+/// Collectively writes `tensors` and `attrs` into a new file at `path` (replaced if present).
+pub fn write(path: &Path, comm: &SimpleCommunicator, tensors: &[TensorPiece], attrs: &[(&str, AttrValue)]) -> Result<()> {
+    let file = open_parallel(path, comm, true)?;
+    let ctx = || format!("writing checkpoint {}", path.display());
+    let mut groups = HashSet::new();
+    for t in tensors {
+        let mut prefix = String::new();
+        for seg in t.name.split('/').collect::<Vec<_>>().split_last().map(|(_, g)| g).unwrap_or(&[]) {
+            prefix = if prefix.is_empty() { seg.to_string() } else { format!("{prefix}/{seg}") };
+            if groups.insert(prefix.clone()) {
+                file.create_group(&prefix).with_context(|| format!("group {prefix}")).with_context(ctx)?;
+            }
+        }
+        let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+        let ds = file
+            .new_dataset::<f32>()
+            .shape(shape)
+            .fill_time(h5::dataset::FillTime::Never)
+            .create(t.name.as_str())
+            .with_context(|| format!("dataset {}", t.name))
+            .with_context(ctx)?;
+        let mut order: Vec<usize> = (0..t.pieces.len()).collect();
+        order.sort_by_key(|&i| t.pieces[i].0.start);
+        let ranges: Vec<Range<u64>> = order.iter().map(|&i| t.pieces[i].0.clone()).collect();
+        let blocks = selection_blocks(&t.name, &t.shape, &ranges).with_context(ctx)?;
+        for (r, data) in &t.pieces {
+            ensure!(data.len() as u64 == r.end - r.start, "tensor {}: range {r:?} given {} values", t.name, data.len());
+        }
+        // One piece is written from where it lies; several are gathered in file order first.
+        let gathered: Vec<f32>;
+        let data: &[f32] = match t.pieces.as_slice() {
+            [(_, one)] => one,
+            _ => {
+                gathered = order.iter().flat_map(|&i| t.pieces[i].1.iter().copied()).collect();
+                &gathered
+            }
+        };
+        let (fs, ms, xfer, _) = selection(&ds, &blocks).with_context(ctx)?;
+        let rc = unsafe { h5d::H5Dwrite(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, data.as_ptr().cast()) };
+        h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)?;
+    }
+    for (name, v) in attrs {
+        match v {
+            AttrValue::U64(x) => file.new_attr::<u64>().create(*name).and_then(|a| a.write_scalar(x)),
+            AttrValue::Str(s) => {
+                let s: VarLenUnicode = s.parse().map_err(|e| anyhow::anyhow!("attribute {name}: {e}"))?;
+                file.new_attr::<VarLenUnicode>().create(*name).and_then(|a| a.write_scalar(&s))
+            }
+        }
+        .with_context(|| format!("attribute {name}"))
+        .with_context(ctx)?;
+    }
+    file.close().with_context(ctx)
+}
+
+/// Collectively reads the requested ranges from the file at `path` and returns its root
+/// attributes. Every rank passes the same tensors in the same order.
+pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorRequest]) -> Result<BTreeMap<String, AttrValue>> {
+    let file = open_parallel(path, comm, false)?;
+    let ctx = || format!("reading checkpoint {}", path.display());
+    let attrs = read_attrs(&file).with_context(ctx)?;
+    for t in requests.iter_mut() {
+        let ds = file.dataset(&t.name).map_err(|_| anyhow::anyhow!("checkpoint {} has no tensor {}", path.display(), t.name))?;
+        let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
+        ensure!(shape == t.shape, "checkpoint {}: tensor {} has shape {shape:?}, expected {:?}", path.display(), t.name, t.shape);
+        t.pieces.sort_by_key(|p| p.0.start);
+        let ranges: Vec<Range<u64>> = t.pieces.iter().map(|p| p.0.clone()).collect();
+        let blocks = selection_blocks(&t.name, &t.shape, &ranges).with_context(ctx)?;
+        for (r, dst) in t.pieces.iter() {
+            ensure!(dst.len() as u64 == r.end - r.start, "tensor {}: range {r:?} given a buffer of {}", t.name, dst.len());
+        }
+        let (fs, ms, xfer, n) = selection(&ds, &blocks).with_context(ctx)?;
+        // One piece is read in place; several through a buffer in file order.
+        let mut staged = match t.pieces.len() {
+            1 => Vec::new(),
+            _ => vec![0f32; n as usize],
+        };
+        let dst: *mut f32 = match t.pieces.as_mut_slice() {
+            [(_, one)] => one.as_mut_ptr(),
+            _ => staged.as_mut_ptr(),
+        };
+        let rc = unsafe { h5d::H5Dread(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, dst.cast()) };
+        h5ok(rc, &format!("H5Dread of {}", t.name)).with_context(ctx)?;
+        if t.pieces.len() > 1 {
+            let mut at = 0;
+            for (_, dst) in t.pieces.iter_mut() {
+                let len = dst.len();
+                dst.copy_from_slice(&staged[at..at + len]);
+                at += len;
+            }
+        }
+    }
+    file.close().with_context(ctx)?;
+    Ok(attrs)
+}
+
+fn read_attrs(file: &h5::File) -> Result<BTreeMap<String, AttrValue>> {
+    let mut out = BTreeMap::new();
+    for name in file.attr_names()? {
+        let a = file.attr(&name)?;
+        let v = if a.dtype()?.is::<u64>() {
+            AttrValue::U64(a.read_scalar::<u64>()?)
+        } else {
+            AttrValue::Str(a.read_scalar::<VarLenUnicode>()?.to_string())
+        };
+        out.insert(name, v);
+    }
+    Ok(out)
+}
+
+/// Opens the file on this rank alone and returns its attributes and every dataset's path and
+/// shape: the check that a checkpoint is complete and readable.
+pub fn inspect(path: &Path) -> Result<(BTreeMap<String, AttrValue>, BTreeMap<String, Vec<u64>>)> {
+    let file = h5::File::open(path)
+        .with_context(|| format!("checkpoint {}: cannot open it as an HDF5 file (missing, truncated or corrupt?)", path.display()))?;
+    let ctx = || format!("checkpoint {}: unreadable", path.display());
+    let attrs = read_attrs(&file).with_context(ctx)?;
+    let mut shapes = BTreeMap::new();
+    let mut stack = vec![file.as_group().with_context(ctx)?];
+    while let Some(g) = stack.pop() {
+        for ds in g.datasets().with_context(ctx)? {
+            shapes.insert(ds.name().trim_start_matches('/').to_string(), ds.shape().iter().map(|&d| d as u64).collect());
+        }
+        stack.extend(g.groups().with_context(ctx)?);
+    }
+    file.close().with_context(ctx)?;
+    Ok((attrs, shapes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(shape: &[u64], blocks: &[Block]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for b in blocks {
+            // Enumerate a 2-D block's elements in row-major order.
+            let (rows, cols) = if shape.len() == 1 { (1, b.count[0]) } else { (b.count[0], b.count[1]) };
+            for r in 0..rows {
+                for c in 0..cols {
+                    out.push(if shape.len() == 1 { b.start[0] + c } else { (b.start[0] + r) * shape[1] + b.start[1] + c });
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn a_flat_range_is_a_partial_row_whole_rows_and_a_partial_row() {
+        let shape = [5, 4];
+        let mut bs = Vec::new();
+        range_blocks(&shape, 3, 17, &mut bs);
+        assert_eq!(
+            bs,
+            vec![
+                Block { start: vec![0, 3], count: vec![1, 1] },
+                Block { start: vec![1, 0], count: vec![3, 4] },
+                Block { start: vec![4, 0], count: vec![1, 1] },
+            ]
+        );
+        for (a, b) in [(0, 20), (4, 8), (5, 7), (0, 1), (19, 20), (2, 14)] {
+            let blocks = selection_blocks("t", &shape, &[a..b]).unwrap();
+            assert_eq!(covered(&shape, &blocks), (a..b).collect::<Vec<_>>(), "{a}..{b}");
+        }
+    }
+
+    #[test]
+    fn column_slices_of_rows_merge_into_one_block() {
+        // Rank 1 of a row-parallel [3, 8] weight over TP 2: columns 4..8 of every row.
+        let ranges: Vec<Range<u64>> = (0..3).map(|r| r * 8 + 4..r * 8 + 8).collect();
+        let blocks = selection_blocks("o", &[3, 8], &ranges).unwrap();
+        assert_eq!(blocks, vec![Block { start: vec![0, 4], count: vec![3, 4] }]);
+        let blocks = selection_blocks("x", &[10], &[0..3, 3..6, 8..10]).unwrap();
+        assert_eq!(blocks.len(), 2);
+    }
+
+    #[test]
+    fn bad_ranges_are_errors_naming_the_tensor() {
+        let e = selection_blocks("w", &[2, 2], &[0..5]).unwrap_err().to_string();
+        assert!(e.contains("w") && e.contains("past"), "{e}");
+        let e = selection_blocks("w", &[2, 2], &[0..3, 2..4]).unwrap_err().to_string();
+        assert!(e.contains("overlap"), "{e}");
+    }
+}

@@ -1,0 +1,206 @@
+//! From a distributed checkpoint to one process: its configuration and whole logical tensors
+//! (`read_config`, `read_tensor`, used by `swallow eval --load`), and `swallow export`, which writes
+//! a Hugging Face Llama directory: config.json (LlamaForCausalLM), generation_config.json,
+//! `model-0000k-of-0000n.safetensors` shards of at most 5 GB with model.safetensors.index.json,
+//! and the tokenizer files when given. Tensors are streamed one at a time from the checkpoint into
+//! the shards (converted to bf16, fp16 or fp32), so the model never has to fit in memory at once.
+
+use super::dist::{self, AttrValue, TensorRequest};
+use crate::config::Config;
+use crate::model::params::ParamTable;
+use anyhow::{bail, Context, Result};
+use mpi::topology::SimpleCommunicator;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Largest shard Hugging Face's save_pretrained writes by default.
+const MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// The configuration stored in a checkpoint (its `config` attribute).
+pub fn read_config(path: &Path) -> Result<Config> {
+    let (attrs, _) = dist::inspect(path)?;
+    match attrs.get("config") {
+        Some(AttrValue::Str(text)) => Config::from_toml(text, &format!("the config stored in {}", path.display()), &[]),
+        _ => bail!("checkpoint {}: no config attribute", path.display()),
+    }
+}
+
+/// One whole logical tensor of a checkpoint.
+pub fn read_tensor(path: &Path, comm: &SimpleCommunicator, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let numel: usize = shape.iter().product();
+    let mut buf = vec![0f32; numel];
+    let mut req = [TensorRequest { name: name.into(), shape: shape.iter().map(|&d| d as u64).collect(), pieces: vec![(0..numel as u64, &mut buf[..])] }];
+    dist::read(path, comm, &mut req)?;
+    Ok(buf)
+}
+
+/// Element type of the exported weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportDtype {
+    Bf16,
+    F16,
+    F32,
+}
+
+impl ExportDtype {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "bf16" | "bfloat16" => ExportDtype::Bf16,
+            "fp16" | "f16" | "float16" => ExportDtype::F16,
+            "fp32" | "f32" | "float32" => ExportDtype::F32,
+            other => bail!("--dtype {other:?}: expected bf16, fp16 or fp32"),
+        })
+    }
+
+    fn bytes(self) -> u64 {
+        if self == ExportDtype::F32 { 4 } else { 2 }
+    }
+
+    /// (safetensors dtype, torch_dtype)
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            ExportDtype::Bf16 => ("BF16", "bfloat16"),
+            ExportDtype::F16 => ("F16", "float16"),
+            ExportDtype::F32 => ("F32", "float32"),
+        }
+    }
+
+    fn encode(self, x: &[f32]) -> Vec<u8> {
+        match self {
+            ExportDtype::Bf16 => x.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+            ExportDtype::F16 => x.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            ExportDtype::F32 => x.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Hugging Face config.json of a LlamaForCausalLM for `cfg`.
+fn hf_config(cfg: &Config, dtype: ExportDtype) -> serde_json::Value {
+    let m = &cfg.model;
+    let rope_scaling = m.rope_scaling.as_ref().map(|r| {
+        json!({
+            "rope_type": "llama3",
+            "factor": r.factor,
+            "low_freq_factor": r.low_freq_factor,
+            "high_freq_factor": r.high_freq_factor,
+            "original_max_position_embeddings": r.original_max_position_embeddings,
+        })
+    });
+    json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": m.hidden_size,
+        "intermediate_size": m.ffn_hidden_size,
+        "num_hidden_layers": m.num_layers,
+        "num_attention_heads": m.num_heads,
+        "num_key_value_heads": m.num_kv_heads,
+        "head_dim": m.head_dim(),
+        "vocab_size": m.vocab_size,
+        "max_position_embeddings": m.max_position_embeddings,
+        "rms_norm_eps": m.norm_eps,
+        "rope_theta": m.rope_theta,
+        "rope_scaling": rope_scaling,
+        "tie_word_embeddings": m.tie_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": false,
+        "mlp_bias": false,
+        "attention_dropout": 0.0,
+        "initializer_range": m.init_std,
+        "use_cache": true,
+        "torch_dtype": dtype.names().1,
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary name.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// `swallow export`: the checkpoint at `ckpt` as a Hugging Face Llama directory `out`.
+pub fn export(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: ExportDtype, tokenizer: Option<&Path>) -> Result<()> {
+    let cfg = read_config(ckpt)?;
+    let table = ParamTable::llama(&cfg.model);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Shards in table order, each at most MAX_SHARD_BYTES (a larger single tensor gets its own).
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut size = 0;
+    for (p, spec) in table.specs.iter().enumerate() {
+        let bytes = spec.numel() as u64 * dtype.bytes();
+        if size + bytes > MAX_SHARD_BYTES && !shards.last().unwrap().is_empty() {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        shards.last_mut().unwrap().push(p);
+        size += bytes;
+    }
+    let n = shards.len();
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0u64;
+    for (k, ids) in shards.iter().enumerate() {
+        let file = format!("model-{:05}-of-{n:05}.safetensors", k + 1);
+        let mut header = serde_json::Map::new();
+        header.insert("__metadata__".into(), json!({ "format": "pt" }));
+        let mut at = 0u64;
+        for &p in ids {
+            let spec = &table.specs[p];
+            let len = spec.numel() as u64 * dtype.bytes();
+            header.insert(spec.name.clone(), json!({ "dtype": dtype.names().0, "shape": spec.shape, "data_offsets": [at, at + len] }));
+            weight_map.insert(spec.name.clone(), file.clone());
+            at += len;
+        }
+        total += at;
+        let mut head = serde_json::to_vec(&header)?;
+        head.resize(head.len().div_ceil(8) * 8, b' ');
+        let path = out.join(&file);
+        let tmp = path.with_extension("tmp");
+        let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        let mut put = |b: &[u8]| w.write_all(b).with_context(|| format!("writing {}", tmp.display()));
+        put(&(head.len() as u64).to_le_bytes())?;
+        put(&head)?;
+        for &p in ids {
+            let spec = &table.specs[p];
+            put(&dtype.encode(&read_tensor(ckpt, comm, &spec.name, &spec.shape)?))?;
+        }
+        w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    }
+    let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    write_file(&out.join("model.safetensors.index.json"), &serde_json::to_vec_pretty(&index)?)?;
+    write_file(&out.join("config.json"), &serde_json::to_vec_pretty(&hf_config(&cfg, dtype))?)?;
+    write_file(&out.join("generation_config.json"), &serde_json::to_vec_pretty(&json!({ "_from_model_config": true }))?)?;
+    let copied = match tokenizer {
+        Some(t) => copy_tokenizer(t, out)?,
+        None => Vec::new(),
+    };
+    println!(
+        "export: {} -> {} | {} tensors, {:.1} MB {} in {n} shard(s){}",
+        ckpt.display(), out.display(), table.specs.len(), total as f64 / 1e6, dtype.names().1,
+        if copied.is_empty() { String::new() } else { format!(" | tokenizer: {}", copied.join(", ")) }
+    );
+    Ok(())
+}
+
+/// Copies a tokenizer.json file, or the tokenizer files of a directory, into `out`.
+fn copy_tokenizer(src: &Path, out: &Path) -> Result<Vec<String>> {
+    let files: Vec<(PathBuf, String)> = if src.is_dir() {
+        ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"]
+            .iter()
+            .map(|f| (src.join(f), f.to_string()))
+            .filter(|(p, _)| p.exists())
+            .collect()
+    } else {
+        vec![(src.to_path_buf(), "tokenizer.json".into())]
+    };
+    if files.is_empty() {
+        bail!("--tokenizer {}: no tokenizer.json, tokenizer_config.json or tokenizer.model there", src.display());
+    }
+    for (from, name) in &files {
+        std::fs::copy(from, out.join(name)).with_context(|| format!("copying tokenizer {} to {}", from.display(), out.display()))?;
+    }
+    Ok(files.into_iter().map(|(_, n)| n).collect())
+}

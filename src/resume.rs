@@ -1,0 +1,333 @@
+//! Saving and restoring the training state (model weights, AdamW moments and step count, progress)
+//! as logical tensors in one distributed checkpoint: the glue between this rank's place in the
+//! layout (TP shard, ZeRO segments) and checkpoint/dist.rs's global element ranges.
+//!
+//! Writing: each element is written by exactly one rank. A TP shard maps to global ranges through
+//! the parameter table (`local_ranges`); vocabulary padding rows are cut off (the file holds the
+//! real vocabulary). With ZeRO-1 every rank writes its DP block's segments of weights and
+//! moments (the fp32 master weights are the weights); without it DP rank 0 writes whole shards;
+//! TP-replicated parameters come from TP rank 0 only. Reading: every rank reads its whole shard of
+//! the weights and the moments of the state it holds, whatever layout wrote the file (resharding).
+//!
+//! SIGTERM and SIGUSR1 (Slurm's and PBS's walltime warnings) only raise a flag; at each step
+//! boundary the ranks agree on it (an all-reduce), save and stop.
+
+use crate::backend::Backend;
+use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
+use crate::checkpoint::store::{self, LoadTarget, Verdict};
+use crate::config::Config;
+use crate::dist::Topology;
+use crate::model::params::ParamSpec;
+use crate::model::Llama;
+use crate::optim::DataParallelOptimizer;
+use anyhow::{bail, Context, Result};
+use mpi::topology::SimpleCommunicator;
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Set by SIGTERM or SIGUSR1 once `catch_stop_signals` has run.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGTERM and SIGUSR1 request a save and a clean stop at the next step boundary.
+pub fn catch_stop_signals() -> Result<()> {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGUSR1, "SIGUSR1")] {
+        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if unsafe { libc::signal(sig, handler) } == libc::SIG_ERR {
+            bail!("cannot install the {name} handler");
+        }
+    }
+    Ok(())
+}
+
+/// Whether any rank caught a stop signal: a collective over `world`, called by every rank at
+/// every step boundary, so all ranks stop after the same step.
+pub fn stop_requested(world: &SimpleCommunicator) -> bool {
+    let local = STOP.load(Ordering::SeqCst) as i32;
+    let mut any = 0i32;
+    world.all_reduce_into(&local, &mut any, SystemOperation::max());
+    any != 0
+}
+
+/// Version of the file layout described in docs/CHECKPOINT.md.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Names of the tensors a checkpoint of these parameters holds, with their logical shapes.
+fn tensor_names(specs: &[ParamSpec]) -> Vec<(String, Vec<u64>)> {
+    let shape = |s: &ParamSpec| s.shape.iter().map(|&d| d as u64).collect::<Vec<u64>>();
+    let mut out: Vec<(String, Vec<u64>)> = specs.iter().map(|s| (s.name.clone(), shape(s))).collect();
+    for group in ["exp_avg", "exp_avg_sq"] {
+        out.extend(specs.iter().map(|s| (format!("optimizer/{group}/{}", s.name), shape(s))));
+    }
+    out
+}
+
+/// The elements `local` of this rank's shard of `spec` as (global range, local range) pairs,
+/// without the vocabulary padding (global elements past the logical tensor).
+fn global_pieces(spec: &ParamSpec, tp: usize, tp_rank: usize, local: Range<usize>) -> Vec<(Range<u64>, Range<usize>)> {
+    let numel = spec.numel() as u64;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for g in spec.local_ranges(tp, tp_rank) {
+        let len = (g.end - g.start) as usize;
+        let (a, b) = (local.start.max(at), local.end.min(at + len));
+        if a < b {
+            let gs = g.start + (a - at) as u64;
+            let ge = (g.start + (b - at) as u64).min(numel);
+            if gs < ge {
+                out.push((gs..ge, a..a + (ge - gs) as usize));
+            }
+        }
+        at += len;
+    }
+    out
+}
+
+/// Splits `buf` into the disjoint, ascending `local` ranges of `pieces`, each with its global range.
+fn carve<'a>(mut buf: &'a mut [f32], pieces: Vec<(Range<u64>, Range<usize>)>) -> Vec<(Range<u64>, &'a mut [f32])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (g, l) in pieces {
+        let (_, rest) = std::mem::take(&mut buf).split_at_mut(l.start - at);
+        let (piece, rest) = rest.split_at_mut(l.end - l.start);
+        out.push((g, piece));
+        buf = rest;
+        at = l.end;
+    }
+    out
+}
+
+/// Collectively saves the state after `step` into `dir` (see store.rs for the safety rules) and
+/// returns the checkpoint's path. Rank 0 prints what it wrote and how fast.
+pub fn save<B: Backend>(
+    dir: &Path,
+    world: &SimpleCommunicator,
+    topo: &Topology,
+    cfg: &Config,
+    model: &Llama<B>,
+    opt: &DataParallelOptimizer<B>,
+    step: u64,
+) -> Result<PathBuf> {
+    let t0 = Instant::now();
+    if topo.rank == 0 {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating checkpoint directory {}", dir.display()))?;
+    }
+    world.barrier();
+    let be = &*model.backend;
+    let specs = &model.table.specs;
+    let weights: Vec<Vec<f32>> = model.weights.iter().map(|w| be.download(w)).collect();
+    let moments = opt.download_moments(be);
+    let names = tensor_names(specs);
+    let n = specs.len();
+    let mut tensors: Vec<TensorPiece> =
+        names.iter().map(|(name, shape)| TensorPiece { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
+    // One copy of everything: DP rank 0 (or each rank its ZeRO block), and of a shard held by
+    // several ranks (TP-replicated, replicated KV heads, a tied embedding on two stages) the copy
+    // that counts in the gradient norm.
+    let writes_shards = opt.is_sharded() || topo.dp_rank == 0;
+    let counted = model.counted_in_norm();
+    for (i, (p, local)) in opt.state_ranges().into_iter().enumerate() {
+        if !writes_shards || !counted[p] {
+            continue;
+        }
+        let (m, v) = &moments[i];
+        for (g, l) in global_pieces(&specs[p], topo.tp, topo.tp_rank, local.clone()) {
+            let k = l.start - local.start..l.end - local.start;
+            tensors[p].pieces.push((g.clone(), &weights[p][l]));
+            tensors[n + p].pieces.push((g.clone(), &m[k.clone()]));
+            tensors[2 * n + p].pieces.push((g, &v[k]));
+        }
+    }
+    let t = &cfg.train;
+    let config = toml::to_string(cfg).context("serialising the configuration")?;
+    let attrs = [
+        ("format_version", AttrValue::U64(FORMAT_VERSION)),
+        ("step", AttrValue::U64(step)),
+        ("consumed_samples", AttrValue::U64(step * t.global_batch as u64)),
+        ("optimizer_updates", AttrValue::U64(opt.updates())),
+        ("seed", AttrValue::U64(t.seed)),
+        ("data", AttrValue::Str(t.data.clone().unwrap_or_default())),
+        ("config", AttrValue::Str(config)),
+        ("layout", AttrValue::Str(format!("tp {} dp {} pp {} zero {}", topo.tp, topo.dp, topo.pp, cfg.parallel.zero))),
+    ];
+    let tmp = store::temp_path(dir, step);
+    dist::write(&tmp, world, &tensors, &attrs)?;
+    // Durable before it is renamed: every rank flushes the file (on a parallel file system a
+    // client's fsync covers the writes of that client).
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("flushing {} to disk", tmp.display()))?;
+    let written = t0.elapsed().as_secs_f64();
+    world.barrier();
+    let mut path = store::final_path(dir, step);
+    if topo.rank == 0 {
+        if let Verdict::Damaged(e) = check(&tmp, &names)? {
+            return Err(e.context(format!("the checkpoint just written ({}) does not read back", tmp.display())));
+        }
+        path = store::publish(dir, step, t.keep_checkpoints)?;
+        let bytes = state_bytes(&names);
+        println!(
+            "checkpoint: step {step} -> {} | {:.1} MB written and flushed in {:.3} s ({:.0} MB/s), {:.3} s with check and rename",
+            path.display(), bytes / 1e6, written, bytes / 1e6 / written, t0.elapsed().as_secs_f64()
+        );
+    }
+    world.barrier();
+    Ok(path)
+}
+
+/// Bytes of the logical tensors `names` (fp32).
+fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
+    names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64
+}
+
+/// Opens `path` on this rank and checks that it is a complete checkpoint (else `Damaged`)
+/// holding `names` with their shapes (else an error: a checkpoint of another model).
+fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<Verdict> {
+    let (attrs, shapes) = match dist::inspect(path) {
+        Ok(x) => x,
+        Err(e) => return Ok(Verdict::Damaged(e)),
+    };
+    let damaged = |what: String| Ok(Verdict::Damaged(anyhow::anyhow!("checkpoint {}: {what}", path.display())));
+    match attrs.get("format_version") {
+        Some(AttrValue::U64(FORMAT_VERSION)) => {}
+        None => return damaged("no format_version attribute (incomplete)".into()),
+        Some(other) => bail!("checkpoint {}: format_version {other:?}, this build reads {FORMAT_VERSION}", path.display()),
+    }
+    for key in ["step", "optimizer_updates", "consumed_samples"] {
+        if !matches!(attrs.get(key), Some(AttrValue::U64(_))) {
+            return damaged(format!("no {key} attribute (incomplete)"));
+        }
+    }
+    for (name, shape) in names {
+        match shapes.get(name) {
+            Some(s) if s == shape => {}
+            Some(s) => bail!("checkpoint {}: tensor {name} has shape {s:?}, this model expects {shape:?}", path.display()),
+            None => bail!("checkpoint {}: tensor {name} is missing (a different model?)", path.display()),
+        }
+    }
+    Ok(Verdict::Usable)
+}
+
+fn attr_u64(attrs: &BTreeMap<String, AttrValue>, key: &str, path: &Path) -> Result<u64> {
+    match attrs.get(key) {
+        Some(AttrValue::U64(v)) => Ok(*v),
+        _ => bail!("checkpoint {}: attribute {key} missing or not an integer", path.display()),
+    }
+}
+
+/// Collectively restores the state from the checkpoint `target` resolves to (under any layout)
+/// and returns its step, or None when `auto` finds no checkpoint (a fresh start).
+pub fn load<B: Backend>(
+    target: &LoadTarget,
+    world: &SimpleCommunicator,
+    topo: &Topology,
+    cfg: &Config,
+    model: &mut Llama<B>,
+    opt: &mut DataParallelOptimizer<B>,
+) -> Result<Option<u64>> {
+    let t0 = Instant::now();
+    let specs = model.table.specs.clone();
+    let names = tensor_names(&specs);
+    let Some(path) = target.resolve(|p| check(p, &names))? else {
+        if topo.rank == 0 {
+            println!("checkpoint: --load auto found no checkpoint, starting fresh");
+        }
+        return Ok(None);
+    };
+    let be = model.backend.clone();
+    let mut weights: Vec<Vec<f32>> = model.weights.iter().map(|w| be.download(w)).collect();
+    let ranges = opt.state_ranges();
+    let mut moments: Vec<(Vec<f32>, Vec<f32>)> = ranges.iter().map(|(_, r)| (vec![0.0; r.len()], vec![0.0; r.len()])).collect();
+    let n = specs.len();
+    let mut requests: Vec<TensorRequest> =
+        names.iter().map(|(name, shape)| TensorRequest { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
+    for (p, w) in weights.iter_mut().enumerate() {
+        let pieces = global_pieces(&specs[p], topo.tp, topo.tp_rank, 0..w.len());
+        requests[p].pieces = carve(w, pieces);
+    }
+    for ((p, local), (m, v)) in ranges.iter().zip(moments.iter_mut()) {
+        let pieces: Vec<_> = global_pieces(&specs[*p], topo.tp, topo.tp_rank, local.clone())
+            .into_iter()
+            .map(|(g, l)| (g, l.start - local.start..l.end - local.start))
+            .collect();
+        requests[n + p].pieces.extend(carve(m, pieces.clone()));
+        requests[2 * n + p].pieces.extend(carve(v, pieces));
+    }
+    let t_read = Instant::now();
+    let attrs = dist::read(&path, world, &mut requests)?;
+    let read_s = t_read.elapsed().as_secs_f64();
+    drop(requests);
+    let step = attr_u64(&attrs, "step", &path)?;
+    let consumed = attr_u64(&attrs, "consumed_samples", &path)?;
+    let updates = attr_u64(&attrs, "optimizer_updates", &path)?;
+    let gb = cfg.train.global_batch as u64;
+    if consumed != step * gb {
+        bail!(
+            "checkpoint {}: {consumed} samples consumed in {step} steps, but train.global_batch = {gb}; changing the global batch on resume is not supported yet",
+            path.display()
+        );
+    }
+    for (w, host) in model.weights.iter_mut().zip(&weights) {
+        be.upload(host, w);
+    }
+    opt.restore(&*be, &moments, updates, &model.weights);
+    if topo.rank == 0 {
+        if let Some(AttrValue::U64(seed)) = attrs.get("seed") {
+            if *seed != cfg.train.seed {
+                log::warn!("checkpoint {} was trained with seed {seed}, continuing with seed {}", path.display(), cfg.train.seed);
+            }
+        }
+        if let Some(AttrValue::Str(text)) = attrs.get("config") {
+            match Config::from_toml(text, &format!("the config stored in {}", path.display()), &[]) {
+                Ok(saved) if saved.model != cfg.model => log::warn!(
+                    "checkpoint {}: model settings differ from this run's (checkpoint {:?}, now {:?})",
+                    path.display(), saved.model, cfg.model
+                ),
+                Ok(_) => {}
+                Err(e) => log::warn!("{e:#}"),
+            }
+        }
+        let layout = match attrs.get("layout") {
+            Some(AttrValue::Str(s)) => s.clone(),
+            _ => "?".into(),
+        };
+        let mb = state_bytes(&names) / 1e6;
+        println!(
+            "checkpoint: resumed from {} (step {step}, written under {layout}) | {mb:.1} MB read in {read_s:.3} s ({:.0} MB/s), {:.3} s with checks",
+            path.display(), mb / read_s, t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Some(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::ParamTable;
+
+    #[test]
+    fn shard_pieces_skip_vocabulary_padding_and_follow_row_shards() {
+        let mut c = Config::load("tiny", &[]).unwrap().model;
+        c.vocab_size = 4097; // TP 2: 4098 padded rows, the last one padding
+        let t = ParamTable::llama(&c);
+        let embed = &t.specs[t.embed];
+        let h = c.hidden_size as u64;
+        let last = global_pieces(embed, 2, 1, 0..2049 * 128);
+        assert_eq!(last, vec![(2049 * h..4097 * h, 0..2048 * 128)]);
+        // A ZeRO segment cutting through rows of a row-parallel o_proj shard [128, 64] at TP 2.
+        let o = &t.specs[t.layers[0].o];
+        let pieces = global_pieces(o, 2, 1, 60..130);
+        assert_eq!(pieces, vec![(64 + 60..128, 60..64), (128 + 64..128 + 128, 64..128), (256 + 64..256 + 66, 128..130)]);
+        let mut buf: Vec<f32> = (0..200).map(|x| x as f32).collect();
+        let carved = carve(&mut buf, pieces);
+        assert_eq!(carved[1].1[0], 64.0);
+        assert_eq!(carved[2].1.len(), 2);
+    }
+}
