@@ -41,6 +41,10 @@ pub struct ModelConfig {
     /// Standard deviation of the normal init of every matrix (norm weights start at 1).
     #[serde(default = "defaults::init_std")]
     pub init_std: f64,
+    /// Pad the vocabulary rows in memory to a multiple of this x TP (Megatron's
+    /// --make-vocab-size-divisible-by; padding never enters the loss, checkpoints or exports).
+    #[serde(default = "defaults::one")]
+    pub vocab_divisible_by: usize,
 }
 
 impl ModelConfig {
@@ -237,6 +241,7 @@ impl Config {
             ("model.num_kv_heads", m.num_kv_heads),
             ("model.ffn_hidden_size", m.ffn_hidden_size),
             ("model.vocab_size", m.vocab_size),
+            ("model.vocab_divisible_by", m.vocab_divisible_by),
             ("train.seq_len", t.seq_len),
             ("train.micro_batch", t.micro_batch),
             ("train.global_batch", t.global_batch),

@@ -189,13 +189,17 @@ fn measured_traffic_equals_the_analytic_count() {
 
 #[test]
 fn tensor_parallel_vocabulary_padding_is_excluded_from_the_loss() {
-    // 4097 tokens over TP 4: 4100 rows, the last shard has 1022 real rows and 3 padding rows.
+    // 4097 tokens over TP 4: 4100 rows, the last shard has 1022 real rows and 3 padding rows; with
+    // Megatron's make-vocab-size-divisible-by 64, 4352 rows (the last shard: 833 real rows, 255 padding).
     let dir = tmpdir("pad");
     let data = sample(&dir);
     let model = ["--set", "model.vocab_size=4097", "--set", "model.num_kv_heads=4"];
     let reference = run(&dir, &data, 1, 1, 0, &model);
     let got = run(&dir, &data, 4, 4, 0, &model);
     assert_matches(&got, &reference, "tp 4, padded vocabulary");
+    let padded: Vec<&str> = model.iter().copied().chain(["--set", "model.vocab_divisible_by=64"]).collect();
+    let got = run(&dir, &data, 4, 4, 1, &padded);
+    assert_matches(&got, &reference, "tp 4, vocabulary padded to a multiple of 256");
 }
 
 #[test]

@@ -83,6 +83,7 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig> {
         norm_eps: float_or("rms_norm_eps", 1e-6),
         tie_embeddings: j.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
         init_std: float_or("initializer_range", 0.02),
+        vocab_divisible_by: 1,
     })
 }
 

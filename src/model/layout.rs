@@ -28,7 +28,7 @@ pub struct LocalDims {
 
 impl LocalDims {
     pub fn new(cfg: &ModelConfig, tp: usize, tp_rank: usize) -> Self {
-        let vocab = padded_vocab(cfg.vocab_size, tp) / tp;
+        let vocab = padded_vocab(cfg.vocab_size, tp, cfg.vocab_divisible_by) / tp;
         let vocab_start = tp_rank * vocab;
         LocalDims {
             tp,

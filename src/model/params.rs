@@ -14,8 +14,9 @@ pub enum ShardKind {
     Column,
     /// Split along dim 1, the input features: o_proj, down_proj.
     Row,
-    /// Split along dim 0, the vocabulary: embedding and LM head.
-    Vocab,
+    /// Split along dim 0, the vocabulary: embedding and LM head, padded to a multiple of
+    /// `divisible_by` x TP rows (Megatron's make-vocab-size-divisible-by).
+    Vocab { divisible_by: usize },
     /// k/v projections of `kv_heads` heads: column-parallel by whole heads; with more TP ranks
     /// than KV heads each rank holds one head, replicated on `tp / kv_heads` consecutive ranks.
     KvHeads { kv_heads: usize },
@@ -44,8 +45,8 @@ impl ParamSpec {
         self.shape.iter().product()
     }
 
-    /// Shape of tensor-parallel rank `rank`'s shard among `tp` (dim 0 of vocab-parallel tensors is
-    /// padded to a multiple of `tp`; see `padded_vocab`).
+    /// Shape of a tensor-parallel rank's shard among `tp` (dim 0 of vocab-parallel tensors is
+    /// padded; see `padded_vocab`).
     pub fn local_shape(&self, tp: usize) -> Vec<usize> {
         let mut s = self.shape.clone();
         match self.shard {
@@ -53,7 +54,7 @@ impl ParamSpec {
             ShardKind::Column => s[0] /= tp,
             ShardKind::KvHeads { kv_heads } => s[0] /= tp.min(kv_heads),
             ShardKind::Row => s[1] /= tp,
-            ShardKind::Vocab => s[0] = padded_vocab(s[0], tp) / tp,
+            ShardKind::Vocab { divisible_by } => s[0] = padded_vocab(s[0], tp, divisible_by) / tp,
         }
         s
     }
@@ -80,7 +81,7 @@ impl ParamSpec {
         let n: usize = local.iter().product();
         match self.shard {
             ShardKind::Replicated => vec![0..n as u64],
-            ShardKind::Column | ShardKind::Vocab | ShardKind::KvHeads { .. } => {
+            ShardKind::Column | ShardKind::Vocab { .. } | ShardKind::KvHeads { .. } => {
                 let start = ((rank / self.replicas(tp)) * n) as u64;
                 vec![start..start + n as u64]
             }
@@ -92,10 +93,12 @@ impl ParamSpec {
     }
 }
 
-/// Vocabulary rows including tensor-parallel padding: the next multiple of `tp` (padding rows
-/// are never looked up and their logits are excluded from the loss).
-pub fn padded_vocab(vocab: usize, tp: usize) -> usize {
-    vocab.div_ceil(tp) * tp
+/// Vocabulary rows including padding: the next multiple of `divisible_by` x `tp` (padding rows
+/// are never looked up, their logits are excluded from the loss, and checkpoints and exports
+/// leave them out).
+pub fn padded_vocab(vocab: usize, tp: usize, divisible_by: usize) -> usize {
+    let unit = tp * divisible_by.max(1);
+    vocab.div_ceil(unit) * unit
 }
 
 /// Indices into the table of one decoder layer's parameters.
@@ -136,7 +139,8 @@ impl ParamTable {
         let q_out = m.num_heads * d;
         let kv_out = m.num_kv_heads * d;
         let kv = ShardKind::KvHeads { kv_heads: m.num_kv_heads };
-        let embed = add("model.embed_tokens.weight".into(), vec![v, h], ShardKind::Vocab);
+        let vocab = ShardKind::Vocab { divisible_by: m.vocab_divisible_by };
+        let embed = add("model.embed_tokens.weight".into(), vec![v, h], vocab);
         let mut layers = Vec::with_capacity(m.num_layers);
         for i in 0..m.num_layers {
             let p = format!("model.layers.{i}");
@@ -156,7 +160,7 @@ impl ParamTable {
         let lm_head = if m.tie_embeddings {
             embed
         } else {
-            add("lm_head.weight".into(), vec![v, h], ShardKind::Vocab)
+            add("lm_head.weight".into(), vec![v, h], vocab)
         };
         ParamTable { specs, embed, layers, final_norm, lm_head }
     }
@@ -201,7 +205,7 @@ mod tests {
         let t = ParamTable::llama(&c);
         for spec in &t.specs {
             let total: u64 = match spec.shard {
-                ShardKind::Vocab => (padded_vocab(spec.shape[0], 2) * spec.shape[1]) as u64,
+                ShardKind::Vocab { divisible_by } => (padded_vocab(spec.shape[0], 2, divisible_by) * spec.shape[1]) as u64,
                 _ => spec.numel() as u64,
             };
             let mut covered: Vec<u64> = (0..2)
