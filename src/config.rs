@@ -131,6 +131,9 @@ pub struct ParallelConfig {
     /// Pipeline schedule: "1f1b", "interleaved" or "gpipe" (default: interleaved when vpp > 1).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// Elements per data-parallel gradient bucket (one collective each).
+    #[serde(default = "defaults::bucket_size")]
+    pub bucket_size: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,6 +172,7 @@ mod defaults {
     pub fn peak_tflops() -> f64 { 0.45 }
     pub fn keep_checkpoints() -> usize { 3 }
     pub fn one() -> usize { 1 }
+    pub fn bucket_size() -> usize { 40_000_000 }
     pub fn train() -> TrainConfig {
         toml::Table::new().try_into().expect("train defaults")
     }
@@ -248,6 +252,7 @@ impl Config {
             ("parallel.tp", p.tp),
             ("parallel.pp", p.pp),
             ("parallel.vpp", p.vpp),
+            ("parallel.bucket_size", p.bucket_size),
             ("train.keep_checkpoints", t.keep_checkpoints),
         ];
         for (k, v) in positive {

@@ -71,7 +71,7 @@ impl<B: Backend> Trainer<B> {
         model.init_weights(t.seed);
         let zero = p.zero == 1;
         let optimizer =
-            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, model.counted_in_norm(), t, zero, &*dp);
+            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, model.counted_in_norm(), t, zero, &*dp, p.bucket_size);
         Ok(Trainer {
             model,
             optimizer,

@@ -102,6 +102,12 @@ fn tensor_and_data_parallel_layouts_match_the_single_rank_run() {
         let got = run(&dir, &data, np, tp, zero, &[]);
         assert_matches(&got, &reference, &format!("np {np} tp {tp} zero {zero}"));
     }
+    // Gradients in buckets of 100,000 elements (the tiny model has 1.8M parameters): one
+    // collective per bucket, ZeRO-1 blocks cut from every bucket.
+    for (np, zero) in [(2, 0), (4, 1)] {
+        let got = run(&dir, &data, np, 1, zero, &["--set", "parallel.bucket_size=100000"]);
+        assert_matches(&got, &reference, &format!("np {np} zero {zero}, 100k-element buckets"));
+    }
 }
 
 #[test]
@@ -154,13 +160,21 @@ fn measured_traffic_equals_the_analytic_count() {
     use swallow::pipeline::Executor;
     let dir = tmpdir("traffic");
     let data = sample(&dir);
-    // (ranks, tp, pp, vpp, zero, sequence parallel)
-    for (np, tp, pp, vpp, zero, sp) in [(4, 2, 1, 1, 0, false), (8, 2, 2, 1, 1, false), (4, 1, 4, 1, 0, false), (8, 2, 2, 2, 1, true)] {
-        let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}.jsonl"));
+    // (ranks, tp, pp, vpp, zero, sequence parallel, bucket size)
+    for (np, tp, pp, vpp, zero, sp, bucket) in [
+        (4, 2, 1, 1, 0, false, 40_000_000),
+        (8, 2, 2, 1, 1, false, 40_000_000),
+        (4, 1, 4, 1, 0, false, 40_000_000),
+        (8, 2, 2, 2, 1, true, 40_000_000),
+        (4, 1, 1, 1, 1, false, 99_999),
+    ] {
+        let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}-{bucket}.jsonl"));
         let (tp_s, pp_s, vpp_s, zero_s) = (tp.to_string(), pp.to_string(), vpp.to_string(), zero.to_string());
+        let bucket_set = format!("parallel.bucket_size={bucket}");
         let mut args = vec![
             "train", "--config", "tiny", "--data", &data, "--steps", "2", "--micro-batch", "2", "--tp", &tp_s,
             "--pp", &pp_s, "--vpp", &vpp_s, "--zero", &zero_s, "--metrics", metrics.to_str().unwrap(),
+            "--set", &bucket_set,
         ];
         if sp {
             args.push("--sequence-parallel");
@@ -172,6 +186,7 @@ fn measured_traffic_equals_the_analytic_count() {
             format!("parallel.zero={zero}"), format!("parallel.sequence_parallel={sp}"), "train.micro_batch=2".into(),
         ];
         overrides.push("train.steps=2".into());
+        overrides.push(bucket_set.clone());
         let cfg = Config::load("tiny", &overrides).unwrap();
         let topo = Topology::new(np, 0, tp, pp).unwrap();
         let m = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
@@ -181,7 +196,10 @@ fn measured_traffic_equals_the_analytic_count() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             for (group, expected) in [("tp_bytes", want.tp), ("dp_bytes", want.dp), ("pp_bytes", want.pp)] {
                 let got = v[group].as_f64().unwrap();
-                assert!((got - expected).abs() <= 1e-9 * expected.max(1.0), "{np} ranks tp {tp} pp {pp} vpp {vpp} zero {zero} sp {sp}: {group} {got} vs {expected}");
+                assert!(
+                    (got - expected).abs() <= 1e-9 * expected.max(1.0),
+                    "{np} ranks tp {tp} pp {pp} vpp {vpp} zero {zero} sp {sp} bucket {bucket}: {group} {got} vs {expected}"
+                );
             }
         }
     }

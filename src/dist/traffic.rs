@@ -69,8 +69,8 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
         tp_bytes += norm_params * all_reduce(tp, 4.0 * h);
     }
 
-    // Data parallel: the gradient exchange over this rank's parameters, padded to a multiple of
-    // DP, the loss (f64) and, with ZeRO-1, the norm of the blocks (f64).
+    // Data parallel: the gradient exchange over this rank's parameters in buckets (under ZeRO-1
+    // each padded to a multiple of DP), the loss (f64) and, with ZeRO-1, the norm of the blocks.
     let owned = crate::model::layout::owned_params(&table, &my_chunks);
     let local = LocalDims::new(m, tp, topo.tp_rank);
     let numel: usize = table
@@ -80,11 +80,13 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
         .filter(|(p, _)| owned[*p])
         .map(|(_, s)| s.local_shape(local.tp).iter().product::<usize>())
         .sum();
-    let padded = (numel.div_ceil(dp) * dp) as f64;
+    let bucket = par.bucket_size.max(1);
+    let sizes: Vec<usize> = (0..numel.div_ceil(bucket).max(1)).map(|b| (numel - b * bucket).min(bucket)).collect();
     let grads = if par.zero == 1 {
-        2.0 * scatter_or_gather(dp, 4.0 * padded) + all_reduce(dp, 8.0)
+        let padded: usize = sizes.iter().map(|n| n.div_ceil(dp) * dp).sum();
+        2.0 * scatter_or_gather(dp, 4.0 * padded as f64) + all_reduce(dp, 8.0)
     } else {
-        all_reduce(dp, 4.0 * padded)
+        all_reduce(dp, 4.0 * numel as f64)
     };
     let dp_bytes = if dp > 1 { grads + all_reduce(dp, 8.0) } else { 0.0 };
 

@@ -3,13 +3,17 @@
 //! - `--zero 0`: the gradients are all-reduced (summed: each rank's loss is already scaled by
 //!   1 / global tokens) and every rank runs the same AdamW on the whole model, or
 //! - `--zero 1` (ZeRO-1, Megatron's distributed optimizer): the gradients, laid out as one flat
-//!   vector in parameter-table order and padded to a multiple of DP, are reduce-scattered so rank r
-//!   holds the summed gradient of block r; the global norm is the DP sum of the blocks' squares
+//!   vector in parameter-table order, are reduce-scattered so rank r holds the summed gradient of
+//!   its block; the global norm is the DP sum of the blocks' squares
 //!   (each element counted once); AdamW runs only on block r, whose master weights and moments are
 //!   the only optimizer state this rank keeps (1/DP of the whole); the updated block is
 //!   all-gathered back into every rank's weights.
-//! Host staging buffers are allocated once; a block is cut at parameter boundaries into segments
-//! so each keeps its parameter's weight-decay setting.
+//! The flat vector is exchanged in gradient buckets (`parallel.bucket_size` elements, Megatron's
+//! 40M by default), one collective each; under ZeRO-1 each bucket is padded to a multiple of DP
+//! and every rank owns 1/DP of every bucket (Megatron's distributed-optimizer layout), so the
+//! buckets can later be reduced while the backward pass still runs. Host staging buffers are
+//! allocated once; a rank's block is cut at parameter boundaries into segments so each keeps its
+//! parameter's weight-decay setting.
 //!
 //! Under tensor and pipeline parallelism every rank runs this on the parameters it holds (its DP
 //! group holds the same ones); the global gradient norm then also sums over the model-parallel
@@ -21,6 +25,32 @@ use crate::backend::{AdamWStep, Backend};
 use crate::config::TrainConfig;
 use crate::dist::Collectives;
 use crate::model::params::ParamTable;
+
+/// One gradient bucket: a range of the flat (unpadded) parameter vector reduced by one collective;
+/// under ZeRO-1 it is padded to a multiple of DP and every rank owns `block_len` of it.
+#[derive(Clone, Debug)]
+struct Bucket {
+    range: std::ops::Range<usize>,
+    block_len: usize,
+    /// Where this rank's part of the bucket starts in its block.
+    block_offset: usize,
+}
+
+/// Splits `total` elements into buckets of at most `size` elements.
+fn buckets(total: usize, size: usize, dp: usize) -> Vec<Bucket> {
+    let size = size.max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut block_offset = 0;
+    while start < total || out.is_empty() {
+        let end = (start + size).min(total);
+        let block_len = (end - start).div_ceil(dp);
+        out.push(Bucket { range: start..end, block_len, block_offset });
+        block_offset += block_len;
+        start = end;
+    }
+    out
+}
 
 /// The part of one parameter that falls into this rank's ZeRO block.
 struct Segment<B: Backend> {
@@ -56,15 +86,19 @@ pub struct DataParallelOptimizer<B: Backend> {
     counted: Vec<bool>,
     /// Start of each parameter in the flat vector, and the total at the end.
     offsets: Vec<usize>,
-    /// Flat staging vector, padded to a multiple of DP.
+    buckets: Vec<Bucket>,
+    /// Flat staging vector of all parameters, in table order.
     flat: Vec<f32>,
+    /// One bucket padded to a multiple of DP (the ZeRO-1 collectives' whole buffer).
+    bucket_buf: Vec<f32>,
     t: TrainConfig,
 }
 
 impl<B: Backend> DataParallelOptimizer<B> {
     /// `weights` are this rank's (TP-sharded) initial weights, copied into the master block under
     /// ZeRO-1; `counted[p]` says whether this rank's copy of parameter p counts in the gradient
-    /// norm (one copy of every shard held by several ranks does).
+    /// norm (one copy of every shard held by several ranks does); gradients are exchanged in
+    /// buckets of at most `bucket_size` elements.
     pub fn new(
         backend: &B,
         table: &ParamTable,
@@ -73,44 +107,51 @@ impl<B: Backend> DataParallelOptimizer<B> {
         t: &TrainConfig,
         zero: bool,
         dp: &dyn Collectives,
+        bucket_size: usize,
     ) -> Self {
         let mut offsets = vec![0];
         for w in weights {
             offsets.push(offsets.last().unwrap() + backend.len(w));
         }
         let total = *offsets.last().unwrap();
-        let block_len = total.div_ceil(dp.size());
-        let flat = vec![0.0; block_len * dp.size()];
+        let dps = dp.size();
+        let buckets = buckets(total, bucket_size, dps);
         let mode = if zero {
-            let (lo, hi) = (dp.rank() * block_len, ((dp.rank() + 1) * block_len).min(total));
             let mut segments = Vec::new();
-            for (p, spec) in table.specs.iter().enumerate() {
-                let (a, b) = (offsets[p].max(lo), offsets[p + 1].min(hi));
-                if a >= b {
-                    continue;
+            for bk in &buckets {
+                // This rank's part of the bucket, in flat (unpadded) coordinates.
+                let lo = bk.range.start + dp.rank() * bk.block_len;
+                let hi = (lo + bk.block_len).min(bk.range.end);
+                for (p, spec) in table.specs.iter().enumerate() {
+                    let (a, b) = (offsets[p].max(lo), offsets[p + 1].min(hi));
+                    if a >= b {
+                        continue;
+                    }
+                    let len = b - a;
+                    let all = backend.download(&weights[p]);
+                    let mut master = backend.zeros(len);
+                    backend.upload(&all[a - offsets[p]..b - offsets[p]], &mut master);
+                    segments.push(Segment {
+                        block_offset: bk.block_offset + a - lo,
+                        param: p,
+                        local_start: a - offsets[p],
+                        len,
+                        decay: spec.weight_decay,
+                        counted: counted[p],
+                        master,
+                        grad: backend.zeros(len),
+                        m: backend.zeros(len),
+                        v: backend.zeros(len),
+                    });
                 }
-                let len = b - a;
-                let all = backend.download(&weights[p]);
-                let mut master = backend.zeros(len);
-                backend.upload(&all[a - offsets[p]..b - offsets[p]], &mut master);
-                segments.push(Segment {
-                    block_offset: a - lo,
-                    param: p,
-                    local_start: a - offsets[p],
-                    len,
-                    decay: spec.weight_decay,
-                    counted: counted[p],
-                    master,
-                    grad: backend.zeros(len),
-                    m: backend.zeros(len),
-                    v: backend.zeros(len),
-                });
             }
-            Mode::Sharded(Sharded { segments, block: vec![0.0; block_len], updates: 0 })
+            let block: usize = buckets.iter().map(|b| b.block_len).sum();
+            Mode::Sharded(Sharded { segments, block: vec![0.0; block], updates: 0 })
         } else {
             Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
-        DataParallelOptimizer { mode, counted, offsets, flat, t: t.clone() }
+        let largest = buckets.iter().map(|b| b.block_len * dps).max().unwrap_or(0);
+        DataParallelOptimizer { mode, counted, offsets, buckets, flat: vec![0.0; total], bucket_buf: vec![0.0; largest], t: t.clone() }
     }
 
     /// Bytes of optimizer state (master weights beyond the model's own, and the two moments) on this rank.
@@ -200,7 +241,9 @@ impl<B: Backend> DataParallelOptimizer<B> {
         if let Mode::Replicated(_) = self.mode {
             if dp.size() > 1 {
                 self.pack(backend, grads);
-                dp.all_reduce_sum_f32(&mut self.flat);
+                for bk in &self.buckets {
+                    dp.all_reduce_sum_f32(&mut self.flat[bk.range.clone()]);
+                }
                 self.unpack(backend, grads);
             }
             let norm = self.replicated_norm(backend, grads, mp);
@@ -209,10 +252,22 @@ impl<B: Backend> DataParallelOptimizer<B> {
         }
         self.pack(backend, grads);
         let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
-        dp.reduce_scatter_sum_f32(&self.flat, &mut sh.block);
+        let dps = dp.size();
+        for bk in &self.buckets {
+            let padded = &mut self.bucket_buf[..bk.block_len * dps];
+            let n = bk.range.len();
+            padded[..n].copy_from_slice(&self.flat[bk.range.clone()]);
+            padded[n..].fill(0.0);
+            dp.reduce_scatter_sum_f32(padded, &mut sh.block[bk.block_offset..bk.block_offset + bk.block_len]);
+        }
         let outcome = sh.update(backend, &self.t, lr, dp, mp);
         if !outcome.skipped {
-            dp.all_gather_f32(&sh.block, &mut self.flat);
+            for bk in &self.buckets {
+                let padded = &mut self.bucket_buf[..bk.block_len * dps];
+                dp.all_gather_f32(&sh.block[bk.block_offset..bk.block_offset + bk.block_len], padded);
+                let n = bk.range.len();
+                self.flat[bk.range.clone()].copy_from_slice(&padded[..n]);
+            }
             self.unpack(backend, weights);
         }
         outcome
