@@ -9,51 +9,23 @@
 //! `swallow eval --hf` gives exactly `swallow eval --load`'s loss in fp32 (bf16 within 1e-3), and
 //! transformers, where installed, the same loss (scripts/check_hf_export.py).
 
+mod common;
+
+use common::{repo, sample};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("swallow-ckpt-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Shards of the bundled sample corpus.
-fn sample(dir: &Path) -> String {
-    let prefix = dir.join("sample");
-    let o = Command::new(env!("CARGO_BIN_EXE_swallow"))
-        .args(["prep", "--tokenizer"])
-        .arg(repo().join("data/sample/tokenizer.json"))
-        .arg("--input")
-        .args([repo().join("data/sample/ja.jsonl"), repo().join("data/sample/en.jsonl")])
-        .arg("--output")
-        .arg(&prefix)
-        .arg("--append-eod")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    prefix.to_str().unwrap().to_string()
+    common::tmpdir("ckpt", name)
 }
 
 /// `swallow train` on `np` ranks: the tiny model, a schedule fixed to 6 steps whatever `--steps`
 /// says (so a run cut at step 3 follows the same learning rates), a large learning rate so that
 /// state lost in a checkpoint shows in the losses.
 fn train(np: usize, data: &str, args: &[&str]) -> Output {
-    Command::new("mpirun")
-        .args(["--oversubscribe", "-np", &np.to_string(), env!("CARGO_BIN_EXE_swallow")])
-        .args(["train", "--config", "tiny", "--data", data, "--micro-batch", "2"])
-        .args(["--set", "train.warmup_steps=0", "--set", "train.lr=0.01", "--set", "train.decay_steps=6"])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("mpirun (OpenMPI) must be installed: make setup")
+    let base = ["train", "--config", "tiny", "--data", data, "--micro-batch", "2"];
+    let schedule = ["--set", "train.warmup_steps=0", "--set", "train.lr=0.01", "--set", "train.decay_steps=6"];
+    common::mpirun(np, &[&base[..], &schedule[..], args].concat())
 }
 
 fn ok(o: Output, what: &str) -> String {

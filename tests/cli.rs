@@ -2,6 +2,9 @@
 //! train the tiny preset (alone and under `mpirun -np 1`) and see the loss fall, and the clear
 //! one-line errors (exit code != 0, no panic, nothing already written lost) for bad input.
 
+mod common;
+
+use common::repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -10,15 +13,8 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_swallow")
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("swallow-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmpdir("cli", name)
 }
 
 fn swallow(args: &[&str]) -> Output {

@@ -5,47 +5,15 @@
 //! losses and gradient norms (within 1e-5 relative). A failure on one rank (a missing
 //! shard given to rank 1 only) ends the whole job promptly with that rank's message.
 
+mod common;
+
+use common::{mpirun, sample};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("swallow-dp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn mpirun(np: usize, args: &[&str]) -> Output {
-    Command::new("mpirun")
-        .args(["--oversubscribe", "-np", &np.to_string(), env!("CARGO_BIN_EXE_swallow")])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("mpirun (OpenMPI) must be installed: make setup")
-}
-
-/// Shards of the bundled sample corpus, prepared once per test.
-fn sample(dir: &Path) -> String {
-    let prefix = dir.join("sample");
-    let o = Command::new(env!("CARGO_BIN_EXE_swallow"))
-        .args(["prep", "--tokenizer"])
-        .arg(repo().join("data/sample/tokenizer.json"))
-        .arg("--input")
-        .args([repo().join("data/sample/ja.jsonl"), repo().join("data/sample/en.jsonl")])
-        .arg("--output")
-        .arg(&prefix)
-        .arg("--append-eod")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    prefix.to_str().unwrap().to_string()
+    common::tmpdir("parallel", name)
 }
 
 fn run(dir: &Path, data: &str, np: usize, tp: usize, zero: u8, extra: &[&str]) -> Vec<(f64, f64)> {
