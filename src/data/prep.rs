@@ -3,7 +3,8 @@
 //! including any special tokens its post-processor adds, plus EOD with `--append-eod`; u16 data when
 //! the vocabulary has < 65,500 entries, else i32).
 //!
-//! Inputs: JSON Lines (any name not ending in `.txt`): one JSON object per line, the document text
+//! Inputs (each optionally compressed as `.gz` or `.zst`, read on the fly):
+//! JSON Lines (any name not ending in `.txt`): one JSON object per line, the document text
 //! under `field` (default "text"); blank lines are skipped. Plain text (`*.txt`): one document per
 //! paragraph block, blocks separated by one or more blank (or whitespace-only) lines; the lines of a
 //! block are kept with their newlines. Documents are read in chunks, tokenized on `workers` threads
@@ -86,11 +87,9 @@ pub fn run(opts: &PrepOptions) -> Result<PrepSummary> {
         if !p.is_file() {
             bail!("input file {} does not exist", p.display());
         }
-        if p.extension()
-            .is_some_and(|e| e == "gz" || e == "zst" || e == "bz2" || e == "xz")
-        {
+        if p.extension().is_some_and(|e| e == "bz2" || e == "xz") {
             bail!(
-                "input file {} is compressed; decompress it first (e.g. `gunzip -k`)",
+                "input file {} is compressed with a format prep does not read (.gz and .zst are read directly); decompress it first",
                 p.display()
             );
         }
@@ -176,8 +175,18 @@ pub fn for_each_document(
     mut f: impl FnMut(String) -> Result<()>,
 ) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let reader = BufReader::with_capacity(1 << 20, file);
-    let is_txt = path.extension().is_some_and(|e| e == "txt");
+    // .gz (also multi-member, as pigz writes) and .zst are decompressed on the fly; the kind of
+    // text is decided by the extension under the compression suffix.
+    let (inner, raw): (PathBuf, Box<dyn std::io::Read>) = match path.extension().and_then(|e| e.to_str()) {
+        Some("gz") => (path.with_extension(""), Box::new(flate2::read::MultiGzDecoder::new(file))),
+        Some("zst") => (
+            path.with_extension(""),
+            Box::new(zstd::stream::read::Decoder::new(file).with_context(|| format!("{}: not a zstd stream", path.display()))?),
+        ),
+        _ => (path.to_path_buf(), Box::new(file)),
+    };
+    let reader = BufReader::with_capacity(1 << 20, raw);
+    let is_txt = inner.extension().is_some_and(|e| e == "txt");
     let mut para = String::new();
     for (k, line) in reader.lines().enumerate() {
         let lineno = k + 1;
@@ -296,6 +305,43 @@ mod tests {
             append_eod: true,
             workers,
         }
+    }
+
+    #[test]
+    fn gzip_and_zstd_inputs_give_the_same_shard_as_plain_text() {
+        use std::io::Write;
+        let dir = tmpdir("compressed");
+        let tok = tiny_tokenizer(&dir, true);
+        let jsonl = "{\"text\": \"the cat sat\"}\n{\"text\": \"a dog ran on the mat\"}\n";
+        let txt = "猫 sat\non a mat\n\nthe dog\n";
+        fs::write(dir.join("a.jsonl"), jsonl).unwrap();
+        fs::write(dir.join("b.txt"), txt).unwrap();
+        // gzip in two members (as pigz and concatenated .gz files are), zstd in one frame.
+        let mut gz = Vec::new();
+        for half in [&jsonl[..20], &jsonl[20..]] {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(half.as_bytes()).unwrap();
+            gz.extend(e.finish().unwrap());
+        }
+        fs::write(dir.join("a.jsonl.gz"), gz).unwrap();
+        fs::write(dir.join("b.txt.zst"), zstd::encode_all(txt.as_bytes(), 3).unwrap()).unwrap();
+        let plain = opts(&dir, tok.clone(), vec![dir.join("a.jsonl"), dir.join("b.txt")], 1);
+        let mut packed = opts(&dir, tok, vec![dir.join("a.jsonl.gz"), dir.join("b.txt.zst")], 1);
+        packed.output = dir.join("packed");
+        let a = run(&plain).unwrap();
+        let b = run(&packed).unwrap();
+        assert_eq!((a.documents, a.tokens), (b.documents, b.tokens));
+        assert_eq!(a.documents, 4);
+        for ext in ["bin", "idx"] {
+            let x = fs::read(plain.output.with_extension(ext)).unwrap();
+            let y = fs::read(packed.output.with_extension(ext)).unwrap();
+            assert_eq!(x, y, ".{ext} differs");
+        }
+        fs::write(dir.join("bad.jsonl.zst"), b"not zstd at all").unwrap();
+        let mut bad = opts(&dir, dir.join("tok.json"), vec![dir.join("bad.jsonl.zst")], 1);
+        bad.output = dir.join("bad");
+        let e = run(&bad).unwrap_err();
+        assert!(format!("{e:#}").contains("bad.jsonl.zst"), "{e:#}");
     }
 
     #[test]
