@@ -61,7 +61,7 @@ struct Segment<B: Backend> {
     local_start: usize,
     len: usize,
     decay: bool,
-    /// Counted in the gradient norm (false for TP-replicated parameters off TP rank 0).
+    /// Counted in the gradient norm (one copy of a shard held by several ranks is).
     counted: bool,
     master: B::Buf,
     grad: B::Buf,
@@ -248,7 +248,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
             }
             let norm = self.replicated_norm(backend, grads, mp);
             let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
-            return adamw.step_with_norm(backend, weights, grads, lr, norm);
+            return adamw.step(backend, weights, grads, lr, norm);
         }
         self.pack(backend, grads);
         let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };

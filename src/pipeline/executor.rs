@@ -70,13 +70,9 @@ impl Executor {
         peak
     }
 
-    fn slot<B: Backend>(&mut self, model: &Llama<B>, mb: usize, chunk: usize) -> usize {
-        if self.free.iter().all(Vec::is_empty) && self.slot_of.is_empty() {
-            for (s, c) in model.slot_chunks().into_iter().enumerate() {
-                self.free[c].push(s);
-            }
-        }
-        *self.slot_of.entry((mb, chunk)).or_insert_with(|| self.free[chunk].pop().expect("slots sized from the schedule"))
+    fn slot(&mut self, mb: usize, chunk: usize) -> usize {
+        let free = &mut self.free[chunk];
+        *self.slot_of.entry((mb, chunk)).or_insert_with(|| free.pop().expect("slots sized from the schedule"))
     }
 
     fn release(&mut self, mb: usize, chunk: usize) {
@@ -90,9 +86,29 @@ impl Executor {
         ((m.microbatch * self.pp * self.vpp + m.boundary) * 2 + m.grad as usize) as i32 % 32768
     }
 
+    /// Sends buffer `buf` of the model to pipeline rank `to` (staged through host memory).
+    fn send<B: Backend>(&mut self, be: &B, pp: &dyn Collectives, to: usize, tag: i32, buf: &B::Buf) {
+        self.host.resize(be.len(buf), 0.0);
+        be.download_into(buf, &mut self.host);
+        pp.send_f32(to, tag, &self.host);
+    }
+
+    /// Receives from pipeline rank `from` into buffer `buf` of the model.
+    fn recv<B: Backend>(&mut self, be: &B, pp: &dyn Collectives, from: usize, tag: i32, buf: &mut B::Buf) {
+        self.host.resize(be.len(buf), 0.0);
+        pp.recv_f32(from, tag, &mut self.host);
+        be.upload(&self.host, buf);
+    }
+
     /// One step over `batch` (the rank's micro-batches, each `micro_batch` rows of `seq + 1`
     /// tokens); returns the summed token loss computed on this rank (non-zero on the last stage).
     pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives) -> f64 {
+        if self.free.iter().all(Vec::is_empty) {
+            // First step: the model's slots become this executor's free lists.
+            for (s, c) in model.slot_chunks().into_iter().enumerate() {
+                self.free[c].push(s);
+            }
+        }
         let rows = model.micro_batch * (model.seq + 1);
         let be = model.backend.clone();
         let mut loss = 0.0;
@@ -100,7 +116,7 @@ impl Executor {
             let a = self.actions[i];
             match a {
                 Action::Forward { microbatch, chunk } => {
-                    let s = self.slot(model, microbatch, chunk);
+                    let s = self.slot(microbatch, chunk);
                     let ch = &model.chunks[chunk];
                     if ch.embed || ch.head {
                         model.load_slot(s, &batch[microbatch * rows..(microbatch + 1) * rows]);
@@ -108,41 +124,28 @@ impl Executor {
                     loss += model.forward_slot(s, grad_scale);
                 }
                 Action::Backward { microbatch, chunk } => {
-                    let s = self.slot(model, microbatch, chunk);
+                    let s = self.slot(microbatch, chunk);
                     model.backward_slot(s);
-                    if virtual_stage(self.pp, self.stage, chunk) == 0 {
-                        self.release(microbatch, chunk);
-                    }
                 }
                 Action::SendActivation { to_stage, microbatch, chunk } => {
-                    let s = self.slot(model, microbatch, chunk);
-                    let out = model.slot_output(s);
-                    self.host.resize(be.len(out), 0.0);
-                    be.download_into(out, &mut self.host);
-                    pp.send_f32(to_stage, self.tag(&a), &self.host);
+                    let s = self.slot(microbatch, chunk);
+                    self.send(&*be, pp, to_stage, self.tag(&a), model.slot_output(s));
                 }
                 Action::RecvActivation { from_stage, microbatch, chunk } => {
-                    let s = self.slot(model, microbatch, chunk);
-                    let input = model.slot_input_mut(s);
-                    self.host.resize(be.len(input), 0.0);
-                    pp.recv_f32(from_stage, self.tag(&a), &mut self.host);
-                    be.upload(&self.host, input);
+                    let s = self.slot(microbatch, chunk);
+                    self.recv(&*be, pp, from_stage, self.tag(&a), model.slot_input_mut(s));
                 }
                 Action::SendGrad { to_stage, microbatch, chunk } => {
-                    let s = self.slot(model, microbatch, chunk);
-                    let g = model.slot_grad(s);
-                    self.host.resize(be.len(g), 0.0);
-                    be.download_into(g, &mut self.host);
-                    pp.send_f32(to_stage, self.tag(&a), &self.host);
-                    self.release(microbatch, chunk);
+                    let s = self.slot(microbatch, chunk);
+                    self.send(&*be, pp, to_stage, self.tag(&a), model.slot_grad(s));
                 }
                 Action::RecvGrad { from_stage, microbatch, chunk } => {
-                    let s = self.slot(model, microbatch, chunk);
-                    let g = model.slot_grad_mut(s);
-                    self.host.resize(be.len(g), 0.0);
-                    pp.recv_f32(from_stage, self.tag(&a), &mut self.host);
-                    be.upload(&self.host, g);
+                    let s = self.slot(microbatch, chunk);
+                    self.recv(&*be, pp, from_stage, self.tag(&a), model.slot_grad_mut(s));
                 }
+            }
+            if let Some((mb, chunk, -1)) = slot_event(&a, self.pp, self.stage) {
+                self.release(mb, chunk);
             }
         }
         debug_assert!(self.slot_of.is_empty(), "every slot is released by the end of the step");
