@@ -22,6 +22,40 @@ pub const MULTI_BLOCK_ELEMS: usize = 4096;
 const MULTI_THREADS: u32 = 256;
 const REDUCE_THREADS: u32 = 256;
 
+/// Every kernel this file launches. `Launch::new` refuses any other name; tests check that these
+/// are exactly the kernels of kernels/*.cu and that the run-time NVRTC build defines each.
+pub const KERNELS: &[&str] = &[
+    "rmsnorm_fwd",
+    "rmsnorm_residual_fwd",
+    "rmsnorm_bwd",
+    "rmsnorm_dw_reduce",
+    "rope_fwd",
+    "rope_bwd",
+    "swiglu_fwd",
+    "swiglu_bwd",
+    "cast_f32_to_bf16",
+    "cast_bf16_to_f32",
+    "embedding_fwd",
+    "embedding_bwd",
+    "cross_entropy_fwd_bwd",
+    "cross_entropy_local_stats",
+    "cross_entropy_finish",
+    "adamw",
+    "sumsq_partials",
+    "sumsq_reduce",
+    "selftest_mma",
+    "selftest_ldmatrix",
+    "selftest_warp",
+    "selftest_block",
+    "flash_attn_fwd_d64",
+    "flash_attn_fwd_d128",
+    "flash_attn_bwd_dot",
+    "flash_attn_bwd_dkdv_d64",
+    "flash_attn_bwd_dkdv_d128",
+    "flash_attn_bwd_dq_d64",
+    "flash_attn_bwd_dq_d128",
+];
+
 /// One kernel launch: what cuLaunchKernel (or the emulation) needs.
 #[derive(Clone, Debug)]
 pub struct Launch {
@@ -43,6 +77,7 @@ fn to_i32(v: usize) -> u64 {
 
 impl Launch {
     fn new(kernel: &'static str, blocks: usize, threads: u32) -> Self {
+        assert!(KERNELS.contains(&kernel), "launch: kernel {kernel} is not listed in launch::KERNELS");
         Launch { kernel, grid: [to_u32("grid", blocks.max(1)), 1, 1], block: [threads, 1, 1], smem: 0, args: Vec::new() }
     }
     fn ptr(mut self, p: DevPtr) -> Self {
@@ -485,4 +520,18 @@ pub fn attention_bwd(dq: DevPtr, dk: DevPtr, dv: DevPtr, scratch: DevPtr, dout: 
             s,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_listed_are_the_sources_kernels() {
+        let mut listed: Vec<&str> = KERNELS.to_vec();
+        let mut defined: Vec<&str> = super::super::sources::SOURCES.iter().flat_map(|s| s.kernels.iter().copied()).collect();
+        listed.sort();
+        defined.sort();
+        assert_eq!(listed, defined);
+    }
 }
