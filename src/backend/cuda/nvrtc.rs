@@ -43,8 +43,9 @@ impl Nvrtc {
             return Ok(n);
         }
         let env = std::env::var_os("SWALLOW_NVRTC").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let mut opened = None;
         if let Some(p) = explicit.map(Path::to_path_buf).or(env) {
-            open_at(&p)?;
+            opened = Some(open_at(&p)?);
         } else if !unsafe { sys::is_culib_present() } {
             let dirs = search_dirs();
             let found = dirs.iter().flat_map(|d| LIB_NAMES.iter().map(move |n| d.join(n))).find(|f| f.is_file());
@@ -55,7 +56,7 @@ impl Nvrtc {
                     dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
                 );
             };
-            open_at(&f)?;
+            opened = Some(open_at(&f)?);
         }
         // SAFETY: the library is present (checked above), so cudarc's loader does not panic.
         let version = unsafe {
@@ -70,7 +71,12 @@ impl Nvrtc {
             sys::nvrtcGetSupportedArchs(v.as_mut_ptr()).result().map_err(|e| anyhow::anyhow!("nvrtcGetSupportedArchs: {e}"))?;
             v.into_iter().map(|a| a as u32).collect()
         };
-        let path = mapped_path("libnvrtc.so").unwrap_or_else(|| PathBuf::from(LIB_NAMES[0]));
+        let path = cudarc_lib_path().unwrap_or_else(|| PathBuf::from(LIB_NAMES[0]));
+        if let Some(want) = opened.and_then(|f| f.canonicalize().ok()) {
+            if path.canonicalize().ok().as_ref() != Some(&want) {
+                log::warn!("NVRTC: {} was opened, but cudarc found {} by name first and uses it", want.display(), path.display());
+            }
+        }
         Ok(LOADED.get_or_init(|| Nvrtc { path, version, archs }))
     }
 
@@ -164,8 +170,8 @@ pub fn wheel_dirs(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Opens the library at `p` (a file, or a directory holding one of `LIB_NAMES`) for the whole
-/// process, so that cudarc's open by name finds it already loaded.
-fn open_at(p: &Path) -> Result<()> {
+/// process, so that cudarc's open by name finds it already loaded. Returns the file opened.
+fn open_at(p: &Path) -> Result<PathBuf> {
     let file = if p.is_dir() {
         LIB_NAMES.iter().map(|n| p.join(n)).find(|f| f.is_file()).with_context(|| format!("NVRTC: no {} in {}", LIB_NAMES.join(" or "), p.display()))?
     } else if p.is_file() {
@@ -186,14 +192,20 @@ fn open_at(p: &Path) -> Result<()> {
     if !unsafe { sys::is_culib_present() } {
         bail!("NVRTC: loaded {}, but it is not a CUDA 12 libnvrtc (its soname is not libnvrtc.so.12)", file.display());
     }
-    Ok(())
+    Ok(file)
 }
 
-/// The file of the first mapped library whose name starts with `prefix` (Linux /proc/self/maps).
-fn mapped_path(prefix: &str) -> Option<PathBuf> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .map(PathBuf::from)
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+/// The file of the library cudarc calls into (where its `nvrtcVersion` lives).
+fn cudarc_lib_path() -> Option<PathBuf> {
+    // SAFETY: only called once the library is known to load; the symbol address is only passed
+    // to dladdr, which fills `info` with static strings of the loader.
+    unsafe {
+        let sym = sys::culib().get::<unsafe extern "C" fn()>(b"nvrtcVersion").ok()?;
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(*sym as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned();
+        Some(std::fs::canonicalize(&name).unwrap_or_else(|_| PathBuf::from(name)))
+    }
 }
