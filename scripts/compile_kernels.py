@@ -89,13 +89,13 @@ def main():
     ptxas = wheel_path("cuda_nvcc", "bin", "ptxas")
     os.chmod(ptxas, 0o755)
     sources = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
-    print(f"{'file':<18} {'kernel':<24} {'arch':<6} {'regs':>5} {'smem B':>7} {'stack B':>8} {'spill st/ld B':>14}")
+    print(f"{'file':<18} {'kernel':<26} {'arch':<6} {'regs':>5} {'smem B':>7} {'stack B':>8} {'spill st/ld B':>14}")
     with tempfile.TemporaryDirectory() as tmp:
         for src in sources:
             for arch in ARCHS:
                 usage = ptxas_usage(ptxas, nvrtc_ptx(nvrtc, src, arch, include), arch, tmp)
                 for k, (regs, smem, stack, st, ld) in sorted(usage.items()):
-                    print(f"{os.path.basename(src):<18} {k:<24} sm_{arch:<3} {regs:>5} {smem:>7} {stack:>8} {st:>7}/{ld:<6}")
+                    print(f"{os.path.basename(src):<18} {k:<26} sm_{arch:<3} {regs:>5} {smem:>7} {stack:>8} {st:>7}/{ld:<6}")
     print(f"compiled {len(sources)} files for sm_{', sm_'.join(ARCHS)} in {time.time() - start:.1f} s")
 
 

@@ -3,7 +3,8 @@
 seq 4096, hidden 4096, 32 heads of 128, FFN 11008, vocab 32,000 and Swallow's 43,176) on an H100
 SXM (3.0 TB/s device memory, 989 TFLOP/s dense bf16). For each kernel call: the bytes it must
 move (every input read once, every output written once, in the dtypes the kernels use) and the
-FLOPs it must do; floor = max(bytes / bandwidth, FLOPs / peak). Prints docs/KERNEL_FLOORS.md
+FLOPs it must do; floor = max(bytes / bandwidth, FLOPs / peak). The vocab-parallel cross-entropy is also given
+per rank at TP 2 and 8 (a slice of the vocabulary padded as Megatron pads it). Prints docs/KERNEL_FLOORS.md
 (`python3 scripts/kernel_floors.py > docs/KERNEL_FLOORS.md`). Pure arithmetic, no dependencies."""
 
 B, T, HID, HEADS, KV_HEADS, D, FFN, LAYERS = 1, 4096, 4096, 32, 32, 128, 11008, 32
@@ -43,6 +44,25 @@ def rows(vocab):
         ("grad norm (sumsq)", f"{p / 1e9:.3f} B fp32 grads", 1, p * F32, 2 * p),
         ("cast_f32_to_bf16", f"{p / 1e9:.3f} B params", 1, p * (F32 + BF), 0),
     ]
+    return r
+
+
+TP_SIZES = [2, 8]
+DIVISIBLE_BY = 128  # Megatron's --make-vocab-size-divisible-by default: the vocabulary is padded to a multiple of TP x 128
+
+
+def tp_ce_rows(vocab):
+    """Vocab-parallel cross-entropy on one TP rank's slice: (kernel, TP, slice columns, bytes, FLOPs) for the two
+    passes, which the all-reduce of 3 floats per token separates, and for the fused kernel on a slice of that size."""
+    r = []
+    for tp in TP_SIZES:
+        unit = tp * DIVISIBLE_BY
+        v = -(-vocab // unit) * unit // tp
+        r += [
+            ("`cross_entropy_local_stats`", tp, v, N * v * BF + N * I32 + 3 * N * F32, 3 * N * v),
+            ("`cross_entropy_finish`", tp, v, 2 * N * v * BF + N * I32 + 3 * N * F32 + N * F32, 3 * N * v),
+            ("`cross_entropy_fwd_bwd` (fused, on a slice this size: for comparison)", tp, v, 2 * N * v * BF + N * (I32 + F32), 6 * N * v),
+        ]
     return r
 
 
@@ -86,6 +106,14 @@ def main():
         w("")
         w(f"Sum of the per-micro-batch floors of the hand-written kernels (excluding once-per-step AdamW, grad norm, cast): "
           f"{total * 1e3:.2f} ms per micro-batch of {N} tokens.")
+        w(f"Vocab-parallel cross-entropy (tensor parallelism: each rank holds a slice of the padded vocabulary), per rank:")
+        w("")
+        w("| kernel | TP | slice [tokens, columns] | bytes | FLOPs | floor µs | bound |")
+        w("|---|---:|---|---:|---:|---:|---|")
+        for name, tp, v, by, fl in tp_ce_rows(vocab):
+            tm, tc = by / BW, fl / PEAK
+            w(f"| {name} | {tp} | [{N}, {v}] | {fmt_bytes(by)} | {fmt_flops(fl)} | {fmt_us(max(tm, tc))} | {'compute' if tc > tm else 'memory'} |")
+        w("")
         gemm = 2 * N * (LAYERS * (2 * HID * HID + 2 * HID * KV_HEADS * D + 3 * HID * FFN) + HID * vocab)
         w(f"For scale, the cuBLAS GEMMs (projections, MLP, LM head) need {gemm / 1e12:.1f} TFLOP forward, {3 * gemm / 1e12:.1f} "
           f"TFLOP forward + backward per micro-batch: {3 * gemm / PEAK * 1e3:.1f} ms at peak.")
@@ -97,6 +125,8 @@ def main():
     w("  exchange for no atomics and a deterministic result.")
     w("- AdamW, grad norm and the cast run once per optimizer step, not per micro-batch, and on 1/DP of the parameters")
     w("  with the distributed optimizer; their floors are for the whole unsharded model.")
+    w("- The vocab-parallel cross-entropy reads its slice of the logits twice (statistics, then dlogits after the")
+    w("  all-reduce of (max, sum-exp, target logit) per token): 1.5x the bytes of the fused kernel on the same slice.")
     w("- embedding_bwd writes at most one fp32 row per token (rows of repeated ids are touched once); the fp32 table")
     w("  gradient itself is zeroed elsewhere.")
     print("\n".join(out))

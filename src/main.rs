@@ -39,6 +39,30 @@ enum Command {
     Bench(BenchArgs),
     /// Plot a metrics file (not yet).
     Plot(Rest),
+    /// CUDA kernels: compile them at run time with NVRTC into the kernel cache.
+    Kernels {
+        #[command(subcommand)]
+        command: KernelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelsCommand {
+    /// Compile every kernel for a GPU architecture into the cache (e.g. on a login node before a job).
+    Compile {
+        /// sm_80, sm_90, ... (default: the architecture of CUDA device 0).
+        #[arg(long)]
+        arch: Option<String>,
+        /// Cache directory (default: $SWALLOW_KERNEL_CACHE, else ~/.cache/swallow/kernels).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// libnvrtc.so.12 or its directory (default: $SWALLOW_NVRTC, the library path, CUDA_HOME, out/cuda-tools).
+        #[arg(long)]
+        nvrtc: Option<PathBuf>,
+        /// Directory holding cuda_bf16.h (default: $SWALLOW_CUDA_INCLUDE, next to libnvrtc, CUDA_HOME).
+        #[arg(long)]
+        cuda_include: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -276,6 +300,9 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             let ckpt = swallow::checkpoint::store::checkpoint_file(&a.load)?;
             let dtype = swallow::checkpoint::export::ExportDtype::parse(&a.dtype)?;
             swallow::checkpoint::export::export(&ckpt, &mpi.world, &a.out, dtype, a.tokenizer.as_deref())?;
+        }
+        Command::Kernels { command: KernelsCommand::Compile { arch, cache, nvrtc, cuda_include } } => {
+            swallow::backend::cuda::compile::compile_command(arch.as_deref(), cache, nvrtc, cuda_include)?;
         }
         Command::Import(_) | Command::Plan(_) | Command::Plot(_) => {
             let name = std::env::args().nth(1).unwrap_or_default();

@@ -265,6 +265,102 @@ fn cross_entropy_fused() {
     }
 }
 
+/// Vocab-parallel cross-entropy: (rows, vocab, valid_vocab, split): the vocabulary cut into two
+/// slices [0, split) and [split, vocab), as two tensor-parallel ranks hold it. They cover slices of
+/// one finish chunk and of several with a partial last one, slices that are and are not multiples
+/// of 8 (vector and scalar paths), padding in the second slice, and a second slice of padding only.
+const CE_TP_CASES: &[(usize, usize, usize, usize)] = &[
+    (8, 512, 512, 256),
+    (37, 1000, 990, 500),
+    (33, 2053, 2048, 2048),
+    (5, 9000, 8990, 4101),
+    (3, 2 * launch::CE_FINISH_CHUNK + 32, 2 * launch::CE_FINISH_CHUNK + 20, launch::CE_FINISH_CHUNK + 16),
+];
+
+/// The columns `lo..hi` of every row of `[rows, vocab]`.
+fn columns(x: &[f32], vocab: usize, lo: usize, hi: usize) -> Vec<f32> {
+    x.chunks(vocab).flat_map(|r| r[lo..hi].iter().copied()).collect()
+}
+
+#[test]
+fn cross_entropy_vocab_parallel_slices() {
+    let be = cpu();
+    for (ci, &(rows, vocab, valid, split)) in CE_TP_CASES.iter().enumerate() {
+        let mut rng = Rng(ci as u64 + 111);
+        let (logits, mut full) = rng.bf(rows * vocab, 8.0);
+        // Targets on both sides of the cut, at its edges and at the ends of the real vocabulary.
+        let mut targets: Vec<u32> = (0..rows).map(|_| rng.below(valid)).collect();
+        for (r, t) in [0, split - 1, split.min(valid - 1), valid - 1].into_iter().enumerate().take(rows) {
+            targets[r] = t as u32;
+        }
+        let mut td = Dev::new(&targets);
+        let gs = 0.5 / rows as f32;
+        // The reference: the fused kernel and the CPU backend on the whole vocabulary.
+        let (mut grad_ref, mut loss_ref) = (logits.clone(), vec![0.0; rows]);
+        be.cross_entropy_fwd_bwd(&mut grad_ref, &mut loss_ref, &targets, vocab, valid, gs);
+        let mut fused_loss = f32_nan(rows);
+        run(&launch::cross_entropy(full.ptr(), fused_loss.ptr(), td.ptr(), rows, vocab, valid, gs));
+        let fused_grad = to_f32(&full);
+
+        // Phase 1 on each slice, against the CPU backend's local statistics.
+        let slices = [(0, split), (split, vocab)];
+        let mut shards = Vec::new();
+        let mut stats = Vec::new();
+        for (k, &(lo, hi)) in slices.iter().enumerate() {
+            let (n, real) = (hi - lo, valid.clamp(lo, hi) - lo);
+            let part = columns(&logits, vocab, lo, hi);
+            let mut want = vec![0.0; 3 * rows];
+            be.cross_entropy_local_stats(&part, &mut want, &targets, n, real, lo);
+            let bits: Vec<bf16> = part.iter().map(|&x| bf16::from_f32(x)).collect();
+            let mut d = Dev::new(&bits);
+            let mut st = f32_nan(3 * rows);
+            run(&launch::cross_entropy_local_stats(st.ptr(), d.ptr(), td.ptr(), rows, n, real, lo));
+            let got = st.slice().to_vec();
+            let col = |v: &[f32], j: usize| -> Vec<f32> { v.chunks(3).map(|s| s[j]).collect() };
+            assert_eq!(col(&got, 0), col(&want, 0), "local max, slice {k} (case {ci})");
+            check(&format!("ce_local_stats sum s{k}"), ci, &col(&got, 1), &col(&want, 1), F32_TOL);
+            assert_eq!(col(&got, 2), col(&want, 2), "target logit, slice {k} (case {ci})");
+            for (r, &t) in targets.iter().enumerate() {
+                let inside = (lo..lo + real).contains(&(t as usize));
+                assert_eq!(got[3 * r + 2], if inside { logits[r * vocab + t as usize] } else { 0.0 }, "row {r} slice {k}");
+            }
+            shards.push((d, part, n, real, lo));
+            stats.push(got);
+        }
+
+        // The all-reduce, by hand in f64: global max, sum rescaled to it, the one nonzero target logit.
+        let global: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                let m = stats.iter().map(|s| s[3 * r]).fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = stats.iter().map(|s| s[3 * r + 1] as f64 * (s[3 * r] as f64 - m as f64).exp()).sum();
+                [m, sum as f32, stats.iter().map(|s| s[3 * r + 2]).sum()]
+            })
+            .collect();
+        let mut gd = Dev::new(&global);
+
+        // Phase 2 on each slice: the losses are the whole vocabulary's, the slices' dlogits put
+        // side by side are the whole vocabulary's dlogits.
+        let mut grad = vec![0.0f32; rows * vocab];
+        for (k, (d, part, n, real, lo)) in shards.iter_mut().enumerate() {
+            let (mut cpu_grad, mut cpu_loss) = (part.clone(), vec![0.0; rows]);
+            be.cross_entropy_finish(&mut cpu_grad, &mut cpu_loss, &global, &targets, *n, *real, *lo, gs);
+            let mut losses = f32_nan(rows);
+            run(&launch::cross_entropy_finish(d.ptr(), losses.ptr(), gd.ptr(), td.ptr(), rows, *n, *real, *lo, gs));
+            let g = to_f32(d);
+            check(&format!("ce_finish loss s{k} vs cpu"), ci, losses.slice(), &cpu_loss, F32_TOL);
+            check(&format!("ce_finish loss s{k} vs full"), ci, losses.slice(), &loss_ref, F32_TOL);
+            check(&format!("ce_finish loss s{k} vs fused"), ci, losses.slice(), fused_loss.slice(), F32_TOL);
+            check(&format!("ce_finish dlogits s{k} vs cpu"), ci, &g, &cpu_grad, BF16_TOL);
+            for (r, row) in g.chunks(*n).enumerate() {
+                grad[r * vocab + *lo..r * vocab + *lo + *n].copy_from_slice(row);
+            }
+        }
+        check("ce_finish dlogits vs full", ci, &grad, &grad_ref, BF16_TOL);
+        check("ce_finish dlogits vs fused", ci, &grad, &fused_grad, BF16_TOL);
+        assert!(grad.chunks(vocab).all(|r| r[valid..].iter().all(|&g| g == 0.0)), "padding columns must get zero gradient");
+    }
+}
+
 /// Attention shapes: (batch, seq, heads, kv_heads, head_dim): GQA ratios 1, 4 and 8, both head
 /// dims, sequences that are not a multiple of the 64-row tiles (or of the 16-row warp slices),
 /// one shorter than a warp's slice. Small: the emulation runs every mma as a warp collective.

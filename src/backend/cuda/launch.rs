@@ -22,6 +22,40 @@ pub const MULTI_BLOCK_ELEMS: usize = 4096;
 const MULTI_THREADS: u32 = 256;
 const REDUCE_THREADS: u32 = 256;
 
+/// Every kernel this file launches. `Launch::new` refuses any other name; tests check that these
+/// are exactly the kernels of kernels/*.cu and that the run-time NVRTC build defines each.
+pub const KERNELS: &[&str] = &[
+    "rmsnorm_fwd",
+    "rmsnorm_residual_fwd",
+    "rmsnorm_bwd",
+    "rmsnorm_dw_reduce",
+    "rope_fwd",
+    "rope_bwd",
+    "swiglu_fwd",
+    "swiglu_bwd",
+    "cast_f32_to_bf16",
+    "cast_bf16_to_f32",
+    "embedding_fwd",
+    "embedding_bwd",
+    "cross_entropy_fwd_bwd",
+    "cross_entropy_local_stats",
+    "cross_entropy_finish",
+    "adamw",
+    "sumsq_partials",
+    "sumsq_reduce",
+    "selftest_mma",
+    "selftest_ldmatrix",
+    "selftest_warp",
+    "selftest_block",
+    "flash_attn_fwd_d64",
+    "flash_attn_fwd_d128",
+    "flash_attn_bwd_dot",
+    "flash_attn_bwd_dkdv_d64",
+    "flash_attn_bwd_dkdv_d128",
+    "flash_attn_bwd_dq_d64",
+    "flash_attn_bwd_dq_d128",
+];
+
 /// One kernel launch: what cuLaunchKernel (or the emulation) needs.
 #[derive(Clone, Debug)]
 pub struct Launch {
@@ -43,6 +77,7 @@ fn to_i32(v: usize) -> u64 {
 
 impl Launch {
     fn new(kernel: &'static str, blocks: usize, threads: u32) -> Self {
+        assert!(KERNELS.contains(&kernel), "launch: kernel {kernel} is not listed in launch::KERNELS");
         Launch { kernel, grid: [to_u32("grid", blocks.max(1)), 1, 1], block: [threads, 1, 1], smem: 0, args: Vec::new() }
     }
     fn ptr(mut self, p: DevPtr) -> Self {
@@ -200,18 +235,69 @@ pub fn embedding_bwd(dtable: DevPtr, dout: DevPtr, ids: DevPtr, n: usize, dim: u
 }
 
 // ---- cross-entropy ------------------------------------------------------------------------
-/// One block per row; threads cover a row in 8-element chunks (at most 256 threads).
+/// A launch with one block per row whose threads cover a row in 8-element chunks (at most
+/// `CE_MAX_THREADS`), with shared memory for the per-warp (max, sum) pairs.
+fn ce_row_blocks(kernel: &'static str, rows: usize, vocab: usize) -> Launch {
+    let threads = vocab.div_ceil(8).next_multiple_of(32).min(CE_MAX_THREADS) as u32;
+    let mut l = Launch::new(kernel, rows, threads);
+    l.smem = 2 * 4 * threads / 32;
+    l
+}
+
+/// Fused softmax cross-entropy, one block per row: `losses` fp32 `[rows]`, bf16 `logits`
+/// `[rows, vocab]` overwritten by `grad_scale * (softmax - onehot)` (0 in padding columns).
 pub fn cross_entropy(logits: DevPtr, losses: DevPtr, targets: DevPtr, rows: usize, vocab: usize, valid_vocab: usize, grad_scale: f32) -> Launch {
     assert!(valid_vocab >= 1 && valid_vocab <= vocab, "cross_entropy: valid_vocab {valid_vocab} must be in 1..={vocab}");
-    let threads = vocab.div_ceil(8).next_multiple_of(32).min(CE_MAX_THREADS) as u32;
-    let mut l = Launch::new("cross_entropy_fwd_bwd", rows, threads);
-    l.smem = 2 * 4 * threads / 32; // per-warp (max, sum) pairs
-    l
+    ce_row_blocks("cross_entropy_fwd_bwd", rows, vocab)
         .ptr(logits)
         .ptr(losses)
         .ptr(targets)
         .int(vocab)
         .int(valid_vocab)
+        .f32(grad_scale)
+}
+
+fn ce_slice_check(what: &str, vocab_local: usize, valid_local: usize, vocab_start: usize) {
+    assert!(vocab_local >= 1 && valid_local <= vocab_local, "{what}: valid_local {valid_local} must be in 0..={vocab_local}");
+    assert!(vocab_start <= i32::MAX as usize, "{what}: vocab_start {vocab_start} does not fit in an int");
+}
+
+/// Vocab-parallel cross-entropy, phase 1, one block per row of this rank's bf16 slice `logits`
+/// `[rows, vocab_local]` (first `valid_local` columns real, starting at global column
+/// `vocab_start`): fp32 `stats` `[rows, 3]` = (max, sum of exp(logit - max), target logit or 0
+/// when the target is outside the slice); (-inf, 0, 0) for a slice of padding only.
+pub fn cross_entropy_local_stats(stats: DevPtr, logits: DevPtr, targets: DevPtr, rows: usize, vocab_local: usize, valid_local: usize, vocab_start: usize) -> Launch {
+    ce_slice_check("cross_entropy_local_stats", vocab_local, valid_local, vocab_start);
+    ce_row_blocks("cross_entropy_local_stats", rows, vocab_local)
+        .ptr(stats)
+        .ptr(logits)
+        .ptr(targets)
+        .int(vocab_local)
+        .int(valid_local)
+        .int(vocab_start)
+}
+
+/// Columns of one block of `cross_entropy_finish` (8 per thread).
+pub const CE_FINISH_CHUNK: usize = 8 * CE_FINISH_THREADS as usize;
+const CE_FINISH_THREADS: u32 = 256;
+
+/// Vocab-parallel cross-entropy, phase 2, given `global` fp32 `[rows, 3]` = (max, sum of
+/// exp(logit - max), target logit) combined over every slice: fp32 `losses` `[rows]`, and the
+/// slice's logits overwritten by `grad_scale * (softmax - onehot)` (0 in padding columns). Grid
+/// (rows, chunks of `CE_FINISH_CHUNK` columns).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_finish(logits: DevPtr, losses: DevPtr, global: DevPtr, targets: DevPtr, rows: usize, vocab_local: usize, valid_local: usize, vocab_start: usize, grad_scale: f32) -> Launch {
+    ce_slice_check("cross_entropy_finish", vocab_local, valid_local, vocab_start);
+    let mut l = Launch::new("cross_entropy_finish", rows, CE_FINISH_THREADS);
+    l.grid[1] = to_u32("grid", vocab_local.div_ceil(CE_FINISH_CHUNK));
+    assert!(l.grid[1] <= 65535, "cross_entropy_finish: {vocab_local} columns need more than 65535 chunks");
+    l.ptr(logits)
+        .ptr(losses)
+        .ptr(global)
+        .ptr(targets)
+        .int(vocab_local)
+        .int(valid_local)
+        .int(vocab_start)
         .f32(grad_scale)
 }
 
@@ -434,4 +520,18 @@ pub fn attention_bwd(dq: DevPtr, dk: DevPtr, dv: DevPtr, scratch: DevPtr, dout: 
             s,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_listed_are_the_sources_kernels() {
+        let mut listed: Vec<&str> = KERNELS.to_vec();
+        let mut defined: Vec<&str> = super::super::sources::SOURCES.iter().flat_map(|s| s.kernels.iter().copied()).collect();
+        listed.sort();
+        defined.sort();
+        assert_eq!(listed, defined);
+    }
 }
