@@ -61,8 +61,12 @@ struct PrepArgs {
     field: String,
     #[arg(long)]
     append_eod: bool,
-    #[arg(long, default_value_t = 0, help = "worker threads (0: all cores)")]
+    #[arg(long, default_value_t = 0, help = "worker threads per rank (0: all cores)")]
     workers: usize,
+    /// Skip lines that are not valid records (invalid UTF-8, bad JSON, no text field) and count
+    /// them in the summary, instead of stopping at the first with its file:line.
+    #[arg(long)]
+    skip_bad_lines: bool,
 }
 
 #[derive(Subcommand)]
@@ -225,9 +229,16 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 field: a.field,
                 append_eod: a.append_eod,
                 workers: a.workers,
+                bad_lines: if a.skip_bad_lines {
+                    swallow::data::prep_input::BadLines::Skip
+                } else {
+                    swallow::data::prep_input::BadLines::Fail
+                },
             };
-            let summary = swallow::data::prep::run(&opts)?;
-            println!("{summary}");
+            let comm = mpi.world_group();
+            if let Some(summary) = swallow::data::prep::run(&opts, &comm)? {
+                println!("{summary}");
+            }
         }
         Command::Data { command: DataCommand::Inspect { prefix, vocab_size } } => {
             swallow::data::inspect::run(&prefix, vocab_size)?;

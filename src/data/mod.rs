@@ -7,5 +7,7 @@ pub mod indexed;
 pub mod inspect;
 pub mod merge;
 pub mod prep;
+pub mod prep_input;
+pub mod progress;
 pub mod sampler;
 pub mod spec;
