@@ -32,10 +32,13 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     vec![ja, gz, txt, en]
 }
 
+fn tokenizer() -> &'static str {
+    static TOK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOK.get_or_init(|| repo().join("data/sample/tokenizer.json").to_str().unwrap().to_string())
+}
+
 fn prep_args<'a>(inputs: &'a [PathBuf], out: &'a Path, workers: &'a str) -> Vec<&'a str> {
-    let mut a = vec!["prep", "--tokenizer"];
-    a.push(Box::leak(repo().join("data/sample/tokenizer.json").into_boxed_path()).to_str().unwrap());
-    a.push("--input");
+    let mut a = vec!["prep", "--tokenizer", tokenizer(), "--input"];
     a.extend(inputs.iter().map(|p| s(p)));
     a.extend(["--output", s(out), "--append-eod", "--workers", workers]);
     a
@@ -115,5 +118,49 @@ fn a_bad_line_on_one_rank_fails_the_job_and_leaves_nothing() {
     assert!(three.status.success(), "{}", String::from_utf8_lossy(&three.stderr));
     assert!(String::from_utf8_lossy(&three.stdout).contains("; 1 bad lines skipped"));
     assert!(files(&out) == want);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fnv1a64(ids: &[u32]) -> String {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in ids.iter().flat_map(|t| t.to_le_bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01B3);
+    }
+    format!("{h:016x}")
+}
+
+#[test]
+fn prep_shards_are_what_megatron_reads() {
+    use swallow::data::indexed::{IndexedDataset, TokenDtype};
+    let fixtures = repo().join("tests/fixtures");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("prep_megatron_expected.json")).unwrap()).unwrap();
+    let dir = tmpdir("prep", "megatron");
+    let out = dir.join("prep");
+    let inputs = vec![fixtures.join("prep_input.jsonl")];
+    for workers in ["1", "2"] {
+        let o = swallow(&prep_args(&inputs, &out, workers));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ds = IndexedDataset::open(&out).unwrap();
+        assert_eq!(ds.dtype(), TokenDtype::U16);
+        assert_eq!(want["dtype"], "uint16");
+        let n = ds.num_sequences();
+        let lens: Vec<u64> = (0..n).map(|i| ds.sequence_len(i) as u64).collect();
+        let ptrs: Vec<u64> = (0..n).map(|i| ds.sequence_pointer(i)).collect();
+        let docs: Vec<u64> = ds.document_boundaries().into_iter().map(|d| d as u64).collect();
+        let as_u64 = |k: &str| -> Vec<u64> { want[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect() };
+        assert_eq!(lens, as_u64("sequence_lengths"));
+        assert_eq!(ptrs, as_u64("sequence_pointers"));
+        assert_eq!(docs, as_u64("document_indices"));
+        let expected = want["documents"].as_array().unwrap();
+        assert_eq!(expected.len(), ds.num_documents());
+        for (d, e) in expected.iter().enumerate() {
+            let ids = ds.document(d).unwrap();
+            assert_eq!(ids.len() as u64, e["length"].as_u64().unwrap(), "document {d}");
+            assert_eq!(fnv1a64(&ids), e["fnv1a64"].as_str().unwrap(), "document {d}");
+            let head: Vec<u32> = e["head"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(ids[..head.len()], head[..], "document {d}");
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
