@@ -77,6 +77,27 @@ enum DataCommand {
         #[arg(long)]
         vocab_size: Option<usize>,
     },
+    /// Checksums of the rows of each global batch as the DP ranks (one per MPI rank) read them.
+    Batches {
+        #[arg(long)]
+        data: String,
+        #[arg(long)]
+        split: Option<String>,
+        #[arg(long)]
+        seq_len: usize,
+        #[arg(long)]
+        global_batch: usize,
+        #[arg(long, default_value_t = 1234)]
+        seed: u64,
+        /// Reject ids at or above this (default: no check).
+        #[arg(long, default_value_t = usize::MAX)]
+        vocab_size: usize,
+        /// Steps already consumed (resume point).
+        #[arg(long, default_value_t = 0)]
+        start_step: u64,
+        #[arg(long)]
+        steps: u64,
+    },
     /// Concatenate shard sets (same dtype) into one, like Megatron's merge_datasets.py; last line JSON.
     Merge {
         /// Input prefixes, in order.
@@ -242,6 +263,21 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
         }
         Command::Data { command: DataCommand::Inspect { prefix, vocab_size } } => {
             swallow::data::inspect::run(&prefix, vocab_size)?;
+        }
+        Command::Data {
+            command: DataCommand::Batches { data, split, seq_len, global_batch, seed, vocab_size, start_step, steps },
+        } => {
+            let o = swallow::data::batches::BatchesOptions {
+                data: &data,
+                split: split.as_deref(),
+                seq_len,
+                global_batch,
+                seed,
+                vocab_size,
+                start_step,
+                steps,
+            };
+            swallow::data::batches::run(&o, &mpi.world)?;
         }
         Command::Data { command: DataCommand::Merge { inputs, output } } => {
             swallow::data::merge::run(&inputs, &output)?;

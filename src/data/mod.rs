@@ -1,6 +1,7 @@
 //! Token data: Megatron-compatible indexed shards (.bin/.idx), GPT-style sampling, weighted blending
 //! of datasets, data specs (`--data`), corpus preparation and shard merging.
 
+pub mod batches;
 pub mod blend;
 pub mod epoch;
 pub mod indexed;
