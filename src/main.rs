@@ -193,7 +193,7 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Backend to benchmark.
+    /// Backend to benchmark (cpu), or `data`: the sampler's index build at 1e7 documents.
     #[arg(default_value = "cpu")]
     device: String,
     #[arg(long, default_value = "bench")]
@@ -307,6 +307,9 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 batches: a.batches,
             };
             swallow::eval::run(&opts)?;
+        }
+        Command::Bench(a) if a.device == "data" => {
+            swallow::data::bench::run(&std::env::temp_dir().join(format!("swallow-bench-data-{}", std::process::id())))?;
         }
         Command::Bench(a) => {
             if a.device != "cpu" {

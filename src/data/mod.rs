@@ -2,6 +2,7 @@
 //! of datasets, data specs (`--data`), corpus preparation and shard merging.
 
 pub mod batches;
+pub mod bench;
 pub mod blend;
 pub mod epoch;
 pub mod indexed;
