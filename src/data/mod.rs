@@ -4,6 +4,7 @@
 pub mod batches;
 pub mod bench;
 pub mod blend;
+pub mod bpe;
 pub mod epoch;
 pub mod indexed;
 pub mod inspect;

@@ -12,6 +12,7 @@
 //! workers and ranks. Documents that produce no tokens are skipped (and counted). A progress bar is
 //! drawn on rank 0 when stderr is a terminal; the summary line is always printed.
 
+use crate::data::bpe::FastBpe;
 use crate::data::indexed::{with_suffix, IndexedDataset, IndexedWriter, TokenDtype};
 use crate::data::prep_input::{check_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
 use crate::data::progress::Progress;
@@ -139,10 +140,12 @@ pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSumm
         None
     };
     let dtype = TokenDtype::for_vocab(tok.get_vocab_size(true));
+    let fast = FastBpe::from_file(&opts.tokenizer)?;
     let (rank, ranks) = (comm.rank(), comm.size());
     let pieces = pieces_for_rank(&opts.inputs, rank, ranks)?;
     let target = if ranks == 1 { opts.output.clone() } else { part_prefix(&opts.output, rank, ranks) };
-    let local = tokenize_pieces(opts, &tok, eod, dtype, &pieces, &target, rank == 0);
+    let encoder = Encoder { tok: &tok, fast: fast.as_ref() };
+    let local = tokenize_pieces(opts, &encoder, eod, dtype, &pieces, &target, rank == 0);
     let mut all = [0.0f64; 6];
     all[0] = local.is_err() as u8 as f64;
     if let Ok(c) = &local {
@@ -198,7 +201,7 @@ fn merge_parts(output: &Path, ranks: usize, dtype: TokenDtype) -> Result<()> {
 /// Tokenize the documents of `pieces` into the dataset `target` (temp names, renamed when done).
 fn tokenize_pieces(
     opts: &PrepOptions,
-    tok: &Tokenizer,
+    enc: &Encoder,
     eod: Option<u32>,
     dtype: TokenDtype,
     pieces: &[Piece],
@@ -217,7 +220,7 @@ fn tokenize_pieces(
     let mut flush = |docs: &mut Vec<String>, c: &mut Counts| -> Result<()> {
         let encoded: Vec<_> = pool.install(|| {
             docs.par_iter()
-                .map(|d| tok.encode_fast(d.as_str(), true).map(|e| e.get_ids().to_vec()))
+                .map(|d| enc.encode(d))
                 .collect()
         });
         for (ids, text) in encoded.into_iter().zip(docs.iter()) {
@@ -254,6 +257,21 @@ fn tokenize_pieces(
     progress.finish();
     writer.finish()?;
     Ok(c)
+}
+
+/// The tokenizer, with the fast byte-level BPE path where it applies ([`FastBpe`]).
+struct Encoder<'a> {
+    tok: &'a Tokenizer,
+    fast: Option<&'a FastBpe>,
+}
+
+impl Encoder<'_> {
+    fn encode(&self, text: &str) -> tokenizers::Result<Vec<u32>> {
+        match self.fast.and_then(|f| f.encode(text)) {
+            Some(ids) => Ok(ids),
+            None => self.tok.encode_fast(text, true).map(|e| e.get_ids().to_vec()),
+        }
+    }
 }
 
 fn preview(s: &str) -> String {
