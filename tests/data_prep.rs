@@ -164,3 +164,25 @@ fn prep_shards_are_what_megatron_reads() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`) the progress bar is drawn on stderr
+/// and erased before the summary line; without one there is no bar (checked above).
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let dir = tmpdir("prep", "tty");
+    let out = dir.join("o");
+    let inputs = vec![repo().join("data/sample/en.jsonl")];
+    let cmd: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_swallow").to_string())
+        .chain(prep_args(&inputs, &out, "1").iter().map(|a| a.to_string()))
+        .collect();
+    let o = Command::new("script").args(["-qec", &cmd.join(" "), "/dev/null"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("100.0%") && shown.contains("\r\x1b[K"), "{shown:?}");
+    assert!(shown.contains("prep: 156 documents"), "{shown:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

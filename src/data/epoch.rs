@@ -4,8 +4,8 @@
 //!
 //! Built from (key, lengths) alone — no files, no communication — so every rank computes the same
 //! index; 12 bytes per document (a u32 position and a u64 prefix sum) and O(documents) time: a
-//! Fisher-Yates shuffle driven by splitmix64 and one pass of prefix sums (1e7 documents in well
-//! under a second, see `swallow bench data`).
+//! Fisher-Yates shuffle driven by splitmix64 and one pass of prefix sums (1e7 documents in about
+//! a second, see `swallow bench data`).
 
 use crate::data::sampler::mix64;
 

@@ -254,6 +254,7 @@ fn tokenize_pieces(
         c.bad_lines += bad;
     }
     flush(&mut chunk, &mut c)?;
+    progress.update(read.load(Ordering::Relaxed), c.documents, c.tokens);
     progress.finish();
     writer.finish()?;
     Ok(c)
@@ -457,6 +458,8 @@ mod tests {
         let missing = dir.join("nope.jsonl");
         let e = err(&opts(&dir, tok.clone(), vec![missing], 1));
         assert!(e.contains("nope.jsonl does not exist"), "{e}");
+        let e = err(&opts(&dir, tok.clone(), vec![dir.clone()], 1));
+        assert!(e.contains("is not a regular file"), "{e}");
 
         let j = dir.join("bad.jsonl");
         fs::write(&j, "{\"text\": \"the cat\"}\nnot json\n").unwrap();

@@ -79,8 +79,11 @@ pub fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
         bail!("no input files given");
     }
     for p in inputs {
-        if !p.is_file() {
+        if !p.exists() {
             bail!("input file {} does not exist", p.display());
+        }
+        if !p.is_file() {
+            bail!("input {} is not a regular file; pass the files (a shell glob such as DIR/*.jsonl)", p.display());
         }
         if p.extension().is_some_and(|e| e == "bz2" || e == "xz") {
             bail!(

@@ -24,7 +24,8 @@ impl Progress {
         }
     }
 
-    /// Redraw with `done` input bytes, `documents` and `tokens` so far (rate-limited).
+    /// Redraw with `done` input bytes, `documents` and `tokens` so far (rate-limited; the first
+    /// call always draws).
     pub fn update(&mut self, done: u64, documents: u64, tokens: u64) {
         if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
             return;

@@ -13,7 +13,7 @@
 //! So the sample at global index `i` is a pure function of (seed, i, data) and every parallel
 //! layout, and a run resumed at any consumed-sample count, sees the same global batches (design
 //! principle 2). Each rank builds the index of an epoch itself when it first reads from it (no
-//! files, no broadcast; ~0.5 s per 1e7 documents) and keeps the two epochs read last. Unlike
+//! files, no broadcast; about a second per 1e7 documents, `swallow bench data`) and keeps the two epochs read last. Unlike
 //! Megatron, epochs do not share samples across their boundary and the shuffles are ours (not
 //! numpy's), so the order is not bit-identical to Megatron's. Blending several such streams by
 //! weight is [`crate::data::blend`].
