@@ -13,7 +13,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export HDF5_DIR := /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 
-.PHONY: help setup build demo test kernels sample-data fixtures bench bench-parallel parallel-matrix clean
+.PHONY: help setup build demo test kernels sample-data fixtures bench bench-parallel bench-prep parallel-matrix clean
 
 help:
 	@echo "make demo   - install what is missing, prepare the sample corpus, train the tiny model (CPU, mpirun)"
@@ -24,6 +24,7 @@ help:
 	@echo "make fixtures    - regenerate the transformers fixtures (needs torch + transformers)"
 	@echo "make parallel-matrix - every 8-rank layout x ZeRO x schedule x SP against the single-rank run"
 	@echo "make bench-parallel  - tokens/s and per-group traffic of 1/2/4/8-rank layouts"
+	@echo "make bench-prep      - swallow prep vs the preprocess_data.py recipe on 200 MB, and swallow bench data"
 
 # Idempotent: installs only the Debian packages that are missing.
 setup:
@@ -72,6 +73,11 @@ bench: build
 
 bench-parallel: build $(SAMPLE_PREFIX).idx
 	scripts/bench_parallel.sh
+
+bench-prep: build
+	@mkdir -p out
+	python3 scripts/bench_prep.py --mb 200 --workers 2 | tee out/bench-prep.txt
+	$(BIN) bench data | tee -a out/bench-prep.txt
 
 parallel-matrix: build $(SAMPLE_PREFIX).idx
 	scripts/parallel_matrix.sh

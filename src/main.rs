@@ -85,8 +85,12 @@ struct PrepArgs {
     field: String,
     #[arg(long)]
     append_eod: bool,
-    #[arg(long, default_value_t = 0, help = "worker threads (0: all cores)")]
+    #[arg(long, default_value_t = 0, help = "worker threads per rank (0: all cores)")]
     workers: usize,
+    /// Skip lines that are not valid records (invalid UTF-8, bad JSON, no text field) and count
+    /// them in the summary, instead of stopping at the first with its file:line.
+    #[arg(long)]
+    skip_bad_lines: bool,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +100,27 @@ enum DataCommand {
         prefix: PathBuf,
         #[arg(long)]
         vocab_size: Option<usize>,
+    },
+    /// Checksums of the rows of each global batch as the DP ranks (one per MPI rank) read them.
+    Batches {
+        #[arg(long)]
+        data: String,
+        #[arg(long)]
+        split: Option<String>,
+        #[arg(long)]
+        seq_len: usize,
+        #[arg(long)]
+        global_batch: usize,
+        #[arg(long, default_value_t = 1234)]
+        seed: u64,
+        /// Reject ids at or above this (default: no check).
+        #[arg(long, default_value_t = usize::MAX)]
+        vocab_size: usize,
+        /// Steps already consumed (resume point).
+        #[arg(long, default_value_t = 0)]
+        start_step: u64,
+        #[arg(long)]
+        steps: u64,
     },
     /// Concatenate shard sets (same dtype) into one, like Megatron's merge_datasets.py; last line JSON.
     Merge {
@@ -192,7 +217,7 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Backend to benchmark.
+    /// Backend to benchmark (cpu), or `data`: the sampler's index build at 1e7 documents.
     #[arg(default_value = "cpu")]
     device: String,
     #[arg(long, default_value = "bench")]
@@ -249,12 +274,34 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 field: a.field,
                 append_eod: a.append_eod,
                 workers: a.workers,
+                bad_lines: if a.skip_bad_lines {
+                    swallow::data::prep_input::BadLines::Skip
+                } else {
+                    swallow::data::prep_input::BadLines::Fail
+                },
             };
-            let summary = swallow::data::prep::run(&opts)?;
-            println!("{summary}");
+            let comm = mpi.world_group();
+            if let Some(summary) = swallow::data::prep::run(&opts, &comm)? {
+                println!("{summary}");
+            }
         }
         Command::Data { command: DataCommand::Inspect { prefix, vocab_size } } => {
             swallow::data::inspect::run(&prefix, vocab_size)?;
+        }
+        Command::Data {
+            command: DataCommand::Batches { data, split, seq_len, global_batch, seed, vocab_size, start_step, steps },
+        } => {
+            let o = swallow::data::batches::BatchesOptions {
+                data: &data,
+                split: split.as_deref(),
+                seq_len,
+                global_batch,
+                seed,
+                vocab_size,
+                start_step,
+                steps,
+            };
+            swallow::data::batches::run(&o, &mpi.world)?;
         }
         Command::Data { command: DataCommand::Merge { inputs, output } } => {
             swallow::data::merge::run(&inputs, &output)?;
@@ -284,6 +331,9 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 batches: a.batches,
             };
             swallow::eval::run(&opts)?;
+        }
+        Command::Bench(a) if a.device == "data" => {
+            swallow::data::bench::run(&std::env::temp_dir().join(format!("swallow-bench-data-{}", std::process::id())))?;
         }
         Command::Bench(a) => {
             if a.device != "cpu" {

@@ -194,10 +194,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     let start = Instant::now();
     for step in trainer.step + 1..=t.steps {
         let t0 = Instant::now();
-        let first = (step - 1) * t.global_batch as u64 + (topo.dp_rank * local) as u64;
-        for (i, out) in batch.chunks_mut(row).enumerate() {
-            sampler.sample(first + i as u64, out)?;
-        }
+        crate::data::batches::fill(&sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
         let s = trainer.train_step(&batch);
         let dt = t0.elapsed().as_secs_f64();
         let tokens_per_s = (t.global_batch * t.seq_len) as f64 / dt;

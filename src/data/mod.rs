@@ -1,10 +1,16 @@
 //! Token data: Megatron-compatible indexed shards (.bin/.idx), GPT-style sampling, weighted blending
 //! of datasets, data specs (`--data`), corpus preparation and shard merging.
 
+pub mod batches;
+pub mod bench;
 pub mod blend;
+pub mod bpe;
+pub mod epoch;
 pub mod indexed;
 pub mod inspect;
 pub mod merge;
 pub mod prep;
+pub mod prep_input;
+pub mod progress;
 pub mod sampler;
 pub mod spec;

@@ -1,23 +1,27 @@
 //! `swallow prep`: tokenize raw text into a Megatron indexed dataset, as Megatron-LM's
 //! `preprocess_data.py` does (one sequence per document, ids of the text as the tokenizer encodes it
 //! including any special tokens its post-processor adds, plus EOD with `--append-eod`; u16 data when
-//! the vocabulary has < 65,500 entries, else i32).
+//! the vocabulary has < 65,500 entries, else i32). Input formats and bad-line handling:
+//! [`crate::data::prep_input`].
 //!
-//! Inputs (each optionally compressed as `.gz` or `.zst`, read on the fly):
-//! JSON Lines (any name not ending in `.txt`): one JSON object per line, the document text
-//! under `field` (default "text"); blank lines are skipped. Plain text (`*.txt`): one document per
-//! paragraph block, blocks separated by one or more blank (or whitespace-only) lines; the lines of a
-//! block are kept with their newlines. Documents are read in chunks, tokenized on `workers` threads
-//! and written in input order, so the output does not depend on the number of workers. Documents
-//! that produce no tokens are skipped (and counted).
+//! Parallelism: documents are read in chunks, tokenized on `workers` threads and written in input
+//! order; under mpirun the inputs are divided into contiguous pieces between the ranks
+//! ([`pieces_for_rank`]), each rank writes its documents as a part (temp name, then renamed), the
+//! ranks agree that all parts are complete, and rank 0 concatenates them into the output (temp
+//! names, renamed when complete) and removes them. The output is byte-identical for any number of
+//! workers and ranks. Documents that produce no tokens are skipped (and counted). A progress bar is
+//! drawn on rank 0 when stderr is a terminal; the summary line is always printed.
 
-use crate::data::indexed::{with_suffix, IndexedWriter, TokenDtype};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::data::bpe::FastBpe;
+use crate::data::indexed::{with_suffix, IndexedDataset, IndexedWriter, TokenDtype};
+use crate::data::prep_input::{check_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
+use crate::data::progress::Progress;
+use crate::dist::Collectives;
+use anyhow::{anyhow, Context, Result};
 use rayon::prelude::*;
 use std::fmt;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
@@ -35,39 +39,68 @@ pub struct PrepOptions {
     pub output: PathBuf,
     pub field: String,
     pub append_eod: bool,
-    /// Tokenizer threads; 0 = one per core.
+    /// Tokenizer threads per rank; 0 = one per core.
     pub workers: usize,
+    pub bad_lines: BadLines,
+}
+
+/// What this rank (or, after [`run`], the whole job) read and wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// Documents written.
+    pub documents: u64,
+    /// Documents skipped because they produced no tokens.
+    pub skipped: u64,
+    /// Lines skipped as bad records (with [`BadLines::Skip`]).
+    pub bad_lines: u64,
+    pub tokens: u64,
+    /// UTF-8 bytes of input text tokenized.
+    pub bytes: u64,
+}
+
+impl Counts {
+    fn to_f64(self) -> [f64; 5] {
+        [self.documents, self.skipped, self.bad_lines, self.tokens, self.bytes].map(|x| x as f64)
+    }
+
+    fn from_f64(v: &[f64]) -> Self {
+        let u = |i: usize| v[i].round() as u64;
+        Counts { documents: u(0), skipped: u(1), bad_lines: u(2), tokens: u(3), bytes: u(4) }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct PrepSummary {
     pub output: PathBuf,
     pub dtype: TokenDtype,
-    /// Documents written.
-    pub documents: u64,
-    /// Documents skipped because they produced no tokens.
-    pub skipped: u64,
-    pub tokens: u64,
-    /// UTF-8 bytes of input text tokenized.
-    pub bytes: u64,
+    pub counts: Counts,
+    /// Bytes written (.bin + .idx).
+    pub output_bytes: u64,
+    pub ranks: usize,
     pub seconds: f64,
 }
 
 impl fmt::Display for PrepSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
         write!(
             f,
-            "prep: {} documents, {} tokens ({}) from {:.2} MB of text in {:.2} s ({:.0} tokens/s) -> {}",
-            self.documents,
-            self.tokens,
+            "prep: {} documents, {} tokens ({}) from {:.2} MB of text in {:.2} s ({:.0} tokens/s{}) -> {} ({} bytes)",
+            c.documents,
+            c.tokens,
             self.dtype,
-            self.bytes as f64 / 1e6,
+            c.bytes as f64 / 1e6,
             self.seconds,
-            self.tokens as f64 / self.seconds.max(1e-9),
-            with_suffix(&self.output, ".{bin,idx}").display()
+            c.tokens as f64 / self.seconds.max(1e-9),
+            if self.ranks > 1 { format!(", {} ranks", self.ranks) } else { String::new() },
+            with_suffix(&self.output, ".{bin,idx}").display(),
+            self.output_bytes
         )?;
-        if self.skipped > 0 {
-            write!(f, "; {} empty documents skipped", self.skipped)?;
+        if c.skipped > 0 {
+            write!(f, "; {} empty documents skipped", c.skipped)?;
+        }
+        if c.bad_lines > 0 {
+            write!(f, "; {} bad lines skipped", c.bad_lines)?;
         }
         Ok(())
     }
@@ -78,22 +111,22 @@ pub fn eod_id(tok: &Tokenizer) -> Option<u32> {
     EOD_TOKENS.iter().find_map(|t| tok.token_to_id(t))
 }
 
-pub fn run(opts: &PrepOptions) -> Result<PrepSummary> {
+/// The prefix of rank `rank`'s part of the output.
+fn part_prefix(output: &Path, rank: usize, ranks: usize) -> PathBuf {
+    with_suffix(output, &format!(".part-{rank}-of-{ranks}"))
+}
+
+fn remove_part(prefix: &Path) {
+    for ext in [".bin", ".idx"] {
+        let _ = std::fs::remove_file(with_suffix(prefix, ext));
+    }
+}
+
+/// Run prep on every rank of `comm` (a group of one without mpirun). Returns the summary of the
+/// whole job on rank 0, `None` on the other ranks.
+pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSummary>> {
     let start = Instant::now();
-    if opts.inputs.is_empty() {
-        bail!("no input files given");
-    }
-    for p in &opts.inputs {
-        if !p.is_file() {
-            bail!("input file {} does not exist", p.display());
-        }
-        if p.extension().is_some_and(|e| e == "bz2" || e == "xz") {
-            bail!(
-                "input file {} is compressed with a format prep does not read (.gz and .zst are read directly); decompress it first",
-                p.display()
-            );
-        }
-    }
+    check_inputs(&opts.inputs)?;
     let tok = Tokenizer::from_file(&opts.tokenizer)
         .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", opts.tokenizer.display()))?;
     let eod = if opts.append_eod {
@@ -107,155 +140,156 @@ pub fn run(opts: &PrepOptions) -> Result<PrepSummary> {
         None
     };
     let dtype = TokenDtype::for_vocab(tok.get_vocab_size(true));
+    let fast = FastBpe::from_file(&opts.tokenizer)?;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let pieces = pieces_for_rank(&opts.inputs, rank, ranks)?;
+    let target = if ranks == 1 { opts.output.clone() } else { part_prefix(&opts.output, rank, ranks) };
+    let encoder = Encoder { tok: &tok, fast: fast.as_ref() };
+    let local = tokenize_pieces(opts, &encoder, eod, dtype, &pieces, &target, rank == 0);
+    let mut all = [0.0f64; 6];
+    all[0] = local.is_err() as u8 as f64;
+    if let Ok(c) = &local {
+        all[1..].copy_from_slice(&c.to_f64());
+    }
+    comm.all_reduce_sum_f64(&mut all);
+    if all[0] > 0.0 {
+        if ranks > 1 {
+            remove_part(&target);
+        }
+        return Err(match local {
+            Err(e) => e,
+            Ok(_) => anyhow!("prep failed on {} other rank(s); no output written", all[0]),
+        });
+    }
+    let counts = Counts::from_f64(&all[1..]);
+    if rank != 0 {
+        return Ok(None);
+    }
+    if ranks > 1 {
+        let merged = merge_parts(&opts.output, ranks, dtype);
+        for r in 0..ranks {
+            remove_part(&part_prefix(&opts.output, r, ranks));
+        }
+        merged?;
+    }
+    let output_bytes = ["bin", "idx"]
+        .iter()
+        .map(|e| std::fs::metadata(with_suffix(&opts.output, &format!(".{e}"))).map_or(0, |m| m.len()))
+        .sum();
+    Ok(Some(PrepSummary {
+        output: opts.output.clone(),
+        dtype,
+        counts,
+        output_bytes,
+        ranks,
+        seconds: start.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Concatenate the ranks' parts, in rank order, into `output` (temp names, then renamed).
+fn merge_parts(output: &Path, ranks: usize, dtype: TokenDtype) -> Result<()> {
+    let mut w = IndexedWriter::create(output, dtype)?;
+    for r in 0..ranks {
+        let part = IndexedDataset::open(&part_prefix(output, r, ranks))
+            .with_context(|| format!("reading the part of rank {r}"))?;
+        w.append_dataset(&part)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// Tokenize the documents of `pieces` into the dataset `target` (temp names, renamed when done).
+fn tokenize_pieces(
+    opts: &PrepOptions,
+    enc: &Encoder,
+    eod: Option<u32>,
+    dtype: TokenDtype,
+    pieces: &[Piece],
+    target: &Path,
+    show_progress: bool,
+) -> Result<Counts> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.workers)
         .build()
         .context("starting tokenizer threads")?;
-    let mut writer = IndexedWriter::create(&opts.output, dtype)?;
-    let mut sum = PrepSummary {
-        output: opts.output.clone(),
-        dtype,
-        documents: 0,
-        skipped: 0,
-        tokens: 0,
-        bytes: 0,
-        seconds: 0.0,
-    };
-    let mut flush = |docs: &mut Vec<String>, sum: &mut PrepSummary| -> Result<()> {
+    let total_bytes = pieces.iter().map(|p| p.bytes()).sum::<Result<u64>>()?;
+    let mut progress = Progress::new("prep", total_bytes, show_progress);
+    let read = AtomicU64::new(0);
+    let mut writer = IndexedWriter::create(target, dtype)?;
+    let mut c = Counts::default();
+    let mut flush = |docs: &mut Vec<String>, c: &mut Counts| -> Result<()> {
         let encoded: Vec<_> = pool.install(|| {
             docs.par_iter()
-                .map(|d| {
-                    tok.encode_fast(d.as_str(), true)
-                        .map(|e| e.get_ids().to_vec())
-                })
+                .map(|d| enc.encode(d))
                 .collect()
         });
         for (ids, text) in encoded.into_iter().zip(docs.iter()) {
             let mut ids = ids.map_err(|e| anyhow!("tokenizing {:?}...: {e}", preview(text)))?;
             ids.extend(eod);
-            sum.bytes += text.len() as u64;
+            c.bytes += text.len() as u64;
             if ids.is_empty() {
-                sum.skipped += 1;
+                c.skipped += 1;
                 continue;
             }
             writer.add_document(&ids)?;
-            sum.documents += 1;
-            sum.tokens += ids.len() as u64;
+            c.documents += 1;
+            c.tokens += ids.len() as u64;
         }
         docs.clear();
         Ok(())
     };
     let mut chunk: Vec<String> = Vec::new();
     let mut chunk_bytes = 0;
-    for path in &opts.inputs {
-        for_each_document(path, &opts.field, |doc| {
+    for piece in pieces {
+        let bad = for_each_document(piece, &opts.field, opts.bad_lines, &read, |doc| {
             chunk_bytes += doc.len();
             chunk.push(doc);
             if chunk_bytes >= CHUNK_BYTES {
-                flush(&mut chunk, &mut sum)?;
+                flush(&mut chunk, &mut c)?;
                 chunk_bytes = 0;
+                progress.update(read.load(Ordering::Relaxed), c.documents, c.tokens);
             }
             Ok(())
         })?;
+        c.bad_lines += bad;
     }
-    flush(&mut chunk, &mut sum)?;
+    flush(&mut chunk, &mut c)?;
+    progress.update(read.load(Ordering::Relaxed), c.documents, c.tokens);
+    progress.finish();
     writer.finish()?;
-    sum.seconds = start.elapsed().as_secs_f64();
-    Ok(sum)
+    Ok(c)
+}
+
+/// The tokenizer, with the fast byte-level BPE path where it applies ([`FastBpe`]).
+struct Encoder<'a> {
+    tok: &'a Tokenizer,
+    fast: Option<&'a FastBpe>,
+}
+
+impl Encoder<'_> {
+    fn encode(&self, text: &str) -> tokenizers::Result<Vec<u32>> {
+        match self.fast.and_then(|f| f.encode(text)) {
+            Some(ids) => Ok(ids),
+            None => self.tok.encode_fast(text, true).map(|e| e.get_ids().to_vec()),
+        }
+    }
 }
 
 fn preview(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
-/// Call `f` with each document of `path` in order (JSONL, or paragraphs of a `.txt` file).
-pub fn for_each_document(
-    path: &Path,
-    field: &str,
-    mut f: impl FnMut(String) -> Result<()>,
-) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // .gz (also multi-member, as pigz writes) and .zst are decompressed on the fly; the kind of
-    // text is decided by the extension under the compression suffix.
-    let (inner, raw): (PathBuf, Box<dyn std::io::Read>) = match path.extension().and_then(|e| e.to_str()) {
-        Some("gz") => (path.with_extension(""), Box::new(flate2::read::MultiGzDecoder::new(file))),
-        Some("zst") => (
-            path.with_extension(""),
-            Box::new(zstd::stream::read::Decoder::new(file).with_context(|| format!("{}: not a zstd stream", path.display()))?),
-        ),
-        _ => (path.to_path_buf(), Box::new(file)),
-    };
-    let reader = BufReader::with_capacity(1 << 20, raw);
-    let is_txt = inner.extension().is_some_and(|e| e == "txt");
-    let mut para = String::new();
-    for (k, line) in reader.lines().enumerate() {
-        let lineno = k + 1;
-        let line =
-            line.with_context(|| format!("{}:{lineno}: cannot read line", path.display()))?;
-        if is_txt {
-            if line.trim().is_empty() {
-                if !para.is_empty() {
-                    f(std::mem::take(&mut para))?;
-                }
-            } else {
-                if !para.is_empty() {
-                    para.push('\n');
-                }
-                para.push_str(&line);
-            }
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| anyhow!("{}:{lineno}: not a JSON object: {e}", path.display()))?;
-        let obj = v.as_object().ok_or_else(|| {
-            anyhow!(
-                "{}:{lineno}: expected a JSON object, found {}",
-                path.display(),
-                kind(&v)
-            )
-        })?;
-        match obj.get(field) {
-            Some(serde_json::Value::String(s)) => f(s.clone())?,
-            Some(other) => bail!(
-                "{}:{lineno}: field {field:?} is {}, expected a string",
-                path.display(),
-                kind(other)
-            ),
-            None => {
-                let keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
-                bail!(
-                    "{}:{lineno}: no field {field:?} (keys: {}); choose one with --field",
-                    path.display(),
-                    keys.join(", ")
-                )
-            }
-        }
-    }
-    if !para.is_empty() {
-        f(para)?;
-    }
-    Ok(())
-}
-
-fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::indexed::IndexedDataset;
+    use crate::dist::LocalGroup;
     use std::fs;
+
+    /// Prep as one process.
+    fn run(o: &PrepOptions) -> Result<PrepSummary> {
+        super::run(o, &LocalGroup).map(|s| s.expect("rank 0 has the summary"))
+    }
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("swallow-prep-{}-{name}", std::process::id()));
@@ -304,6 +338,7 @@ mod tests {
             field: "text".into(),
             append_eod: true,
             workers,
+            bad_lines: BadLines::Fail,
         }
     }
 
@@ -330,8 +365,8 @@ mod tests {
         packed.output = dir.join("packed");
         let a = run(&plain).unwrap();
         let b = run(&packed).unwrap();
-        assert_eq!((a.documents, a.tokens), (b.documents, b.tokens));
-        assert_eq!(a.documents, 4);
+        assert_eq!((a.counts.documents, a.counts.tokens), (b.counts.documents, b.counts.tokens));
+        assert_eq!(a.counts.documents, 4);
         for ext in ["bin", "idx"] {
             let x = fs::read(plain.output.with_extension(ext)).unwrap();
             let y = fs::read(packed.output.with_extension(ext)).unwrap();
@@ -366,7 +401,7 @@ mod tests {
         for workers in [1, 3] {
             let o = opts(&dir, tok.clone(), vec![j.clone(), t.clone()], workers);
             let s = run(&o).unwrap();
-            assert_eq!((s.documents, s.tokens, s.skipped), (5, 21, 0));
+            assert_eq!((s.counts.documents, s.counts.tokens, s.counts.skipped), (5, 21, 0));
             assert_eq!(s.dtype, TokenDtype::U16);
             assert!(
                 s.to_string().contains("5 documents, 21 tokens (u16)"),
@@ -380,7 +415,7 @@ mod tests {
         let mut o = opts(&dir, tok, vec![j], 2);
         o.append_eod = false;
         let s = run(&o).unwrap();
-        assert_eq!((s.documents, s.tokens, s.skipped), (2, 9, 1));
+        assert_eq!((s.counts.documents, s.counts.tokens, s.counts.skipped), (2, 9, 1));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -423,6 +458,8 @@ mod tests {
         let missing = dir.join("nope.jsonl");
         let e = err(&opts(&dir, tok.clone(), vec![missing], 1));
         assert!(e.contains("nope.jsonl does not exist"), "{e}");
+        let e = err(&opts(&dir, tok.clone(), vec![dir.clone()], 1));
+        assert!(e.contains("is not a regular file"), "{e}");
 
         let j = dir.join("bad.jsonl");
         fs::write(&j, "{\"text\": \"the cat\"}\nnot json\n").unwrap();
@@ -468,6 +505,27 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn skipped_bad_lines_are_counted_in_the_summary() {
+        let dir = tmpdir("skip");
+        let tok = tiny_tokenizer(&dir, true);
+        let j = dir.join("mixed.jsonl");
+        fs::write(&j, b"{\"text\": \"the cat\"}\nnot json\n{\"text\": \"\xc3\x28\"}\n{\"text\": \"a dog\"}\n").unwrap();
+        let mut o = opts(&dir, tok, vec![j], 1);
+        let e = format!("{:#}", run(&o).unwrap_err());
+        assert!(e.contains("mixed.jsonl:2: not a JSON object"), "{e}");
+        o.bad_lines = BadLines::Skip;
+        let s = run(&o).unwrap();
+        assert_eq!((s.counts.documents, s.counts.bad_lines, s.counts.tokens), (2, 2, 6));
+        let line = s.to_string();
+        assert!(line.contains("; 2 bad lines skipped"), "{line}");
+        assert!(line.contains("tokens/s") && line.contains(&format!("({} bytes)", s.output_bytes)), "{line}");
+        let on_disk = fs::metadata(o.output.with_extension("bin")).unwrap().len()
+            + fs::metadata(o.output.with_extension("idx")).unwrap().len();
+        assert_eq!(s.output_bytes, on_disk);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// The committed sample tokenizer (data/sample/tokenizer.json) and corpus, end to end.
     #[test]
     fn sample_tokenizer_and_corpus() {
@@ -495,9 +553,10 @@ mod tests {
             field: "text".into(),
             append_eod: true,
             workers: 2,
+            bad_lines: BadLines::Fail,
         };
         let s = run(&o).unwrap();
-        assert!(s.documents > 300 && s.tokens > 30_000, "{s}");
+        assert!(s.counts.documents > 300 && s.counts.tokens > 30_000, "{s}");
         let ds = IndexedDataset::open(&o.output).unwrap();
         assert_eq!(ds.dtype(), TokenDtype::U16);
         let last = ds.document(ds.num_documents() - 1).unwrap();

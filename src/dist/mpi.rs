@@ -27,6 +27,11 @@ impl MpiWorld {
         self.world.size() as usize
     }
 
+    /// All ranks as one collectives group (for jobs outside the training grid, e.g. prep).
+    pub fn world_group(&self) -> MpiGroup {
+        MpiGroup::new(self.world.duplicate())
+    }
+
     /// This rank's groups in the grid (each split is collective: every rank calls this).
     pub fn groups(&self, t: &Topology) -> ParallelGroups {
         let world = MpiGroup::new(self.world.duplicate());
