@@ -154,8 +154,12 @@ struct TrainArgs {
     metrics: Option<String>,
     #[arg(long)]
     device: Option<String>,
+    /// Check configuration, topology, layout and data, print every rank's memory plan, exit.
     #[arg(long)]
     dry_run: bool,
+    /// GPU kind the dry run plans memory for (h100, h200, a100).
+    #[arg(long, default_value = "h100")]
+    gpu: String,
     /// Any config field: --set section.key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -339,7 +343,8 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
         }
         Command::Train(a) => {
             let cfg = Config::load(&a.config, &train_overrides(&a))?;
-            swallow::train::run(&cfg, mpi, a.dry_run)?;
+            let gpu = swallow::plan::hardware::GpuKind::by_name(&a.gpu)?;
+            swallow::train::run(&cfg, mpi, a.dry_run.then_some(&gpu))?;
         }
         Command::Eval(a) => {
             let ckpt = a.load.as_deref().map(|p| swallow::checkpoint::store::checkpoint_file(p.as_ref())).transpose()?;

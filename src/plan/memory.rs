@@ -112,7 +112,6 @@ struct Dims {
     ffn: f64,
     vocab: f64,
     heads: f64,
-    kv_heads: f64,
     seq: f64,
     batch: f64,
 }
@@ -129,7 +128,6 @@ fn dims(m: &ModelConfig, seq: usize, l: &Layout, local: &LocalDims) -> Dims {
         ffn: local.ffn as f64,
         vocab: local.vocab as f64,
         heads: local.heads as f64,
-        kv_heads: local.kv_heads as f64,
         seq: seq as f64,
         batch: l.micro_batch as f64,
     }
@@ -229,8 +227,8 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
 
     // Staging for communication: optimizer flat vector and bucket; pipeline host buffer; the
     // all-reduce send copy (comm.rs) of the TP group (without sequence parallelism, [n, h]), of
-    // the DP group (without ZeRO, a bucket) and of a replicated-KV group; the host copies of
-    // layer.rs's Scratch and of llama.rs.
+    // the DP group (without ZeRO, a bucket), of a replicated-KV group and of the tied-embedding
+    // group; the host copies of layer.rs's Scratch and of llama.rs.
     let sp = l.sequence_parallel;
     let mut buffers = p + largest_padded;
     if l.pp > 1 {
@@ -248,6 +246,9 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
         buffers += kv_grad;
     }
     let tied_split = m.tie_embeddings && l.pp > 1;
+    if tied_split && (stage == 0 || stage == l.pp - 1) {
+        buffers += x.vocab * h; // the embedding group's all-reduce of the tied matrix's gradient
+    }
     buffers += n * h.max(3.0) + if sp { rows * h } else { 0.0 } + 3.0 * n * l.tp as f64; // Scratch host
     buffers += 2.0 * n + kv_grad.max(if tied_split { x.vocab * h } else { 0.0 }); // llama.rs host
     let buffers = f * buffers;
@@ -268,6 +269,5 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     }) as f64;
     let batch = (t.global_batch / dp * (t.seq_len + 1)) as f64;
     let workspace = f * (scratch + rope + attention + batch);
-    let _ = x.kv_heads;
     Ok(Memory { weights: f * p, grads: f * p, optimizer, activations, buffers, workspace, overhead: 0.0 })
 }
