@@ -271,3 +271,74 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     let workspace = f * (scratch + rope + attention + batch);
     Ok(Memory { weights: f * p, grads: f * p, optimizer, activations, buffers, workspace, overhead: 0.0 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn layout(cfg: &Config, world: usize, recompute: Recompute) -> Layout {
+        Layout::from_config(cfg, world, recompute).unwrap()
+    }
+
+    #[test]
+    fn model_state_is_counted_by_hand_for_swallow_7b() {
+        // tp 2, pp 2, dp 8, ZeRO-1. Stage 0: half the (43,176 x 4,096) embedding and 16 layers of
+        // 4 attention matrices 4096 x 4096 / 2, 3 MLP matrices 4096 x 11008 / 2, two full norms.
+        let cfg = Config::load("swallow-7b", &[]).unwrap();
+        let l = layout(&cfg, 32, Recompute::Selective);
+        let p0 = 43_176.0 * 4096.0 / 2.0 + 16.0 * (4.0 * 4096.0 * 4096.0 / 2.0 + 3.0 * 4096.0 * 11008.0 / 2.0 + 2.0 * 4096.0);
+        let m = gpu(&cfg, &l, 0).unwrap();
+        assert_eq!((m.weights, m.grads, m.optimizer), (2.0 * p0, 4.0 * p0, 12.0 * p0 / 8.0));
+        // REFERENCE.md: the distributed optimizer holds 6 + 12/DP bytes per parameter, 18 without.
+        assert_eq!((m.weights + m.grads + m.optimizer) / p0, 6.0 + 12.0 / 8.0);
+        let plain = gpu(&cfg, &Layout { zero: false, ..l }, 0).unwrap();
+        assert_eq!((plain.weights + plain.grads + plain.optimizer) / p0, 18.0);
+    }
+
+    #[test]
+    fn layer_activations_follow_korthikanti() {
+        let cfg = Config::load("llama2-7b", &["train.seq_len=2048".into(), "train.micro_batch=2".into()]).unwrap();
+        let (m, s, b, h, a) = (&cfg.model, 2048.0, 2.0, 4096.0, 32.0);
+        let one = layout(&cfg, 1, Recompute::None);
+        let bytes = |l: &Layout, r: Recompute| gpu_layer_bytes(m, 2048, l, &LocalDims::new(m, l.tp, 0), r);
+        // Without recomputation the attention probabilities (bf16, no dropout in Llama) are kept;
+        // selective recomputation replaces them by fp32 row statistics.
+        let none = bytes(&one, Recompute::None);
+        let selective = bytes(&one, Recompute::Selective);
+        assert_eq!(none - selective, 2.0 * a * s * s * b - 4.0 * a * s * b);
+        // Korthikanti's 34 s b h is GPT's (4h GeLU MLP, dropout masks); Llama-2-7B's bf16 tensors
+        // give 16 + 6 x 11008 / 4096 = 32.1 of them (8: both norms' inputs and outputs; 8: q, k,
+        // v and the attention output; 6 f / h: gate, up and the SwiGLU output), plus the statistics.
+        let per_sbh = (selective - 4.0 * a * s * b) / (s * b * h);
+        assert!((per_sbh - (16.0 + 6.0 * 11008.0 / 4096.0)).abs() < 1e-9, "{per_sbh}");
+        // TP with sequence parallelism divides every term by t.
+        for tp in [2, 4, 8] {
+            let l = Layout { tp, dp: 1, sequence_parallel: true, ..one };
+            assert!((bytes(&l, Recompute::Selective) * tp as f64 - selective).abs() < 1e-6);
+            assert!((bytes(&l, Recompute::None) * tp as f64 - none).abs() < 1e-6);
+            // Full recomputation keeps the layer input only: 2 s b h / t.
+            assert_eq!(bytes(&l, Recompute::Full), 2.0 * s * b * h / tp as f64);
+        }
+    }
+
+    #[test]
+    fn activations_scale_with_the_micro_batches_the_schedule_keeps_in_flight() {
+        // 1F1B: stage s runs pp - s forwards before its first backward (Megatron's warm-up + 1);
+        // the executor's lists may post one receive before a slot frees, so one more at most.
+        let cfg = Config::load("llama2-7b", &["parallel.pp=4".into(), "train.global_batch=64".into()]).unwrap();
+        let l = layout(&cfg, 4, Recompute::Selective);
+        let per_layer = gpu_layer_bytes(&cfg.model, cfg.train.seq_len, &l, &LocalDims::new(&cfg.model, 1, 0), Recompute::Selective);
+        for stage in 0..4 {
+            let slots = StageShape::new(&cfg, &l, stage).unwrap().slots;
+            assert_eq!(slots.len(), 1);
+            assert!(slots[0] >= 4 - stage && slots[0] <= 5 - stage, "stage {stage}: {slots:?}");
+            if stage == 0 {
+                assert_eq!(slots[0], 4);
+            }
+            let acts = gpu(&cfg, &l, stage).unwrap().activations;
+            let head = if stage == 3 { 4.0 * cfg.train.seq_len as f64 * 4096.0 } else { 0.0 };
+            assert!((acts - slots[0] as f64 * (8.0 * per_layer + head)).abs() < 1.0, "stage {stage}");
+        }
+    }
+}

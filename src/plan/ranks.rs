@@ -50,7 +50,11 @@ pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> 
         microbatches, l.micro_batch, layers
     );
     let local = t.global_batch / l.dp;
-    println!("data: step 1 reads samples [r x {local}, (r + 1) x {local}) on DP rank r, {} tokens each", t.seq_len + 1);
+    println!(
+        "data: DP rank r reads samples [r x {local}, (r + 1) x {local}) of every global batch of {}, {} tokens each",
+        t.global_batch,
+        t.seq_len + 1
+    );
     println!("memory plan per rank (CPU backend f32 | bf16 on {}, selective recompute, capacity {:.2} GiB):", gpu.name, gpu.memory_bytes / GIB);
     let per_stage = l.tp * l.dp;
     for s in 0..l.pp {

@@ -93,3 +93,30 @@ pub fn search(cfg: &Config, gpus: usize, gpu: &GpuKind) -> Result<Vec<Candidate>
     });
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_layout_is_valid_and_the_fitting_ones_come_fastest_first() {
+        let cfg = Config::load("swallow-13b", &[]).unwrap();
+        let gpu = GpuKind::by_name("a100").unwrap();
+        let all = search(&cfg, 64, &gpu).unwrap();
+        assert!(!all.is_empty());
+        for c in &all {
+            let l = &c.layout;
+            assert!(l.check(&cfg).is_ok() && l.world() == 64, "{l:?}");
+            assert!(gpu.gpus_per_node % l.tp == 0 && cfg.model.num_layers % l.pp == 0, "{l:?}");
+            assert_eq!(c.time.is_some(), c.fits(&gpu), "{l:?}");
+        }
+        let times: Vec<f64> = all.iter().filter_map(|c| c.time.map(|t| t.step_s)).collect();
+        assert!(!times.is_empty() && times.windows(2).all(|w| w[0] <= w[1]));
+        assert!(all.iter().skip(times.len()).all(|c| c.time.is_none()), "fitting layouts first");
+        // Swallow's own 13B layout (tp 2, pp 4, dp 8, micro-batch 1, selective) is among them.
+        assert!(all.iter().any(|c| {
+            let l = &c.layout;
+            (l.tp, l.pp, l.vpp, l.dp, l.micro_batch, l.recompute) == (2, 4, 1, 8, 1, Recompute::Selective)
+        }));
+    }
+}
