@@ -192,6 +192,12 @@ struct PlanArgs {
     global_batch: Option<usize>,
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Override the GPU kind's memory, GiB (TSUBAME 4.0's H100 SXM5 have 94 GB).
+    #[arg(long)]
+    gpu_memory_gib: Option<f64>,
+    /// Override the GPU kind's GPUs per node.
+    #[arg(long)]
+    gpus_per_node: Option<usize>,
     /// none, selective or full.
     #[arg(long, default_value = "selective")]
     recompute: String,
@@ -303,13 +309,10 @@ fn plan_options(a: PlanArgs) -> Result<swallow::plan::report::PlanOptions> {
         }
     }
     o.extend(a.set);
-    if a.tokens.is_some_and(|t| !(t > 0.0)) || !(a.price_per_gpu_hour >= 0.0) {
-        anyhow::bail!("swallow plan: --tokens must be > 0 and --price-per-gpu-hour >= 0");
-    }
     Ok(swallow::plan::report::PlanOptions {
         cfg: Config::load(&name, &o)?,
         gpus: a.gpus,
-        target: swallow::plan::report::Target::parse(&a.gpu)?,
+        target: swallow::plan::report::Target::parse(&a.gpu, a.gpu_memory_gib, a.gpus_per_node)?,
         recompute: swallow::plan::Recompute::parse(&a.recompute)?,
         tokens: a.tokens,
         price_yen: a.price_per_gpu_hour,

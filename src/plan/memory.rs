@@ -5,6 +5,7 @@
 //! - `cpu`: what this build's CPU backend allocates (everything f32), buffer by buffer as
 //!   model/llama.rs, model/layer.rs, optim/, pipeline/executor.rs and the backend allocate them —
 //!   checked against the counting allocator under real mpirun (tests/plan.rs).
+//!
 //! Activations in flight come from the real pipeline schedule: the slots the executor needs per
 //! chunk (`Executor::slots_per_chunk`), not from a closed formula.
 

@@ -24,12 +24,25 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn parse(name: &str) -> Result<Target> {
+    /// `name` with the GPU kind's memory (GiB) and GPUs per node overridden where given.
+    pub fn parse(name: &str, memory_gib: Option<f64>, gpus_per_node: Option<usize>) -> Result<Target> {
         if name == "cpu" {
-            Ok(Target::Cpu)
-        } else {
-            Ok(Target::Gpu(GpuKind::by_name(name)?))
+            return Ok(Target::Cpu);
         }
+        let mut g = GpuKind::by_name(name)?;
+        if let Some(m) = memory_gib {
+            if m.is_nan() || m <= 0.0 {
+                bail!("--gpu-memory-gib {m}: expected a positive size");
+            }
+            g.memory_bytes = m * GIB;
+        }
+        if let Some(n) = gpus_per_node {
+            if n == 0 {
+                bail!("--gpus-per-node 0: expected a positive count");
+            }
+            g.gpus_per_node = n;
+        }
+        Ok(Target::Gpu(g))
     }
 }
 
@@ -66,7 +79,10 @@ fn header(o: &PlanOptions) -> String {
     let (m, t) = (&o.cfg.model, &o.cfg.train);
     let params = ParamTable::llama(m).numel() as f64;
     let on = match o.target {
-        Target::Gpu(g) => format!("{} x {} ({})", o.gpus, g.name, g.description),
+        Target::Gpu(g) => format!(
+            "{} x {} ({}; planned with {} GiB, {} per node)",
+            o.gpus, g.name, g.description, gib(g.memory_bytes), g.gpus_per_node
+        ),
         Target::Cpu => format!("{} ranks on this build's CPU backend (f32)", o.gpus),
     };
     format!(
@@ -130,6 +146,9 @@ fn summary_json(o: &PlanOptions, c: &Candidate, gpu: &GpuKind) -> serde_json::Va
 pub fn run(o: &PlanOptions) -> Result<()> {
     if o.gpus == 0 {
         bail!("--gpus 0: expected a positive number of GPUs");
+    }
+    if o.tokens.is_some_and(|t| t.is_nan() || t <= 0.0) || o.price_yen.is_nan() || o.price_yen < 0.0 {
+        bail!("--tokens must be > 0 and --price-per-gpu-hour >= 0");
     }
     println!("{}", header(o));
     let gpu = match o.target {

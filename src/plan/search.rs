@@ -47,7 +47,7 @@ pub fn price(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<Candidate> {
 }
 
 fn divisors(n: usize) -> Vec<usize> {
-    (1..=n).filter(|d| n % d == 0).collect()
+    (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
 }
 
 /// Every valid layout of `gpus` GPUs for `cfg` (ZeRO from the config, sequence parallelism with
@@ -57,7 +57,7 @@ pub fn search(cfg: &Config, gpus: usize, gpu: &GpuKind) -> Result<Vec<Candidate>
     let mut out = Vec::new();
     for tp in divisors(gpu.gpus_per_node) {
         for pp in divisors(layers) {
-            if gpus % (tp * pp) != 0 {
+            if !gpus.is_multiple_of(tp * pp) {
                 continue;
             }
             let dp = gpus / (tp * pp);
@@ -107,7 +107,7 @@ mod tests {
         for c in &all {
             let l = &c.layout;
             assert!(l.check(&cfg).is_ok() && l.world() == 64, "{l:?}");
-            assert!(gpu.gpus_per_node % l.tp == 0 && cfg.model.num_layers % l.pp == 0, "{l:?}");
+            assert!(gpu.gpus_per_node.is_multiple_of(l.tp) && cfg.model.num_layers.is_multiple_of(l.pp), "{l:?}");
             assert_eq!(c.time.is_some(), c.fits(&gpu), "{l:?}");
         }
         let times: Vec<f64> = all.iter().filter_map(|c| c.time.map(|t| t.step_s)).collect();
