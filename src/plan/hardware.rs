@@ -32,7 +32,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub const GPU_KINDS: [GpuKind; 3] = [
     GpuKind {
         name: "h100",
-        description: "H100 SXM 80 GB, 4 per node, 4 x 200 Gb/s InfiniBand per node (TSUBAME 4.0-like)",
+        description: "H100 SXM 80 GB, 4 per node, 4 x 200 Gb/s InfiniBand per node (a TSUBAME 4.0-like node; its H100s have 94 GB: --gpu-memory-gib 94)",
         memory_bytes: 81_559.0 * MIB,
         peak_tflops: 989.0,
         sustained_fraction: 0.58,
