@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use swallow::config::Config;
 use swallow::dist::MpiWorld;
 
+/// Counts heap bytes so training can report what each rank holds (memstat.rs).
+#[global_allocator]
+static ALLOC: swallow::memstat::CountingAlloc = swallow::memstat::CountingAlloc;
+
 #[derive(Parser)]
 #[command(name = "swallow", version, about = "Llama continual pretraining over MPI (CPU and CUDA backends)")]
 struct Cli {
@@ -33,8 +37,8 @@ enum Command {
     Export(ExportArgs),
     /// Import a Hugging Face directory as a checkpoint (not yet).
     Import(Rest),
-    /// Memory, time and cost planner (not yet).
-    Plan(Rest),
+    /// Memory, step time and cost of a layout on a GPU kind, or --search for the best layouts; last line JSON.
+    Plan(PlanArgs),
     /// Throughput benchmark of the fixed bench configuration.
     Bench(BenchArgs),
     /// Plot a metrics file (not yet).
@@ -175,8 +179,61 @@ struct TrainArgs {
     metrics: Option<String>,
     #[arg(long)]
     device: Option<String>,
+    /// Check configuration, topology, layout and data, print every rank's memory plan, exit.
     #[arg(long)]
     dry_run: bool,
+    /// GPU kind the dry run plans memory for (h100, h200, a100).
+    #[arg(long, default_value = "h100")]
+    gpu: String,
+    /// Any config field: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Preset name (data/configs/NAME.toml).
+    #[arg(long, conflicts_with = "config")]
+    model: Option<String>,
+    /// Preset name or TOML file.
+    #[arg(long)]
+    config: Option<String>,
+    #[arg(long)]
+    gpus: usize,
+    /// h100, h200, a100, or cpu (this build's CPU backend: memory only).
+    #[arg(long, default_value = "h100")]
+    gpu: String,
+    #[arg(long)]
+    tp: Option<usize>,
+    #[arg(long)]
+    pp: Option<usize>,
+    #[arg(long)]
+    vpp: Option<usize>,
+    #[arg(long)]
+    zero: Option<u8>,
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    #[arg(long)]
+    global_batch: Option<usize>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Override the GPU kind's memory, GiB (TSUBAME 4.0's H100 SXM5 have 94 GB).
+    #[arg(long)]
+    gpu_memory_gib: Option<f64>,
+    /// Override the GPU kind's GPUs per node.
+    #[arg(long)]
+    gpus_per_node: Option<usize>,
+    /// none, selective or full.
+    #[arg(long, default_value = "selective")]
+    recompute: String,
+    /// Token budget (default: the config's steps x global batch x seq), e.g. 1e11.
+    #[arg(long)]
+    tokens: Option<f64>,
+    #[arg(long, default_value_t = swallow::plan::report::DEFAULT_PRICE_YEN)]
+    price_per_gpu_hour: f64,
+    /// Rank every valid layout that fits by predicted step time.
+    #[arg(long)]
+    search: bool,
     /// Any config field: --set section.key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -260,6 +317,34 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     o
 }
 
+fn plan_options(a: PlanArgs) -> Result<swallow::plan::report::PlanOptions> {
+    let name = a.model.or(a.config).ok_or_else(|| anyhow::anyhow!("swallow plan: pass --model NAME or --config C"))?;
+    let mut o = Vec::new();
+    for (k, v) in [
+        ("parallel.tp", a.tp),
+        ("parallel.pp", a.pp),
+        ("parallel.vpp", a.vpp),
+        ("parallel.zero", a.zero.map(usize::from)),
+        ("train.micro_batch", a.micro_batch),
+        ("train.global_batch", a.global_batch),
+        ("train.seq_len", a.seq_len),
+    ] {
+        if let Some(v) = v {
+            o.push(format!("{k}={v}"));
+        }
+    }
+    o.extend(a.set);
+    Ok(swallow::plan::report::PlanOptions {
+        cfg: Config::load(&name, &o)?,
+        gpus: a.gpus,
+        target: swallow::plan::report::Target::parse(&a.gpu, a.gpu_memory_gib, a.gpus_per_node)?,
+        recompute: swallow::plan::Recompute::parse(&a.recompute)?,
+        tokens: a.tokens,
+        price_yen: a.price_per_gpu_hour,
+        search: a.search,
+    })
+}
+
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -308,7 +393,8 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
         }
         Command::Train(a) => {
             let cfg = Config::load(&a.config, &train_overrides(&a))?;
-            swallow::train::run(&cfg, mpi, a.dry_run)?;
+            let gpu = swallow::plan::hardware::GpuKind::by_name(&a.gpu)?;
+            swallow::train::run(&cfg, mpi, a.dry_run.then_some(&gpu))?;
         }
         Command::Eval(a) => {
             let ckpt = a.load.as_deref().map(|p| swallow::checkpoint::store::checkpoint_file(p.as_ref())).transpose()?;
@@ -354,7 +440,8 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
         Command::Kernels { command: KernelsCommand::Compile { arch, cache, nvrtc, cuda_include } } => {
             swallow::backend::cuda::compile::compile_command(arch.as_deref(), cache, nvrtc, cuda_include)?;
         }
-        Command::Import(_) | Command::Plan(_) | Command::Plot(_) => {
+        Command::Plan(a) => swallow::plan::report::run(&plan_options(a)?)?,
+        Command::Import(_) | Command::Plot(_) => {
             let name = std::env::args().nth(1).unwrap_or_default();
             eprintln!("swallow {name}: not yet implemented in this version");
             return Ok(NOT_YET);

@@ -35,6 +35,8 @@ pub struct StepRecord {
     pub tp_bytes: f64,
     pub dp_bytes: f64,
     pub pp_bytes: f64,
+    /// Most heap (MB) rank 0 held so far in the steps, above what existed before the trainer.
+    pub heap_mb: f64,
 }
 
 impl StepRecord {
@@ -53,7 +55,7 @@ impl StepRecord {
             String::new()
         };
         format!(
-            "step {:>6}/{total_steps} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step{comm}{}",
+            "step {:>6}/{total_steps} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step | heap {:.1} MB{comm}{}",
             self.step,
             self.loss,
             self.lr,
@@ -62,6 +64,7 @@ impl StepRecord {
             self.tflops,
             100.0 * self.mfu,
             self.step_time_s,
+            self.heap_mb,
             if self.skipped { " | SKIPPED (non-finite gradients)" } else { "" }
         )
     }

@@ -125,14 +125,16 @@ impl<B: Backend> Trainer<B> {
     }
 }
 
-/// `swallow train`: the whole run on this rank.
-pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
+/// `swallow train`: the whole run on this rank; with `dry_run` (the GPU kind to plan memory for)
+/// only the checks and the plan, without building the model.
+pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware::GpuKind>) -> Result<()> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
     match cfg.train.device.as_str() {
         "cpu" => {}
-        "auto" => log::warn!("--device auto: this build has no CUDA backend yet, training on the CPU"),
+        "auto" if topo.rank == 0 => log::warn!("--device auto: this build has no CUDA backend yet, training on the CPU"),
+        "auto" => {}
         other => bail!("--device {other}: the CUDA backend is not implemented yet; use --device cpu"),
     }
     let t = &cfg.train;
@@ -154,12 +156,12 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
         cfg.model.num_kv_heads, t.seq_len, t.global_batch, t.global_batch / t.micro_batch, t.micro_batch,
         t.steps, spec, sampler.num_samples()
     ));
-    if dry_run {
-        say("dry run: configuration, topology and data are valid; exiting".into());
-        return Ok(());
+    if let Some(gpu) = dry_run {
+        return crate::plan::ranks::dry_run(cfg, mpi, &topo, gpu);
     }
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let backend = Arc::new(CpuBackend::<f32>::new());
+    let heap_before = crate::memstat::live();
     let mut trainer = Trainer::new(backend, cfg, mpi.groups(&topo))?;
     let (_, ranks_per_node) = mpi.node_local();
     if topo.rank == 0 {
@@ -192,6 +194,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
     let local = trainer.local_batch();
     let mut batch = vec![0u32; local * row];
     let start = Instant::now();
+    crate::memstat::reset_peak();
     for step in trainer.step + 1..=t.steps {
         let t0 = Instant::now();
         crate::data::batches::fill(&sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
@@ -215,6 +218,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
             tp_bytes: s.comm[0].bytes,
             dp_bytes: s.comm[1].bytes,
             pp_bytes: s.comm[2].bytes,
+            heap_mb: crate::memstat::peak().saturating_sub(heap_before) as f64 / 1e6,
         };
         if topo.rank == 0 {
             if step == 1 || step == t.steps || step % t.log_every.max(1) == 0 || s.skipped {
@@ -238,5 +242,9 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: bool) -> Result<()> {
         }
     }
     say(format!("done: step {}/{} in {:.1} s", trainer.step, t.steps, start.elapsed().as_secs_f64()));
+    if crate::memstat::live() > 0 {
+        let held = crate::memstat::peak().saturating_sub(heap_before) as f64;
+        crate::plan::ranks::report_measured(cfg, mpi, &topo, held)?;
+    }
     Ok(())
 }

@@ -151,6 +151,12 @@ pub(super) fn tiles_len(g_: Geo, nh: usize) -> usize {
     g_.b * nh * g_.t.div_ceil(BK) * g_.d * BK
 }
 
+/// Elements of the calling thread's scratch that `attention_fwd` uses: the re-laid-out q, the
+/// transposed key tiles and v.
+pub(super) fn fwd_scratch_len(g: Geo) -> usize {
+    g.q_len() + tiles_len(g, g.hkv) + g.k_len()
+}
+
 /// Key tiles transposed, per (batch, head): tile `kt` of head `(b, hh)` is the `[D, BK]` block
 /// at `((b*nh + hh)*nkt + kt)*D*BK` with `block[dd*BK + jj] = src[b, kt*BK + jj, hh, dd]`
 /// (columns past the end of a partial last tile are not written).
@@ -281,7 +287,7 @@ pub fn attention_fwd<T: Real>(
     );
     let ktl = tiles_len(g, g.hkv);
     // Re-lay the inputs out once so every tile operand is contiguous.
-    T::with_scratch(q.len() + ktl + k.len(), |scr| {
+    T::with_scratch(fwd_scratch_len(g), |scr| {
         let (qc, rest) = scr.split_at_mut(q.len());
         let (kt, vc) = rest.split_at_mut(ktl);
         split_heads(qc, q, g, g.h);

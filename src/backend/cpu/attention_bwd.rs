@@ -201,6 +201,19 @@ fn bwd_task<T: Real>(
     });
 }
 
+/// Key-range parts per (batch, kv head): enough tasks for the threads, at most MAX_PARTS.
+fn key_parts(g: Geo) -> usize {
+    MIN_TASKS.div_ceil((g.b * g.hkv).max(1)).clamp(1, g.t.div_ceil(BK).clamp(1, MAX_PARTS))
+}
+
+/// Elements of the calling thread's scratch that `attention_bwd` uses: re-laid-out q and dout,
+/// k, two sets of transposed key tiles, and one dQ slab per task when key ranges are split.
+pub(super) fn bwd_scratch_len(g: Geo) -> usize {
+    let parts = key_parts(g);
+    let slabs = if parts > 1 { g.b * g.hkv * parts * g.t * g.rep * g.d } else { 0 };
+    2 * g.q_len() + g.k_len() + 2 * tiles_len(g, g.hkv) + slabs
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<T: Real>(
     dq: &mut [T],
@@ -246,13 +259,13 @@ pub fn attention_bwd<T: Real>(
     if pairs == 0 || t == 0 {
         return;
     }
-    let parts = MIN_TASKS.div_ceil(pairs).clamp(1, nkt.clamp(1, MAX_PARTS));
+    let parts = key_parts(g_);
     let bounds = part_bounds(nkt, parts);
     // With split key ranges each task sums dQ into its own [T, rep*D] slab.
     let slab = if parts > 1 { t * rep * d } else { 0 };
     let ktl = tiles_len(g_, hkv);
     let (ql, kl) = (q.len(), k.len());
-    T::with_scratch(2 * ql + kl + 2 * ktl + pairs * parts * slab, |scr| {
+    T::with_scratch(bwd_scratch_len(g_), |scr| {
         // Re-lay the inputs out once so every tile operand is contiguous.
         let (qc, rest) = scr.split_at_mut(ql);
         let (doc, rest) = rest.split_at_mut(ql);

@@ -44,6 +44,13 @@ impl<T: Real> CpuBackend<T> {
     }
 }
 
+/// Elements of per-thread scratch that attention forward and backward of `shape` keep on the
+/// calling thread (it grows to the larger and stays), for the planner's memory model.
+pub fn attention_scratch_elems(shape: &AttnShape) -> usize {
+    let g = attention::Geo::new("attention_scratch_elems", *shape);
+    attention::fwd_scratch_len(g).max(attention_bwd::bwd_scratch_len(g))
+}
+
 impl<T: Real> Default for CpuBackend<T> {
     fn default() -> Self {
         Self::new()

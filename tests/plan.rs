@@ -1,0 +1,142 @@
+//! The planner against what really happens: its CPU memory model against the heap every rank of
+//! a real mpirun training holds (counted by the binary's allocator), per rank, within 10%; the
+//! 64-rank dry run of a 7B layout on this machine (plans every rank, builds no model); and the
+//! `swallow plan` command's output and errors.
+
+mod common;
+use common::{mpirun, sample, tmpdir};
+use std::process::Command;
+use swallow::config::Config;
+use swallow::dist::Topology;
+use swallow::plan::{memory, Layout, Recompute};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
+
+/// The `  rank R: measured X MiB` lines of a training run, in rank order.
+fn measured_per_rank(stdout: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rank ")?.split_once(": measured ").map(|(_, rest)| rest))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse::<f64>().unwrap() * MIB)
+        .collect()
+}
+
+#[test]
+fn planned_cpu_memory_matches_the_heap_each_rank_holds_within_10_percent() {
+    let dir = tmpdir("plan", "heap");
+    let data = sample(&dir);
+    // (ranks, overrides): one rank; TP; PP (stages hold different layers and micro-batches);
+    // TP x DP with ZeRO-1 and sequence parallelism; interleaved PP with tied embeddings split
+    // over the stages; DP with replicated AdamW; TP beyond the KV heads (replicated KV heads).
+    let cases: &[(usize, &[&str])] = &[
+        (1, &[]),
+        (2, &["parallel.tp=2"]),
+        (2, &["parallel.pp=2"]),
+        (4, &["parallel.tp=2", "parallel.zero=1", "parallel.sequence_parallel=true"]),
+        (4, &["parallel.pp=2", "parallel.vpp=2", "train.global_batch=32", "model.tie_embeddings=true"]),
+        (4, &["train.global_batch=32"]),
+        (4, &["parallel.tp=4", "parallel.zero=1", "parallel.bucket_size=20000"]),
+    ];
+    for (np, sets) in cases {
+        let mut args = vec!["train", "--config", "tiny", "--data", &data, "--steps", "2"];
+        for s in sets.iter() {
+            args.extend(["--set", s]);
+        }
+        let o = mpirun(*np, &args);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{sets:?}: {}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+        let measured = measured_per_rank(&stdout);
+        assert_eq!(measured.len(), *np, "{sets:?}: one measurement per rank in\n{stdout}");
+        let overrides: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::load("tiny", &overrides).unwrap();
+        let layout = Layout::from_config(&cfg, *np, Recompute::None).unwrap();
+        for (rank, got) in measured.iter().enumerate() {
+            let topo = Topology::new(*np, rank, cfg.parallel.tp, cfg.parallel.pp).unwrap();
+            let planned = memory::cpu(&cfg, &layout, topo.pp_rank, topo.dp_rank).unwrap().total();
+            let err = got / planned - 1.0;
+            assert!(
+                err.abs() < 0.10,
+                "{sets:?} rank {rank}: measured {:.2} MiB, planned {:.2} MiB ({:+.1}%)",
+                got / MIB,
+                planned / MIB,
+                100.0 * err
+            );
+        }
+    }
+}
+
+#[test]
+fn dry_run_of_64_ranks_plans_every_rank_without_building_the_model() {
+    let dir = tmpdir("plan", "dry64");
+    let data = sample(&dir);
+    let o = mpirun(64, &["train", "--config", "swallow-7b", "--data", &data, "--dry-run", "--gpu", "a100"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("topology: world 64 = tp 2 x dp 16 x pp 2"), "{stdout}");
+    assert!(stdout.contains("pp [0, 32]") && stdout.contains("layers per virtual stage [16, 16]"), "{stdout}");
+    let cfg = Config::load("swallow-7b", &[]).unwrap();
+    let layout = Layout::from_config(&cfg, 64, Recompute::Selective).unwrap();
+    for (stage, ranks) in [(0, "ranks 0-31"), (1, "ranks 32-63")] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("stage {stage} ({ranks})")))
+            .unwrap_or_else(|| panic!("no line for stage {stage} in\n{stdout}"));
+        let gib: f64 = line.split("a100 ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let planned = memory::gpu(&cfg, &layout, stage).unwrap().total() / GIB;
+        assert!((gib - planned).abs() < 0.01, "stage {stage}: printed {gib} GiB, planner {planned:.3}");
+    }
+    // A 7B model's f32 weights alone would be > 3 GiB on every rank of this layout.
+    let peak: f64 = stdout.split("heap peaked at ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(peak < 64.0, "rank 0 allocated {peak} MiB in a dry run");
+}
+
+fn plan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_swallow")).arg("plan").args(args).output().unwrap()
+}
+
+fn last_json(o: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn plan_prints_the_layout_budget_and_json() {
+    let j = last_json(&plan(&["--model", "swallow-7b", "--gpus", "32", "--gpu", "a100", "--tokens", "1e11"]));
+    assert_eq!((j["tp"].as_u64(), j["pp"].as_u64(), j["dp"].as_u64()), (Some(2), Some(2), Some(8)));
+    assert_eq!(j["fits"], true);
+    // 1e11 tokens at 1024 x 4096 tokens per step: 23,842 steps (rounded up).
+    assert_eq!(j["steps"].as_u64(), Some(23_842));
+    let (step, hours, yen) = (j["step_time_s"].as_f64().unwrap(), j["gpu_hours"].as_f64().unwrap(), j["cost_yen"].as_f64().unwrap());
+    assert!((hours - 23_842.0 * step * 32.0 / 3600.0).abs() < 1e-6 * hours);
+    assert!((yen - 15.625 * hours).abs() < 1e-6 * yen, "TSUBAME's 15.625 yen per GPU-hour is the default");
+    let tok = j["tokens_per_s"].as_f64().unwrap();
+    assert!((tok * step - 1024.0 * 4096.0).abs() < 1e-6 * tok * step);
+
+    let s = last_json(&plan(&["--model", "swallow-7b", "--gpus", "32", "--gpu", "a100", "--search"]));
+    let best = &s["best"];
+    assert_eq!(best["fits"], true);
+    assert!(best["step_time_s"].as_f64().unwrap() <= step + 1e-9, "the search's best is no slower than the preset layout");
+    assert!(s["fit"].as_u64().unwrap() >= 1 && s["layouts"].as_u64() >= s["fit"].as_u64());
+
+    let cpu = last_json(&plan(&["--config", "tiny", "--gpus", "2", "--gpu", "cpu", "--pp", "2"]));
+    assert_eq!(cpu["bytes_per_stage"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn plan_rejects_bad_input_with_one_line() {
+    for (args, needle) in [
+        (vec!["--model", "swallow-7b", "--gpus", "32", "--gpu", "v100"], "v100"),
+        (vec!["--model", "swallow-7b", "--gpus", "48", "--tp", "3", "--pp", "1"], "parallel.tp = 3"),
+        (vec!["--model", "swallow-7b", "--gpus", "30"], "world size 30"),
+        (vec!["--model", "swallow-7b", "--gpus", "32", "--recompute", "some"], "--recompute"),
+        (vec!["--model", "swallow-7b", "--gpus", "32", "--tp", "8"], "--tp 8"),
+        (vec!["--gpus", "8"], "--model"),
+    ] {
+        let o = plan(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+}
