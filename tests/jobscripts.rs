@@ -181,7 +181,7 @@ fn submit_asks_each_scheduler_for_the_layouts_nodes() {
 fn the_walltime_timer_saves_a_checkpoint_and_the_next_job_resumes() {
     let job = Job::new("timer");
     let hosts = job.file("hosts", "localhost\n");
-    let base = [("SWALLOW_LAYOUT", "tiny"), ("SWALLOW_RANKS", "2"), ("SWALLOW_DEVICE", "cpu"), ("SWALLOW_HOSTS", &hosts[..])];
+    let base = [("SWALLOW_LAYOUT", "tiny"), ("SWALLOW_DEVICE", "cpu"), ("SWALLOW_HOSTS", &hosts[..])];
     // A 20 s walltime with a 16 s margin: SIGUSR1 4 s in, long before 1000 steps are done.
     let first = [("SWALLOW_WALLTIME", "20"), ("SWALLOW_SAVE_MARGIN", "16"), ("SWALLOW_TRAIN_ARGS", "--steps 1000 --micro-batch 2")];
     let out = stdout(&job.run("local/train.sh", &[&base[..], &first].concat()), "first job");
