@@ -78,17 +78,20 @@ fn padded(values: impl Iterator<Item = f64>, from_zero: bool) -> Range<f64> {
     (if from_zero { lo } else { lo - pad })..hi + pad
 }
 
-/// Compact tick labels: 3.4M, 12k, 8.5k, 640, 6.50, 1.0e-4.
-fn tick(v: f64) -> String {
-    let a = v.abs();
+/// Compact tick labels on an axis spanning `span`: 3.4M, 12k, 8.5k, 1.0e-4, and otherwise as many
+/// decimals as tell ticks about span/8 apart from each other (6.5, 8.322).
+fn tick(v: f64, span: f64) -> String {
+    let a = v.abs().max(span);
     match a {
-        _ if a == 0.0 => "0".into(),
+        _ if v == 0.0 => "0".into(),
         _ if a >= 1e6 => format!("{:.1}M", v / 1e6),
         _ if a >= 1e4 => format!("{:.0}k", v / 1e3),
         _ if a >= 1e3 => format!("{:.1}k", v / 1e3),
-        _ if a >= 1e2 => format!("{v:.0}"),
-        _ if a >= 1e-2 => format!("{v:.2}"),
-        _ => format!("{v:.1e}"),
+        _ if a < 1e-2 => format!("{v:.1e}"),
+        _ => {
+            let decimals = (-(span / 8.0).log10()).ceil().clamp(0.0, 4.0) as usize;
+            format!("{v:.decimals$}")
+        }
     }
 }
 
@@ -117,6 +120,9 @@ type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoord
 /// One panel: axes with labels over `x` (steps) and `y`, text scaled by `scale`.
 fn panel<'a, 'b>(area: &'a DrawingArea<BitMapBackend<'b>, Shift>, x: Range<f64>, y: Range<f64>, ydesc: &str, scale: f64) -> Result<Chart<'a, 'b>> {
     let px = |p: f64| (p * scale).round() as u32;
+    let span = y.end - y.start;
+    // Whole steps only: at most one label per step.
+    let x_labels = ((x.end - x.start) as usize + 1).min(10);
     let mut chart = ChartBuilder::on(area)
         .margin(px(12.0))
         .x_label_area_size(px(40.0))
@@ -128,8 +134,9 @@ fn panel<'a, 'b>(area: &'a DrawingArea<BitMapBackend<'b>, Shift>, x: Range<f64>,
         .y_desc(ydesc)
         .label_style((FONT, px(15.0)))
         .axis_desc_style((FONT, px(16.0)))
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| tick(*v))
+        .x_labels(x_labels)
+        .x_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { String::new() })
+        .y_label_formatter(&|v| tick(*v, span))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     Ok(chart)
@@ -153,7 +160,7 @@ fn draw(c: &Curves, path: &Path, file: &Path, size: (u32, u32)) -> Result<()> {
     let lr = series(&|r| Some(r.lr));
     let tps = series(&|r| Some(r.tokens_per_s));
     let loss_range = padded(train.iter().chain(&valid).chain(&skipped).map(|p| p.1), false);
-    let stroke = px(2.0).max(1);
+    let stroke = px(2.0).max(2);
     let mut chart = panel(&panels[0], x.clone(), loss_range, "loss", scale)?;
     chart
         .draw_series(LineSeries::new(train, BLUE.stroke_width(stroke)))?
@@ -198,6 +205,7 @@ mod tests {
         let r = padded([2.0].into_iter(), true);
         assert_eq!(r, 0.0..2.1);
         assert_eq!(padded(std::iter::empty(), false), -0.05..1.05);
-        assert_eq!([0.0, 12_345.0, 8_500.0, 640.0, 3.4e6, 1e-4, 6.5].map(tick), ["0", "12k", "8.5k", "640", "3.4M", "1.0e-4", "6.50"]);
+        let ticks = [(0.0, 1.0), (12_345.0, 2e4), (8_500.0, 9e3), (640.0, 100.0), (3.4e6, 4e6), (1e-4, 2e-3), (6.5, 4.0), (8.322, 0.02)];
+        assert_eq!(ticks.map(|(v, span)| tick(v, span)), ["0", "12k", "8.5k", "640", "3.4M", "1.0e-4", "6.5", "8.322"]);
     }
 }
