@@ -1,6 +1,6 @@
 //! Long-job logging with real runs: the step line carries memory and ETA; `--eval-every` adds
 //! validation records without changing training (bitwise the same step losses as without it),
-//! gives the same validation losses under TP 2 x DP 2 as on one rank, and they fall as the model
+//! gives the same validation losses under PP 2 x DP 2 as on one rank, and they fall as the model
 //! learns; `swallow plot` turns the metrics file into a PNG of the requested size, and bad input
 //! (missing file, a bad JSON line, a bad size or name) is a one-line error naming it.
 
@@ -52,10 +52,14 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     let v1 = valid_losses(&one);
     assert_eq!(v1.iter().map(|v| v.0).collect::<Vec<_>>(), vec![2, 4, 6]);
     assert!(v1[2].1 < v1[0].1 - 0.1, "the validation loss falls as the model learns: {v1:?}");
-    train(4, &data, &four, &[&eval[..], &["--tp", "2"]].concat());
+    train(4, &data, &four, &[&eval[..], &["--pp", "2"]].concat());
     for (a, b) in v1.iter().zip(valid_losses(&four)) {
         assert_eq!(a.0, b.0);
-        assert!((a.1 - b.1).abs() < 1e-5, "TP 2 x DP 2 validation loss {b:?} vs one rank {a:?}");
+        assert!((a.1 - b.1).abs() < 1e-5, "PP 2 x DP 2 validation loss {b:?} vs one rank {a:?}");
+    }
+    // Nor under the pipeline: the 4-rank run's step losses follow the single-rank run's.
+    for (a, b) in step_losses(&plain).iter().zip(step_losses(&four)) {
+        assert!((a - b).abs() < 1e-4, "PP 2 x DP 2 step loss {b} vs one rank {a}");
     }
     let r = records(&one);
     assert_eq!(r.iter().filter(|x| x["kind"] == "valid").count(), 3);
