@@ -138,7 +138,7 @@ fn every_layout_launches_a_dry_run() {
 }
 
 #[test]
-fn a_job_smaller_than_its_layout_or_an_unknown_layout_is_refused() {
+fn a_job_smaller_than_its_layout_or_with_bad_settings_is_refused() {
     let job = Job::new("refused");
     let hosts = job.file("hosts", "localhost\n");
     let o = job.run("local/train.sh", &[("SWALLOW_LAYOUT", "swallow-7b"), ("SWALLOW_HOSTS", &hosts)]);
@@ -151,6 +151,10 @@ fn a_job_smaller_than_its_layout_or_an_unknown_layout_is_refused() {
     assert!(err.contains("layout 'swallow-8b' is not in") && err.contains("swallow-70b-512"), "{err}");
     let o = job.run("local/train.sh", &[("SWALLOW_LAYOUT", "swallow-7b"), ("SWALLOW_RANKS", "6"), ("SWALLOW_HOSTS", &hosts)]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("6 ranks do not divide into tp 2 x pp 2"));
+    let o = job.run("local/train.sh", &[("SWALLOW_LAYOUT", "tiny"), ("SWALLOW_WALLTIME", "2h"), ("SWALLOW_HOSTS", &hosts), ("SWALLOW_DRY_RUN", "1")]);
+    assert_eq!(o.status.code(), Some(1));
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(all.contains("walltime '2h': expected HH:MM:SS or seconds") && !all.contains("launching"), "{all}");
 }
 
 #[test]

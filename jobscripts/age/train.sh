@@ -22,5 +22,7 @@ swallow_init age "$JOB_ID"
 swallow_hostfile < "$PE_HOSTFILE"
 swallow_train_command
 swallow_mpirun_command
-walltime=${SWALLOW_WALLTIME:-$(qstat -j "$JOB_ID" | sed -n 's/.*h_rt=\([0-9:]*\).*/\1/p' | head -n 1)}
-swallow_launch "$(swallow_seconds "$walltime")"
+walltime=${SWALLOW_WALLTIME:-$(qstat -j "$JOB_ID" 2> /dev/null | sed -n 's/.*h_rt=\([0-9:]*\).*/\1/p' | head -n 1 || true)}
+limit=$(swallow_seconds "$walltime")
+[ -n "$limit" ] || swallow_say "warning: walltime unknown (set SWALLOW_WALLTIME): no checkpoint before it"
+swallow_launch "$limit"

@@ -36,9 +36,10 @@ swallow_layout() {
     read -r _ SWALLOW_CONFIG SWALLOW_GPUS SWALLOW_TP SWALLOW_PP <<< "$line"
 }
 
-# "[[D-]HH:]MM:SS" or seconds -> seconds.
+# "[[D-]HH:]MM:SS" or seconds -> seconds; empty stays empty.
 swallow_seconds() {
     local t=$1 days=0 h=0 m=0 s
+    [ -n "$t" ] || return 0
     [[ $t == *-* ]] && { days=${t%%-*}; t=${t#*-}; }
     IFS=: read -r -a parts <<< "$t"
     case ${#parts[@]} in

@@ -16,4 +16,5 @@ swallow_init local "local-$(date +%Y%m%d-%H%M%S)-$$"
 swallow_hostfile < "$SWALLOW_HOSTS"
 swallow_train_command
 swallow_mpirun_command
-swallow_launch "${SWALLOW_WALLTIME:+$(swallow_seconds "$SWALLOW_WALLTIME")}"
+limit=$(swallow_seconds "${SWALLOW_WALLTIME:-}")
+swallow_launch "$limit"
