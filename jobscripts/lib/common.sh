@@ -52,8 +52,9 @@ swallow_seconds() {
     echo $(( ((10#$days * 24 + 10#$h) * 60 + 10#$m) * 60 + 10#$s ))
 }
 
-# swallow_init SCHEDULER JOB_ID: site modules (SWALLOW_MODULES), the layout, rank counts, run directory and per-job log (everything this
-# script prints from here on also goes to $SWALLOW_RUN_DIR/logs/JOB_ID.log), and the environment.
+# swallow_init SCHEDULER JOB_ID: site modules (SWALLOW_MODULES), the layout, rank counts, run
+# directory and per-job log (everything the job prints from here on also goes to
+# $SWALLOW_RUN_DIR/logs/JOB_ID.log), and the environment.
 swallow_init() {
     SWALLOW_JOB=$2
     if [ -n "${SWALLOW_MODULES:-}" ]; then
