@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config libhdf5-openmpi-dev python3 python3-venv
+APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config libhdf5-openmpi-dev python3 python3-venv shellcheck
 # NVRTC, the CUDA headers and ptxas for `make kernels` (no GPU needed), in a venv under out/.
 CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86
 CUDA_VENV := out/cuda-tools

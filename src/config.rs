@@ -113,6 +113,21 @@ pub struct TrainConfig {
     /// Peak TFLOP/s of one device, the denominator of MFU.
     #[serde(default = "defaults::peak_tflops")]
     pub peak_tflops: f64,
+    /// Skip a step whose loss is this many standard deviations above the mean of the last
+    /// `spike_window` applied steps (src/fault.rs); 0 (the default, as in Megatron-LM) turns it off.
+    #[serde(default)]
+    pub spike_zscore: f64,
+    #[serde(default = "defaults::spike_window")]
+    pub spike_window: usize,
+    /// Save (with `save`) and stop with exit code 3 after this many skipped steps in a row; 0: never.
+    #[serde(default = "defaults::max_skipped_in_a_row")]
+    pub max_skipped_in_a_row: u64,
+    /// Validation loss every N steps on the valid part of `split` (`--eval-every`); 0: never.
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Global batches of validation data per evaluation (`--eval-iters`), the same ones each time.
+    #[serde(default = "defaults::eval_iters")]
+    pub eval_iters: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,6 +186,9 @@ mod defaults {
     pub fn device() -> String { "cpu".into() }
     pub fn peak_tflops() -> f64 { 0.45 }
     pub fn keep_checkpoints() -> usize { 3 }
+    pub fn spike_window() -> usize { 100 }
+    pub fn max_skipped_in_a_row() -> u64 { 10 }
+    pub fn eval_iters() -> u64 { 10 }
     pub fn one() -> usize { 1 }
     pub fn bucket_size() -> usize { 40_000_000 }
     pub fn train() -> TrainConfig {
@@ -299,6 +317,12 @@ impl Config {
         }
         if t.save_every.is_some() && t.save.is_none() {
             bail!("train.save_every (--save-every) needs train.save (--save DIR)");
+        }
+        if !(t.spike_zscore >= 0.0) || (t.spike_zscore > 0.0 && t.spike_window < 2) {
+            bail!("train.spike_zscore = {} and train.spike_window = {}: need zscore >= 0 (0: off) and a window of at least 2 steps", t.spike_zscore, t.spike_window);
+        }
+        if t.eval_every > 0 && (t.split.is_none() || t.eval_iters == 0) {
+            bail!("train.eval_every (--eval-every) needs train.split (--split, e.g. 98,1,1: validation reads its second part) and train.eval_iters > 0");
         }
         if p.zero > 1 {
             bail!("parallel.zero = {}, expected 0 or 1", p.zero);

@@ -41,8 +41,8 @@ enum Command {
     Plan(PlanArgs),
     /// Throughput benchmark of the fixed bench configuration.
     Bench(BenchArgs),
-    /// Plot a metrics file (not yet).
-    Plot(Rest),
+    /// Draw a metrics file's loss, validation loss, learning rate and throughput as a PNG.
+    Plot(PlotArgs),
     /// CUDA kernels: compile them at run time with NVRTC into the kernel cache.
     Kernels {
         #[command(subcommand)]
@@ -175,6 +175,12 @@ struct TrainArgs {
     save_every: Option<u64>,
     #[arg(long)]
     load: Option<String>,
+    /// Validation loss every N steps (and at the last) on the valid part of --split.
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Global batches of validation data per evaluation (default 10).
+    #[arg(long)]
+    eval_iters: Option<u64>,
     #[arg(long)]
     metrics: Option<String>,
     #[arg(long)]
@@ -273,6 +279,19 @@ struct ExportArgs {
 }
 
 #[derive(Args)]
+struct PlotArgs {
+    /// A `swallow train --metrics` JSONL file.
+    metrics: PathBuf,
+    /// The PNG to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1200)]
+    width: u32,
+    #[arg(long, default_value_t = 900)]
+    height: u32,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Backend to benchmark (cpu), or `data`: the sampler's index build at 1e7 documents.
     #[arg(default_value = "cpu")]
@@ -313,6 +332,8 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.save", a.save.as_ref().map(|v| toml_string(&v.to_string_lossy())));
     push("train.save_every", a.save_every.map(|v| v.to_string()));
     push("train.load", a.load.as_ref().map(|v| toml_string(v)));
+    push("train.eval_every", a.eval_every.map(|v| v.to_string()));
+    push("train.eval_iters", a.eval_iters.map(|v| v.to_string()));
     o.extend(a.set.iter().cloned());
     o
 }
@@ -441,7 +462,8 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             swallow::backend::cuda::compile::compile_command(arch.as_deref(), cache, nvrtc, cuda_include)?;
         }
         Command::Plan(a) => swallow::plan::report::run(&plan_options(a)?)?,
-        Command::Import(_) | Command::Plot(_) => {
+        Command::Plot(a) => swallow::plot::run(&a.metrics, &a.out, (a.width, a.height))?,
+        Command::Import(_) => {
             let name = std::env::args().nth(1).unwrap_or_default();
             eprintln!("swallow {name}: not yet implemented in this version");
             return Ok(NOT_YET);
@@ -464,6 +486,13 @@ fn main() {
     };
     let code = match run(cli, &mpi) {
         Ok(code) => code,
+        // Every rank stops together (src/fault.rs): rank 0 says why, no abort needed.
+        Err(e) if e.downcast_ref::<swallow::fault::Halted>().is_some() => {
+            if mpi.rank() == 0 {
+                eprintln!("error: {e:#}");
+            }
+            swallow::fault::Halted::EXIT_CODE
+        }
         Err(e) => {
             if mpi.size() > 1 {
                 // One write (stderr is unbuffered: a formatted eprintln! can take several), then a

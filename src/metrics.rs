@@ -1,6 +1,7 @@
 //! Throughput accounting (PaLM FLOPs per token, TFLOP/s, MFU), the rank-0 step line, and the JSONL
 //! metrics file: one object per optimizer step with step, loss, lr, grad_norm, tokens_per_s,
-//! tflops, mfu, skipped (and a few more), flushed line by line so a killed job keeps its history.
+//! tflops, mfu, skipped (and a few more), flushed line by line so a killed job keeps its history;
+//! validation losses are records of their own, `{"kind": "valid", ...}` (`ValidRecord`).
 
 use crate::config::ModelConfig;
 use crate::model::params::ParamTable;
@@ -37,6 +38,50 @@ pub struct StepRecord {
     pub pp_bytes: f64,
     /// Most heap (MB) rank 0 held so far in the steps, above what existed before the trainer.
     pub heap_mb: f64,
+    /// Why the step was skipped (src/fault.rs), present only when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    /// Rank 0's peak resident memory (VmHWM; the CPU backend's memory), 0 where unknown.
+    pub peak_rss_bytes: u64,
+    /// Estimated seconds to the last step, at this run's mean step time so far.
+    pub eta_s: f64,
+}
+
+/// A validation loss (`--eval-every`), one line of the metrics file among the step records.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValidRecord {
+    /// Always "valid" (step records have no `kind`).
+    pub kind: &'static str,
+    pub step: u64,
+    pub valid_loss: f64,
+    /// Global batches of validation data averaged.
+    pub valid_batches: u64,
+}
+
+/// This process's peak resident set size (VmHWM in /proc/self/status), where the OS tells it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    vm_hwm_bytes(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// The `VmHWM:   123 kB` line of a /proc/PID/status text, in bytes.
+fn vm_hwm_bytes(status: &str) -> Option<u64> {
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kb * 1024)
+}
+
+/// `1d02h`, `3h25m`, `12m05s`, `42s`: a duration to read at a glance.
+pub fn short_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "?".into();
+    }
+    let s = seconds.round() as u64;
+    let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m{sec:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
 }
 
 impl StepRecord {
@@ -55,7 +100,7 @@ impl StepRecord {
             String::new()
         };
         format!(
-            "step {:>6}/{total_steps} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step | heap {:.1} MB{comm}{}",
+            "step {:>6}/{total_steps} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step | mem {:.2} GB, heap {:.1} MB | ETA {}{comm}{}",
             self.step,
             self.loss,
             self.lr,
@@ -64,8 +109,13 @@ impl StepRecord {
             self.tflops,
             100.0 * self.mfu,
             self.step_time_s,
+            self.peak_rss_bytes as f64 / 1e9,
             self.heap_mb,
-            if self.skipped { " | SKIPPED (non-finite gradients)" } else { "" }
+            short_duration(self.eta_s),
+            match &self.skip_reason {
+                Some(r) => format!(" | SKIPPED ({r})"),
+                None => String::new(),
+            }
         )
     }
 }
@@ -89,7 +139,7 @@ impl MetricsWriter {
         Ok(MetricsWriter { path: path.to_path_buf(), file })
     }
 
-    pub fn write(&mut self, rec: &StepRecord) -> Result<()> {
+    pub fn write(&mut self, rec: &impl Serialize) -> Result<()> {
         let line = serde_json::to_string(rec)?;
         writeln!(self.file, "{line}").with_context(|| format!("writing {}", self.path.display()))?;
         self.file.flush()?;
@@ -111,5 +161,18 @@ mod tests {
         let expected = 6.0 * (6_738_415_616.0 - 32_000.0 * 4096.0) + 12.0 * 32.0 * 32.0 * 128.0 * 4096.0;
         assert!((f / expected - 1.0).abs() < 1e-12, "{f:e} vs {expected:e}");
         assert!((f / 4.61e10 - 1.0).abs() < 0.001);
+    }
+
+    #[test]
+    fn durations_read_at_a_glance_and_peak_rss_is_read() {
+        assert_eq!(short_duration(42.4), "42s");
+        assert_eq!(short_duration(725.0), "12m05s");
+        assert_eq!(short_duration(3.0 * 3600.0 + 25.0 * 60.0 + 10.0), "3h25m");
+        assert_eq!(short_duration(26.0 * 3600.0 + 130.0), "1d02h");
+        assert_eq!(short_duration(f64::NAN), "?");
+        assert_eq!(vm_hwm_bytes("VmPeak:\t  900 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 1 kB\n"), Some(123456 * 1024));
+        assert_eq!(vm_hwm_bytes("VmRSS:\t 1 kB\n"), None);
+        // This test process has touched more than a megabyte.
+        assert!(peak_rss_bytes().expect("Linux has /proc/self/status") > 1 << 20);
     }
 }

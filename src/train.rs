@@ -1,6 +1,7 @@
 //! The training loop, readable top to bottom: build the model on the backend, initialise it from
 //! the seed, then per step fetch the global batch (a pure function of seed and step), run the
-//! micro-batches forward and backward with gradient accumulation, clip, update, log.
+//! micro-batches forward and backward with gradient accumulation, clip, update (or skip: src/fault.rs),
+//! log, validate (src/validation.rs), save.
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
@@ -8,7 +9,8 @@ use crate::config::Config;
 use crate::data::blend::{BlendedSampler, Part, Split};
 use crate::data::spec::DataSpec;
 use crate::dist::{MpiWorld, Topology};
-use crate::metrics::{flops_per_token, MetricsWriter, StepRecord};
+use crate::fault::{Halted, LossGuard, SkipReason};
+use crate::metrics::{flops_per_token, MetricsWriter, StepRecord, ValidRecord};
 use crate::model::Llama;
 use crate::dist::{traffic, Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
@@ -35,6 +37,8 @@ pub struct Trainer<B: Backend> {
     pub accumulation: usize,
     /// Tokens in the global batch (all DP ranks).
     tokens_per_step: usize,
+    /// Which steps skip their update, and when to give up.
+    pub guard: LossGuard,
 }
 
 /// What one optimizer step did.
@@ -45,6 +49,7 @@ pub struct StepStats {
     pub grad_norm: f64,
     pub lr: f64,
     pub skipped: bool,
+    pub skip_reason: Option<SkipReason>,
     /// This rank's communication in the step, per group (tp, dp, pp).
     pub comm: [CommStats; 3],
 }
@@ -83,6 +88,7 @@ impl<B: Backend> Trainer<B> {
             mp,
             step: 0,
             tokens_per_step: t.global_batch * t.seq_len,
+            guard: LossGuard::new(t),
         })
     }
 
@@ -114,14 +120,28 @@ impl<B: Backend> Trainer<B> {
         self.dp.all_reduce_sum_f64(&mut total);
         let loss = total[0] / self.tokens_per_step as f64;
         let backend = m.backend.clone();
-        let outcome = if loss.is_finite() {
-            self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*self.mp)
-        } else {
-            StepOutcome { grad_norm: f64::NAN, skipped: true }
+        let verdict = crate::fault::agree(self.guard.check(loss), &*self.mp, &*self.dp);
+        let outcome = match verdict {
+            None => self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*self.mp),
+            Some(_) => StepOutcome { grad_norm: f64::NAN, skipped: true },
         };
+        let skip_reason = verdict.or(outcome.skipped.then_some(SkipReason::NonFiniteGradients));
+        self.guard.record(loss, skip_reason.is_some());
         let after = self.comm_stats();
         let comm = [0, 1, 2].map(|g| after[g] - before[g]);
-        StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: outcome.skipped, comm }
+        StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: skip_reason.is_some(), skip_reason, comm }
+    }
+
+    /// Mean token loss of `batch` (shaped as for `train_step`) without changing the weights or the
+    /// optimizer: the pipeline runs as in training and the gradients it leaves are discarded (the
+    /// next step zeroes them).
+    pub fn eval_loss(&mut self, batch: &[u32]) -> f64 {
+        let m = &mut self.model;
+        let grad_scale = 1.0 / self.tokens_per_step as f32;
+        let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp)];
+        self.pp.all_reduce_sum_f64(&mut total);
+        self.dp.all_reduce_sum_f64(&mut total);
+        total[0] / self.tokens_per_step as f64
     }
 }
 
@@ -135,6 +155,12 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
         "cpu" => {}
         "auto" if topo.rank == 0 => log::warn!("--device auto: this build has no CUDA backend yet, training on the CPU"),
         "auto" => {}
+        // The cluster job scripts pass --device cuda; their dry runs check everything else.
+        "cuda" if dry_run.is_some() => {
+            if topo.rank == 0 {
+                log::warn!("--device cuda: the CUDA backend is not implemented yet; a real run would stop here");
+            }
+        }
         other => bail!("--device {other}: the CUDA backend is not implemented yet; use --device cpu"),
     }
     let t = &cfg.train;
@@ -144,6 +170,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
         None => BlendedSampler::new(&data, t.seq_len, t.seed, cfg.model.vocab_size)?,
         Some(s) => BlendedSampler::new_part(&data, &Split::parse(s)?, Part::Train, t.seq_len, t.seed, cfg.model.vocab_size)?,
     };
+    let validation = crate::validation::Validation::new(cfg, &data)?;
     let params = crate::model::ParamTable::llama(&cfg.model).numel();
     let say = |line: String| {
         if topo.rank == 0 {
@@ -156,6 +183,9 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
         cfg.model.num_kv_heads, t.seq_len, t.global_batch, t.global_batch / t.micro_batch, t.micro_batch,
         t.steps, spec, sampler.num_samples()
     ));
+    if let Some(v) = &validation {
+        say(format!("validation: every {} steps, {} global batches of the valid part ({} samples/epoch)", t.eval_every, v.batches(), v.num_samples()));
+    }
     if let Some(gpu) = dry_run {
         return crate::plan::ranks::dry_run(cfg, mpi, &topo, gpu);
     }
@@ -195,7 +225,8 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     let mut batch = vec![0u32; local * row];
     let start = Instant::now();
     crate::memstat::reset_peak();
-    for step in trainer.step + 1..=t.steps {
+    let first_step = trainer.step + 1;
+    for step in first_step..=t.steps {
         let t0 = Instant::now();
         crate::data::batches::fill(&sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
         let s = trainer.train_step(&batch);
@@ -219,6 +250,9 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
             dp_bytes: s.comm[1].bytes,
             pp_bytes: s.comm[2].bytes,
             heap_mb: crate::memstat::peak().saturating_sub(heap_before) as f64 / 1e6,
+            skip_reason: s.skip_reason.map(|r| r.to_string()),
+            peak_rss_bytes: crate::metrics::peak_rss_bytes().unwrap_or(0),
+            eta_s: start.elapsed().as_secs_f64() / (step + 1 - first_step) as f64 * (t.steps - step) as f64,
         };
         if topo.rank == 0 {
             if step == 1 || step == t.steps || step % t.log_every.max(1) == 0 || s.skipped {
@@ -228,9 +262,17 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
                 w.write(&rec)?;
             }
         }
+        if let Some(v) = validation.as_ref().filter(|_| step % t.eval_every == 0 || step == t.steps) {
+            let valid_loss = v.loss(&mut trainer, topo.dp_rank)?;
+            say(format!("validation at step {step}: loss {valid_loss:.4} (perplexity {:.2}) over {} batches", valid_loss.exp(), v.batches()));
+            if let (0, Some(w)) = (topo.rank, metrics.as_mut()) {
+                w.write(&ValidRecord { kind: "valid", step, valid_loss, valid_batches: v.batches() })?;
+            }
+        }
+        let halt = trainer.guard.should_stop();
         if let Some(dir) = save_dir {
             let stop = crate::resume::stop_requested(&mpi.world);
-            if stop || step == t.steps || t.save_every.is_some_and(|n| n > 0 && step % n == 0) {
+            if halt || stop || step == t.steps || t.save_every.is_some_and(|n| n > 0 && step % n == 0) {
                 crate::resume::save(dir, &mpi.world, &topo, cfg, &trainer.model, &trainer.optimizer, step)?;
             }
             if stop {
@@ -239,6 +281,19 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
                 }
                 break;
             }
+        }
+        if halt {
+            let saved = match save_dir {
+                Some(dir) => format!("checkpoint of step {step} saved in {}", dir.display()),
+                None => "no checkpoint saved (no --save)".into(),
+            };
+            return Err(Halted(format!(
+                "stopped at step {step}: {} steps in a row were skipped (train.max_skipped_in_a_row = {}; last: {}); {saved}; \
+                 the weights are those of the last applied step — lower train.lr or restart from an earlier checkpoint",
+                trainer.guard.skipped_in_a_row(), t.max_skipped_in_a_row,
+                s.skip_reason.map(|r| r.to_string()).unwrap_or_default()
+            ))
+            .into());
         }
     }
     say(format!("done: step {}/{} in {:.1} s", trainer.step, t.steps, start.elapsed().as_secs_f64()));

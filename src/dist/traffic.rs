@@ -70,7 +70,8 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
     }
 
     // Data parallel: the gradient exchange over this rank's parameters in buckets (under ZeRO-1
-    // each padded to a multiple of DP), the loss (f64) and, with ZeRO-1, the norm of the blocks.
+    // each padded to a multiple of DP), the loss and the skip verdict (src/fault.rs; f64 each) and,
+    // with ZeRO-1, the norm of the blocks.
     let owned = crate::model::layout::owned_params(&table, &my_chunks);
     let local = LocalDims::new(m, tp, topo.tp_rank);
     let numel: usize = table
@@ -88,7 +89,7 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
     } else {
         all_reduce(dp, 4.0 * numel as f64)
     };
-    let dp_bytes = if dp > 1 { grads + all_reduce(dp, 8.0) } else { 0.0 };
+    let dp_bytes = if dp > 1 { grads + 2.0 * all_reduce(dp, 8.0) } else { 0.0 };
 
     // Pipeline: each send carries one [rows, h] activation or gradient; the loss is summed (f64).
     let pp_bytes = pipeline_sends as f64 * 4.0 * rows * h + all_reduce(pp, 8.0);

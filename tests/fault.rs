@@ -1,0 +1,108 @@
+//! Fault handling with real runs (src/fault.rs): an absurd learning rate makes the gradients
+//! non-finite, the skipped steps leave the weights exactly as they were (the exported checkpoints
+//! of the last applied step and of the stop step are byte-identical), and after
+//! `max_skipped_in_a_row` skipped steps in a row the run saves and stops with exit code 3; with a
+//! tiny spike threshold under TP 2, steps whose loss rises above the trailing window's mean are
+//! skipped (checked against the window recomputed from the metrics file) without changing the
+//! weights, and every rank agrees.
+
+mod common;
+
+use common::sample;
+use std::path::Path;
+use std::process::Command;
+
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The model weights of checkpoint `step-N.h5` as exported fp32 safetensors bytes.
+fn exported_weights(ckpt: &Path, step: u64, out: &Path) -> Vec<u8> {
+    let dir = out.join(format!("export-{step}"));
+    let o = Command::new(env!("CARGO_BIN_EXE_swallow"))
+        .args(["export", "--dtype", "fp32", "--load"])
+        .arg(ckpt.join(format!("step-{step}.h5")))
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "export step {step}: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(dir.join("model-00001-of-00001.safetensors")).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn non_finite_steps_leave_the_weights_and_stop_after_k_in_a_row() {
+    let dir = common::tmpdir("fault", "nonfinite");
+    let data = sample(&dir);
+    let (metrics, ckpt) = (dir.join("m.jsonl"), dir.join("ck"));
+    let o = common::mpirun(
+        1,
+        &[
+            "train", "--config", "tiny", "--data", &data, "--steps", "40", "--lr", "1e4", "--save", s(&ckpt), "--save-every", "1",
+            "--metrics", s(&metrics), "--set", "train.min_lr=0", "--set", "train.warmup_steps=0",
+            "--set", "train.max_skipped_in_a_row=3", "--set", "train.keep_checkpoints=50",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "exit code 3 expected:\n{err}");
+    let r = records(&metrics);
+    let first_skip = r.iter().position(|x| x["skipped"] == true).expect("lr 1e4 must produce a skipped step");
+    assert!(first_skip >= 1, "the first step is applied");
+    // Stopped right at the third skipped step in a row, with the reason named.
+    assert_eq!(r.len(), first_skip + 3, "{r:?}");
+    assert!(r[first_skip..].iter().all(|x| x["skipped"] == true && x["skip_reason"].as_str().unwrap().starts_with("non-finite")));
+    let stop = r.len() as u64;
+    assert!(err.contains(&format!("stopped at step {stop}: 3 steps in a row were skipped")), "{err}");
+    assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), format!("step-{stop}.h5"));
+    // The weights at the stop are those of the last applied step, which differ from the step before.
+    let applied = first_skip as u64;
+    let w = |step| exported_weights(&ckpt, step, &dir);
+    assert!(w(applied) == w(stop), "skipped steps changed the weights");
+    assert!(w(applied - 1) != w(applied), "an applied step must change the weights");
+}
+
+#[test]
+fn loss_spikes_are_skipped_identically_on_every_rank() {
+    let dir = common::tmpdir("fault", "spike");
+    let data = sample(&dir);
+    let (metrics, ckpt) = (dir.join("m.jsonl"), dir.join("ck"));
+    let window = 3;
+    let o = common::mpirun(
+        2,
+        &[
+            "train", "--config", "tiny", "--data", &data, "--tp", "2", "--micro-batch", "2", "--steps", "16", "--lr", "0.01",
+            "--save", s(&ckpt), "--save-every", "1", "--metrics", s(&metrics),
+            "--set", "train.min_lr=0", "--set", "train.warmup_steps=0", "--set", "train.keep_checkpoints=50",
+            "--set", "train.spike_zscore=0.01", "--set", &format!("train.spike_window={window}"),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let r = records(&metrics);
+    assert_eq!(r.len(), 16);
+    let mut applied: Vec<f64> = Vec::new();
+    let mut first_spike = None;
+    for x in &r {
+        let (step, loss) = (x["step"].as_u64().unwrap(), x["loss"].as_f64().unwrap());
+        let spike = applied.len() >= window && {
+            let last = &applied[applied.len() - window..];
+            let mean = last.iter().sum::<f64>() / window as f64;
+            let std = (last.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / window as f64).sqrt();
+            (loss - mean) / std > 0.01
+        };
+        assert_eq!(x["skipped"] == true, spike, "step {step}: loss {loss} after {applied:?}");
+        if spike {
+            assert!(x["skip_reason"].as_str().unwrap().starts_with("loss spike"), "{x}");
+            assert!(out.contains(&format!("step {step:>6}/16")) && out.contains("SKIPPED (loss spike"), "skipped steps are always logged");
+            first_spike.get_or_insert(step);
+        } else {
+            applied.push(loss);
+        }
+    }
+    let spike = first_spike.expect("a z-threshold of 0.01 must flag some rising loss in 16 steps");
+    assert!(exported_weights(&ckpt, spike - 1, &dir) == exported_weights(&ckpt, spike, &dir), "a skipped spike changed the weights");
+}
