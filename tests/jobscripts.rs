@@ -73,7 +73,7 @@ fn assert_dry_launch(out: &str, config: &str, tp_pp: &str, ranks: usize) {
         assert!(launch.contains(flag), "{flag:?} missing from: {launch}");
     }
     assert!(out.contains(&format!("swallow train: {config} |")), "{out}");
-    assert!(out.contains("dry run: configuration, topology and data are valid"), "{out}");
+    assert!(out.contains("dry run: configuration, topology, layout and data are valid"), "{out}");
     for local in 0..ranks {
         let bound = format!("local rank {local} -> CUDA_VISIBLE_DEVICES={local}\n");
         assert_eq!(out.matches(&bound).count(), 1, "{bound:?} once expected:\n{out}");
@@ -114,7 +114,7 @@ fn every_scheduler_script_launches_a_dry_run() {
         assert!(out.contains(&format!("job {id}")), "{out}");
         // The per-job log holds what the job printed, the ranks' output included.
         let name = out.split("job ").nth(1).unwrap().split(':').next().unwrap();
-        assert!(job.log(name).contains("dry run: configuration, topology and data are valid"), "{script}");
+        assert!(job.log(name).contains("dry run: configuration, topology, layout and data are valid"), "{script}");
         let timer = out.contains("checkpoint-and-stop signal in 3000 s");
         assert_eq!(timer, script.starts_with("pbs") || script.starts_with("age"), "{script}: the timer runs where the scheduler gives no warning:\n{out}");
     }

@@ -46,7 +46,7 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     let out = train(1, &data, &one, &eval);
     assert!(out.contains("validation at step 4: loss "), "{out}");
     let line = out.lines().find(|l| l.starts_with("step      1/6")).unwrap();
-    assert!(line.contains(" | mem ") && line.contains(" GB | ETA "), "{line}");
+    assert!(line.contains(" | mem ") && line.contains(" MB | ETA "), "{line}");
     train(1, &data, &plain, &["--lr", "0.005"]);
     assert_eq!(step_losses(&plain), step_losses(&one), "validation must not change training");
     let v1 = valid_losses(&one);
