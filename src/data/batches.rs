@@ -57,7 +57,7 @@ pub struct BatchesOptions<'a> {
 /// checksum of each row of global batch S in stream order.
 pub fn run(o: &BatchesOptions, world: &SimpleCommunicator) -> Result<()> {
     let (dp, rank) = (world.size() as usize, world.rank() as usize);
-    if o.global_batch == 0 || o.global_batch % dp != 0 {
+    if o.global_batch == 0 || !o.global_batch.is_multiple_of(dp) {
         bail!("global batch {} is not a positive multiple of the {dp} data-parallel ranks", o.global_batch);
     }
     let spec = DataSpec::parse(o.data)?;

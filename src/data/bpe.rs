@@ -66,8 +66,11 @@ pub struct FastBpe {
     id: u64,
 }
 
+/// Ids of recently seen pieces, tagged with the [`FastBpe::id`] they belong to.
+type PieceCache = (u64, FastMap<Box<[u8]>, Box<[u32]>>);
+
 thread_local! {
-    static CACHE: RefCell<(u64, FastMap<Box<[u8]>, Box<[u32]>>)> = RefCell::new((0, FastMap::default()));
+    static CACHE: RefCell<PieceCache> = RefCell::new((0, FastMap::default()));
 }
 
 /// GPT-2's byte <-> printable character table (`bytes_to_unicode`).

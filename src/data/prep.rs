@@ -14,7 +14,7 @@
 
 use crate::data::bpe::FastBpe;
 use crate::data::indexed::{with_suffix, IndexedDataset, IndexedWriter, TokenDtype};
-use crate::data::prep_input::{check_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
+use crate::data::prep_input::{check_inputs, expand_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
 use crate::data::progress::Progress;
 use crate::dist::Collectives;
 use anyhow::{anyhow, Context, Result};
@@ -126,7 +126,8 @@ fn remove_part(prefix: &Path) {
 /// whole job on rank 0, `None` on the other ranks.
 pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSummary>> {
     let start = Instant::now();
-    check_inputs(&opts.inputs)?;
+    let inputs = expand_inputs(&opts.inputs)?;
+    check_inputs(&inputs)?;
     let tok = Tokenizer::from_file(&opts.tokenizer)
         .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", opts.tokenizer.display()))?;
     let eod = if opts.append_eod {
@@ -142,7 +143,7 @@ pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSumm
     let dtype = TokenDtype::for_vocab(tok.get_vocab_size(true));
     let fast = FastBpe::from_file(&opts.tokenizer)?;
     let (rank, ranks) = (comm.rank(), comm.size());
-    let pieces = pieces_for_rank(&opts.inputs, rank, ranks)?;
+    let pieces = pieces_for_rank(&inputs, rank, ranks)?;
     let target = if ranks == 1 { opts.output.clone() } else { part_prefix(&opts.output, rank, ranks) };
     let encoder = Encoder { tok: &tok, fast: fast.as_ref() };
     let local = tokenize_pieces(opts, &encoder, eod, dtype, &pieces, &target, rank == 0);

@@ -1,4 +1,5 @@
 //! The raw documents `swallow prep` reads, and how they are divided between ranks.
+//! Inputs may be glob patterns, expanded in sorted order ([`expand_inputs`]).
 //!
 //! Formats (each optionally compressed as `.gz` — multi-member too — or `.zst`, decompressed on the
 //! fly; the kind is decided by the extension under the compression suffix): JSON Lines (any name not
@@ -71,6 +72,30 @@ fn inner_name(p: &Path) -> PathBuf {
 
 fn is_txt(p: &Path) -> bool {
     inner_name(p).extension().is_some_and(|e| e == "txt")
+}
+
+/// The inputs with glob patterns (`*`, `?`, `[..]`, e.g. quoted for mpirun job scripts) expanded
+/// in sorted order; a name that exists as given is taken literally; a pattern that matches nothing
+/// is an error.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        let s = p.to_string_lossy();
+        if p.exists() || !s.contains(['*', '?', '[']) {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = glob::glob(&s)
+            .map_err(|e| anyhow!("--input {s:?} is not a valid glob pattern: {e}"))?
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("expanding --input {s:?}"))?;
+        if found.is_empty() {
+            bail!("--input {s:?} matches no files");
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
 }
 
 /// Check that every input exists and is in a format prep reads.
@@ -377,6 +402,21 @@ mod tests {
             let sizes: u64 = inputs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
             assert_eq!(total, sizes, "{ranks} ranks: pieces must cover every byte once");
         }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn globs_expand_sorted_and_empty_ones_are_errors() {
+        let dir = tmpdir("glob");
+        for n in ["b.jsonl", "a.jsonl", "c.txt", "x[1].jsonl"] {
+            fs::write(dir.join(n), "").unwrap();
+        }
+        let got = expand_inputs(&[dir.join("*.jsonl"), dir.join("c.txt"), dir.join("x[1].jsonl")]).unwrap();
+        let want: Vec<PathBuf> =
+            ["a.jsonl", "b.jsonl", "x[1].jsonl", "c.txt", "x[1].jsonl"].iter().map(|n| dir.join(n)).collect();
+        assert_eq!(got, want);
+        let e = format!("{:#}", expand_inputs(&[dir.join("*.zst")]).unwrap_err());
+        assert!(e.contains("*.zst\" matches no files"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
