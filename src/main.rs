@@ -31,8 +31,8 @@ enum Command {
     Eval(EvalArgs),
     /// Export a checkpoint as a Hugging Face Llama directory (safetensors shards + config.json).
     Export(ExportArgs),
-    /// Import a Hugging Face directory as a checkpoint (not yet).
-    Import(Rest),
+    /// Import a Hugging Face Llama directory as a checkpoint (step 0), optionally into a larger vocabulary.
+    Import(ImportArgs),
     /// Memory, time and cost planner (not yet).
     Plan(Rest),
     /// Throughput benchmark of the fixed bench configuration.
@@ -167,6 +167,20 @@ struct ExportArgs {
 }
 
 #[derive(Args)]
+struct ImportArgs {
+    /// A Hugging Face Llama directory (config.json + safetensors; tokenizer.json for --tokenizer).
+    #[arg(long)]
+    hf: PathBuf,
+    /// The checkpoint: a file NAME.h5, or a directory (gets step-0.h5 and `latest`).
+    #[arg(long)]
+    out: PathBuf,
+    /// A tokenizer.json whose vocabulary extends the model's: the embedding and LM head are
+    /// re-arranged into it (new tokens: the mean of the old tokenizer's pieces).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Backend to benchmark.
     #[arg(default_value = "cpu")]
@@ -277,7 +291,13 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             let dtype = swallow::checkpoint::export::ExportDtype::parse(&a.dtype)?;
             swallow::checkpoint::export::export(&ckpt, &mpi.world, &a.out, dtype, a.tokenizer.as_deref())?;
         }
-        Command::Import(_) | Command::Plan(_) | Command::Plot(_) => {
+        Command::Import(a) => {
+            if mpi.size() > 1 {
+                anyhow::bail!("swallow import runs as one process (without mpirun, or mpirun -np 1), not {}", mpi.size());
+            }
+            swallow::checkpoint::import::import(&a.hf, &a.out, a.tokenizer.as_deref(), &mpi.world)?;
+        }
+        Command::Plan(_) | Command::Plot(_) => {
             let name = std::env::args().nth(1).unwrap_or_default();
             eprintln!("swallow {name}: not yet implemented in this version");
             return Ok(NOT_YET);

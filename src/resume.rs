@@ -14,6 +14,7 @@
 
 use crate::backend::Backend;
 use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
+use crate::checkpoint::format::{self, attr_u64, check, state_bytes, tensor_names, Progress};
 use crate::checkpoint::store::{self, LoadTarget, Verdict};
 use crate::config::Config;
 use crate::dist::Topology;
@@ -23,7 +24,6 @@ use crate::optim::DataParallelOptimizer;
 use anyhow::{bail, Context, Result};
 use mpi::topology::SimpleCommunicator;
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,19 +55,6 @@ pub fn stop_requested(world: &SimpleCommunicator) -> bool {
     let mut any = 0i32;
     world.all_reduce_into(&local, &mut any, SystemOperation::max());
     any != 0
-}
-
-/// Version of the file layout described in docs/CHECKPOINT.md.
-pub const FORMAT_VERSION: u64 = 1;
-
-/// Names of the tensors a checkpoint of these parameters holds, with their logical shapes.
-fn tensor_names(specs: &[ParamSpec]) -> Vec<(String, Vec<u64>)> {
-    let shape = |s: &ParamSpec| s.shape.iter().map(|&d| d as u64).collect::<Vec<u64>>();
-    let mut out: Vec<(String, Vec<u64>)> = specs.iter().map(|s| (s.name.clone(), shape(s))).collect();
-    for group in ["exp_avg", "exp_avg_sq"] {
-        out.extend(specs.iter().map(|s| (format!("optimizer/{group}/{}", s.name), shape(s))));
-    }
-    out
 }
 
 /// The elements `local` of this rank's shard of `spec` as (global range, local range) pairs,
@@ -147,19 +134,17 @@ pub fn save<B: Backend>(
         }
     }
     let t = &cfg.train;
-    let config = toml::to_string(cfg).context("serialising the configuration")?;
-    let attrs = [
-        ("format_version", AttrValue::U64(FORMAT_VERSION)),
-        ("step", AttrValue::U64(step)),
-        ("consumed_samples", AttrValue::U64(step * t.global_batch as u64)),
-        ("optimizer_updates", AttrValue::U64(opt.updates())),
-        ("seed", AttrValue::U64(t.seed)),
-        ("data", AttrValue::Str(t.data.clone().unwrap_or_default())),
-        ("config", AttrValue::Str(config)),
-        ("layout", AttrValue::Str(format!("tp {} dp {} pp {} zero {}", topo.tp, topo.dp, topo.pp, cfg.parallel.zero))),
-    ];
+    let layout = format!("tp {} dp {} pp {} zero {}", topo.tp, topo.dp, topo.pp, cfg.parallel.zero);
+    let attrs = format::attributes(cfg, &Progress { step, optimizer_updates: opt.updates() }, layout)?;
     let tmp = store::temp_path(dir, step);
-    dist::write(&tmp, world, &tensors, &attrs)?;
+    let mut file = dist::Writer::create(&tmp, world)?;
+    for (i, t) in tensors.iter().enumerate() {
+        file.put(t)?;
+        if i == tensors.len() / 2 {
+            pause_mid_save_for_tests(topo.rank);
+        }
+    }
+    file.finish(&attrs)?;
     // Durable before it is renamed: every rank flushes the file (on a parallel file system a
     // client's fsync covers the writes of that client).
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("flushing {} to disk", tmp.display()))?;
@@ -181,43 +166,14 @@ pub fn save<B: Backend>(
     Ok(path)
 }
 
-/// Bytes of the logical tensors `names` (fp32).
-fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
-    names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64
-}
-
-/// Opens `path` on this rank and checks that it is a complete checkpoint (else `Damaged`)
-/// holding `names` with their shapes (else an error: a checkpoint of another model).
-fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<Verdict> {
-    let (attrs, shapes) = match dist::inspect(path) {
-        Ok(x) => x,
-        Err(e) => return Ok(Verdict::Damaged(e)),
-    };
-    let damaged = |what: String| Ok(Verdict::Damaged(anyhow::anyhow!("checkpoint {}: {what}", path.display())));
-    match attrs.get("format_version") {
-        Some(AttrValue::U64(FORMAT_VERSION)) => {}
-        None => return damaged("no format_version attribute (incomplete)".into()),
-        Some(other) => bail!("checkpoint {}: format_version {other:?}, this build reads {FORMAT_VERSION}", path.display()),
-    }
-    for key in ["step", "optimizer_updates", "consumed_samples"] {
-        if !matches!(attrs.get(key), Some(AttrValue::U64(_))) {
-            return damaged(format!("no {key} attribute (incomplete)"));
-        }
-    }
-    for (name, shape) in names {
-        match shapes.get(name) {
-            Some(s) if s == shape => {}
-            Some(s) => bail!("checkpoint {}: tensor {name} has shape {s:?}, this model expects {shape:?}", path.display()),
-            None => bail!("checkpoint {}: tensor {name} is missing (a different model?)", path.display()),
-        }
-    }
-    Ok(Verdict::Usable)
-}
-
-fn attr_u64(attrs: &BTreeMap<String, AttrValue>, key: &str, path: &Path) -> Result<u64> {
-    match attrs.get(key) {
-        Some(AttrValue::U64(v)) => Ok(*v),
-        _ => bail!("checkpoint {}: attribute {key} missing or not an integer", path.display()),
+/// Test hook: with `SWALLOW_TEST_SAVE_PAUSE_S=S` in the environment, every rank prints its pid and
+/// sleeps S seconds once half of a checkpoint's tensors are in the temp file, so that
+/// tests/checkpoint.rs can kill a job in the middle of a save. Unset, it does nothing.
+fn pause_mid_save_for_tests(rank: usize) {
+    if let Some(s) = std::env::var("SWALLOW_TEST_SAVE_PAUSE_S").ok().and_then(|v| v.parse::<f64>().ok()) {
+        println!("test hook: rank {rank} (pid {}) pausing mid-save for {s} s", std::process::id());
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::thread::sleep(std::time::Duration::from_secs_f64(s));
     }
 }
 

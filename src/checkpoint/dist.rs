@@ -186,19 +186,41 @@ fn open_parallel(path: &Path, comm: &SimpleCommunicator, create: bool) -> Result
 
 /// Collectively writes `tensors` and `attrs` into a new file at `path` (replaced if present).
 pub fn write(path: &Path, comm: &SimpleCommunicator, tensors: &[TensorPiece], attrs: &[(&str, AttrValue)]) -> Result<()> {
-    let file = open_parallel(path, comm, true)?;
-    let ctx = || format!("writing checkpoint {}", path.display());
-    let mut groups = HashSet::new();
+    let mut w = Writer::create(path, comm)?;
     for t in tensors {
+        w.put(t)?;
+    }
+    w.finish(attrs)
+}
+
+/// A checkpoint file being written one tensor at a time (`swallow import` streams a model that
+/// need not fit in memory); every rank makes the same calls in the same order.
+pub struct Writer<'p> {
+    file: h5::File,
+    path: &'p Path,
+    groups: HashSet<String>,
+}
+
+impl<'p> Writer<'p> {
+    /// Collectively creates the file at `path` (replaced if present).
+    pub fn create(path: &'p Path, comm: &SimpleCommunicator) -> Result<Self> {
+        Ok(Writer { file: open_parallel(path, comm, true)?, path, groups: HashSet::new() })
+    }
+
+    /// Collectively creates the dataset of `t` and writes this rank's pieces of it.
+    pub fn put(&mut self, t: &TensorPiece) -> Result<()> {
+        let path = self.path;
+        let ctx = || format!("writing checkpoint {}", path.display());
         let mut prefix = String::new();
         for seg in t.name.split('/').collect::<Vec<_>>().split_last().map(|(_, g)| g).unwrap_or(&[]) {
             prefix = if prefix.is_empty() { seg.to_string() } else { format!("{prefix}/{seg}") };
-            if groups.insert(prefix.clone()) {
-                file.create_group(&prefix).with_context(|| format!("group {prefix}")).with_context(ctx)?;
+            if self.groups.insert(prefix.clone()) {
+                self.file.create_group(&prefix).with_context(|| format!("group {prefix}")).with_context(ctx)?;
             }
         }
         let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-        let ds = file
+        let ds = self
+            .file
             .new_dataset::<f32>()
             .shape(shape)
             .fill_time(h5::dataset::FillTime::Never)
@@ -223,20 +245,25 @@ pub fn write(path: &Path, comm: &SimpleCommunicator, tensors: &[TensorPiece], at
         };
         let (fs, ms, xfer, _) = selection(&ds, &blocks).with_context(ctx)?;
         let rc = unsafe { h5d::H5Dwrite(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, data.as_ptr().cast()) };
-        h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)?;
+        h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)
     }
-    for (name, v) in attrs {
-        match v {
-            AttrValue::U64(x) => file.new_attr::<u64>().create(*name).and_then(|a| a.write_scalar(x)),
-            AttrValue::Str(s) => {
-                let s: VarLenUnicode = s.parse().map_err(|e| anyhow::anyhow!("attribute {name}: {e}"))?;
-                file.new_attr::<VarLenUnicode>().create(*name).and_then(|a| a.write_scalar(&s))
+
+    /// Collectively writes the root attributes and closes the file.
+    pub fn finish(self, attrs: &[(&str, AttrValue)]) -> Result<()> {
+        let ctx = format!("writing checkpoint {}", self.path.display());
+        for (name, v) in attrs {
+            match v {
+                AttrValue::U64(x) => self.file.new_attr::<u64>().create(*name).and_then(|a| a.write_scalar(x)),
+                AttrValue::Str(s) => {
+                    let s: VarLenUnicode = s.parse().map_err(|e| anyhow::anyhow!("attribute {name}: {e}"))?;
+                    self.file.new_attr::<VarLenUnicode>().create(*name).and_then(|a| a.write_scalar(&s))
+                }
             }
+            .with_context(|| format!("attribute {name}"))
+            .with_context(|| ctx.clone())?;
         }
-        .with_context(|| format!("attribute {name}"))
-        .with_context(ctx)?;
+        self.file.close().with_context(|| ctx)
     }
-    file.close().with_context(ctx)
 }
 
 /// Collectively reads the requested ranges from the file at `path` and returns its root
