@@ -6,8 +6,10 @@
 //! the parameter table (`local_ranges`); vocabulary padding rows are cut off (the file holds the
 //! real vocabulary). With ZeRO-1 every rank writes its DP block's segments of weights and
 //! moments (the fp32 master weights are the weights); without it DP rank 0 writes whole shards;
-//! TP-replicated parameters come from TP rank 0 only. Reading: every rank reads its whole shard of
-//! the weights and the moments of the state it holds, whatever layout wrote the file (resharding).
+//! TP-replicated parameters come from TP rank 0 only. The state streams to the file tensor by
+//! tensor through one host buffer (no second copy of it in memory). Reading: every rank reads its
+//! whole shard of the weights and the moments of the state it holds, whatever layout wrote the
+//! file (resharding).
 //!
 //! SIGTERM and SIGUSR1 (Slurm's and PBS's walltime warnings) only raise a flag; at each step
 //! boundary the ranks agree on it (an all-reduce), save and stop.
@@ -110,27 +112,18 @@ pub fn save<B: Backend>(
     world.barrier();
     let be = &*model.backend;
     let specs = &model.table.specs;
-    let weights: Vec<Vec<f32>> = model.weights.iter().map(|w| be.download(w)).collect();
-    let moments = opt.download_moments(be);
     let names = tensor_names(specs);
     let n = specs.len();
-    let mut tensors: Vec<TensorPiece> =
-        names.iter().map(|(name, shape)| TensorPiece { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
     // One copy of everything: DP rank 0 (or each rank its ZeRO block), and of a shard held by
     // several ranks (TP-replicated, replicated KV heads, a tied embedding on two stages) the copy
-    // that counts in the gradient norm.
+    // that counts in the gradient norm. `mine[p]`: the indices of `ranges` this rank writes of p.
     let writes_shards = opt.is_sharded() || topo.dp_rank == 0;
     let counted = model.counted_in_norm();
-    for (i, (p, local)) in opt.state_ranges().into_iter().enumerate() {
-        if !writes_shards || !counted[p] {
-            continue;
-        }
-        let (m, v) = &moments[i];
-        for (g, l) in global_pieces(&specs[p], topo.tp, topo.tp_rank, local.clone()) {
-            let k = l.start - local.start..l.end - local.start;
-            tensors[p].pieces.push((g.clone(), &weights[p][l]));
-            tensors[n + p].pieces.push((g.clone(), &m[k.clone()]));
-            tensors[2 * n + p].pieces.push((g, &v[k]));
+    let ranges = opt.state_ranges();
+    let mut mine: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, (p, _)) in ranges.iter().enumerate() {
+        if writes_shards && counted[*p] {
+            mine[*p].push(i);
         }
     }
     let t = &cfg.train;
@@ -138,9 +131,33 @@ pub fn save<B: Backend>(
     let attrs = format::attributes(cfg, &Progress { step, optimizer_updates: opt.updates() }, layout)?;
     let tmp = store::temp_path(dir, step);
     let mut file = dist::Writer::create(&tmp, world)?;
-    for (i, t) in tensors.iter().enumerate() {
-        file.put(t)?;
-        if i == tensors.len() / 2 {
+    // Tensor by tensor (weights, exp_avg, exp_avg_sq) through one host buffer: the host holds one
+    // tensor's shard at a time, not a second copy of the whole state.
+    let mut host: Vec<f32> = Vec::new();
+    for (k, (name, shape)) in names.iter().enumerate() {
+        let (group, p) = (k / n, k % n);
+        host.clear();
+        let mut at: Vec<(Range<u64>, Range<usize>)> = Vec::new();
+        if group == 0 && !mine[p].is_empty() {
+            host.resize(be.len(&model.weights[p]), 0.0);
+            be.download_into(&model.weights[p], &mut host);
+            for &i in &mine[p] {
+                at.extend(global_pieces(&specs[p], topo.tp, topo.tp_rank, ranges[i].1.clone()));
+            }
+        } else if group > 0 {
+            for &i in &mine[p] {
+                let local = &ranges[i].1;
+                let base = host.len();
+                host.resize(base + local.len(), 0.0);
+                opt.download_moment_into(be, i, group == 2, &mut host[base..]);
+                for (g, l) in global_pieces(&specs[p], topo.tp, topo.tp_rank, local.clone()) {
+                    at.push((g, base + l.start - local.start..base + l.end - local.start));
+                }
+            }
+        }
+        let pieces = at.into_iter().map(|(g, l)| (g, &host[l])).collect();
+        file.put(&TensorPiece { name: name.clone(), shape: shape.clone(), pieces })?;
+        if k == names.len() / 2 {
             pause_mid_save_for_tests(topo.rank);
         }
     }
