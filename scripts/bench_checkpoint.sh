@@ -7,6 +7,7 @@
 #          dd conv=fsync (buffered writes + one fsync at the end: what the checkpoint does)
 #   read:  checkpoint load (the collective read) vs dd, both cold: the file's pages are dropped
 #          from the page cache first (dd iflag=nocache count=0 = posix_fadvise DONTNEED)
+# Whichever of the two files is written first in a repetition is read first, alternating.
 # Usage: scripts/bench_checkpoint.sh [NP] [layout flags...], e.g. scripts/bench_checkpoint.sh 2 --tp 2
 # Env: REPS (default 5), BENCH_DIR (default out/bench-checkpoint). Needs target/release/swallow.
 set -euo pipefail
@@ -27,18 +28,24 @@ mbps() { awk '{ for (i = 1; i <= NF; i++) if ($i == "copied,") { print $1 / $(i 
 drop_cache() { dd if="$1" iflag=nocache count=0 status=none; }
 results="$W/results.tsv"
 echo -e "rep\tdd_write\tckpt_write\tdd_read_cold\tckpt_read_cold" > "$results"
-for rep in $(seq "$REPS"); do
+ckpt_save() {
     rm -rf "$W/ckpt"
     save=$(mpirun --oversubscribe -np "$NP" $B "${train[@]}" --steps 1 --save "$W/ckpt" | grep "^checkpoint")
     ckpt_w=$(sed -E 's/.*\(([0-9.]+) MB\/s\).*/\1/' <<< "$save")
     bytes=$(stat -c %s "$W/ckpt/step-1.h5")
-    dd_w=$(dd if=/dev/zero of="$W/dd.bin" bs=1M count=$((bytes / 1048576)) conv=fsync 2>&1 | tail -1 | mbps)
-    drop_cache "$W/dd.bin"
-    dd_r=$(dd if="$W/dd.bin" of=/dev/null bs=16M 2>&1 | tail -1 | mbps)
-    rm -f "$W/dd.bin"
+}
+ckpt_load() {
     drop_cache "$W/ckpt/step-1.h5"
     load=$(mpirun --oversubscribe -np "$NP" $B "${train[@]}" --steps 1 --load "$W/ckpt" | grep "^checkpoint")
     ckpt_r=$(sed -E 's/.*read in [0-9.]+ s \(([0-9.]+) MB\/s\).*/\1/' <<< "$load")
+}
+dd_write() { dd_w=$(dd if=/dev/zero of="$W/dd.bin" bs=1M count=$((bytes / 1048576)) conv=fsync 2>&1 | tail -1 | mbps); }
+dd_read() { drop_cache "$W/dd.bin"; dd_r=$(dd if="$W/dd.bin" of=/dev/null bs=16M 2>&1 | tail -1 | mbps); }
+ckpt_save  # sizes dd's file
+for rep in $(seq "$REPS"); do
+    # Whichever is written first is read first; the order alternates (a VM disk may cache recent writes).
+    if (( rep % 2 )); then ckpt_save; dd_write; ckpt_load; dd_read; else dd_write; ckpt_save; dd_read; ckpt_load; fi
+    rm -f "$W/dd.bin"
     printf "%s\t%.0f\t%.0f\t%.0f\t%.0f\n" "$rep" "$dd_w" "$ckpt_w" "$dd_r" "$ckpt_r" >> "$results"
 done
 echo "checkpoint of $bytes bytes, np $NP ${*:-}, $REPS repetitions (MB/s):"

@@ -194,7 +194,7 @@ fn unwritable_outputs_fail_cleanly_and_keep_what_exists() {
 
 #[test]
 fn later_milestones_say_not_yet_with_exit_code_2() {
-    for cmd in [&["import", "--hf", "x", "--out", "y"][..], &["plan", "--model", "swallow-7b"], &["plot", "m.jsonl"]] {
+    for cmd in [&["plan", "--model", "swallow-7b"][..], &["plot", "m.jsonl"]] {
         let o = swallow(cmd);
         assert_eq!(o.status.code(), Some(2), "{cmd:?}: {:?}", text(&o));
         assert!(text(&o).1.contains("not yet"));

@@ -10,6 +10,7 @@
 //! match on every rank, so every rank passes the same tensors (names, shapes, order), even those
 //! of which it owns nothing, and the same attributes.
 
+use super::pagecache::{Hints, READ_AHEAD_BYTES};
 use anyhow::{bail, ensure, Context, Result};
 use hdf5_metno as h5;
 use hdf5_metno::types::VarLenUnicode;
@@ -199,12 +200,14 @@ pub struct Writer<'p> {
     file: h5::File,
     path: &'p Path,
     groups: HashSet<String>,
+    hints: Hints,
 }
 
 impl<'p> Writer<'p> {
     /// Collectively creates the file at `path` (replaced if present).
     pub fn create(path: &'p Path, comm: &SimpleCommunicator) -> Result<Self> {
-        Ok(Writer { file: open_parallel(path, comm, true)?, path, groups: HashSet::new() })
+        let file = open_parallel(path, comm, true)?;
+        Ok(Writer { file, path, groups: HashSet::new(), hints: Hints::open(path) })
     }
 
     /// Collectively creates the dataset of `t` and writes this rank's pieces of it.
@@ -245,7 +248,11 @@ impl<'p> Writer<'p> {
         };
         let (fs, ms, xfer, _) = selection(&ds, &blocks).with_context(ctx)?;
         let rc = unsafe { h5d::H5Dwrite(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, data.as_ptr().cast()) };
-        h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)
+        h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)?;
+        if let Some(bytes) = byte_span(&ds, &ranges) {
+            self.hints.write_back(bytes);
+        }
+        Ok(())
     }
 
     /// Collectively writes the root attributes and closes the file.
@@ -272,7 +279,27 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
     let file = open_parallel(path, comm, false)?;
     let ctx = || format!("reading checkpoint {}", path.display());
     let attrs = read_attrs(&file).with_context(ctx)?;
-    for t in requests.iter_mut() {
+    // A read-ahead window of this rank's byte spans, READ_AHEAD_BYTES beyond the current tensor.
+    let hints = Hints::open(path);
+    let spans: Vec<Option<Range<u64>>> = requests
+        .iter()
+        .map(|t| {
+            let ranges: Vec<Range<u64>> = t.pieces.iter().map(|p| p.0.clone()).collect();
+            file.dataset(&t.name).ok().and_then(|ds| byte_span(&ds, &ranges))
+        })
+        .collect();
+    let (mut advised, mut ahead) = (0, 0u64);
+    for (i, t) in requests.iter_mut().enumerate() {
+        while advised < spans.len() && (advised <= i || ahead < READ_AHEAD_BYTES) {
+            if let Some(s) = &spans[advised] {
+                hints.will_need(s.clone());
+                ahead += s.end - s.start;
+            }
+            advised += 1;
+        }
+        if let Some(s) = &spans[i] {
+            ahead = ahead.saturating_sub(s.end - s.start);
+        }
         let ds = file.dataset(&t.name).map_err(|_| anyhow::anyhow!("checkpoint {} has no tensor {}", path.display(), t.name))?;
         let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
         ensure!(shape == t.shape, "checkpoint {}: tensor {} has shape {shape:?}, expected {:?}", path.display(), t.name, t.shape);
@@ -305,6 +332,15 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
     }
     file.close().with_context(ctx)?;
     Ok(attrs)
+}
+
+/// The bytes of the file from the first to the last element of `ranges` of the (contiguous) f32
+/// dataset `ds`, or None when it has no address yet or `ranges` is empty.
+fn byte_span(ds: &h5::Dataset, ranges: &[Range<u64>]) -> Option<Range<u64>> {
+    let first = ranges.iter().map(|r| r.start).min()?;
+    let last = ranges.iter().map(|r| r.end).max()?;
+    let base = unsafe { h5d::H5Dget_offset(ds.id()) };
+    (base != u64::MAX && last > first).then(|| base + 4 * first..base + 4 * last)
 }
 
 fn read_attrs(file: &h5::File) -> Result<BTreeMap<String, AttrValue>> {

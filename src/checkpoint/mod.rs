@@ -1,5 +1,6 @@
 //! Model state on disk. dist.rs: distributed checkpoints, one HDF5 file of logical tensors written
-//! and read collectively through parallel HDF5 (the basis of resharding); format.rs: what a
+//! and read collectively through parallel HDF5 (the basis of resharding), with page-cache hints
+//! from pagecache.rs (early write-back, read-ahead); format.rs: what a
 //! checkpoint holds (tensor names, attributes, the completeness check); store.rs: the checkpoint
 //! directory (temp file, check, rename, `latest` marker, keep the newest K, `--load` resolution);
 //! export.rs: a checkpoint read whole on one process, and written as a Hugging Face directory;
@@ -12,5 +13,6 @@ pub mod export;
 pub mod format;
 pub mod hf;
 pub mod import;
+pub mod pagecache;
 pub mod store;
 pub mod vocab;
