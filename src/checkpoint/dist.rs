@@ -1,7 +1,7 @@
 //! Distributed checkpoint files: one HDF5 file written and read collectively by all ranks through
 //! parallel HDF5 (MPI-IO). The file holds logical tensors (full unsharded shapes, fp32) and
 //! root attributes; it knows nothing of models or layouts. Each rank names, per tensor, the flat
-//! row-major global element ranges it owns (`write`) or wants (`read`): that is what makes
+//! row-major global element ranges it owns (`Writer::put`) or wants (`read`): that is what makes
 //! resharding free, since any layout reads exactly its own ranges of the same logical tensors.
 //!
 //! Per dataset a rank's ranges become one union of hyperslab blocks (a flat range is at most three
@@ -185,17 +185,8 @@ fn open_parallel(path: &Path, comm: &SimpleCommunicator, create: bool) -> Result
     })
 }
 
-/// Collectively writes `tensors` and `attrs` into a new file at `path` (replaced if present).
-pub fn write(path: &Path, comm: &SimpleCommunicator, tensors: &[TensorPiece], attrs: &[(&str, AttrValue)]) -> Result<()> {
-    let mut w = Writer::create(path, comm)?;
-    for t in tensors {
-        w.put(t)?;
-    }
-    w.finish(attrs)
-}
-
-/// A checkpoint file being written one tensor at a time (`swallow import` streams a model that
-/// need not fit in memory); every rank makes the same calls in the same order.
+/// A checkpoint file being written collectively, one tensor at a time (the writers stream the
+/// state through one host buffer); every rank makes the same calls in the same order.
 pub struct Writer<'p> {
     file: h5::File,
     path: &'p Path,

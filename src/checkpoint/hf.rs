@@ -5,9 +5,8 @@
 //! to f32. Errors name the file and the tensor.
 
 use crate::config::{ModelConfig, RopeScaling};
-use crate::model::params::ParamTable;
+use crate::model::params::{ParamSpec, ParamTable};
 use anyhow::{bail, Context, Result};
-use crate::model::params::ParamSpec;
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
