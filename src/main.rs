@@ -35,8 +35,8 @@ enum Command {
     Eval(EvalArgs),
     /// Export a checkpoint as a Hugging Face Llama directory (safetensors shards + config.json).
     Export(ExportArgs),
-    /// Import a Hugging Face directory as a checkpoint (not yet).
-    Import(Rest),
+    /// Import a Hugging Face Llama directory as a checkpoint (step 0), optionally into a larger vocabulary.
+    Import(ImportArgs),
     /// Memory, step time and cost of a layout on a GPU kind, or --search for the best layouts; last line JSON.
     Plan(PlanArgs),
     /// Throughput benchmark of the fixed bench configuration.
@@ -67,12 +67,6 @@ enum KernelsCommand {
         #[arg(long)]
         cuda_include: Option<PathBuf>,
     },
-}
-
-#[derive(Args)]
-struct Rest {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -292,6 +286,20 @@ struct PlotArgs {
 }
 
 #[derive(Args)]
+struct ImportArgs {
+    /// A Hugging Face Llama directory (config.json + safetensors; tokenizer.json for --tokenizer).
+    #[arg(long)]
+    hf: PathBuf,
+    /// The checkpoint: a file NAME.h5, or a directory (gets step-0.h5 and `latest`).
+    #[arg(long)]
+    out: PathBuf,
+    /// A tokenizer.json whose vocabulary extends the model's: the embedding and LM head are
+    /// re-arranged into it (new tokens: the mean of the old tokenizer's pieces).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Backend to benchmark (cpu), or `data`: the sampler's index build at 1e7 documents.
     #[arg(default_value = "cpu")]
@@ -463,10 +471,11 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
         }
         Command::Plan(a) => swallow::plan::report::run(&plan_options(a)?)?,
         Command::Plot(a) => swallow::plot::run(&a.metrics, &a.out, (a.width, a.height))?,
-        Command::Import(_) => {
-            let name = std::env::args().nth(1).unwrap_or_default();
-            eprintln!("swallow {name}: not yet implemented in this version");
-            return Ok(NOT_YET);
+        Command::Import(a) => {
+            if mpi.size() > 1 {
+                anyhow::bail!("swallow import runs as one process (without mpirun, or mpirun -np 1), not {}", mpi.size());
+            }
+            swallow::checkpoint::import::import(&a.hf, &a.out, a.tokenizer.as_deref(), &mpi.world)?;
         }
     }
     Ok(0)

@@ -6,14 +6,17 @@
 //! the parameter table (`local_ranges`); vocabulary padding rows are cut off (the file holds the
 //! real vocabulary). With ZeRO-1 every rank writes its DP block's segments of weights and
 //! moments (the fp32 master weights are the weights); without it DP rank 0 writes whole shards;
-//! TP-replicated parameters come from TP rank 0 only. Reading: every rank reads its whole shard of
-//! the weights and the moments of the state it holds, whatever layout wrote the file (resharding).
+//! TP-replicated parameters come from TP rank 0 only. The state streams to the file tensor by
+//! tensor through one host buffer (no second copy of it in memory). Reading: every rank reads its
+//! whole shard of the weights and the moments of the state it holds, whatever layout wrote the
+//! file (resharding).
 //!
 //! SIGTERM and SIGUSR1 (Slurm's and PBS's walltime warnings) only raise a flag; at each step
 //! boundary the ranks agree on it (an all-reduce), save and stop.
 
 use crate::backend::Backend;
 use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
+use crate::checkpoint::format::{self, attr_u64, check, state_bytes, tensor_names, Progress};
 use crate::checkpoint::store::{self, LoadTarget, Verdict};
 use crate::config::Config;
 use crate::dist::Topology;
@@ -23,7 +26,6 @@ use crate::optim::DataParallelOptimizer;
 use anyhow::{bail, Context, Result};
 use mpi::topology::SimpleCommunicator;
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,19 +57,6 @@ pub fn stop_requested(world: &SimpleCommunicator) -> bool {
     let mut any = 0i32;
     world.all_reduce_into(&local, &mut any, SystemOperation::max());
     any != 0
-}
-
-/// Version of the file layout described in docs/CHECKPOINT.md.
-pub const FORMAT_VERSION: u64 = 1;
-
-/// Names of the tensors a checkpoint of these parameters holds, with their logical shapes.
-fn tensor_names(specs: &[ParamSpec]) -> Vec<(String, Vec<u64>)> {
-    let shape = |s: &ParamSpec| s.shape.iter().map(|&d| d as u64).collect::<Vec<u64>>();
-    let mut out: Vec<(String, Vec<u64>)> = specs.iter().map(|s| (s.name.clone(), shape(s))).collect();
-    for group in ["exp_avg", "exp_avg_sq"] {
-        out.extend(specs.iter().map(|s| (format!("optimizer/{group}/{}", s.name), shape(s))));
-    }
-    out
 }
 
 /// The elements `local` of this rank's shard of `spec` as (global range, local range) pairs,
@@ -123,43 +112,56 @@ pub fn save<B: Backend>(
     world.barrier();
     let be = &*model.backend;
     let specs = &model.table.specs;
-    let weights: Vec<Vec<f32>> = model.weights.iter().map(|w| be.download(w)).collect();
-    let moments = opt.download_moments(be);
     let names = tensor_names(specs);
     let n = specs.len();
-    let mut tensors: Vec<TensorPiece> =
-        names.iter().map(|(name, shape)| TensorPiece { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
     // One copy of everything: DP rank 0 (or each rank its ZeRO block), and of a shard held by
     // several ranks (TP-replicated, replicated KV heads, a tied embedding on two stages) the copy
-    // that counts in the gradient norm.
+    // that counts in the gradient norm. `mine[p]`: the indices of `ranges` this rank writes of p.
     let writes_shards = opt.is_sharded() || topo.dp_rank == 0;
     let counted = model.counted_in_norm();
-    for (i, (p, local)) in opt.state_ranges().into_iter().enumerate() {
-        if !writes_shards || !counted[p] {
-            continue;
-        }
-        let (m, v) = &moments[i];
-        for (g, l) in global_pieces(&specs[p], topo.tp, topo.tp_rank, local.clone()) {
-            let k = l.start - local.start..l.end - local.start;
-            tensors[p].pieces.push((g.clone(), &weights[p][l]));
-            tensors[n + p].pieces.push((g.clone(), &m[k.clone()]));
-            tensors[2 * n + p].pieces.push((g, &v[k]));
+    let ranges = opt.state_ranges();
+    let mut mine: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, (p, _)) in ranges.iter().enumerate() {
+        if writes_shards && counted[*p] {
+            mine[*p].push(i);
         }
     }
     let t = &cfg.train;
-    let config = toml::to_string(cfg).context("serialising the configuration")?;
-    let attrs = [
-        ("format_version", AttrValue::U64(FORMAT_VERSION)),
-        ("step", AttrValue::U64(step)),
-        ("consumed_samples", AttrValue::U64(step * t.global_batch as u64)),
-        ("optimizer_updates", AttrValue::U64(opt.updates())),
-        ("seed", AttrValue::U64(t.seed)),
-        ("data", AttrValue::Str(t.data.clone().unwrap_or_default())),
-        ("config", AttrValue::Str(config)),
-        ("layout", AttrValue::Str(format!("tp {} dp {} pp {} zero {}", topo.tp, topo.dp, topo.pp, cfg.parallel.zero))),
-    ];
+    let layout = format!("tp {} dp {} pp {} zero {}", topo.tp, topo.dp, topo.pp, cfg.parallel.zero);
+    let attrs = format::attributes(cfg, &Progress { step, optimizer_updates: opt.updates() }, layout)?;
     let tmp = store::temp_path(dir, step);
-    dist::write(&tmp, world, &tensors, &attrs)?;
+    let mut file = dist::Writer::create(&tmp, world)?;
+    // Tensor by tensor (weights, exp_avg, exp_avg_sq) through one host buffer: the host holds one
+    // tensor's shard at a time, not a second copy of the whole state.
+    let mut host: Vec<f32> = Vec::new();
+    for (k, (name, shape)) in names.iter().enumerate() {
+        let (group, p) = (k / n, k % n);
+        host.clear();
+        let mut at: Vec<(Range<u64>, Range<usize>)> = Vec::new();
+        if group == 0 && !mine[p].is_empty() {
+            host.resize(be.len(&model.weights[p]), 0.0);
+            be.download_into(&model.weights[p], &mut host);
+            for &i in &mine[p] {
+                at.extend(global_pieces(&specs[p], topo.tp, topo.tp_rank, ranges[i].1.clone()));
+            }
+        } else if group > 0 {
+            for &i in &mine[p] {
+                let local = &ranges[i].1;
+                let base = host.len();
+                host.resize(base + local.len(), 0.0);
+                opt.download_moment_into(be, i, group == 2, &mut host[base..]);
+                for (g, l) in global_pieces(&specs[p], topo.tp, topo.tp_rank, local.clone()) {
+                    at.push((g, base + l.start - local.start..base + l.end - local.start));
+                }
+            }
+        }
+        let pieces = at.into_iter().map(|(g, l)| (g, &host[l])).collect();
+        file.put(&TensorPiece { name: name.clone(), shape: shape.clone(), pieces })?;
+        if k == names.len() / 2 {
+            pause_mid_save_for_tests(topo.rank);
+        }
+    }
+    file.finish(&attrs)?;
     // Durable before it is renamed: every rank flushes the file (on a parallel file system a
     // client's fsync covers the writes of that client).
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("flushing {} to disk", tmp.display()))?;
@@ -181,43 +183,14 @@ pub fn save<B: Backend>(
     Ok(path)
 }
 
-/// Bytes of the logical tensors `names` (fp32).
-fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
-    names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64
-}
-
-/// Opens `path` on this rank and checks that it is a complete checkpoint (else `Damaged`)
-/// holding `names` with their shapes (else an error: a checkpoint of another model).
-fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<Verdict> {
-    let (attrs, shapes) = match dist::inspect(path) {
-        Ok(x) => x,
-        Err(e) => return Ok(Verdict::Damaged(e)),
-    };
-    let damaged = |what: String| Ok(Verdict::Damaged(anyhow::anyhow!("checkpoint {}: {what}", path.display())));
-    match attrs.get("format_version") {
-        Some(AttrValue::U64(FORMAT_VERSION)) => {}
-        None => return damaged("no format_version attribute (incomplete)".into()),
-        Some(other) => bail!("checkpoint {}: format_version {other:?}, this build reads {FORMAT_VERSION}", path.display()),
-    }
-    for key in ["step", "optimizer_updates", "consumed_samples"] {
-        if !matches!(attrs.get(key), Some(AttrValue::U64(_))) {
-            return damaged(format!("no {key} attribute (incomplete)"));
-        }
-    }
-    for (name, shape) in names {
-        match shapes.get(name) {
-            Some(s) if s == shape => {}
-            Some(s) => bail!("checkpoint {}: tensor {name} has shape {s:?}, this model expects {shape:?}", path.display()),
-            None => bail!("checkpoint {}: tensor {name} is missing (a different model?)", path.display()),
-        }
-    }
-    Ok(Verdict::Usable)
-}
-
-fn attr_u64(attrs: &BTreeMap<String, AttrValue>, key: &str, path: &Path) -> Result<u64> {
-    match attrs.get(key) {
-        Some(AttrValue::U64(v)) => Ok(*v),
-        _ => bail!("checkpoint {}: attribute {key} missing or not an integer", path.display()),
+/// Test hook: with `SWALLOW_TEST_SAVE_PAUSE_S=S` in the environment, every rank prints its pid and
+/// sleeps S seconds once half of a checkpoint's tensors are in the temp file, so that
+/// tests/checkpoint.rs can kill a job in the middle of a save. Unset, it does nothing.
+fn pause_mid_save_for_tests(rank: usize) {
+    if let Some(s) = std::env::var("SWALLOW_TEST_SAVE_PAUSE_S").ok().and_then(|v| v.parse::<f64>().ok()) {
+        println!("test hook: rank {rank} (pid {}) pausing mid-save for {s} s", std::process::id());
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::thread::sleep(std::time::Duration::from_secs_f64(s));
     }
 }
 

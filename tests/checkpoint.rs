@@ -1,10 +1,12 @@
 //! Distributed checkpoints with real MPI processes: training interrupted by a save and resumed with
 //! `--load` gives bitwise the losses of the uninterrupted run (one rank, and TP 2 x DP 2 with
-//! ZeRO-1); a checkpoint written under TP 2 x DP 2 with ZeRO-1 loads under other layouts (TP 1;
-//! DP 4 without ZeRO; DP 2 with ZeRO-1; TP 4; a vocabulary that needs TP padding) and continues
-//! within 1e-5 of the original layout; only the newest K checkpoints are kept; a truncated
-//! checkpoint is a clear error for `--load DIR` and skipped by `--load auto`, which starts fresh in
-//! an empty directory; SIGUSR1 makes all ranks save after the current step and exit 0;
+//! ZeRO-1); a checkpoint written under (TP, PP, DP) = (2, 2, 2), with ZeRO-1 and without, loads
+//! under (1, 1, 1), (4, 1, 2), (1, 2, 4) with ZeRO-1 and without, and interleaved PP (a vocabulary
+//! that TP pads differently) and continues within 1e-5 of the original layout; only the newest K
+//! checkpoints are kept; a truncated checkpoint is a clear error for `--load DIR` and skipped by
+//! `--load auto`, which starts fresh in an empty directory; a job killed (SIGKILL) in the middle of
+//! a save leaves the previous checkpoint `latest` and loadable, and `--load auto` continues from it
+//! bitwise; SIGUSR1 makes all ranks save after the current step and exit 0;
 //! `swallow export` writes a Hugging Face directory (real vocabulary, not TP-padded) on which
 //! `swallow eval --hf` gives exactly `swallow eval --load`'s loss in fp32 (bf16 within 1e-3), and
 //! transformers, where installed, the same loss (scripts/check_hf_export.py).
@@ -77,48 +79,106 @@ fn resume_gives_bitwise_the_uninterrupted_losses() {
 
 #[test]
 fn a_checkpoint_reshards_to_other_layouts() {
+    // The matrix: saved under (TP, PP, DP) = (2, 2, 2) with ZeRO-1 and without, continued under
+    // (1, 1, 1), (4, 1, 2) and (1, 2, 4) with ZeRO-1 and without, and under interleaved PP: every
+    // continuation within 1e-5 of the original layout's.
     let dir = tmpdir("reshard");
     let data = sample(&dir);
     // 4 KV heads so that TP 4 divides the model; 4097 tokens so that TP 2 and TP 4 pad differently.
     let model = ["--set", "model.num_kv_heads=4", "--set", "model.vocab_size=4097"];
-    let ckpt = dir.join("ck");
-    ok(train(4, &data, &[&model[..], &["--tp", "2", "--zero", "1", "--steps", "3", "--save", s(&ckpt)]].concat()), "save");
-    let cont = |np: usize, layout: &[&str], name: &str| {
+    let saved = ["--tp", "2", "--pp", "2"];
+    let save = |zero: &str| {
+        let ck = dir.join(format!("ck-zero{zero}"));
+        ok(train(8, &data, &[&model[..], &saved, &["--zero", zero, "--steps", "3", "--save", s(&ck)]].concat()), "save");
+        ck
+    };
+    let (ck_zero, ck_plain) = (save("1"), save("0"));
+    let cont = |ck: &Path, np: usize, layout: &[&str], name: &str| {
         let m = dir.join(format!("{name}.jsonl"));
-        ok(train(np, &data, &[&model[..], layout, &["--steps", "6", "--load", s(&ckpt), "--metrics", s(&m)]].concat()), name);
+        let o = train(np, &data, &[&model[..], layout, &["--steps", "6", "--load", s(ck), "--metrics", s(&m)]].concat());
+        let out = ok(o, name);
+        assert!(out.contains("written under tp 2 dp 2 pp 2"), "{name}: {out}");
         losses(&m)
     };
-    let reference = cont(4, &["--tp", "2", "--zero", "1"], "original");
+    let reference = cont(&ck_zero, 8, &[&saved[..], &["--zero", "1"]].concat(), "original");
     assert_eq!(reference.iter().map(|x| x.0).collect::<Vec<_>>(), vec![4, 5, 6]);
-    for (np, layout, name) in [
-        (1, &["--tp", "1"][..], "tp1"),
-        (4, &["--tp", "1", "--zero", "0"][..], "dp4"),
-        (2, &["--tp", "1", "--zero", "1"][..], "dp2-zero"),
-        (4, &["--tp", "4", "--zero", "0"][..], "tp4"),
-        (4, &["--tp", "1", "--pp", "2", "--zero", "1"][..], "pp2-dp2-zero"),
-        (2, &["--pp", "2", "--vpp", "2"][..], "pp2-vpp2"),
-    ] {
-        let got = cont(np, layout, name);
-        assert_eq!(got.len(), 3, "{name}");
-        for (g, r) in got.iter().zip(&reference) {
-            assert_eq!(g.0, r.0);
-            assert!(((g.1 - r.1) / r.1).abs() < 1e-5, "{name} step {}: loss {} vs {}", g.0, g.1, r.1);
+    let layouts: [(usize, &[&str], &str); 6] = [
+        (1, &[], "tp1-pp1-dp1"),
+        (8, &["--tp", "4", "--zero", "0"], "tp4-pp1-dp2"),
+        (8, &["--tp", "4", "--zero", "1"], "tp4-pp1-dp2-zero1"),
+        (8, &["--pp", "2", "--zero", "0"], "tp1-pp2-dp4"),
+        (8, &["--pp", "2", "--zero", "1"], "tp1-pp2-dp4-zero1"),
+        (2, &["--pp", "2", "--vpp", "2"], "pp2-vpp2"),
+    ];
+    for (ck, saved_as) in [(&ck_zero, "zero1"), (&ck_plain, "zero0")] {
+        for (np, layout, name) in layouts {
+            let name = format!("{saved_as}-to-{name}");
+            let got = cont(ck, np, layout, &name);
+            assert_eq!(got.len(), 3, "{name}");
+            for (g, r) in got.iter().zip(&reference) {
+                assert_eq!(g.0, r.0);
+                assert!(((g.1 - r.1) / r.1).abs() < 1e-5, "{name} step {}: loss {} vs {}", g.0, g.1, r.1);
+            }
         }
     }
-    // A checkpoint written by a pipeline layout (each stage its own layers) continues the same way
-    // on one rank.
-    let ck_pp = dir.join("ck-pp");
-    ok(train(8, &data, &[&model[..], &["--tp", "2", "--pp", "2", "--zero", "1", "--steps", "3", "--save", s(&ck_pp)]].concat()), "save pp");
-    let m = dir.join("from-pp.jsonl");
-    ok(train(1, &data, &[&model[..], &["--steps", "6", "--load", s(&ck_pp), "--metrics", s(&m)]].concat()), "from pp");
-    for (g, r) in losses(&m).iter().zip(&reference) {
-        assert!(((g.1 - r.1) / r.1).abs() < 1e-5, "from pp step {}: loss {} vs {}", g.0, g.1, r.1);
-    }
     // A model of another shape is refused with the tensor and both shapes named.
-    let o = train(1, &data, &["--set", "model.vocab_size=4096", "--steps", "4", "--load", s(&ckpt)]);
+    let o = train(1, &data, &["--set", "model.vocab_size=4096", "--steps", "4", "--load", s(&ck_zero)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("model.embed_tokens.weight") && err.contains("[4097, 128]"), "{err}");
+}
+
+#[test]
+fn a_job_killed_during_a_save_leaves_the_previous_checkpoint_loadable() {
+    use std::io::{BufRead, Read};
+    let dir = tmpdir("killed");
+    let data = sample(&dir);
+    let ckpt = dir.join("ck");
+    let (straight, resumed) = (dir.join("straight.jsonl"), dir.join("resumed.jsonl"));
+    ok(train(2, &data, &["--tp", "2", "--steps", "4", "--metrics", s(&straight)]), "straight run");
+    ok(train(2, &data, &["--tp", "2", "--steps", "2", "--save", s(&ckpt)]), "first run");
+    // The next save (step 3) pauses half-way through writing its temp file (the test hook in
+    // resume.rs); one rank is killed there with SIGKILL, which ends the job.
+    let mut child = Command::new("mpirun")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
+        .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--tp", "2"])
+        .args(["--set", "train.warmup_steps=0", "--set", "train.lr=0.01", "--set", "train.decay_steps=6"])
+        .args(["--steps", "4", "--save", s(&ckpt), "--save-every", "1", "--load", "auto"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .env("SWALLOW_TEST_SAVE_PAUSE_S", "60")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mpirun (OpenMPI) must be installed: make setup");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    let pid = loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("the job ended before pausing in its save:\n{out}");
+        }
+        out += &line;
+        if let Some(rest) = line.strip_prefix("test hook: rank ") {
+            break rest.split("(pid ").nth(1).unwrap().split(')').next().unwrap().to_string();
+        }
+    };
+    assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(!child.wait().unwrap().success(), "{out}");
+    // The save was under way (its temp file is there), the previous checkpoint is still `latest`.
+    assert!(ckpt.join("tmp-step-3.h5").exists(), "{out}");
+    assert!(!ckpt.join("step-3.h5").exists(), "{out}");
+    assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-2.h5");
+    let out = ok(train(1, &data, &["--steps", "2", "--load", s(&ckpt)]), "--load DIR");
+    assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
+    // `--load auto` resumes from it, and the run continues bitwise as if never interrupted.
+    let out = ok(train(2, &data, &["--tp", "2", "--steps", "4", "--save", s(&ckpt), "--load", "auto", "--metrics", s(&resumed)]), "auto");
+    assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
+    assert_eq!(losses(&resumed), losses(&straight)[2..].to_vec());
+    assert!(!ckpt.join("tmp-step-3.h5").exists(), "stale temp files are removed by the next save");
 }
 
 #[test]

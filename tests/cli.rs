@@ -193,15 +193,6 @@ fn unwritable_outputs_fail_cleanly_and_keep_what_exists() {
 }
 
 #[test]
-fn later_milestones_say_not_yet_with_exit_code_2() {
-    for cmd in [&["import", "--hf", "x", "--out", "y"][..]] {
-        let o = swallow(cmd);
-        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {:?}", text(&o));
-        assert!(text(&o).1.contains("not yet"));
-    }
-}
-
-#[test]
 fn dry_run_checks_everything_and_trains_nothing() {
     let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--dry-run"]);
     let (out, err) = text(&o);

@@ -1,7 +1,7 @@
 //! Distributed checkpoint files: one HDF5 file written and read collectively by all ranks through
 //! parallel HDF5 (MPI-IO). The file holds logical tensors (full unsharded shapes, fp32) and
 //! root attributes; it knows nothing of models or layouts. Each rank names, per tensor, the flat
-//! row-major global element ranges it owns (`write`) or wants (`read`): that is what makes
+//! row-major global element ranges it owns (`Writer::put`) or wants (`read`): that is what makes
 //! resharding free, since any layout reads exactly its own ranges of the same logical tensors.
 //!
 //! Per dataset a rank's ranges become one union of hyperslab blocks (a flat range is at most three
@@ -10,6 +10,7 @@
 //! match on every rank, so every rank passes the same tensors (names, shapes, order), even those
 //! of which it owns nothing, and the same attributes.
 
+use super::pagecache::{Hints, READ_AHEAD_BYTES};
 use anyhow::{bail, ensure, Context, Result};
 use hdf5_metno as h5;
 use hdf5_metno::types::VarLenUnicode;
@@ -184,21 +185,36 @@ fn open_parallel(path: &Path, comm: &SimpleCommunicator, create: bool) -> Result
     })
 }
 
-/// Collectively writes `tensors` and `attrs` into a new file at `path` (replaced if present).
-pub fn write(path: &Path, comm: &SimpleCommunicator, tensors: &[TensorPiece], attrs: &[(&str, AttrValue)]) -> Result<()> {
-    let file = open_parallel(path, comm, true)?;
-    let ctx = || format!("writing checkpoint {}", path.display());
-    let mut groups = HashSet::new();
-    for t in tensors {
+/// A checkpoint file being written collectively, one tensor at a time (the writers stream the
+/// state through one host buffer); every rank makes the same calls in the same order.
+pub struct Writer<'p> {
+    file: h5::File,
+    path: &'p Path,
+    groups: HashSet<String>,
+    hints: Hints,
+}
+
+impl<'p> Writer<'p> {
+    /// Collectively creates the file at `path` (replaced if present).
+    pub fn create(path: &'p Path, comm: &SimpleCommunicator) -> Result<Self> {
+        let file = open_parallel(path, comm, true)?;
+        Ok(Writer { file, path, groups: HashSet::new(), hints: Hints::open(path) })
+    }
+
+    /// Collectively creates the dataset of `t` and writes this rank's pieces of it.
+    pub fn put(&mut self, t: &TensorPiece) -> Result<()> {
+        let path = self.path;
+        let ctx = || format!("writing checkpoint {}", path.display());
         let mut prefix = String::new();
         for seg in t.name.split('/').collect::<Vec<_>>().split_last().map(|(_, g)| g).unwrap_or(&[]) {
             prefix = if prefix.is_empty() { seg.to_string() } else { format!("{prefix}/{seg}") };
-            if groups.insert(prefix.clone()) {
-                file.create_group(&prefix).with_context(|| format!("group {prefix}")).with_context(ctx)?;
+            if self.groups.insert(prefix.clone()) {
+                self.file.create_group(&prefix).with_context(|| format!("group {prefix}")).with_context(ctx)?;
             }
         }
         let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-        let ds = file
+        let ds = self
+            .file
             .new_dataset::<f32>()
             .shape(shape)
             .fill_time(h5::dataset::FillTime::Never)
@@ -224,19 +240,28 @@ pub fn write(path: &Path, comm: &SimpleCommunicator, tensors: &[TensorPiece], at
         let (fs, ms, xfer, _) = selection(&ds, &blocks).with_context(ctx)?;
         let rc = unsafe { h5d::H5Dwrite(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, data.as_ptr().cast()) };
         h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)?;
-    }
-    for (name, v) in attrs {
-        match v {
-            AttrValue::U64(x) => file.new_attr::<u64>().create(*name).and_then(|a| a.write_scalar(x)),
-            AttrValue::Str(s) => {
-                let s: VarLenUnicode = s.parse().map_err(|e| anyhow::anyhow!("attribute {name}: {e}"))?;
-                file.new_attr::<VarLenUnicode>().create(*name).and_then(|a| a.write_scalar(&s))
-            }
+        if let Some(bytes) = byte_span(&ds, &ranges) {
+            self.hints.write_back(bytes);
         }
-        .with_context(|| format!("attribute {name}"))
-        .with_context(ctx)?;
+        Ok(())
     }
-    file.close().with_context(ctx)
+
+    /// Collectively writes the root attributes and closes the file.
+    pub fn finish(self, attrs: &[(&str, AttrValue)]) -> Result<()> {
+        let ctx = format!("writing checkpoint {}", self.path.display());
+        for (name, v) in attrs {
+            match v {
+                AttrValue::U64(x) => self.file.new_attr::<u64>().create(*name).and_then(|a| a.write_scalar(x)),
+                AttrValue::Str(s) => {
+                    let s: VarLenUnicode = s.parse().map_err(|e| anyhow::anyhow!("attribute {name}: {e}"))?;
+                    self.file.new_attr::<VarLenUnicode>().create(*name).and_then(|a| a.write_scalar(&s))
+                }
+            }
+            .with_context(|| format!("attribute {name}"))
+            .with_context(|| ctx.clone())?;
+        }
+        self.file.close().with_context(|| ctx)
+    }
 }
 
 /// Collectively reads the requested ranges from the file at `path` and returns its root
@@ -245,7 +270,27 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
     let file = open_parallel(path, comm, false)?;
     let ctx = || format!("reading checkpoint {}", path.display());
     let attrs = read_attrs(&file).with_context(ctx)?;
-    for t in requests.iter_mut() {
+    // A read-ahead window of this rank's byte spans, READ_AHEAD_BYTES beyond the current tensor.
+    let hints = Hints::open(path);
+    let spans: Vec<Option<Range<u64>>> = requests
+        .iter()
+        .map(|t| {
+            let ranges: Vec<Range<u64>> = t.pieces.iter().map(|p| p.0.clone()).collect();
+            file.dataset(&t.name).ok().and_then(|ds| byte_span(&ds, &ranges))
+        })
+        .collect();
+    let (mut advised, mut ahead) = (0, 0u64);
+    for (i, t) in requests.iter_mut().enumerate() {
+        while advised < spans.len() && (advised <= i || ahead < READ_AHEAD_BYTES) {
+            if let Some(s) = &spans[advised] {
+                hints.will_need(s.clone());
+                ahead += s.end - s.start;
+            }
+            advised += 1;
+        }
+        if let Some(s) = &spans[i] {
+            ahead = ahead.saturating_sub(s.end - s.start);
+        }
         let ds = file.dataset(&t.name).map_err(|_| anyhow::anyhow!("checkpoint {} has no tensor {}", path.display(), t.name))?;
         let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
         ensure!(shape == t.shape, "checkpoint {}: tensor {} has shape {shape:?}, expected {:?}", path.display(), t.name, t.shape);
@@ -278,6 +323,15 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
     }
     file.close().with_context(ctx)?;
     Ok(attrs)
+}
+
+/// The bytes of the file from the first to the last element of `ranges` of the (contiguous) f32
+/// dataset `ds`, or None when it has no address yet or `ranges` is empty.
+fn byte_span(ds: &h5::Dataset, ranges: &[Range<u64>]) -> Option<Range<u64>> {
+    let first = ranges.iter().map(|r| r.start).min()?;
+    let last = ranges.iter().map(|r| r.end).max()?;
+    let base = unsafe { h5d::H5Dget_offset(ds.id()) };
+    (base != u64::MAX && last > first).then(|| base + 4 * first..base + 4 * last)
 }
 
 fn read_attrs(file: &h5::File) -> Result<BTreeMap<String, AttrValue>> {

@@ -1,10 +1,13 @@
-//! Reading Hugging Face Llama directories: `config.json` mapped onto our ModelConfig, and the
-//! weights from `model.safetensors` or the shards listed in `model.safetensors.index.json`, each
-//! tensor found by its HF name in the parameter table and converted (f32/f16/bf16/f64) to f32.
+//! Reading Hugging Face Llama directories: `config.json` mapped onto our ModelConfig (a
+//! LlamaForCausalLM, else an error), and the weights from `model.safetensors` or the shards listed
+//! in `model.safetensors.index.json` (memory-mapped; one tensor at a time, so a model need not fit
+//! in memory), each found by its HF name in the parameter table and converted (f32/f16/bf16/f64)
+//! to f32. Errors name the file and the tensor.
 
 use crate::config::{ModelConfig, RopeScaling};
-use crate::model::params::ParamTable;
+use crate::model::params::{ParamSpec, ParamTable};
 use anyhow::{bail, Context, Result};
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -21,7 +24,12 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig> {
     let float_or = |k: &str, d: f64| j.get(k).and_then(Value::as_f64).unwrap_or(d);
     if let Some(mt) = j.get("model_type").and_then(Value::as_str) {
         if mt != "llama" {
-            bail!("{}: model_type {mt:?}, expected \"llama\"", path.display());
+            bail!("{}: model_type {mt:?} is not supported, expected \"llama\"", path.display());
+        }
+    }
+    if let Some(archs) = j.get("architectures").and_then(Value::as_array) {
+        if !archs.iter().any(|a| a.as_str() == Some("LlamaForCausalLM")) {
+            bail!("{}: architectures {archs:?} is not supported, expected [\"LlamaForCausalLM\"]", path.display());
         }
     }
     for flag in ["attention_bias", "mlp_bias"] {
@@ -110,41 +118,76 @@ fn to_f32(dtype: Dtype, bytes: &[u8], what: &str) -> Result<Vec<f32>> {
         Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
         Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => bail!("{what}: dtype {other:?} is not a floating-point weight type"),
+        other => bail!("{what}: dtype {other:?} is not supported (expected BF16, F16, F32 or F64)"),
     })
+}
+
+/// One safetensors file, mapped, with its parsed header.
+struct WeightFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    /// Offset of the data section (8 + header length).
+    data_start: usize,
+    header: Metadata,
+}
+
+/// The weights of a Hugging Face directory, read one tensor at a time by HF name.
+pub struct HfWeights {
+    dir: PathBuf,
+    files: Vec<WeightFile>,
+    /// Tensor name -> index into `files`.
+    location: BTreeMap<String, usize>,
+}
+
+impl HfWeights {
+    /// Maps the directory's safetensors files and checks that they hold only tensors of `table`
+    /// (plus what writers add harmlessly: RoPE `inv_freq` buffers, a tied `lm_head.weight` copy).
+    pub fn open(dir: &Path, table: &ParamTable) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut location = BTreeMap::new();
+        for path in weight_files(dir)? {
+            let f = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            // SAFETY: read-only mapping of a file we do not modify while it is mapped.
+            let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
+            let (n, header) = SafeTensors::read_metadata(&map)
+                .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e:?}", path.display()))?;
+            for name in header.tensors().keys() {
+                if table.index_of(name).is_none() {
+                    let tied_copy = name == "lm_head.weight" && table.lm_head == table.embed;
+                    if tied_copy || name.ends_with("rotary_emb.inv_freq") {
+                        continue;
+                    }
+                    bail!("{}: unexpected tensor {name:?} for this Llama configuration", path.display());
+                }
+                location.insert(name.clone(), files.len());
+            }
+            files.push(WeightFile { path, map, data_start: n + 8, header });
+        }
+        Ok(HfWeights { dir: dir.to_path_buf(), files, location })
+    }
+
+    /// The tensor of `spec` as f32, checked against its logical shape.
+    pub fn tensor(&self, spec: &ParamSpec) -> Result<Vec<f32>> {
+        let name = &spec.name;
+        let Some(&k) = self.location.get(name) else {
+            let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
+            bail!("{}: tensor {name} is missing (in none of {})", self.dir.display(), files.join(", "));
+        };
+        let file = &self.files[k];
+        let info = file.header.info(name).expect("located tensors are in their file's header");
+        if info.shape != spec.shape {
+            bail!("{}: tensor {name} has shape {:?}, expected {:?}", file.path.display(), info.shape, spec.shape);
+        }
+        let (a, b) = info.data_offsets;
+        let bytes = &file.map[file.data_start + a..file.data_start + b];
+        to_f32(info.dtype, bytes, &format!("{}: tensor {name}", file.path.display()))
+    }
 }
 
 /// Reads every tensor of the table from the directory, by HF name, as f32 (table order).
 pub fn read_weights(dir: &Path, table: &ParamTable) -> Result<Vec<Vec<f32>>> {
-    let mut found: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
-    for file in weight_files(dir)? {
-        let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
-        // SAFETY: read-only mapping of a file we do not modify while it is mapped.
-        let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", file.display()))?;
-        let st = SafeTensors::deserialize(&map).with_context(|| format!("{} is not a valid safetensors file", file.display()))?;
-        for (name, view) in st.tensors() {
-            let Some(id) = table.index_of(&name) else {
-                if name == "lm_head.weight" && table.lm_head == table.embed {
-                    continue; // tied: some writers store the shared matrix twice
-                }
-                if name.ends_with("rotary_emb.inv_freq") {
-                    continue;
-                }
-                bail!("{}: unexpected tensor {name:?} for this Llama configuration", file.display());
-            };
-            let spec = &table.specs[id];
-            if view.shape() != spec.shape.as_slice() {
-                bail!("{}: tensor {name} has shape {:?}, expected {:?}", file.display(), view.shape(), spec.shape);
-            }
-            found.insert(id, to_f32(view.dtype(), view.data(), &format!("{}: {name}", file.display()))?);
-        }
-    }
-    table
-        .specs
-        .iter()
-        .enumerate()
-        .map(|(id, spec)| found.remove(&id).with_context(|| format!("{}: tensor {} is missing", dir.display(), spec.name)))
-        .collect()
+    let weights = HfWeights::open(dir, table)?;
+    table.specs.iter().map(|spec| weights.tensor(spec)).collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,18 @@
 //! Model state on disk. dist.rs: distributed checkpoints, one HDF5 file of logical tensors written
-//! and read collectively through parallel HDF5 (the basis of resharding); store.rs: the checkpoint
+//! and read collectively through parallel HDF5 (the basis of resharding), with page-cache hints
+//! from pagecache.rs (early write-back, read-ahead); format.rs: what a
+//! checkpoint holds (tensor names, attributes, the completeness check); store.rs: the checkpoint
 //! directory (temp file, check, rename, `latest` marker, keep the newest K, `--load` resolution);
 //! export.rs: a checkpoint read whole on one process, and written as a Hugging Face directory;
-//! hf.rs: Hugging Face Llama directories (config.json + safetensors, sharded or not).
+//! hf.rs: Hugging Face Llama directories (config.json + safetensors, sharded or not); import.rs:
+//! a Hugging Face directory as a checkpoint, with vocabulary expansion; vocab.rs: the new
+//! embedding rows of an expanded vocabulary.
 
 pub mod dist;
 pub mod export;
+pub mod format;
 pub mod hf;
+pub mod import;
+pub mod pagecache;
 pub mod store;
+pub mod vocab;

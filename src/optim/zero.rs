@@ -176,7 +176,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
 
     /// The optimizer state this rank holds, as (parameter, element range of this rank's shard of
     /// it): every whole shard when replicated, this rank's ZeRO segments when sharded. This is the
-    /// order of `download_moments` and `restore`.
+    /// order of `download_moment_into` and `restore`.
     pub fn state_ranges(&self) -> Vec<(usize, std::ops::Range<usize>)> {
         match &self.mode {
             Mode::Replicated(_) => (0..self.counted.len()).map(|p| (p, 0..self.offsets[p + 1] - self.offsets[p])).collect(),
@@ -184,12 +184,14 @@ impl<B: Backend> DataParallelOptimizer<B> {
         }
     }
 
-    /// AdamW's first and second moments of each of `state_ranges`, on the host.
-    pub fn download_moments(&self, backend: &B) -> Vec<(Vec<f32>, Vec<f32>)> {
-        match &self.mode {
-            Mode::Replicated(a) => a.m.iter().zip(&a.v).map(|(m, v)| (backend.download(m), backend.download(v))).collect(),
-            Mode::Sharded(s) => s.segments.iter().map(|g| (backend.download(&g.m), backend.download(&g.v))).collect(),
-        }
+    /// AdamW's first (`second == false`) or second moment of `state_ranges()[i]`, copied into
+    /// `dst` (its length): the checkpoint writer streams the state through one host buffer.
+    pub fn download_moment_into(&self, backend: &B, i: usize, second: bool, dst: &mut [f32]) {
+        let (m, v) = match &self.mode {
+            Mode::Replicated(a) => (&a.m[i], &a.v[i]),
+            Mode::Sharded(s) => (&s.segments[i].m, &s.segments[i].v),
+        };
+        backend.download_into(if second { v } else { m }, dst);
     }
 
     /// Restores a saved state: the moments (in `state_ranges` order), the update count and, under
