@@ -131,11 +131,9 @@ enum DataCommand {
     },
 }
 
+/// The parallel layout flags `train` and `plan` share (config keys parallel.tp/pp/vpp/zero).
 #[derive(Args)]
-struct TrainArgs {
-    /// Preset name (data/configs/NAME.toml) or TOML file.
-    #[arg(long, default_value = "tiny")]
-    config: String,
+struct LayoutArgs {
     #[arg(long)]
     tp: Option<usize>,
     #[arg(long)]
@@ -144,6 +142,15 @@ struct TrainArgs {
     vpp: Option<usize>,
     #[arg(long)]
     zero: Option<u8>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Preset name (data/configs/NAME.toml) or TOML file.
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    #[command(flatten)]
+    layout: LayoutArgs,
     #[arg(long)]
     sequence_parallel: bool,
     #[arg(long)]
@@ -203,14 +210,8 @@ struct PlanArgs {
     /// h100, h200, a100, or cpu (this build's CPU backend: memory only).
     #[arg(long, default_value = "h100")]
     gpu: String,
-    #[arg(long)]
-    tp: Option<usize>,
-    #[arg(long)]
-    pp: Option<usize>,
-    #[arg(long)]
-    vpp: Option<usize>,
-    #[arg(long)]
-    zero: Option<u8>,
+    #[command(flatten)]
+    layout: LayoutArgs,
     #[arg(long)]
     micro_batch: Option<usize>,
     #[arg(long)]
@@ -322,10 +323,10 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
             o.push(format!("{k}={v}"));
         }
     };
-    push("parallel.tp", a.tp.map(|v| v.to_string()));
-    push("parallel.pp", a.pp.map(|v| v.to_string()));
-    push("parallel.vpp", a.vpp.map(|v| v.to_string()));
-    push("parallel.zero", a.zero.map(|v| v.to_string()));
+    push("parallel.tp", a.layout.tp.map(|v| v.to_string()));
+    push("parallel.pp", a.layout.pp.map(|v| v.to_string()));
+    push("parallel.vpp", a.layout.vpp.map(|v| v.to_string()));
+    push("parallel.zero", a.layout.zero.map(|v| v.to_string()));
     push("parallel.sequence_parallel", a.sequence_parallel.then(|| "true".into()));
     push("train.data", a.data.as_ref().map(|v| toml_string(v)));
     push("train.split", a.split.as_ref().map(|v| toml_string(v)));
@@ -350,10 +351,10 @@ fn plan_options(a: PlanArgs) -> Result<swallow::plan::report::PlanOptions> {
     let name = a.model.or(a.config).ok_or_else(|| anyhow::anyhow!("swallow plan: pass --model NAME or --config C"))?;
     let mut o = Vec::new();
     for (k, v) in [
-        ("parallel.tp", a.tp),
-        ("parallel.pp", a.pp),
-        ("parallel.vpp", a.vpp),
-        ("parallel.zero", a.zero.map(usize::from)),
+        ("parallel.tp", a.layout.tp),
+        ("parallel.pp", a.layout.pp),
+        ("parallel.vpp", a.layout.vpp),
+        ("parallel.zero", a.layout.zero.map(usize::from)),
         ("train.micro_batch", a.micro_batch),
         ("train.global_batch", a.global_batch),
         ("train.seq_len", a.seq_len),
