@@ -265,3 +265,25 @@ impl Drop for LtDescriptors {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cuBLASLt loads through cudarc and answers, or its absence is an error naming it (this
+    /// machine has no libcublasLt on the library path unless one is put there).
+    #[test]
+    fn cublaslt_loads_or_is_named_missing() {
+        match open_cublaslt(None) {
+            // SAFETY: the library is present (checked by `open_cublaslt`).
+            Ok(()) => {
+                let v = unsafe { lt_sys::cublasLtGetVersion() };
+                eprintln!("cuBLASLt version {v}");
+                assert!(v >= 120000, "cuBLASLt version {v}");
+            }
+            Err(e) => assert!(e.to_string().starts_with("cuBLASLt (libcublasLt.so.12, CUDA 12) not found"), "{e}"),
+        }
+        let e = open_cublaslt(Some(PathBuf::from("/nonexistent/libcublasLt.so.12"))).unwrap_err().to_string();
+        assert!(e.contains("cannot load /nonexistent/libcublasLt.so.12"), "{e}");
+    }
+}

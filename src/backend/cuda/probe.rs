@@ -35,20 +35,40 @@ pub fn choose_device(requested: &str, warn_rank0: bool) -> Result<TrainDevice> {
             log::warn!("{msg}");
         }
     };
-    match (requested, init_driver()) {
-        ("cpu", _) => Ok(TrainDevice::Cpu),
-        ("cuda", Err(e)) => bail!("--device cuda: {e:#}; use --device cpu (or auto)"),
-        ("cuda", Ok(n)) => {
+    match requested {
+        "cpu" => return Ok(TrainDevice::Cpu),
+        "cuda" | "auto" => {}
+        other => bail!("--device {other:?}: expected cpu, cuda or auto"),
+    }
+    match (requested == "cuda", init_driver()) {
+        (true, Err(e)) => bail!("--device cuda: {e:#}; use --device cpu (or auto)"),
+        (true, Ok(n)) => {
             bail!("--device cuda: found {n} CUDA device(s), but the CUDA training backend is not implemented yet; use --device cpu")
         }
-        ("auto", Err(e)) => {
+        (false, Err(e)) => {
             warn(format!("--device auto: {e:#}; training on the CPU"));
             Ok(TrainDevice::Cpu)
         }
-        ("auto", Ok(n)) => {
+        (false, Ok(n)) => {
             warn(format!("--device auto: found {n} CUDA device(s), but the CUDA training backend is not implemented yet; training on the CPU"));
             Ok(TrainDevice::Cpu)
         }
-        (other, _) => bail!("--device {other:?}: expected cpu, cuda or auto"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever this machine has, only `cpu` and `auto` give a device (the CUDA training backend
+    /// does not exist yet) and a misspelt device is an error naming the choices.
+    #[test]
+    fn device_choice() {
+        assert_eq!(choose_device("cpu", false).unwrap(), TrainDevice::Cpu);
+        assert_eq!(choose_device("auto", false).unwrap(), TrainDevice::Cpu);
+        let e = choose_device("cuda", false).unwrap_err().to_string();
+        assert!(e.starts_with("--device cuda: ") && e.contains("use --device cpu"), "{e}");
+        let e = choose_device("gpu", false).unwrap_err().to_string();
+        assert_eq!(e, "--device \"gpu\": expected cpu, cuda or auto");
     }
 }
