@@ -14,11 +14,10 @@
 # The binary's cudarc looks libraries up by CUDA 12 names, the unversioned name first
 # (libnvrtc.so, libcublasLt.so), so a directory of unversioned links to the files found is put
 # first on LD_LIBRARY_PATH: that is how a CUDA 13 libnvrtc.so.13 / libcublasLt.so.13 is used.
-# Usage: scripts/gpu_conformance.sh [TEST_BINARY] [TEST FILTER ...]
+# Usage: scripts/gpu_conformance.sh [TEST FILTER ...]   ($SWALLOW_CONFORMANCE_BIN: another binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-out/gpu/kernel_conformance}
-shift || true
+bin=${SWALLOW_CONFORMANCE_BIN:-out/gpu/kernel_conformance}
 [ -x "$bin" ] || { echo "error: $bin is not an executable (build it with make gpu-conformance-bin)" >&2; exit 1; }
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 first() { for f in "$@"; do [ -e "$f" ] && { echo "$f"; return; }; done; }

@@ -80,10 +80,20 @@ impl DriverRuntime {
             let dev = cu::device::get(opts.ordinal as i32).map_err(cu_err("cuDeviceGet"))?;
             let ctx = cu::primary_ctx::retain(dev).map_err(cu_err("cuDevicePrimaryCtxRetain"))?;
             cu::ctx::set_current(ctx).map_err(cu_err("cuCtxSetCurrent"))?;
-            let lt = lt::create_handle().map_err(lt_err("cublasLtCreate"))?;
-            let workspace = cu::malloc_sync(WORKSPACE_BYTES).map_err(cu_err("cuMemAlloc (cuBLASLt workspace)"))?;
-            // Built before loading anything, so that Drop releases whatever was loaded on error.
-            let mut rt = DriverRuntime { ordinal: opts.ordinal, arch, dev, ctx, modules: Vec::new(), functions: HashMap::new(), lt, workspace, lock: Mutex::new(()) };
+            // Built before anything else is created, so that Drop releases whatever was on error.
+            let mut rt = DriverRuntime {
+                ordinal: opts.ordinal,
+                arch,
+                dev,
+                ctx,
+                modules: Vec::new(),
+                functions: HashMap::new(),
+                lt: std::ptr::null_mut(),
+                workspace: 0,
+                lock: Mutex::new(()),
+            };
+            rt.lt = lt::create_handle().map_err(lt_err("cublasLtCreate"))?;
+            rt.workspace = cu::malloc_sync(WORKSPACE_BYTES).map_err(cu_err("cuMemAlloc (cuBLASLt workspace)"))?;
             for m in &compiled.modules {
                 if m.cubin.is_empty() {
                     bail!("{}: NVRTC produced no CUBIN for {}", m.source.file, arch.name());
@@ -141,8 +151,12 @@ impl Drop for DriverRuntime {
             for &m in &self.modules {
                 let _ = cu::module::unload(m);
             }
-            let _ = cu::free_sync(self.workspace);
-            let _ = lt::destroy_handle(self.lt);
+            if self.workspace != 0 {
+                let _ = cu::free_sync(self.workspace);
+            }
+            if !self.lt.is_null() {
+                let _ = lt::destroy_handle(self.lt);
+            }
             let _ = cu::primary_ctx::release(self.dev);
         }
     }
