@@ -136,7 +136,8 @@ fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
     if !unsafe { lt_sys::is_culib_present() } {
         bail!(
             "cuBLASLt (libcublasLt.so.12, CUDA 12) not found on the library path: set SWALLOW_CUBLASLT to the library or its \
-             directory (a CUDA 13 libcublasLt.so.13 does not match this build's CUDA 12 names)"
+             directory; a CUDA 13 libcublasLt.so.13 loads when linked as libcublasLt.so on the library path \
+             (scripts/gpu_conformance.sh does that)"
         );
     }
     Ok(())
