@@ -80,7 +80,7 @@ impl DriverRuntime {
             let dev = cu::device::get(opts.ordinal as i32).map_err(cu_err("cuDeviceGet"))?;
             let ctx = cu::primary_ctx::retain(dev).map_err(cu_err("cuDevicePrimaryCtxRetain"))?;
             cu::ctx::set_current(ctx).map_err(cu_err("cuCtxSetCurrent"))?;
-            // Built before anything else is created, so that Drop releases whatever was on error.
+            // Built before anything else is created, so that Drop releases what was made before an error.
             let mut rt = DriverRuntime {
                 ordinal: opts.ordinal,
                 arch,
