@@ -13,12 +13,13 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export HDF5_DIR := /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 
-.PHONY: help setup build demo test kernels sample-data fixtures bench bench-parallel bench-prep parallel-matrix clean
+.PHONY: help setup build demo test kernels gpu-conformance-bin sample-data fixtures bench bench-parallel bench-prep parallel-matrix clean
 
 help:
 	@echo "make demo   - install what is missing, prepare the sample corpus, train the tiny model (CPU, mpirun)"
 	@echo "make test   - install what is missing, run the test suite"
 	@echo "make kernels - compile every CUDA kernel with NVRTC for sm_80/sm_90, print registers/smem/spills"
+	@echo "make gpu-conformance-bin - the kernel conformance test binary at out/gpu/ (run on a GPU by scripts/gpu_conformance.sh)"
 	@echo "make bench  - swallow bench cpu and the PyTorch peer, side by side (needs torch + transformers)"
 	@echo "make sample-data - rebuild data/sample/tokenizer.json from the sample corpus"
 	@echo "make fixtures    - regenerate the transformers fixtures (needs torch + transformers)"
@@ -53,6 +54,14 @@ demo: build $(SAMPLE_PREFIX).idx
 # `make kernels` installed NVRTC, so the run-time compilation tests must find it (not skip).
 test: setup kernels
 	SWALLOW_REQUIRE_NVRTC=1 cargo test --release
+
+# The kernel conformance test binary at a fixed path, to carry to a GPU machine without Rust and
+# run there with scripts/gpu_conformance.sh (it links only libc and libstdc++).
+gpu-conformance-bin: setup
+	@bin=$$(cargo test --release --test kernel_conformance --no-run 2>&1 | tee /dev/stderr | sed -n 's/.*Executable .*(\(.*\))$$/\1/p'); \
+	[ -x "$$bin" ] || { echo "error: cargo printed no test executable" >&2; exit 1; }; \
+	mkdir -p out/gpu && cp "$$bin" out/gpu/kernel_conformance.tmp && mv out/gpu/kernel_conformance.tmp out/gpu/kernel_conformance; \
+	echo "out/gpu/kernel_conformance ($$bin)"
 
 # Idempotent: the venv and the pinned wheels are installed once; compile errors fail the target.
 kernels: setup

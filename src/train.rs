@@ -4,6 +4,7 @@
 //! log, validate (src/validation.rs), save.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::probe::{choose_device, TrainDevice};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::data::blend::{BlendedSampler, Part, Split};
@@ -151,17 +152,15 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
-    match cfg.train.device.as_str() {
-        "cpu" => {}
-        "auto" if topo.rank == 0 => log::warn!("--device auto: this build has no CUDA backend yet, training on the CPU"),
-        "auto" => {}
+    match choose_device(&cfg.train.device, topo.rank == 0) {
+        Ok(TrainDevice::Cpu) => {}
         // The cluster job scripts pass --device cuda; their dry runs check everything else.
-        "cuda" if dry_run.is_some() => {
+        Err(e) if dry_run.is_some() && cfg.train.device == "cuda" => {
             if topo.rank == 0 {
-                log::warn!("--device cuda: the CUDA backend is not implemented yet; a real run would stop here");
+                log::warn!("{e:#}; a real run would stop here");
             }
         }
-        other => bail!("--device {other}: the CUDA backend is not implemented yet; use --device cpu"),
+        Err(e) => return Err(e),
     }
     let t = &cfg.train;
     let spec = t.data.as_deref().context("no training data: pass --data PREFIX (or set train.data)")?;

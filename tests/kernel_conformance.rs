@@ -1,13 +1,19 @@
-//! Kernel conformance: every CUDA kernel of kernels/*.cu, launched through the emulation build
-//! with the geometry of src/backend/cuda/launch.rs (the same launches a GPU gets), against the
-//! CPU backend on the same inputs (rounded to bf16 for bf16 paths). Outputs and scratch are
-//! poisoned with NaN before each launch, so an element a kernel fails to write fails the test.
+//! Kernel conformance: every CUDA kernel of kernels/*.cu, launched through a device runtime with
+//! the geometry of src/backend/cuda/launch.rs, and the runtime's cuBLASLt-contract GEMM, against
+//! the CPU backend on the same inputs (rounded to bf16 for bf16 paths). The runtime is the
+//! emulation (host memory, the kernels' emulation build) unless `SWALLOW_CONFORMANCE_DEVICE=cuda`
+//! selects the real one (CUDA driver, NVRTC-compiled modules, cuBLASLt; device 0), which fails
+//! every test with the reason when there is no usable GPU. Outputs and scratch are poisoned with
+//! NaN before each launch, so an element a kernel fails to write fails the test.
 //! Tolerances: ‖out − ref‖/‖ref‖ ≤ 1e-2 for bf16 outputs, ≤ 1e-5 for fp32 paths.
 
 use half::bf16;
+use std::sync::{Arc, OnceLock};
 use swallow::backend::cpu::CpuBackend;
-use swallow::backend::cuda::emu;
+use swallow::backend::cuda::driver::{DriverOptions, DriverRuntime};
+use swallow::backend::cuda::emulated::EmulatedRuntime;
 use swallow::backend::cuda::launch::{self, AdamSeg, DevPtr, Launch, NormSeg};
+use swallow::backend::cuda::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
 use swallow::backend::{AdamWStep, AttnShape, Backend};
 
 const BF16_TOL: f64 = 1e-2;
@@ -24,34 +30,43 @@ const CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (2, 35, 4, 64, 2053, 2048),
 ];
 
-/// A host buffer aligned to 16 bytes, standing in for device memory.
-struct Dev<T: Copy> {
-    words: Vec<u128>,
-    len: usize,
-    _t: std::marker::PhantomData<T>,
+/// The runtime under test, one per test process: `SWALLOW_CONFORMANCE_DEVICE` = `emulated` (the
+/// default) or `cuda`.
+fn runtime() -> &'static Arc<dyn Runtime> {
+    static RT: OnceLock<Arc<dyn Runtime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        let rt: Arc<dyn Runtime> = match std::env::var("SWALLOW_CONFORMANCE_DEVICE").as_deref() {
+            Err(_) | Ok("") | Ok("emulated") => Arc::new(EmulatedRuntime::new()),
+            Ok("cuda") => match DriverRuntime::new(&DriverOptions::default()) {
+                Ok(rt) => Arc::new(rt),
+                Err(e) => panic!("SWALLOW_CONFORMANCE_DEVICE=cuda: {e:#}"),
+            },
+            Ok(other) => panic!("SWALLOW_CONFORMANCE_DEVICE={other:?}: expected emulated or cuda"),
+        };
+        eprintln!("kernel conformance on: {}", rt.describe());
+        rt
+    })
 }
 
-impl<T: Copy> Dev<T> {
+/// A device buffer of the runtime under test (device memory is 256-byte aligned).
+struct Dev<T: Plain>(DeviceBuf<T>);
+
+impl<T: Plain> Dev<T> {
     fn new(v: &[T]) -> Self {
-        let bytes = std::mem::size_of_val(v);
-        let mut d = Dev { words: vec![0u128; bytes.div_ceil(16).max(1)], len: v.len(), _t: std::marker::PhantomData };
-        d.slice_mut().copy_from_slice(v);
-        d
+        Dev(DeviceBuf::from_slice(runtime(), v).unwrap_or_else(|e| panic!("upload: {e:#}")))
     }
-    fn slice(&self) -> &[T] {
-        // SAFETY: `words` holds at least `len` elements of T, 16-byte aligned.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const T, self.len) }
+    fn read(&self) -> Vec<T> {
+        self.0.read().unwrap_or_else(|e| panic!("download: {e:#}"))
     }
-    fn slice_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in `slice`, and `self` is borrowed mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut T, self.len) }
+    fn write(&mut self, v: &[T]) {
+        self.0.write(v).unwrap_or_else(|e| panic!("upload: {e:#}"))
     }
     fn ptr(&mut self) -> DevPtr {
-        self.words.as_mut_ptr() as DevPtr
+        self.0.ptr()
     }
 }
 
-fn poisoned<T: Copy>(len: usize, nan: T) -> Dev<T> {
+fn poisoned<T: Plain>(len: usize, nan: T) -> Dev<T> {
     Dev::new(&vec![nan; len])
 }
 fn bf16_nan(len: usize) -> Dev<bf16> {
@@ -63,7 +78,7 @@ fn f32_nan(len: usize) -> Dev<f32> {
 
 fn run(l: &Launch) {
     // SAFETY: every pointer in the launches below comes from a live `Dev` buffer sized for it.
-    unsafe { emu::launch(l) }
+    unsafe { runtime().launch(l) }.unwrap_or_else(|e| panic!("{}: {e:#}", l.kernel))
 }
 
 struct Rng(u64);
@@ -86,7 +101,7 @@ impl Rng {
 }
 
 fn to_f32(b: &Dev<bf16>) -> Vec<f32> {
-    b.slice().iter().map(|x| x.to_f32()).collect()
+    b.read().iter().map(|x| x.to_f32()).collect()
 }
 
 /// ‖out − ref‖ / ‖ref‖ in f64 (NaN when `out` has a NaN).
@@ -127,7 +142,7 @@ fn rmsnorm_forward_and_backward() {
         let (mut out, mut rstd) = (bf16_nan(rows * dim), f32_nan(rows));
         run(&launch::rmsnorm_fwd(out.ptr(), rstd.ptr(), xd.ptr(), wd.ptr(), rows, dim, eps));
         check("rmsnorm_fwd out", ci, &to_f32(&out), &out_ref, BF16_TOL);
-        check("rmsnorm_fwd rstd", ci, rstd.slice(), &rstd_ref, F32_TOL);
+        check("rmsnorm_fwd rstd", ci, &rstd.read(), &rstd_ref, F32_TOL);
 
         // Backward accumulates: start both from the same small nonzero gradients.
         let (dy, mut dyd) = rng.bf(rows * dim, 1.0);
@@ -141,7 +156,7 @@ fn rmsnorm_forward_and_backward() {
             run(&l);
         }
         check("rmsnorm_bwd dx (delta)", ci, &diff(&to_f32(&dxd), &dx0), &diff(&dx_ref, &dx0), BF16_TOL);
-        check("rmsnorm_bwd dw (delta)", ci, &diff(dwd.slice(), &dw0), &diff(&dw_ref, &dw0), F32_TOL);
+        check("rmsnorm_bwd dw (delta)", ci, &diff(&dwd.read(), &dw0), &diff(&dw_ref, &dw0), F32_TOL);
     }
 }
 
@@ -166,7 +181,7 @@ fn rmsnorm_fused_residual_add() {
         run(&launch::rmsnorm_residual_fwd(xp, out.ptr(), rstd.ptr(), xp, rd.ptr(), wd.ptr(), rows, dim, eps));
         check("rmsnorm_residual residual", ci, &to_f32(&xd), &sum, 0.0);
         check("rmsnorm_residual out", ci, &to_f32(&out), &out_ref, BF16_TOL);
-        check("rmsnorm_residual rstd", ci, rstd.slice(), &rstd_ref, F32_TOL);
+        check("rmsnorm_residual rstd", ci, &rstd.read(), &rstd_ref, F32_TOL);
     }
 }
 
@@ -240,7 +255,7 @@ fn embedding_forward_and_backward() {
         be.embedding_bwd(&mut want, &dy, &ids, dim, 0);
         let mut dt = Dev::new(&d0);
         run(&launch::embedding_bwd(dt.ptr(), dyd.ptr(), idd.ptr(), n, dim, vocab));
-        check("embedding_bwd (delta)", ci, &diff(dt.slice(), &d0), &diff(&want, &d0), F32_TOL);
+        check("embedding_bwd (delta)", ci, &diff(&dt.read(), &d0), &diff(&want, &d0), F32_TOL);
     }
 }
 
@@ -258,7 +273,7 @@ fn cross_entropy_fused() {
         be.cross_entropy_fwd_bwd(&mut grad_ref, &mut loss_ref, &targets, vocab, valid, gs);
         let mut losses = f32_nan(rows);
         run(&launch::cross_entropy(ld.ptr(), losses.ptr(), td.ptr(), rows, vocab, valid, gs));
-        check("cross_entropy losses", ci, losses.slice(), &loss_ref, F32_TOL);
+        check("cross_entropy losses", ci, &losses.read(), &loss_ref, F32_TOL);
         let grad = to_f32(&ld);
         check("cross_entropy dlogits", ci, &grad, &grad_ref, BF16_TOL);
         assert!(grad.chunks(vocab).all(|r| r[valid..].iter().all(|&g| g == 0.0)), "padding columns must get zero gradient");
@@ -315,7 +330,7 @@ fn cross_entropy_vocab_parallel_slices() {
             let mut d = Dev::new(&bits);
             let mut st = f32_nan(3 * rows);
             run(&launch::cross_entropy_local_stats(st.ptr(), d.ptr(), td.ptr(), rows, n, real, lo));
-            let got = st.slice().to_vec();
+            let got = st.read();
             let col = |v: &[f32], j: usize| -> Vec<f32> { v.chunks(3).map(|s| s[j]).collect() };
             assert_eq!(col(&got, 0), col(&want, 0), "local max, slice {k} (case {ci})");
             check(&format!("ce_local_stats sum s{k}"), ci, &col(&got, 1), &col(&want, 1), F32_TOL);
@@ -347,9 +362,9 @@ fn cross_entropy_vocab_parallel_slices() {
             let mut losses = f32_nan(rows);
             run(&launch::cross_entropy_finish(d.ptr(), losses.ptr(), gd.ptr(), td.ptr(), rows, *n, *real, *lo, gs));
             let g = to_f32(d);
-            check(&format!("ce_finish loss s{k} vs cpu"), ci, losses.slice(), &cpu_loss, F32_TOL);
-            check(&format!("ce_finish loss s{k} vs full"), ci, losses.slice(), &loss_ref, F32_TOL);
-            check(&format!("ce_finish loss s{k} vs fused"), ci, losses.slice(), fused_loss.slice(), F32_TOL);
+            check(&format!("ce_finish loss s{k} vs cpu"), ci, &losses.read(), &cpu_loss, F32_TOL);
+            check(&format!("ce_finish loss s{k} vs full"), ci, &losses.read(), &loss_ref, F32_TOL);
+            check(&format!("ce_finish loss s{k} vs fused"), ci, &losses.read(), &fused_loss.read(), F32_TOL);
             check(&format!("ce_finish dlogits s{k} vs cpu"), ci, &g, &cpu_grad, BF16_TOL);
             for (r, row) in g.chunks(*n).enumerate() {
                 grad[r * vocab + *lo..r * vocab + *lo + *n].copy_from_slice(row);
@@ -382,7 +397,7 @@ fn attention_forward_and_backward() {
         let t0 = std::time::Instant::now();
         run(&launch::attention_fwd(out.ptr(), lse.ptr(), qd.ptr(), kd.ptr(), vd.ptr(), s));
         check("attention_fwd out", ci, &to_f32(&out), &out_ref, BF16_TOL);
-        check("attention_fwd lse", ci, lse.slice(), &lse_ref, F32_TOL);
+        check("attention_fwd lse", ci, &lse.read(), &lse_ref, F32_TOL);
         eprintln!("attention case {ci} {s:?}: forward {:.2} s", t0.elapsed().as_secs_f64());
 
         // Backward from the kernel's own (bf16) output, as in training; the reference gets the same.
@@ -419,16 +434,16 @@ fn adamw_multi_tensor() {
         for (i, ([p, m, v], [dp, dm, dv, dg])) in state.iter_mut().zip(dev.iter_mut()).enumerate() {
             let g = rng.vec(p.len(), 1.0);
             be.adamw(p, &g, m, v, h);
-            dg.slice_mut().copy_from_slice(&g);
+            dg.write(&g);
             segs.push(AdamSeg { master: dp.ptr(), grad: dg.ptr(), m: dm.ptr(), v: dv.ptr(), weight: weights[i].ptr(), n: g.len() as u64, block0: 0 });
         }
         let blocks = launch::adamw_table(&mut segs);
         let mut table = Dev::new(&segs);
         run(&launch::adamw(table.ptr(), segs.len(), blocks, h));
         for (i, ([p, m, v], [dp, dm, dv, _])) in state.iter().zip(&dev).enumerate() {
-            check(&format!("adamw master t{i} step {step}"), i, dp.slice(), p, F32_TOL);
-            check(&format!("adamw m t{i} step {step}"), i, dm.slice(), m, F32_TOL);
-            check(&format!("adamw v t{i} step {step}"), i, dv.slice(), v, F32_TOL);
+            check(&format!("adamw master t{i} step {step}"), i, &dp.read(), p, F32_TOL);
+            check(&format!("adamw m t{i} step {step}"), i, &dm.read(), m, F32_TOL);
+            check(&format!("adamw v t{i} step {step}"), i, &dv.read(), v, F32_TOL);
             check(&format!("adamw bf16 weight t{i} step {step}"), i, &to_f32(&weights[i]), p, BF16_TOL);
         }
     }
@@ -448,9 +463,10 @@ fn grad_norm_multi_tensor() {
     for l in launch::sum_squares(table.ptr(), segs.len(), blocks, partials.ptr(), out.ptr()) {
         run(&l);
     }
-    let e = (out.slice()[0] - want).abs() / want;
+    let sumsq = out.read()[0];
+    let e = (sumsq - want).abs() / want;
     eprintln!("grad norm sum of squares: rel err {e:.2e}");
-    assert!(e <= F32_TOL, "sum of squares {} vs {want}", out.slice()[0]);
+    assert!(e <= F32_TOL, "sum of squares {sumsq} vs {want}");
 }
 
 #[test]
@@ -464,12 +480,78 @@ fn casts_round_to_nearest_even() {
         let mut b = bf16_nan(n);
         run(&launch::cast_f32_to_bf16(b.ptr(), xd.ptr(), n));
         let want: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
-        assert_eq!(b.slice()[0], bf16::ONE);
-        assert!(b.slice().iter().zip(&want).all(|(a, w)| a.to_bits() == w.to_bits()), "f32 -> bf16 (n = {n})");
+        let got = b.read();
+        assert_eq!(got[0], bf16::ONE);
+        assert!(got.iter().zip(&want).all(|(a, w)| a.to_bits() == w.to_bits()), "f32 -> bf16 (n = {n})");
         let mut back = f32_nan(n);
         run(&launch::cast_bf16_to_f32(back.ptr(), b.ptr(), n));
-        assert_eq!(back.slice(), &to_f32(&b)[..], "bf16 -> f32 (n = {n})");
+        assert_eq!(back.read(), to_f32(&b), "bf16 -> f32 (n = {n})");
     }
+}
+
+/// GEMM shapes (m, k, n): odd sizes, a tile-sized product, a long reduction to one column.
+const GEMM_CASES: &[(usize, usize, usize)] = &[(5, 7, 3), (37, 66, 19), (64, 128, 96), (3, 256, 1)];
+
+/// `x` (row-major, `cols` columns) in rows of `ld` elements, the padding NaN.
+fn padded<T: Plain>(x: &[f32], cols: usize, ld: usize, nan: T, conv: impl Fn(f32) -> T) -> Vec<T> {
+    x.chunks(cols).flat_map(|r| r.iter().map(|&v| conv(v)).chain(std::iter::repeat_n(nan, ld - cols))).collect()
+}
+
+/// The runtime's GEMM (cuBLASLt on a GPU) against the CPU backend's on the same bf16 values:
+/// every transpose, bf16 and fp32 outputs, `beta = 0` on a NaN-poisoned output (cuBLASLt does
+/// not read C then) and accumulation (`alpha = 0.5`, `beta = 1`, as weight gradients), leading
+/// dimensions wider than the rows with NaN in the gaps (a read of the gap poisons the result; a
+/// write into it is caught).
+#[test]
+fn gemm_cublaslt_contract() {
+    let be = cpu();
+    for (ci, &(m, k, n)) in GEMM_CASES.iter().enumerate() {
+        let mut rng = Rng(ci as u64 + 121);
+        let pad = if ci % 2 == 1 { 3 } else { 0 };
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+            let (br, bc) = if trans_b { (n, k) } else { (k, n) };
+            let bf_vals = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| bf16::from_f32(x).to_f32()).collect() };
+            let a = bf_vals(rng.vec(ar * ac, 1.0));
+            let b = bf_vals(rng.vec(br * bc, 1.0));
+            let mut ad = Dev::new(&padded(&a, ac, ac + pad, bf16::NAN, bf16::from_f32));
+            let mut bd = Dev::new(&padded(&b, bc, bc + pad, bf16::NAN, bf16::from_f32));
+            let ldc = n + pad;
+            for out in [GemmOut::F32, GemmOut::Bf16] {
+                for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 1.0)] {
+                    let c0 = if beta == 0.0 { vec![0.0; m * n] } else { bf_vals(rng.vec(m * n, 1.0)) };
+                    let mut want = c0.clone();
+                    be.gemm(&mut want, &a, &b, m, k, n, trans_a, trans_b, alpha, beta);
+                    let start: Vec<f32> = if beta == 0.0 { vec![f32::NAN; m * n] } else { c0 };
+                    let what = format!("gemm {m}x{k}x{n} ta {trans_a} tb {trans_b} {out:?} beta {beta}");
+                    let (got, tol) = match out {
+                        GemmOut::F32 => {
+                            let mut cd = Dev::new(&padded(&start, n, ldc, f32::NAN, |x| x));
+                            gemm(&mut ad, &mut bd, cd.ptr(), m, k, n, trans_a, trans_b, ldc, out, alpha, beta, pad);
+                            (cd.read(), F32_TOL)
+                        }
+                        GemmOut::Bf16 => {
+                            let mut cd = Dev::new(&padded(&start, n, ldc, bf16::NAN, bf16::from_f32));
+                            gemm(&mut ad, &mut bd, cd.ptr(), m, k, n, trans_a, trans_b, ldc, out, alpha, beta, pad);
+                            (cd.read().iter().map(|x| x.to_f32()).collect(), BF16_TOL)
+                        }
+                    };
+                    let window: Vec<f32> = got.chunks(ldc).flat_map(|r| r[..n].iter().copied()).collect();
+                    check(&what, ci, &window, &want, tol);
+                    assert!(got.chunks(ldc).all(|r| r[n..].iter().all(|x| x.is_nan())), "{what}: wrote into the gaps of ldc");
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm(a: &mut Dev<bf16>, b: &mut Dev<bf16>, c: DevPtr, m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool, ldc: usize, out: GemmOut, alpha: f32, beta: f32, pad: usize) {
+    let lda = if trans_a { m } else { k } + pad;
+    let ldb = if trans_b { k } else { n } + pad;
+    let g = Gemm { m, n, k, a: a.ptr(), lda, trans_a, b: b.ptr(), ldb, trans_b, c, ldc, out, alpha, beta };
+    // SAFETY: a, b and c are live buffers of the runtime laid out as `g` says.
+    unsafe { runtime().gemm(&g) }.unwrap_or_else(|e| panic!("gemm: {e:#}"));
 }
 
 #[test]
@@ -477,7 +559,7 @@ fn simt_primitives_known_answers() {
     let threads = 64;
     let mut out = poisoned(6 * threads, i32::MIN);
     run(&launch::selftest_warp(out.ptr(), threads));
-    for (t, o) in out.slice().chunks(6).enumerate() {
+    for (t, o) in out.read().chunks(6).enumerate() {
         let (lane, w0) = (t % 32, t - t % 32);
         let down = if lane == 31 { t } else { t + 1 };
         let want = [10 * (w0 + (lane ^ 16)), 10 * down, 10 * (w0 + 3), 0xAAAA_AAAAu32 as i32 as usize, 1, 0];
@@ -489,12 +571,12 @@ fn simt_primitives_known_answers() {
     let mut out = Dev::new(&[i32::MIN, 0].repeat(blocks));
     run(&launch::selftest_block(out.ptr(), blocks, threads));
     let sum = (threads * (threads + 1) / 2) as i32;
-    assert_eq!(out.slice(), &[sum, threads as i32].repeat(blocks)[..]);
+    assert_eq!(out.read(), [sum, threads as i32].repeat(blocks));
 }
 
 /// The bf16 bits of a row-major matrix, as the PTX fragments pack them.
 fn bits(b: &Dev<bf16>) -> Vec<u32> {
-    b.slice().iter().map(|x| x.to_bits() as u32).collect()
+    b.read().iter().map(|x| x.to_bits() as u32).collect()
 }
 
 /// One mma.m16n8k16 (fragments loaded by the PTX ISA's layout) against a plain triple loop.
@@ -521,7 +603,7 @@ fn mma_m16n8k16_bf16_against_a_loop() {
             }
         }
     }
-    assert_eq!(d.slice(), &want[..], "mma.m16n8k16 d = a b + c");
+    assert_eq!(d.read(), want, "mma.m16n8k16 d = a b + c");
 }
 
 /// cp.async (row 5 zero-filled) then ldmatrix x4 and x4.trans, against the PTX ISA's layout:
@@ -535,14 +617,15 @@ fn ldmatrix_and_cp_async_layouts() {
     m[5 * 16..6 * 16].iter_mut().for_each(|x| *x = 0);
     let mut out = poisoned(32 * 8, u32::MAX);
     run(&launch::selftest_ldmatrix(out.ptr(), src.ptr()));
+    let got = out.read();
     for lane in 0..32 {
         let (g, t) = (lane / 4, lane % 4);
         for i in 0..4 {
             let at = |r: usize, c: usize| m[(8 * (i % 2) + r) * 16 + 8 * (i / 2) + c];
             let plain = at(g, 2 * t) | at(g, 2 * t + 1) << 16;
             let trans = at(2 * t, g) | at(2 * t + 1, g) << 16;
-            assert_eq!(out.slice()[8 * lane + i], plain, "ldmatrix x4: lane {lane} matrix {i}");
-            assert_eq!(out.slice()[8 * lane + 4 + i], trans, "ldmatrix x4.trans: lane {lane} matrix {i}");
+            assert_eq!(got[8 * lane + i], plain, "ldmatrix x4: lane {lane} matrix {i}");
+            assert_eq!(got[8 * lane + 4 + i], trans, "ldmatrix x4.trans: lane {lane} matrix {i}");
         }
     }
 }

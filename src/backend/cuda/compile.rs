@@ -36,14 +36,9 @@ impl Arch {
     /// The compute capability of CUDA device `ordinal`, from the driver.
     pub fn of_device(ordinal: usize) -> Result<Arch> {
         use cudarc::driver::{result, sys};
-        // SAFETY: only probes library names with dlopen.
-        if !unsafe { sys::is_culib_present() } {
-            bail!("no CUDA driver (libcuda.so) on this machine: give the GPU architecture explicitly (e.g. --arch sm_90)");
-        }
+        let count = super::probe::init_driver().context("give the GPU architecture explicitly (e.g. --arch sm_90)")?;
         let err = |what: &str, e: cudarc::driver::DriverError| anyhow::anyhow!("CUDA driver: {what}: {e:?}");
-        result::init().map_err(|e| err("cuInit", e))?;
-        let count = result::device::get_count().map_err(|e| err("cuDeviceGetCount", e))?;
-        if ordinal >= count as usize {
+        if ordinal >= count {
             bail!("CUDA device {ordinal} does not exist ({count} devices)");
         }
         let dev = result::device::get(ordinal as i32).map_err(|e| err("cuDeviceGet", e))?;

@@ -4,9 +4,16 @@
 //! against the CPU backend in every test run (tests/kernel_conformance.rs), and their run-time
 //! compilation for the GPU's architecture: the sources embedded in the binary (sources.rs),
 //! NVRTC loaded at run time (nvrtc.rs), and the on-disk cache of compiled modules (compile.rs).
+//! Under them, the device runtime (runtime.rs: memory, copies, launches, cuBLASLt-contract GEMMs)
+//! with two implementations, a real GPU (driver.rs) and its emulation on the CPU (emulated.rs);
+//! probe.rs finds the CUDA driver without panicking and picks the training device.
 
 pub mod compile;
+pub mod driver;
 pub mod emu;
+pub mod emulated;
 pub mod launch;
 pub mod nvrtc;
+pub mod probe;
+pub mod runtime;
 pub mod sources;

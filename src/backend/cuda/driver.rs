@@ -1,0 +1,304 @@
+//! The real device runtime: `Runtime` through the CUDA driver API and cuBLASLt, both opened at
+//! run time by cudarc (probe.rs first, so a missing library is an error, not a panic). One
+//! primary context on the chosen device; every kernels/*.cu module compiled for the device's
+//! architecture by compile.rs (or read from its cache) and loaded from its CUBIN; launches with
+//! launch.rs's geometry and argument array on the legacy default stream; GEMMs through
+//! cuBLASLt with fp32 compute (`Gemm` row-major, mapped onto cuBLASLt's column-major layouts).
+//! Every call synchronises before it returns. NOT YET RUN ON HARDWARE: it compiles and is
+//! selected by `SWALLOW_CONFORMANCE_DEVICE=cuda` (tests/kernel_conformance.rs), which is the check
+//! to run on the first GPU machine.
+
+use super::compile::{self, Arch, CompileOptions};
+use super::launch::{DevPtr, Launch};
+use super::probe;
+use super::runtime::{Gemm, GemmOut, Runtime};
+use anyhow::{bail, Context, Result};
+use cudarc::cublaslt::{result as lt, sys as lt_sys};
+use cudarc::driver::{result as cu, sys as cu_sys};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// cuBLASLt's workspace: 32 MiB, what NVIDIA recommends for Hopper.
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// What `DriverRuntime::new` needs: the device and how to compile the kernels for it.
+#[derive(Clone, Debug, Default)]
+pub struct DriverOptions {
+    pub ordinal: usize,
+    /// The kernel cache (else `compile::default_cache_dir`).
+    pub cache_dir: Option<PathBuf>,
+    pub nvrtc: Option<PathBuf>,
+    pub cuda_include: Option<PathBuf>,
+    /// libcublasLt or its directory (else `$SWALLOW_CUBLASLT`, else the library path).
+    pub cublaslt: Option<PathBuf>,
+}
+
+/// A GPU through the CUDA driver and cuBLASLt.
+pub struct DriverRuntime {
+    ordinal: usize,
+    arch: Arch,
+    dev: cu_sys::CUdevice,
+    ctx: cu_sys::CUcontext,
+    modules: Vec<cu_sys::CUmodule>,
+    functions: HashMap<&'static str, cu_sys::CUfunction>,
+    lt: lt_sys::cublasLtHandle_t,
+    workspace: cu_sys::CUdeviceptr,
+    /// Serialises launches and GEMMs (one stream, one cuBLASLt handle).
+    lock: Mutex<()>,
+}
+
+// SAFETY: the driver API is thread-safe; every call makes `ctx` current on the calling thread
+// first, and launches and GEMMs are serialised by `lock`.
+unsafe impl Send for DriverRuntime {}
+unsafe impl Sync for DriverRuntime {}
+
+fn cu_err(what: &str) -> impl Fn(cu::DriverError) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("CUDA driver: {what}: {e:?}")
+}
+
+fn lt_err(what: &str) -> impl Fn(lt::CublasError) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("cuBLASLt: {what}: {e:?}")
+}
+
+impl DriverRuntime {
+    pub fn new(opts: &DriverOptions) -> Result<DriverRuntime> {
+        let count = probe::init_driver()?;
+        if opts.ordinal >= count {
+            bail!("CUDA device {} does not exist ({count} devices)", opts.ordinal);
+        }
+        open_cublaslt(opts.cublaslt.clone())?;
+        let arch = Arch::of_device(opts.ordinal)?;
+        let cache_dir = match &opts.cache_dir {
+            Some(d) => d.clone(),
+            None => compile::default_cache_dir()?,
+        };
+        let compiled = compile::compile_all(&CompileOptions { arch, cache_dir, nvrtc: opts.nvrtc.clone(), cuda_include: opts.cuda_include.clone() })?;
+        // SAFETY: the driver is initialised and `ordinal` exists (checked above).
+        unsafe {
+            let dev = cu::device::get(opts.ordinal as i32).map_err(cu_err("cuDeviceGet"))?;
+            let ctx = cu::primary_ctx::retain(dev).map_err(cu_err("cuDevicePrimaryCtxRetain"))?;
+            cu::ctx::set_current(ctx).map_err(cu_err("cuCtxSetCurrent"))?;
+            // Built before anything else is created, so that Drop releases what was made before an error.
+            let mut rt = DriverRuntime {
+                ordinal: opts.ordinal,
+                arch,
+                dev,
+                ctx,
+                modules: Vec::new(),
+                functions: HashMap::new(),
+                lt: std::ptr::null_mut(),
+                workspace: 0,
+                lock: Mutex::new(()),
+            };
+            rt.lt = lt::create_handle().map_err(lt_err("cublasLtCreate"))?;
+            rt.workspace = cu::malloc_sync(WORKSPACE_BYTES).map_err(cu_err("cuMemAlloc (cuBLASLt workspace)"))?;
+            for m in &compiled.modules {
+                if m.cubin.is_empty() {
+                    bail!("{}: NVRTC produced no CUBIN for {}", m.source.file, arch.name());
+                }
+                let module = cu::module::load_data(m.cubin.as_ptr() as *const c_void).map_err(cu_err("cuModuleLoadData"))?;
+                rt.modules.push(module);
+                for &k in m.source.kernels {
+                    let f = cu::module::get_function(module, CString::new(k)?).map_err(cu_err("cuModuleGetFunction"))?;
+                    rt.functions.insert(k, f);
+                }
+            }
+            Ok(rt)
+        }
+    }
+
+    fn make_current(&self) -> Result<()> {
+        // SAFETY: `ctx` is the retained primary context, alive until Drop.
+        unsafe { cu::ctx::set_current(self.ctx) }.map_err(cu_err("cuCtxSetCurrent"))
+    }
+
+    fn synchronize(&self, after: &str) -> Result<()> {
+        cu::ctx::synchronize().map_err(|e| anyhow::anyhow!("CUDA: {after} failed: {e:?}"))
+    }
+}
+
+/// Makes cuBLASLt loadable by cudarc: opens `explicit` or `$SWALLOW_CUBLASLT` (the library or
+/// its directory, e.g. a PyTorch wheel's nvidia/cublas/lib) for the process, then checks that
+/// cudarc finds a library by its names (libcublasLt.so, .so.12, ...).
+fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
+    let env = std::env::var_os("SWALLOW_CUBLASLT").filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = explicit.or(env) {
+        let file = if p.is_dir() { p.join("libcublasLt.so.12") } else { p.clone() };
+        let c = CString::new(file.as_os_str().as_encoded_bytes()).context("cuBLASLt path with a NUL byte")?;
+        // SAFETY: dlopen of a path; the handle is kept for the life of the process.
+        if unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null() {
+            bail!("cuBLASLt: cannot load {} (expected libcublasLt.so.12 or its directory)", file.display());
+        }
+    }
+    // SAFETY: only probes library names with dlopen.
+    if !unsafe { lt_sys::is_culib_present() } {
+        bail!(
+            "cuBLASLt (libcublasLt.so.12, CUDA 12) not found on the library path: set SWALLOW_CUBLASLT to the library or its \
+             directory; a CUDA 13 libcublasLt.so.13 loads when linked as libcublasLt.so on the library path \
+             (scripts/gpu_conformance.sh does that)"
+        );
+    }
+    Ok(())
+}
+
+impl Drop for DriverRuntime {
+    fn drop(&mut self) {
+        // SAFETY: everything released here was created in `new` and is used by nothing else.
+        unsafe {
+            let _ = cu::ctx::set_current(self.ctx);
+            let _ = cu::ctx::synchronize();
+            for &m in &self.modules {
+                let _ = cu::module::unload(m);
+            }
+            if self.workspace != 0 {
+                let _ = cu::free_sync(self.workspace);
+            }
+            if !self.lt.is_null() {
+                let _ = lt::destroy_handle(self.lt);
+            }
+            let _ = cu::primary_ctx::release(self.dev);
+        }
+    }
+}
+
+impl Runtime for DriverRuntime {
+    fn describe(&self) -> String {
+        format!("CUDA device {} ({}) through the driver API and cuBLASLt", self.ordinal, self.arch.name())
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        self.make_current()?;
+        // SAFETY: a plain allocation in the current context.
+        unsafe { cu::malloc_sync(bytes.max(1)) }.map_err(|e| anyhow::anyhow!("CUDA: cannot allocate {bytes} bytes on device {}: {e:?}", self.ordinal))
+    }
+
+    unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
+        self.make_current()?;
+        cu::free_sync(ptr).map_err(cu_err("cuMemFree"))
+    }
+
+    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: the driver checks that `dst` is device memory of the context.
+        unsafe { cu::memcpy_htod_sync(dst, src) }.map_err(cu_err("cuMemcpyHtoD"))
+    }
+
+    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: the driver checks that `src` is device memory of the context.
+        unsafe { cu::memcpy_dtoh_sync(dst, src) }.map_err(cu_err("cuMemcpyDtoH"))
+    }
+
+    unsafe fn launch(&self, l: &Launch) -> Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.make_current()?;
+        let Some(&f) = self.functions.get(l.kernel) else { bail!("kernel {} is not in any loaded module", l.kernel) };
+        let mut params = l.params();
+        let [gx, gy, gz] = l.grid;
+        let [bx, by, bz] = l.block;
+        cu::launch_kernel(f, (gx, gy, gz), (bx, by, bz), l.smem, std::ptr::null_mut(), &mut params).map_err(cu_err(l.kernel))?;
+        self.synchronize(l.kernel)
+    }
+
+    unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
+        g.extents()?;
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.make_current()?;
+        use lt_sys::cublasLtMatmulDescAttributes_t::{CUBLASLT_MATMUL_DESC_TRANSA, CUBLASLT_MATMUL_DESC_TRANSB};
+        use lt_sys::cudaDataType::{CUDA_R_16BF, CUDA_R_32F};
+        // Row-major c = op(a) op(b) is column-major cᵀ = op(b)ᵀ op(a)ᵀ, and a row-major [r, c]
+        // matrix with leading dimension ld is a column-major [c, r] one with the same ld: so
+        // cuBLASLt's A is our b (its op is trans_b), its B is our a (op trans_a), and D is cᵀ [n, m].
+        // cublasOperation_t: CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 (cudarc's cuBLASLt bindings lack the enum).
+        let op = |t: bool| t as i32;
+        let [(ar, ac), (br, bc)] = g.stored_shapes();
+        let c_type = match g.out {
+            GemmOut::Bf16 => CUDA_R_16BF,
+            GemmOut::F32 => CUDA_R_32F,
+        };
+        let mut d = LtDescriptors::default();
+        d.desc = Some(lt::create_matmul_desc(lt_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F).map_err(lt_err("cublasLtMatmulDescCreate"))?);
+        for (ty, rows, cols, ld) in [(CUDA_R_16BF, bc, br, g.ldb), (CUDA_R_16BF, ac, ar, g.lda), (c_type, g.n, g.m, g.ldc)] {
+            d.layouts.push(lt::create_matrix_layout(ty, rows as u64, cols as u64, ld as i64).map_err(lt_err("cublasLtMatrixLayoutCreate"))?);
+        }
+        d.pref = Some(lt::create_matmul_pref().map_err(lt_err("cublasLtMatmulPreferenceCreate"))?);
+        let (desc, pref, [la, lb, lc]) = (d.desc.unwrap(), d.pref.unwrap(), [d.layouts[0], d.layouts[1], d.layouts[2]]);
+        for (attr, t) in [(CUBLASLT_MATMUL_DESC_TRANSA, op(g.trans_b)), (CUBLASLT_MATMUL_DESC_TRANSB, op(g.trans_a))] {
+            lt::set_matmul_desc_attribute(desc, attr, &t as *const i32 as *const c_void, 4).map_err(lt_err("cublasLtMatmulDescSetAttribute"))?;
+        }
+        let ws = WORKSPACE_BYTES as u64;
+        let pref_attr = lt_sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES;
+        lt::set_matmul_pref_attribute(pref, pref_attr, &ws as *const u64 as *const c_void, 8).map_err(lt_err("cublasLtMatmulPreferenceSetAttribute"))?;
+        let heuristic = lt::get_matmul_algo_heuristic(self.lt, desc, la, lb, lc, lc, pref).map_err(lt_err("no algorithm for this GEMM"))?;
+        let (alpha, beta) = (g.alpha, g.beta);
+        lt::matmul(
+            self.lt,
+            desc,
+            &alpha as *const f32 as *const c_void,
+            &beta as *const f32 as *const c_void,
+            g.b as *const c_void,
+            la,
+            g.a as *const c_void,
+            lb,
+            g.c as *const c_void,
+            lc,
+            g.c as *mut c_void,
+            lc,
+            &heuristic.algo,
+            self.workspace as *mut c_void,
+            WORKSPACE_BYTES,
+            std::ptr::null_mut(),
+        )
+        .map_err(lt_err("cublasLtMatmul"))?;
+        self.synchronize("cublasLtMatmul")
+    }
+}
+
+/// The cuBLASLt descriptors of one GEMM, destroyed on every path out of it.
+#[derive(Default)]
+struct LtDescriptors {
+    desc: Option<lt_sys::cublasLtMatmulDesc_t>,
+    layouts: Vec<lt_sys::cublasLtMatrixLayout_t>,
+    pref: Option<lt_sys::cublasLtMatmulPreference_t>,
+}
+
+impl Drop for LtDescriptors {
+    fn drop(&mut self) {
+        // SAFETY: each was created once by cuBLASLt and is destroyed once here.
+        unsafe {
+            for &l in &self.layouts {
+                let _ = lt::destroy_matrix_layout(l);
+            }
+            if let Some(p) = self.pref {
+                let _ = lt::destroy_matmul_pref(p);
+            }
+            if let Some(d) = self.desc {
+                let _ = lt::destroy_matmul_desc(d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cuBLASLt loads through cudarc and answers, or its absence is an error naming it (this
+    /// machine has no libcublasLt on the library path unless one is put there).
+    #[test]
+    fn cublaslt_loads_or_is_named_missing() {
+        match open_cublaslt(None) {
+            // SAFETY: the library is present (checked by `open_cublaslt`).
+            Ok(()) => {
+                let v = unsafe { lt_sys::cublasLtGetVersion() };
+                eprintln!("cuBLASLt version {v}");
+                assert!(v >= 120000, "cuBLASLt version {v}");
+            }
+            Err(e) => assert!(e.to_string().starts_with("cuBLASLt (libcublasLt.so.12, CUDA 12) not found"), "{e}"),
+        }
+        let e = open_cublaslt(Some(PathBuf::from("/nonexistent/libcublasLt.so.12"))).unwrap_err().to_string();
+        assert!(e.contains("cannot load /nonexistent/libcublasLt.so.12"), "{e}");
+    }
+}

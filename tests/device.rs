@@ -1,0 +1,55 @@
+//! `--device cpu|cuda|auto` with real MPI processes (2 ranks). Without a CUDA driver, `cuda`
+//! ends the job with an error naming the missing library (no panic, no training step) and
+//! `auto` warns once (rank 0) and trains on the CPU. Where a driver and a GPU are present, both
+//! say that the CUDA training backend is not implemented yet (and `auto` trains on the CPU).
+
+mod common;
+
+use common::{mpirun, sample};
+
+fn cuda_present() -> bool {
+    swallow::backend::cuda::probe::init_driver().is_ok()
+}
+
+fn train(data: &str, device: &str) -> (bool, String, String) {
+    let o = mpirun(2, &["train", "--config", "tiny", "--data", data, "--steps", "2", "--device", device]);
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The step lines rank 0 printed.
+fn steps(out: &str) -> usize {
+    out.lines().filter(|l| l.starts_with("step ")).count()
+}
+
+#[test]
+fn device_cuda_without_a_usable_backend_is_a_clear_error() {
+    let dir = common::tmpdir("device", "cuda");
+    let data = sample(&dir);
+    let (ok, out, err) = train(&data, "cuda");
+    assert!(!ok, "--device cuda must fail here:\n{out}\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let want = if cuda_present() {
+        "CUDA device(s), but the CUDA training backend is not implemented yet; use --device cpu"
+    } else {
+        "--device cuda: no CUDA driver on this machine (libcuda.so.1 not found on the library path); use --device cpu (or auto)"
+    };
+    // One `error (rank r of 2): MESSAGE` line per rank that got there before MPI_Abort.
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(!errors.is_empty() && errors.iter().all(|l| l.starts_with("error (rank ") && l.contains(want)), "expected {want:?} in:\n{err}");
+    assert_eq!(steps(&out), 0, "no training step may run:\n{out}");
+}
+
+#[test]
+fn device_auto_falls_back_to_the_cpu_with_one_warning() {
+    let dir = common::tmpdir("device", "auto");
+    let data = sample(&dir);
+    let (ok, out, err) = train(&data, "auto");
+    assert!(ok, "--device auto must train on the CPU:\n{out}\n{err}");
+    let want = if cuda_present() {
+        "CUDA device(s), but the CUDA training backend is not implemented yet; training on the CPU"
+    } else {
+        "--device auto: no CUDA driver on this machine (libcuda.so.1 not found on the library path); training on the CPU"
+    };
+    assert_eq!(err.matches(want).count(), 1, "expected {want:?} once (rank 0) in:\n{err}");
+    assert_eq!(steps(&out), 2, "two training steps expected:\n{out}");
+}
