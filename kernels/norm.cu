@@ -1,6 +1,7 @@
 // Global gradient norm: sum of squares of many fp32 tensors (a segment table, as in adamw.cu)
 // in two deterministic launches: sumsq_partials writes one fp32 partial per block, then a
-// single block of sumsq_reduce adds the partials in double in a fixed order.
+// single block of sumsq_reduce adds the partials in double in a fixed order. sum_partials is
+// the same without squaring (`Backend::sum` of fp32 losses), reduced by the same sumsq_reduce.
 #include "common.cuh"
 
 struct NormSeg {
@@ -9,18 +10,30 @@ struct NormSeg {
     u64 block0;
 };
 
-extern "C" __global__ void sumsq_partials(const NormSeg* __restrict__ segs, int nseg, u64 block_elems,
-                                          float* __restrict__ partials) {
+// One fp32 partial per block of the sum of x^2 (SQUARE) or of x over the block's elements.
+template <bool SQUARE>
+__device__ __forceinline__ void partials(const NormSeg* __restrict__ segs, int nseg, u64 block_elems,
+                                         float* __restrict__ out) {
     __shared__ float scratch[32];
     const NormSeg s = segs[find_segment(segs, nseg, blockIdx.x)];
     const u64 start = (blockIdx.x - s.block0) * block_elems;
     float acc = 0.0f;
     for (u64 k = threadIdx.x; k < block_elems && start + k < s.n; k += blockDim.x) {
         const float v = s.x[start + k];
-        acc += v * v;
+        acc += SQUARE ? v * v : v;
     }
     acc = block_sum(acc, scratch);
-    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+    if (threadIdx.x == 0) out[blockIdx.x] = acc;
+}
+
+extern "C" __global__ void sumsq_partials(const NormSeg* __restrict__ segs, int nseg, u64 block_elems,
+                                          float* __restrict__ partials_out) {
+    partials<true>(segs, nseg, block_elems, partials_out);
+}
+
+extern "C" __global__ void sum_partials(const NormSeg* __restrict__ segs, int nseg, u64 block_elems,
+                                        float* __restrict__ partials_out) {
+    partials<false>(segs, nseg, block_elems, partials_out);
 }
 
 extern "C" __global__ void sumsq_reduce(double* __restrict__ out, const float* __restrict__ partials, int parts) {

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use swallow::backend::cpu::CpuBackend;
 use swallow::backend::cuda::driver::{DriverOptions, DriverRuntime};
 use swallow::backend::cuda::emulated::EmulatedRuntime;
-use swallow::backend::cuda::launch::{self, AdamSeg, DevPtr, Launch, NormSeg};
+use swallow::backend::cuda::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
 use swallow::backend::cuda::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
 use swallow::backend::{AdamWStep, AttnShape, Backend};
 
@@ -467,6 +467,108 @@ fn grad_norm_multi_tensor() {
     let e = (sumsq - want).abs() / want;
     eprintln!("grad norm sum of squares: rel err {e:.2e}");
     assert!(e <= F32_TOL, "sum of squares {sumsq} vs {want}");
+}
+
+#[test]
+fn sum_multi_tensor() {
+    let be = cpu();
+    let mut rng = Rng(63);
+    // Losses are positive: a sum without cancellation, so the relative error is meaningful.
+    let xs: Vec<Vec<f32>> = TENSORS.iter().map(|&n| rng.vec(n, 5.0).into_iter().map(|v| v + 6.0).collect()).collect();
+    let want: f64 = xs.iter().map(|x| be.sum(x)).sum();
+    let mut dev: Vec<Dev<f32>> = xs.iter().map(|x| Dev::new(x)).collect();
+    let mut segs: Vec<NormSeg> = dev.iter_mut().zip(&xs).map(|(d, x)| NormSeg { x: d.ptr(), n: x.len() as u64, block0: 0 }).collect();
+    let blocks = launch::norm_table(&mut segs);
+    let mut table = Dev::new(&segs);
+    let (mut partials, mut out) = (f32_nan(blocks), poisoned(1, f64::NAN));
+    for l in launch::sum(table.ptr(), segs.len(), blocks, partials.ptr(), out.ptr()) {
+        run(&l);
+    }
+    let sum = out.read()[0];
+    let e = (sum - want).abs() / want;
+    eprintln!("sum: {sum} vs {want}, rel err {e:.2e}");
+    assert!(e <= F32_TOL, "sum {sum} vs {want}");
+}
+
+/// Lengths of the elementwise tests: 1, below, at and just above one 16-byte vector of either
+/// dtype (4 fp32, 8 bf16), one block of threads and a bit, and many blocks with a ragged end.
+const ELEM_LENS: &[usize] = &[1, 3, 4, 5, 7, 8, 9, 17, 256 * 8 + 5, 100_003];
+/// Elements around the range an elementwise launch covers, which it must leave as they were.
+const ELEM_GUARD: usize = 9;
+
+/// `x` stored as `t` (bf16 rounded to nearest even): the stored values and their bytes.
+fn stored(t: Dtype, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
+    match t {
+        Dtype::Bf16 => {
+            let b: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+            (b.iter().map(|v| v.to_f32()).collect(), b.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+        Dtype::F32 => (x.to_vec(), x.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    }
+}
+
+/// One elementwise case: `len` elements of type `t` starting `offset` elements into buffers
+/// with `ELEM_GUARD` more elements after them (offset 0: 16-byte vector path and scalar tail;
+/// offset 1: a start that is not 16-byte aligned, so the scalar path throughout). `dst0` and
+/// `src` are whole buffers; `reference` computes the expected range with the CPU backend from
+/// the stored range values; `kernel` launches on (dst, src, len) device addresses of the range.
+/// The whole `dst` buffer must come back bit for bit equal to `dst0` with the range replaced by
+/// the reference rounded once to `t`.
+#[allow(clippy::too_many_arguments)]
+fn elementwise_case(
+    what: &str,
+    t: Dtype,
+    len: usize,
+    offset: usize,
+    dst0: &[f32],
+    src: &[f32],
+    reference: impl Fn(&mut Vec<f32>, &Vec<f32>),
+    kernel: impl Fn(DevPtr, DevPtr) -> Launch,
+) {
+    let range = offset..offset + len;
+    let (dst_vals, dst_bytes) = stored(t, dst0);
+    let (src_vals, src_bytes) = stored(t, src);
+    let mut got = Dev::new(&dst_bytes);
+    let mut s = Dev::new(&src_bytes);
+    let at = |d: &mut Dev<u8>| d.ptr() + (offset * t.bytes()) as u64;
+    run(&kernel(at(&mut got), at(&mut s)));
+    let mut range_ref = dst_vals[range.clone()].to_vec();
+    reference(&mut range_ref, &src_vals[range.clone()].to_vec());
+    let mut want_vals = dst_vals.clone();
+    want_vals[range].copy_from_slice(&range_ref);
+    let (_, want) = stored(t, &want_vals);
+    let got = got.read();
+    let bad = got.chunks(t.bytes()).zip(want.chunks(t.bytes())).position(|(g, w)| g != w);
+    assert!(bad.is_none(), "{what} {t:?} len {len} offset {offset}: element {} differs (bytes {:?} vs {:?})", bad.unwrap_or(0), got.chunks(t.bytes()).nth(bad.unwrap_or(0)), want.chunks(t.bytes()).nth(bad.unwrap_or(0)));
+}
+
+/// add_assign and scale (fp32 arithmetic, one rounding to the stored type), zero fill and
+/// copy, for bf16 and fp32, against the CPU backend's f32 ops, bit for bit, with NaN-poisoned
+/// guards around the range that must stay NaN.
+#[test]
+fn elementwise_add_scale_fill_copy() {
+    let be = cpu();
+    let mut rng = Rng(75);
+    for t in [Dtype::Bf16, Dtype::F32] {
+        for &len in ELEM_LENS {
+            for offset in [0usize, 1] {
+                let total = offset + len + ELEM_GUARD;
+                let poison_guards = |mut v: Vec<f32>| {
+                    v[..offset].fill(f32::NAN);
+                    v[offset + len..].fill(f32::NAN);
+                    v
+                };
+                let x = poison_guards(rng.vec(total, 4.0));
+                let y = rng.vec(total, 4.0);
+                let nan = vec![f32::NAN; total];
+                let n = len;
+                elementwise_case("add_assign", t, len, offset, &x, &y, |d, s| be.add_assign(d, s), |d, s| launch::add_assign(t, d, s, n));
+                elementwise_case("scale", t, len, offset, &x, &y, |d, _| be.scale(d, -0.37), |d, _| launch::scale(t, d, -0.37, n));
+                elementwise_case("fill_zero", t, len, offset, &nan, &y, |d, _| be.fill_zero(d), |d, _| launch::fill_zero(d, n * t.bytes()));
+                elementwise_case("copy", t, len, offset, &nan, &y, |d, s| be.copy(d, s), |d, s| launch::copy(d, s, n * t.bytes()));
+            }
+        }
+    }
 }
 
 #[test]

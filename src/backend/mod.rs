@@ -33,6 +33,25 @@ pub struct AdamWStep {
     pub step: u64,
 }
 
+/// What a buffer holds, so that a backend may choose its storage per buffer (docs/GPU_PATH.md):
+/// the CUDA backend keeps activations in bf16, gradients, statistics and optimizer state in
+/// fp32, weights as an fp32 master with a bf16 copy. The CPU backend stores every role alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A model parameter (this rank's shard), read by GEMMs and kernels, updated by the optimizer.
+    Weight,
+    /// A parameter's gradient, accumulated over micro-batches.
+    Grad,
+    /// Residual stream, layer inputs and outputs, attention and MLP intermediates, logits, and
+    /// their gradients flowing backward.
+    Activation,
+    /// Per-row or per-token statistics and tables: RMSNorm `rstd`, attention `lse`, losses,
+    /// cross-entropy stats, RoPE cos/sin.
+    Stat,
+    /// Optimizer moments, and ZeRO-1's fp32 master segments of this rank.
+    OptimState,
+}
+
 pub trait Backend: Send + Sync {
     /// A buffer of real numbers (f32/f64 on CPU, bf16 or f32 on GPU).
     type Buf: Send + Sync;
@@ -44,6 +63,12 @@ pub trait Backend: Send + Sync {
     // ---- memory -------------------------------------------------------------------------
     /// A zero-filled buffer of `len` elements.
     fn zeros(&self, len: usize) -> Self::Buf;
+    /// A zero-filled buffer of `len` elements holding `role` (the model and optimizers allocate
+    /// through this; backends that store every role alike keep the default).
+    fn zeros_as(&self, len: usize, role: Role) -> Self::Buf {
+        let _ = role;
+        self.zeros(len)
+    }
     fn len(&self, buf: &Self::Buf) -> usize;
     fn upload(&self, host: &[f32], dst: &mut Self::Buf);
     fn download(&self, src: &Self::Buf) -> Vec<f32>;

@@ -14,7 +14,7 @@
 
 use super::layout::LocalDims;
 use super::params::{LayerIds, ParamTable};
-use crate::backend::{AttnShape, Backend};
+use crate::backend::{AttnShape, Backend, Role};
 use crate::config::ModelConfig;
 use crate::dist::Collectives;
 
@@ -110,19 +110,19 @@ impl<B: Backend> LayerActs<B> {
         let n = micro_batch * seq;
         let (h, f, _, qd, kvd) = dims::<B>(cfg, lc);
         LayerActs {
-            ln1: be.zeros(n * h),
-            rstd1: be.zeros(rows),
-            q: be.zeros(n * qd),
-            k: be.zeros(n * kvd),
-            v: be.zeros(n * kvd),
-            attn: be.zeros(n * qd),
-            lse: be.zeros(micro_batch * lc.heads * seq),
-            resid_mid: be.zeros(rows * h),
-            ln2: be.zeros(n * h),
-            rstd2: be.zeros(rows),
-            gate: be.zeros(n * f),
-            up: be.zeros(n * f),
-            swiglu: be.zeros(n * f),
+            ln1: be.zeros_as(n * h, Role::Activation),
+            rstd1: be.zeros_as(rows, Role::Stat),
+            q: be.zeros_as(n * qd, Role::Activation),
+            k: be.zeros_as(n * kvd, Role::Activation),
+            v: be.zeros_as(n * kvd, Role::Activation),
+            attn: be.zeros_as(n * qd, Role::Activation),
+            lse: be.zeros_as(micro_batch * lc.heads * seq, Role::Stat),
+            resid_mid: be.zeros_as(rows * h, Role::Activation),
+            ln2: be.zeros_as(n * h, Role::Activation),
+            rstd2: be.zeros_as(rows, Role::Stat),
+            gate: be.zeros_as(n * f, Role::Activation),
+            up: be.zeros_as(n * f, Role::Activation),
+            swiglu: be.zeros_as(n * f, Role::Activation),
         }
     }
 }
@@ -130,10 +130,10 @@ impl<B: Backend> LayerActs<B> {
 impl<B: Backend> HeadActs<B> {
     pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, n: usize, rows: usize) -> Self {
         HeadActs {
-            final_ln: be.zeros(n * cfg.hidden_size),
-            final_rstd: be.zeros(rows),
-            logits: be.zeros(n * lc.vocab),
-            losses: be.zeros(n),
+            final_ln: be.zeros_as(n * cfg.hidden_size, Role::Activation),
+            final_rstd: be.zeros_as(rows, Role::Stat),
+            logits: be.zeros_as(n * lc.vocab, Role::Activation),
+            losses: be.zeros_as(n, Role::Stat),
         }
     }
 }
@@ -143,21 +143,21 @@ impl<B: Backend> Scratch<B> {
         let (h, f, _, qd, kvd) = dims::<B>(cfg, lc);
         let sp = rows < n;
         Scratch {
-            resid: be.zeros(rows * h),
-            ln: be.zeros(n * h),
-            attn: be.zeros(n * qd),
-            q: be.zeros(n * qd),
-            k: be.zeros(n * kvd),
-            v: be.zeros(n * kvd),
-            swiglu: be.zeros(n * f),
-            gate: be.zeros(n * f),
-            up: be.zeros(n * f),
-            partial: be.zeros(n * h),
-            ce_stats: be.zeros(3 * n),
-            ce_global: be.zeros(3 * n),
-            local: be.zeros(if sp { rows * h } else { 0 }),
-            ln_local: be.zeros(if sp { rows * h } else { 0 }),
-            resid_full: be.zeros(if sp { n * h } else { 0 }),
+            resid: be.zeros_as(rows * h, Role::Activation),
+            ln: be.zeros_as(n * h, Role::Activation),
+            attn: be.zeros_as(n * qd, Role::Activation),
+            q: be.zeros_as(n * qd, Role::Activation),
+            k: be.zeros_as(n * kvd, Role::Activation),
+            v: be.zeros_as(n * kvd, Role::Activation),
+            swiglu: be.zeros_as(n * f, Role::Activation),
+            gate: be.zeros_as(n * f, Role::Activation),
+            up: be.zeros_as(n * f, Role::Activation),
+            partial: be.zeros_as(n * h, Role::Activation),
+            ce_stats: be.zeros_as(3 * n, Role::Stat),
+            ce_global: be.zeros_as(3 * n, Role::Stat),
+            local: be.zeros_as(if sp { rows * h } else { 0 }, Role::Activation),
+            ln_local: be.zeros_as(if sp { rows * h } else { 0 }, Role::Activation),
+            resid_full: be.zeros_as(if sp { n * h } else { 0 }, Role::Activation),
             host: vec![0.0; n * h.max(3)],
             host_local: vec![0.0; if sp { rows * h } else { 0 }],
             host_stats: vec![0.0; 3 * n * lc.tp],

@@ -13,7 +13,7 @@ use super::layer::{self, Cx, HeadActs, LayerActs, Scratch};
 use super::layout::{self, Chunk, LocalDims};
 use super::params::ParamTable;
 use super::{init, rope};
-use crate::backend::{AttnShape, Backend};
+use crate::backend::{AttnShape, Backend, Role};
 use crate::config::ModelConfig;
 use crate::dist::{Collectives, LocalGroup};
 use std::sync::Arc;
@@ -124,8 +124,8 @@ impl<B: Backend> Llama<B> {
         let embedding_group = if tied_split { Some(pp.split(ends as usize, pp.rank())).filter(|_| ends) } else { None };
         let be = &*backend;
         let numel = |p: usize| if owned[p] { table.specs[p].local_shape(local.tp).iter().product() } else { 0 };
-        let weights: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros(numel(p))).collect();
-        let grads: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros(numel(p))).collect();
+        let weights: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros_as(numel(p), Role::Weight)).collect();
+        let grads: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros_as(numel(p), Role::Grad)).collect();
         let n = micro_batch * seq;
         let rows = if sequence_parallel { n / local.tp } else { n };
         let h = cfg.hidden_size;
@@ -136,16 +136,16 @@ impl<B: Backend> Llama<B> {
                     chunk: c,
                     inputs: be.zeros_ids(n),
                     targets: be.zeros_ids(n),
-                    resid: (0..=ch.layers.len()).map(|_| be.zeros(rows * h)).collect(),
+                    resid: (0..=ch.layers.len()).map(|_| be.zeros_as(rows * h, Role::Activation)).collect(),
                     layers: ch.layers.clone().map(|_| LayerActs::new(be, cfg, &local, micro_batch, seq, rows)).collect(),
                     head: ch.head.then(|| HeadActs::new(be, cfg, &local, n, rows)),
-                    grad: be.zeros(rows * h),
+                    grad: be.zeros_as(rows * h, Role::Activation),
                 });
             }
         }
         let (cos, sin) = rope::tables(cfg, seq);
-        let mut rope_cos = be.zeros(cos.len());
-        let mut rope_sin = be.zeros(sin.len());
+        let mut rope_cos = be.zeros_as(cos.len(), Role::Stat);
+        let mut rope_sin = be.zeros_as(sin.len(), Role::Stat);
         be.upload(&cos, &mut rope_cos);
         be.upload(&sin, &mut rope_sin);
         Llama {

@@ -2,7 +2,7 @@
 //! Swallow do: no decay on norm weights), global grad-norm clipping, and the skip of steps whose
 //! gradients are not finite. The update itself is a backend op, so it runs where the weights live.
 
-use crate::backend::{AdamWStep, Backend};
+use crate::backend::{AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
 use crate::model::params::ParamTable;
 
@@ -33,8 +33,8 @@ impl<B: Backend> AdamW<B> {
     /// Moments sized like `weights` (this rank's shards of the table's parameters).
     pub fn new(backend: &B, table: &ParamTable, weights: &[B::Buf], t: &TrainConfig) -> Self {
         AdamW {
-            m: weights.iter().map(|w| backend.zeros(backend.len(w))).collect(),
-            v: weights.iter().map(|w| backend.zeros(backend.len(w))).collect(),
+            m: weights.iter().map(|w| backend.zeros_as(backend.len(w), Role::OptimState)).collect(),
+            v: weights.iter().map(|w| backend.zeros_as(backend.len(w), Role::OptimState)).collect(),
             decay: table.specs.iter().map(|s| s.weight_decay).collect(),
             updates: 0,
             beta1: t.beta1,

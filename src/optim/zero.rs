@@ -21,7 +21,7 @@
 //! replicated KV heads).
 
 use super::adamw::{AdamW, StepOutcome};
-use crate::backend::{AdamWStep, Backend};
+use crate::backend::{AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
 use crate::dist::Collectives;
 use crate::model::params::ParamTable;
@@ -129,7 +129,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
                     }
                     let len = b - a;
                     let all = backend.download(&weights[p]);
-                    let mut master = backend.zeros(len);
+                    let mut master = backend.zeros_as(len, Role::OptimState);
                     backend.upload(&all[a - offsets[p]..b - offsets[p]], &mut master);
                     segments.push(Segment {
                         block_offset: bk.block_offset + a - lo,
@@ -139,9 +139,9 @@ impl<B: Backend> DataParallelOptimizer<B> {
                         decay: spec.weight_decay,
                         counted: counted[p],
                         master,
-                        grad: backend.zeros(len),
-                        m: backend.zeros(len),
-                        v: backend.zeros(len),
+                        grad: backend.zeros_as(len, Role::Grad),
+                        m: backend.zeros_as(len, Role::OptimState),
+                        v: backend.zeros_as(len, Role::OptimState),
                     });
                 }
             }

@@ -2,7 +2,7 @@
 //! dynamic shared memory and argument order, used alike by real CUDA launches and by the
 //! emulation build (emu.rs). Pointers are device addresses (`DevPtr`; host addresses under
 //! emulation). Multi-kernel ops return their launches in order, and say how much scratch they
-//! need; multi-tensor ops (AdamW, grad norm) take a segment table built here and uploaded by
+//! need; multi-tensor ops (AdamW, grad norm, sum) take a segment table built here and uploaded by
 //! the caller.
 
 use crate::backend::{AdamWStep, AttnShape};
@@ -17,7 +17,7 @@ const RMSNORM_THREADS: u32 = 128;
 pub const RMSNORM_BWD_ROWS: usize = 32;
 const ELEMWISE_THREADS: u32 = 256;
 const CE_MAX_THREADS: usize = 256;
-/// Elements per block of the multi-tensor kernels (AdamW, grad norm).
+/// Elements per block of the multi-tensor kernels (AdamW, grad norm, sum).
 pub const MULTI_BLOCK_ELEMS: usize = 4096;
 const MULTI_THREADS: u32 = 256;
 const REDUCE_THREADS: u32 = 256;
@@ -35,6 +35,12 @@ pub const KERNELS: &[&str] = &[
     "swiglu_bwd",
     "cast_f32_to_bf16",
     "cast_bf16_to_f32",
+    "add_assign_bf16",
+    "add_assign_f32",
+    "scale_bf16",
+    "scale_f32",
+    "fill_zero_bytes",
+    "copy_bytes",
     "embedding_fwd",
     "embedding_bwd",
     "cross_entropy_fwd_bwd",
@@ -42,6 +48,7 @@ pub const KERNELS: &[&str] = &[
     "cross_entropy_finish",
     "adamw",
     "sumsq_partials",
+    "sum_partials",
     "sumsq_reduce",
     "selftest_mma",
     "selftest_ldmatrix",
@@ -210,6 +217,56 @@ pub fn cast_bf16_to_f32(out: DevPtr, input: DevPtr, n: usize) -> Launch {
     per8("cast_bf16_to_f32", n).ptr(out).ptr(input).u64(n)
 }
 
+// ---- elementwise: add, scale, zero fill, copy (one thread per 16 bytes) ---------------------
+/// Element type of a buffer of the elementwise kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    Bf16,
+    F32,
+}
+
+impl Dtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::Bf16 => 2,
+            Dtype::F32 => 4,
+        }
+    }
+}
+
+/// A launch with one thread per 16 bytes of a `bytes`-byte output.
+fn per16_bytes(kernel: &'static str, bytes: usize) -> Launch {
+    Launch::new(kernel, bytes.div_ceil(16).div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
+}
+
+/// `dst[..n] += src[..n]`, both of type `t`, summed in fp32 and rounded once to `t`.
+pub fn add_assign(t: Dtype, dst: DevPtr, src: DevPtr, n: usize) -> Launch {
+    let kernel = match t {
+        Dtype::Bf16 => "add_assign_bf16",
+        Dtype::F32 => "add_assign_f32",
+    };
+    per16_bytes(kernel, n * t.bytes()).ptr(dst).ptr(src).u64(n)
+}
+
+/// `x[..n] *= s` in fp32, rounded once to `t`.
+pub fn scale(t: Dtype, x: DevPtr, s: f32, n: usize) -> Launch {
+    let kernel = match t {
+        Dtype::Bf16 => "scale_bf16",
+        Dtype::F32 => "scale_f32",
+    };
+    per16_bytes(kernel, n * t.bytes()).ptr(x).f32(s).u64(n)
+}
+
+/// Zeroes `bytes` bytes at `dst` (+0 in any dtype).
+pub fn fill_zero(dst: DevPtr, bytes: usize) -> Launch {
+    per16_bytes("fill_zero_bytes", bytes).ptr(dst).u64(bytes)
+}
+
+/// Copies `bytes` bytes from `src` to a distinct `dst`.
+pub fn copy(dst: DevPtr, src: DevPtr, bytes: usize) -> Launch {
+    per16_bytes("copy_bytes", bytes).ptr(dst).ptr(src).u64(bytes)
+}
+
 // ---- embedding ----------------------------------------------------------------------------
 /// `out[i] = table[ids[i]]` for `n` ids, bf16 rows of `dim`.
 pub fn embedding_fwd(out: DevPtr, table: DevPtr, ids: DevPtr, n: usize, dim: usize, vocab: usize) -> Launch {
@@ -301,7 +358,7 @@ pub fn cross_entropy_finish(logits: DevPtr, losses: DevPtr, global: DevPtr, targ
         .f32(grad_scale)
 }
 
-// ---- multi-tensor: AdamW, grad norm -------------------------------------------------------
+// ---- multi-tensor: AdamW, grad norm, sum -------------------------------------------------------
 /// One tensor of an AdamW launch (mirrors `AdamSeg` in kernels/adamw.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -369,8 +426,19 @@ pub fn adamw(table: DevPtr, nseg: usize, blocks: usize, h: AdamWStep) -> Launch 
 /// Sum of squares of every tensor of an uploaded table (from `norm_table`) into one f64 at
 /// `out`; `partials` holds `blocks` floats.
 pub fn sum_squares(table: DevPtr, nseg: usize, blocks: usize, partials: DevPtr, out: DevPtr) -> [Launch; 2] {
+    table_reduce("sumsq_partials", table, nseg, blocks, partials, out)
+}
+
+/// Sum of the elements of every tensor of an uploaded table (from `norm_table`; fp32, e.g.
+/// the per-token losses) into one f64 at `out`, in a fixed order; `partials` holds `blocks` floats.
+pub fn sum(table: DevPtr, nseg: usize, blocks: usize, partials: DevPtr, out: DevPtr) -> [Launch; 2] {
+    table_reduce("sum_partials", table, nseg, blocks, partials, out)
+}
+
+/// Per-block fp32 partials by `kernel`, then one block adding them in double.
+fn table_reduce(kernel: &'static str, table: DevPtr, nseg: usize, blocks: usize, partials: DevPtr, out: DevPtr) -> [Launch; 2] {
     [
-        Launch::new("sumsq_partials", blocks, MULTI_THREADS)
+        Launch::new(kernel, blocks, MULTI_THREADS)
             .ptr(table)
             .int(nseg)
             .u64(MULTI_BLOCK_ELEMS)
