@@ -30,22 +30,9 @@ fn train(np: usize, data: &str, args: &[&str]) -> Output {
     common::mpirun(np, &[&base[..], &schedule[..], args].concat())
 }
 
-fn ok(o: Output, what: &str) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "{what}:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
-    out
-}
-
 /// (step, loss) of every line of a metrics file.
 fn losses(path: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
+    common::metrics(path).iter().map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())).collect()
 }
 
 fn s(p: &Path) -> &str {
@@ -58,16 +45,16 @@ fn resume_gives_bitwise_the_uninterrupted_losses() {
     let data = sample(&dir);
     for (np, layout) in [(1, &["--tp", "1"][..]), (4, &["--tp", "2", "--zero", "1"][..])] {
         let (straight, resumed, ckpt) = (dir.join(format!("a{np}.jsonl")), dir.join(format!("b{np}.jsonl")), dir.join(format!("ck{np}")));
-        ok(train(np, &data, &[layout, &["--steps", "6", "--metrics", s(&straight)]].concat()), "straight run");
+        common::succeeded(&train(np, &data, &[layout, &["--steps", "6", "--metrics", s(&straight)]].concat()), "straight run");
         let first = [layout, &["--steps", "3", "--save", s(&ckpt), "--save-every", "1", "--metrics", s(&resumed)]].concat();
-        let out = ok(train(np, &data, &[&first[..], &["--set", "train.keep_checkpoints=2"]].concat()), "first half");
+        let out = common::succeeded(&train(np, &data, &[&first[..], &["--set", "train.keep_checkpoints=2"]].concat()), "first half");
         assert!(out.contains("checkpoint: step 3 ->"), "{out}");
         // Saved at steps 1, 2, 3; the newest two are kept and `latest` names step 3.
         let mut files: Vec<String> = std::fs::read_dir(&ckpt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
         assert_eq!(files, vec!["latest", "step-2.h5", "step-3.h5"]);
         assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-3.h5");
-        let out = ok(train(np, &data, &[layout, &["--steps", "6", "--load", s(&ckpt), "--metrics", s(&resumed)]].concat()), "resumed");
+        let out = common::succeeded(&train(np, &data, &[layout, &["--steps", "6", "--load", s(&ckpt), "--metrics", s(&resumed)]].concat()), "resumed");
         assert!(out.contains("resumed from") && out.contains("step-3.h5"), "{out}");
         let (a, b) = (losses(&straight), losses(&resumed));
         assert_eq!(a.len(), 6);
@@ -89,14 +76,14 @@ fn a_checkpoint_reshards_to_other_layouts() {
     let saved = ["--tp", "2", "--pp", "2"];
     let save = |zero: &str| {
         let ck = dir.join(format!("ck-zero{zero}"));
-        ok(train(8, &data, &[&model[..], &saved, &["--zero", zero, "--steps", "3", "--save", s(&ck)]].concat()), "save");
+        common::succeeded(&train(8, &data, &[&model[..], &saved, &["--zero", zero, "--steps", "3", "--save", s(&ck)]].concat()), "save");
         ck
     };
     let (ck_zero, ck_plain) = (save("1"), save("0"));
     let cont = |ck: &Path, np: usize, layout: &[&str], name: &str| {
         let m = dir.join(format!("{name}.jsonl"));
         let o = train(np, &data, &[&model[..], layout, &["--steps", "6", "--load", s(ck), "--metrics", s(&m)]].concat());
-        let out = ok(o, name);
+        let out = common::succeeded(&o, name);
         assert!(out.contains("written under tp 2 dp 2 pp 2"), "{name}: {out}");
         losses(&m)
     };
@@ -135,8 +122,8 @@ fn a_job_killed_during_a_save_leaves_the_previous_checkpoint_loadable() {
     let data = sample(&dir);
     let ckpt = dir.join("ck");
     let (straight, resumed) = (dir.join("straight.jsonl"), dir.join("resumed.jsonl"));
-    ok(train(2, &data, &["--tp", "2", "--steps", "4", "--metrics", s(&straight)]), "straight run");
-    ok(train(2, &data, &["--tp", "2", "--steps", "2", "--save", s(&ckpt)]), "first run");
+    common::succeeded(&train(2, &data, &["--tp", "2", "--steps", "4", "--metrics", s(&straight)]), "straight run");
+    common::succeeded(&train(2, &data, &["--tp", "2", "--steps", "2", "--save", s(&ckpt)]), "first run");
     // The next save (step 3) pauses half-way through writing its temp file (the test hook in
     // resume.rs); one rank is killed there with SIGKILL, which ends the job.
     let mut child = Command::new("mpirun")
@@ -172,10 +159,10 @@ fn a_job_killed_during_a_save_leaves_the_previous_checkpoint_loadable() {
     assert!(ckpt.join("tmp-step-3.h5").exists(), "{out}");
     assert!(!ckpt.join("step-3.h5").exists(), "{out}");
     assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-2.h5");
-    let out = ok(train(1, &data, &["--steps", "2", "--load", s(&ckpt)]), "--load DIR");
+    let out = common::succeeded(&train(1, &data, &["--steps", "2", "--load", s(&ckpt)]), "--load DIR");
     assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
     // `--load auto` resumes from it, and the run continues bitwise as if never interrupted.
-    let out = ok(train(2, &data, &["--tp", "2", "--steps", "4", "--save", s(&ckpt), "--load", "auto", "--metrics", s(&resumed)]), "auto");
+    let out = common::succeeded(&train(2, &data, &["--tp", "2", "--steps", "4", "--save", s(&ckpt), "--load", "auto", "--metrics", s(&resumed)]), "auto");
     assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
     assert_eq!(losses(&resumed), losses(&straight)[2..].to_vec());
     assert!(!ckpt.join("tmp-step-3.h5").exists(), "stale temp files are removed by the next save");
@@ -187,7 +174,7 @@ fn a_truncated_checkpoint_is_an_error_and_auto_falls_back() {
     let data = sample(&dir);
     let ckpt = dir.join("ck");
     // `--load auto` with nothing saved yet starts fresh.
-    let out = ok(train(1, &data, &["--steps", "2", "--save", s(&ckpt), "--save-every", "1", "--load", "auto"]), "fresh");
+    let out = common::succeeded(&train(1, &data, &["--steps", "2", "--save", s(&ckpt), "--save-every", "1", "--load", "auto"]), "fresh");
     assert!(out.contains("starting fresh"), "{out}");
     let newest = ckpt.join("step-2.h5");
     let len = std::fs::metadata(&newest).unwrap().len();
@@ -197,7 +184,7 @@ fn a_truncated_checkpoint_is_an_error_and_auto_falls_back() {
     assert!(!o.status.success());
     assert!(err.contains("step-2.h5") && err.contains("truncated or corrupt"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    let out = ok(train(1, &data, &["--steps", "3", "--save", s(&ckpt), "--load", "auto"]), "auto");
+    let out = common::succeeded(&train(1, &data, &["--steps", "3", "--save", s(&ckpt), "--load", "auto"]), "auto");
     assert!(out.contains("resumed from") && out.contains("step-1.h5"), "{out}");
     assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-3.h5", "{out}");
     let o = train(1, &data, &["--steps", "3", "--load", s(&dir.join("nothing-here.h5"))]);
@@ -243,7 +230,7 @@ fn a_stop_signal_saves_at_the_step_boundary_and_exits_cleanly() {
 
 /// The loss on the last line (`{"loss": x, ...}`) of an eval's stdout.
 fn eval_loss(o: Output, what: &str) -> f64 {
-    let out = ok(o, what);
+    let out = common::succeeded(&o, what);
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     v["loss"].as_f64().unwrap()
 }
@@ -254,7 +241,7 @@ fn export_writes_a_hugging_face_directory_with_the_checkpoints_loss() {
     let data = sample(&dir);
     let ckpt = dir.join("ck");
     // Trained under TP 2 with a vocabulary that TP pads: the export has the real 4097 rows.
-    ok(train(2, &data, &["--tp", "2", "--set", "model.vocab_size=4097", "--steps", "3", "--save", s(&ckpt)]), "train");
+    common::succeeded(&train(2, &data, &["--tp", "2", "--set", "model.vocab_size=4097", "--steps", "3", "--save", s(&ckpt)]), "train");
     let bin = env!("CARGO_BIN_EXE_swallow");
     let eval = |model: &[&str]| {
         let o = Command::new(bin).arg("eval").args(model).args(["--data", &data, "--seq-len", "128", "--batches", "4"]).output().unwrap();
@@ -264,9 +251,9 @@ fn export_writes_a_hugging_face_directory_with_the_checkpoints_loss() {
     let (f32_dir, bf16_dir) = (dir.join("hf-fp32"), dir.join("hf-bf16"));
     let tok = repo().join("data/sample/tokenizer.json");
     let o = Command::new(bin).args(["export", "--load", s(&ckpt), "--out", s(&f32_dir), "--dtype", "fp32", "--tokenizer", s(&tok)]).output().unwrap();
-    ok(o, "export fp32");
+    common::succeeded(&o, "export fp32");
     let o = Command::new(bin).args(["export", "--load", s(&ckpt.join("step-3.h5")), "--out", s(&bf16_dir)]).output().unwrap();
-    ok(o, "export bf16");
+    common::succeeded(&o, "export bf16");
     assert_eq!(eval(&["--hf", s(&f32_dir)]), reference, "fp32 export");
     let bf16 = eval(&["--hf", s(&bf16_dir)]);
     assert!(((bf16 - reference) / reference).abs() < 1e-3, "bf16 export: {bf16} vs {reference}");
@@ -324,13 +311,13 @@ fn final_parameters_of_parallel_layouts_match_the_single_rank_run() {
     ];
     let export = |name: &str, np: usize, layout: &[&str]| {
         let ck = dir.join(format!("ck-{name}"));
-        ok(train(np, &data, &[&model[..], layout, &["--save", s(&ck)]].concat()), name);
+        common::succeeded(&train(np, &data, &[&model[..], layout, &["--save", s(&ck)]].concat()), name);
         let out = dir.join(format!("hf-{name}"));
         let o = Command::new(env!("CARGO_BIN_EXE_swallow"))
             .args(["export", "--load", s(&ck), "--out", s(&out), "--dtype", "fp32"])
             .output()
             .unwrap();
-        ok(o, &format!("export {name}"));
+        common::succeeded(&o, &format!("export {name}"));
         exported_tensors(&out)
     };
     let reference = export("single", 1, &[]);

@@ -56,13 +56,11 @@ fn sample_prefix() -> &'static str {
 }
 
 fn losses(metrics: &Path) -> Vec<f64> {
-    std::fs::read_to_string(metrics)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    common::metrics(metrics)
+        .iter()
+        .map(|v| {
             for key in ["step", "lr", "grad_norm", "tokens_per_s", "tflops", "mfu", "skipped"] {
-                assert!(v.get(key).is_some(), "metrics line lacks {key}: {l}");
+                assert!(v.get(key).is_some(), "metrics line lacks {key}: {v}");
             }
             v["loss"].as_f64().unwrap()
         })

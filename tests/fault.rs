@@ -12,10 +12,6 @@ use common::sample;
 use std::path::Path;
 use std::process::Command;
 
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 /// The model weights of checkpoint `step-N.h5` as exported fp32 safetensors bytes.
 fn exported_weights(ckpt: &Path, step: u64, out: &Path) -> Vec<u8> {
     let dir = out.join(format!("export-{step}"));
@@ -49,7 +45,7 @@ fn non_finite_steps_leave_the_weights_and_stop_after_k_in_a_row() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "exit code 3 expected:\n{err}");
-    let r = records(&metrics);
+    let r = common::metrics(&metrics);
     let first_skip = r.iter().position(|x| x["skipped"] == true).expect("lr 1e4 must produce a skipped step");
     assert!(first_skip >= 1, "the first step is applied");
     // Stopped right at the third skipped step in a row, with the reason named.
@@ -82,7 +78,7 @@ fn loss_spikes_are_skipped_identically_on_every_rank() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
-    let r = records(&metrics);
+    let r = common::metrics(&metrics);
     assert_eq!(r.len(), 16);
     let mut applied: Vec<f64> = Vec::new();
     let mut first_spike = None;

@@ -22,12 +22,6 @@ fn swallow(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_swallow")).args(args).output().unwrap()
 }
 
-fn ok(o: Output, what: &str) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "{what}:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
-    out
-}
-
 /// The stderr of a command that must fail cleanly (exit 1, one `error:` line, no panic).
 fn fails(o: Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
@@ -78,7 +72,7 @@ fn model_dir(root: &Path, name: &str, config_from: &str) -> PathBuf {
 
 /// Export a checkpoint in fp32 and read its tensors back.
 fn exported(ckpt: &Path, out: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    ok(swallow(&["export", "--load", s(ckpt), "--out", s(out), "--dtype", "fp32"]), "export");
+    common::succeeded(&swallow(&["export", "--load", s(ckpt), "--out", s(out), "--dtype", "fp32"]), "export");
     tensors(out)
 }
 
@@ -100,7 +94,7 @@ fn stream_shards(name: &str, dir: &Path) -> (String, usize, usize, f64) {
 }
 
 fn eval_loss(ckpt: &Path, data: &str, b: usize, t: usize) -> f64 {
-    let out = ok(swallow(&["eval", "--load", s(ckpt), "--data", data, "--seq-len", &t.to_string(), "--micro-batch", &b.to_string()]), "eval");
+    let out = common::succeeded(&swallow(&["eval", "--load", s(ckpt), "--data", data, "--seq-len", &t.to_string(), "--micro-batch", &b.to_string()]), "eval");
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     v["loss"].as_f64().unwrap()
 }
@@ -111,7 +105,7 @@ fn imported_transformers_models_give_transformers_loss_under_eval_load() {
     // Llama 2 style, one safetensors file, into a checkpoint directory; Llama 3 style (tied, RoPE
     // scaling, sharded) into a file.
     for (name, out) in [("llama2_gqa", dir.join("ck2")), ("llama3_tied", dir.join("ck3.h5"))] {
-        let o = ok(swallow(&["import", "--hf", s(&fixture(name)), "--out", s(&out)]), name);
+        let o = common::succeeded(&swallow(&["import", "--hf", s(&fixture(name)), "--out", s(&out)]), name);
         assert!(o.contains("step 0"), "{o}");
         let (data, b, t, reference) = stream_shards(name, &dir);
         let loss = eval_loss(&out, &data, b, t);
@@ -140,7 +134,7 @@ fn half_precision_weights_import_as_their_exact_f32_values() {
         let hf = model_dir(&dir, label, "llama2_gqa");
         write_safetensors(&hf, &original, dtype, encode);
         let ck = dir.join(format!("{label}.h5"));
-        ok(swallow(&["import", "--hf", s(&hf), "--out", s(&ck)]), label);
+        common::succeeded(&swallow(&["import", "--hf", s(&hf), "--out", s(&ck)]), label);
         let back = exported(&ck, &dir.join(format!("{label}-out")));
         for (k, (_, want)) in &original {
             let want: Vec<f32> = want.iter().map(|&x| round(x)).collect();
@@ -153,7 +147,7 @@ fn half_precision_weights_import_as_their_exact_f32_values() {
 fn training_starts_from_the_imported_weights_under_tensor_parallelism() {
     let dir = common::tmpdir("import", "train");
     let ck = dir.join("ck");
-    ok(swallow(&["import", "--hf", s(&fixture("llama2_gqa")), "--out", s(&ck)]), "import");
+    common::succeeded(&swallow(&["import", "--hf", s(&fixture("llama2_gqa")), "--out", s(&ck)]), "import");
     let (data, _, _, _) = stream_shards("llama2_gqa", &dir);
     // The fixture's [model]; a learning rate of 0, so that the weights saved after a step under
     // TP 2 must be the imported ones, bit for bit.
@@ -167,7 +161,7 @@ fn training_starts_from_the_imported_weights_under_tensor_parallelism() {
     .unwrap();
     let o = common::mpirun(2, &["train", "--config", s(&config), "--tp", "2", "--data", &data, "--steps", "1", "--save", s(&ck), "--load", "auto"]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    let out = ok(o, "train");
+    let out = common::succeeded(&o, "train");
     assert!(out.contains("resumed from") && out.contains("step-0.h5"), "{out}");
     assert!(!err.contains("differ"), "the imported [model] must equal the fixture's: {err}");
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap().trim(), "step-1.h5");
@@ -229,7 +223,7 @@ fn vocabulary_expansion_copies_old_rows_and_averages_the_old_pieces_of_new_token
     std::fs::write(&new_path, metaspace_tokenizer(&new, &new_merges)).unwrap();
 
     let ck = dir.join("ck");
-    let out = ok(swallow(&["import", "--hf", s(&hf), "--out", s(&ck), "--tokenizer", s(&new_path)]), "import");
+    let out = common::succeeded(&swallow(&["import", "--hf", s(&hf), "--out", s(&ck), "--tokenizer", s(&new_path)]), "import");
     assert!(out.contains("96 -> 99") && out.contains("96 rows copied, 3 new rows"), "{out}");
     let back = exported(&ck, &dir.join("out"));
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("out/config.json")).unwrap()).unwrap();
@@ -319,7 +313,7 @@ fn bad_model_directories_are_errors_naming_the_file_and_tensor() {
     assert!(e.contains("llama2_gqa/tokenizer.json"), "{e}");
     // A directory that already holds checkpoints is not overwritten.
     let ck = dir.join("ck");
-    ok(swallow(&["import", "--hf", s(&fixture("llama2_gqa")), "--out", s(&ck)]), "import");
+    common::succeeded(&swallow(&["import", "--hf", s(&fixture("llama2_gqa")), "--out", s(&ck)]), "import");
     let e = fails(swallow(&["import", "--hf", s(&fixture("llama2_gqa")), "--out", s(&ck)]));
     assert!(e.contains("already holds checkpoints"), "{e}");
 }

@@ -59,12 +59,6 @@ impl Job {
     }
 }
 
-fn stdout(o: &Output, what: &str) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{what}: exit {:?}\n{out}\n{}", o.status.code(), String::from_utf8_lossy(&o.stderr));
-    out
-}
-
 /// What every dry launch on one host must show: the layout's flags, `ranks` ranks each on its own
 /// node-local GPU, the dry run passing.
 fn assert_dry_launch(out: &str, config: &str, tp_pp: &str, ranks: usize) {
@@ -109,7 +103,7 @@ fn every_scheduler_script_launches_a_dry_run() {
     for (script, env, id, ranks) in cases {
         let n = ranks.to_string();
         let o = job.run(script, &[&[("SWALLOW_LAYOUT", "swallow-7b"), ("SWALLOW_DRY_RUN", "1"), ("SWALLOW_RANKS", &n)], env].concat());
-        let out = stdout(&o, script);
+        let out = common::succeeded(&o, script);
         assert_dry_launch(&out, "swallow-7b", "--tp 2 --pp 2", ranks);
         assert!(out.contains(&format!("job {id}")), "{out}");
         // The per-job log holds what the job printed, the ranks' output included.
@@ -132,7 +126,7 @@ fn every_layout_launches_a_dry_run() {
     ] {
         let n = ranks.to_string();
         let env = [("SWALLOW_LAYOUT", layout), ("SWALLOW_DRY_RUN", "1"), ("SWALLOW_RANKS", &n), ("SWALLOW_GPUS_PER_NODE", &n), ("SWALLOW_HOSTS", &hosts)];
-        let out = stdout(&job.run("local/train.sh", &env), layout);
+        let out = common::succeeded(&job.run("local/train.sh", &env), layout);
         assert_dry_launch(&out, config, tp_pp, ranks);
     }
 }
@@ -166,7 +160,7 @@ fn submit_asks_each_scheduler_for_the_layouts_nodes() {
         let mut c = Command::new(repo().join("jobscripts/submit.sh"));
         c.args([scheduler, layout]).envs([("SWALLOW_SUBMIT_PRINT", "1"), ("SWALLOW_DATA", "d"), ("SWALLOW_PROJECT", "gx"), ("SWALLOW_QUEUE", "rt_HF")]);
         c.env("SWALLOW_RUN_DIR", job.dir.join("run")).env_remove("SWALLOW_GPUS_PER_NODE").env_remove("SWALLOW_WALLTIME");
-        stdout(&c.output().unwrap(), "submit.sh")
+        common::succeeded(&c.output().unwrap(), "submit.sh")
     };
     // Nodes = GPUs / GPUs per node, by hand: 32 / 8, 512 / 8; TSUBAME's 4-GPU nodes: 32 / 4, 256 / 4.
     let s = submit("slurm", "swallow-7b");
@@ -188,7 +182,7 @@ fn the_walltime_timer_saves_a_checkpoint_and_the_next_job_resumes() {
     let base = [("SWALLOW_LAYOUT", "tiny"), ("SWALLOW_DEVICE", "cpu"), ("SWALLOW_HOSTS", &hosts[..])];
     // A 20 s walltime with a 16 s margin: SIGUSR1 4 s in, long before 1000 steps are done.
     let first = [("SWALLOW_WALLTIME", "20"), ("SWALLOW_SAVE_MARGIN", "16"), ("SWALLOW_TRAIN_ARGS", "--steps 1000 --micro-batch 2")];
-    let out = stdout(&job.run("local/train.sh", &[&base[..], &first].concat()), "first job");
+    let out = common::succeeded(&job.run("local/train.sh", &[&base[..], &first].concat()), "first job");
     assert!(out.contains("SIGUSR1 received: asking every rank to save"), "{out}");
     let step: u64 = out
         .split("stopping after step ")
@@ -208,7 +202,7 @@ fn the_walltime_timer_saves_a_checkpoint_and_the_next_job_resumes() {
     let next = |steps: u64, init: &str| {
         let args = format!("--steps {steps} --micro-batch 2");
         let env = [("SWALLOW_RUN_DIR", run_b.to_str().unwrap()), ("SWALLOW_INIT", init), ("SWALLOW_TRAIN_ARGS", &args[..])];
-        stdout(&job.run("local/train.sh", &[&base[..], &env].concat()), "next job")
+        common::succeeded(&job.run("local/train.sh", &[&base[..], &env].concat()), "next job")
     };
     let out = next(step + 1, init.to_str().unwrap());
     assert!(out.contains("starting from") && out.contains(&format!("--load {}", init.display())), "{out}");

@@ -21,16 +21,12 @@ fn train(np: usize, data: &str, metrics: &Path, extra: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn records(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 fn valid_losses(path: &Path) -> Vec<(u64, f64)> {
-    records(path).iter().filter(|r| r["kind"] == "valid").map(|r| (r["step"].as_u64().unwrap(), r["valid_loss"].as_f64().unwrap())).collect()
+    common::metrics(path).iter().filter(|r| r["kind"] == "valid").map(|r| (r["step"].as_u64().unwrap(), r["valid_loss"].as_f64().unwrap())).collect()
 }
 
 fn step_losses(path: &Path) -> Vec<f64> {
-    records(path).iter().filter(|r| r.get("kind").is_none()).map(|r| r["loss"].as_f64().unwrap()).collect()
+    common::metrics(path).iter().filter(|r| r.get("kind").is_none()).map(|r| r["loss"].as_f64().unwrap()).collect()
 }
 
 fn plot(args: &[&str]) -> Output {
@@ -61,7 +57,7 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     for (a, b) in step_losses(&plain).iter().zip(step_losses(&four)) {
         assert!((a - b).abs() < 1e-4, "PP 2 x DP 2 step loss {b} vs one rank {a}");
     }
-    let r = records(&one);
+    let r = common::metrics(&one);
     assert_eq!(r.iter().filter(|x| x["kind"] == "valid").count(), 3);
     assert!(r.iter().all(|x| x["kind"] == "valid" || x["peak_rss_bytes"].as_u64().unwrap() > 1 << 20));
 

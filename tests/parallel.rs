@@ -36,14 +36,7 @@ fn run(dir: &Path, data: &str, np: usize, tp: usize, zero: u8, extra: &[&str]) -
     if zero == 1 && dp > 1 {
         assert!(out.contains(&format!("sharded over dp {dp}")), "{out}");
     }
-    std::fs::read_to_string(&metrics)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())
-        })
-        .collect()
+    common::metrics(&metrics).iter().map(|v| (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())).collect()
 }
 
 fn assert_matches(got: &[(f64, f64)], reference: &[(f64, f64)], what: &str) {
@@ -160,8 +153,7 @@ fn measured_traffic_equals_the_analytic_count() {
         let m = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
         let sends = Executor::new(cfg.schedule_kind().unwrap(), pp, vpp, 0, m).unwrap().sends();
         let want = traffic::per_step(&cfg, &topo, sends).unwrap();
-        for line in std::fs::read_to_string(&metrics).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for v in common::metrics(&metrics) {
             for (group, expected) in [("tp_bytes", want.tp), ("dp_bytes", want.dp), ("pp_bytes", want.pp)] {
                 let got = v[group].as_f64().unwrap();
                 assert!(

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests that run the `swallow` binary: the repository root, a
-//! fresh temporary directory per test, the bundled sample corpus prepared into shards, and
-//! `mpirun` with the environment these machines need.
+//! fresh temporary directory per test, the bundled sample corpus prepared into shards, `mpirun`
+//! with the environment these machines need, a command's checked stdout and a metrics file's lines.
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::path::{Path, PathBuf};
@@ -45,4 +45,16 @@ pub fn mpirun(np: usize, args: &[&str]) -> Output {
         .env("RAYON_NUM_THREADS", "1")
         .output()
         .expect("mpirun (OpenMPI) must be installed: make setup")
+}
+
+/// The stdout of a command that must have succeeded (else a failure showing `what`, stdout and stderr).
+pub fn succeeded(o: &Output, what: &str) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{what}: exit {:?}\n{out}\n{}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// Every line of a `swallow train --metrics` JSONL file, parsed (step and validation records).
+pub fn metrics(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
