@@ -52,8 +52,11 @@ demo: build $(SAMPLE_PREFIX).idx
 	@echo "metrics: out/demo/metrics.jsonl ($$(wc -l < out/demo/metrics.jsonl) steps)"
 
 # `make kernels` installed NVRTC, so the run-time compilation tests must find it (not skip).
+# One test at a time: OpenMPI 4 processes of one user share the session directory
+# /tmp/ompi.HOST.UID, and one job's clean-up can remove it while another job starts, failing that
+# start ("orte_session_dir failed"); the tests that start MPI jobs must not overlap.
 test: setup kernels
-	SWALLOW_REQUIRE_NVRTC=1 cargo test --release
+	SWALLOW_REQUIRE_NVRTC=1 cargo test --release -- --test-threads=1
 
 # The kernel conformance test binary at a fixed path, to carry to a GPU machine without Rust and
 # run there with scripts/gpu_conformance.sh (it links only libc and libstdc++).
