@@ -312,8 +312,8 @@ impl Config {
                 bail!("train.decay_steps = {d} is smaller than train.warmup_steps = {}", t.warmup_steps);
             }
         }
-        if !["cpu", "cuda", "auto"].contains(&t.device.as_str()) {
-            bail!("train.device = {:?}, expected cpu, cuda or auto", t.device);
+        if !["cpu", "cuda", "auto", "cuda-emulated"].contains(&t.device.as_str()) {
+            bail!("train.device = {:?}, expected {}", t.device, crate::backend::cuda::probe::DEVICES);
         }
         if t.save_every.is_some() && t.save.is_none() {
             bail!("train.save_every (--save-every) needs train.save (--save DIR)");

@@ -4,7 +4,11 @@
 //! log, validate (src/validation.rs), save.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda::probe::{choose_device, TrainDevice};
+use crate::backend::cuda::backend::CudaBackend;
+use crate::backend::cuda::driver::{DriverOptions, DriverRuntime};
+use crate::backend::cuda::emulated::EmulatedRuntime;
+use crate::backend::cuda::probe::{choose_device, device_for_local_rank, TrainDevice};
+use crate::backend::cuda::runtime::Runtime;
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::data::blend::{BlendedSampler, Part, Split};
@@ -152,16 +156,17 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
-    match choose_device(&cfg.train.device, topo.rank == 0) {
-        Ok(TrainDevice::Cpu) => {}
+    let device = match choose_device(&cfg.train.device, topo.rank == 0) {
+        Ok(d) => d,
         // The cluster job scripts pass --device cuda; their dry runs check everything else.
         Err(e) if dry_run.is_some() && cfg.train.device == "cuda" => {
             if topo.rank == 0 {
                 log::warn!("{e:#}; a real run would stop here");
             }
+            TrainDevice::Cpu
         }
         Err(e) => return Err(e),
-    }
+    };
     let t = &cfg.train;
     let spec = t.data.as_deref().context("no training data: pass --data PREFIX (or set train.data)")?;
     let data = DataSpec::parse(spec)?;
@@ -188,8 +193,49 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     if let Some(gpu) = dry_run {
         return crate::plan::ranks::dry_run(cfg, mpi, &topo, gpu);
     }
+    match device {
+        TrainDevice::Cpu => {
+            let held = train_on(Arc::new(CpuBackend::<f32>::new()), cfg, mpi, &topo, &sampler, validation.as_ref())?;
+            if crate::memstat::live() > 0 {
+                crate::plan::ranks::report_measured(cfg, mpi, &topo, held)?;
+            }
+            Ok(())
+        }
+        TrainDevice::Cuda | TrainDevice::CudaEmulated => {
+            let runtime: Arc<dyn Runtime> = if device == TrainDevice::Cuda {
+                let (local, per_node) = mpi.node_local();
+                let ordinal = device_for_local_rank(local, per_node)?;
+                Arc::new(DriverRuntime::new(&DriverOptions { ordinal, ..Default::default() })?)
+            } else {
+                Arc::new(EmulatedRuntime::new())
+            };
+            let backend = Arc::new(CudaBackend::new(runtime)?);
+            say(format!("device: {} on every rank (rank 0: {})", backend.name(), backend.describe()));
+            train_on(backend.clone(), cfg, mpi, &topo, &sampler, validation.as_ref())?;
+            let (_, peak, _) = backend.memory();
+            crate::plan::ranks::report_device_memory(cfg, mpi, &topo, peak as f64)
+        }
+    }
+}
+
+/// Builds the trainer on `backend`, restores a checkpoint when asked, and runs the steps; returns
+/// the host heap held during the steps above what existed before the trainer.
+fn train_on<B: Backend>(
+    backend: Arc<B>,
+    cfg: &Config,
+    mpi: &MpiWorld,
+    topo: &Topology,
+    sampler: &BlendedSampler,
+    validation: Option<&crate::validation::Validation>,
+) -> Result<f64> {
+    let t = &cfg.train;
+    let topo = *topo;
+    let say = |line: String| {
+        if topo.rank == 0 {
+            println!("{line}");
+        }
+    };
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
-    let backend = Arc::new(CpuBackend::<f32>::new());
     let heap_before = crate::memstat::live();
     let mut trainer = Trainer::new(backend, cfg, mpi.groups(&topo))?;
     let (_, ranks_per_node) = mpi.node_local();
@@ -261,7 +307,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
                 w.write(&rec)?;
             }
         }
-        if let Some(v) = validation.as_ref().filter(|_| step % t.eval_every == 0 || step == t.steps) {
+        if let Some(v) = validation.filter(|_| step % t.eval_every == 0 || step == t.steps) {
             let valid_loss = v.loss(&mut trainer, topo.dp_rank)?;
             say(format!("validation at step {step}: loss {valid_loss:.4} (perplexity {:.2}) over {} batches", valid_loss.exp(), v.batches()));
             if let (0, Some(w)) = (topo.rank, metrics.as_mut()) {
@@ -296,9 +342,5 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
         }
     }
     say(format!("done: step {}/{} in {:.1} s", trainer.step, t.steps, start.elapsed().as_secs_f64()));
-    if crate::memstat::live() > 0 {
-        let held = crate::memstat::peak().saturating_sub(heap_before) as f64;
-        crate::plan::ranks::report_measured(cfg, mpi, &topo, held)?;
-    }
-    Ok(())
+    Ok(crate::memstat::peak().saturating_sub(heap_before) as f64)
 }

@@ -239,23 +239,26 @@ fn embedding_forward_and_backward() {
     for (ci, &(b, t, h, hd, vocab, _)) in CASES.iter().enumerate() {
         let mut rng = Rng(ci as u64 + 31);
         let (n, dim) = (b * t, h * hd);
-        // Few distinct ids, so rows repeat and the backward really accumulates.
-        let ids: Vec<u32> = (0..n).map(|_| rng.below(vocab.min(7))).collect();
-        let mut idd = Dev::new(&ids);
-        let (table, mut td) = rng.bf(vocab * dim, 1.0);
-        let mut want = vec![0.0; n * dim];
-        be.embedding_fwd(&mut want, &table, &ids, dim, 0);
-        let mut out = bf16_nan(n * dim);
-        run(&launch::embedding_fwd(out.ptr(), td.ptr(), idd.ptr(), n, dim, vocab));
-        check("embedding_fwd", ci, &to_f32(&out), &want, 0.0);
+        // The whole table, then a vocab-parallel shard (rows [start, start + rows)) that ids
+        // below and above miss. Half the ids from a few, so rows repeat and the backward accumulates.
+        for (start, rows) in [(0, vocab), (3, vocab / 2)] {
+            let ids: Vec<u32> = (0..n).map(|i| rng.below(if i % 2 == 0 { start + 7 } else { vocab })).collect();
+            let mut idd = Dev::new(&ids);
+            let (table, mut td) = rng.bf(rows * dim, 1.0);
+            let mut want = vec![0.0; n * dim];
+            be.embedding_fwd(&mut want, &table, &ids, dim, start);
+            let mut out = bf16_nan(n * dim);
+            run(&launch::embedding_fwd(out.ptr(), td.ptr(), idd.ptr(), n, dim, rows, start));
+            check(&format!("embedding_fwd from {start}"), ci, &to_f32(&out), &want, 0.0);
 
-        let (dy, mut dyd) = rng.bf(n * dim, 1.0);
-        let d0 = rng.vec(vocab * dim, 0.1);
-        let mut want = d0.clone();
-        be.embedding_bwd(&mut want, &dy, &ids, dim, 0);
-        let mut dt = Dev::new(&d0);
-        run(&launch::embedding_bwd(dt.ptr(), dyd.ptr(), idd.ptr(), n, dim, vocab));
-        check("embedding_bwd (delta)", ci, &diff(&dt.read(), &d0), &diff(&want, &d0), F32_TOL);
+            let (dy, mut dyd) = rng.bf(n * dim, 1.0);
+            let d0 = rng.vec(rows * dim, 0.1);
+            let mut want = d0.clone();
+            be.embedding_bwd(&mut want, &dy, &ids, dim, start);
+            let mut dt = Dev::new(&d0);
+            run(&launch::embedding_bwd(dt.ptr(), dyd.ptr(), idd.ptr(), n, dim, rows, start));
+            check(&format!("embedding_bwd from {start} (delta)"), ci, &diff(&dt.read(), &d0), &diff(&want, &d0), F32_TOL);
+        }
     }
 }
 

@@ -97,3 +97,20 @@ pub fn report_measured(cfg: &Config, mpi: &MpiWorld, topo: &Topology, measured: 
     }
     Ok(())
 }
+
+/// After a CUDA-backend run: each rank's peak device memory held by the backend (its buffers
+/// and scratch; not the CUDA context, cuBLASLt's workspace or NCCL) beside the planner's bf16
+/// model for the same layout without its fixed CUDA/NCCL overhead (rank 0 prints one line per rank).
+pub fn report_device_memory(cfg: &Config, mpi: &MpiWorld, topo: &Topology, peak: f64) -> Result<()> {
+    let l = Layout::from_config(cfg, topo.world, Recompute::Selective)?;
+    let m = memory::gpu(cfg, &l, topo.pp_rank)?;
+    let planned = m.total() - m.overhead;
+    let all = all_ranks(mpi, &[peak, planned]);
+    if topo.rank == 0 {
+        println!("device memory per rank (peak held by the CUDA backend, vs the planner's bf16 model without its fixed CUDA/NCCL overhead):");
+        for (r, v) in all.iter().enumerate() {
+            println!("  rank {r}: peak {:.2} MiB, planned {:.2} MiB ({:+.1}%)", v[0] / MIB, v[1] / MIB, 100.0 * (v[0] / v[1] - 1.0));
+        }
+    }
+    Ok(())
+}

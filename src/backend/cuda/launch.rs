@@ -268,8 +268,9 @@ pub fn copy(dst: DevPtr, src: DevPtr, bytes: usize) -> Launch {
 }
 
 // ---- embedding ----------------------------------------------------------------------------
-/// `out[i] = table[ids[i]]` for `n` ids, bf16 rows of `dim`.
-pub fn embedding_fwd(out: DevPtr, table: DevPtr, ids: DevPtr, n: usize, dim: usize, vocab: usize) -> Launch {
+/// `out[i] = table[ids[i] - vocab_start]` for `n` ids, bf16 rows of `dim`; `table` holds the
+/// `rows` vocabulary rows from `vocab_start` (zero rows for ids outside them).
+pub fn embedding_fwd(out: DevPtr, table: DevPtr, ids: DevPtr, n: usize, dim: usize, rows: usize, vocab_start: usize) -> Launch {
     let threads = n * dim.div_ceil(8);
     Launch::new("embedding_fwd", threads.div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
         .ptr(out)
@@ -277,18 +278,21 @@ pub fn embedding_fwd(out: DevPtr, table: DevPtr, ids: DevPtr, n: usize, dim: usi
         .ptr(ids)
         .int(n)
         .int(dim)
-        .int(vocab)
+        .int(rows)
+        .int(vocab_start)
 }
 
-/// `dtable[ids[i]] += dout[i]` (fp32 table gradient, bf16 `dout`), deterministic.
-pub fn embedding_bwd(dtable: DevPtr, dout: DevPtr, ids: DevPtr, n: usize, dim: usize, vocab: usize) -> Launch {
+/// `dtable[ids[i] - vocab_start] += dout[i]` for the ids of the shard's `rows` rows (fp32 table
+/// gradient, bf16 `dout`), deterministic.
+pub fn embedding_bwd(dtable: DevPtr, dout: DevPtr, ids: DevPtr, n: usize, dim: usize, rows: usize, vocab_start: usize) -> Launch {
     Launch::new("embedding_bwd", dim.div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
         .ptr(dtable)
         .ptr(dout)
         .ptr(ids)
         .int(n)
         .int(dim)
-        .int(vocab)
+        .int(rows)
+        .int(vocab_start)
 }
 
 // ---- cross-entropy ------------------------------------------------------------------------

@@ -6,8 +6,10 @@
 //! NVRTC loaded at run time (nvrtc.rs), and the on-disk cache of compiled modules (compile.rs).
 //! Under them, the device runtime (runtime.rs: memory, copies, launches, cuBLASLt-contract GEMMs)
 //! with two implementations, a real GPU (driver.rs) and its emulation on the CPU (emulated.rs);
-//! probe.rs finds the CUDA driver without panicking and picks the training device.
+//! probe.rs finds the CUDA driver without panicking and picks the training device. On top,
+//! backend.rs is the training `Backend` over a runtime (bf16 activations, fp32 master weights).
 
+pub mod backend;
 pub mod compile;
 pub mod driver;
 pub mod emu;

@@ -1,6 +1,7 @@
 //! Finding CUDA without panicking: cudarc opens libcuda by name on first use and panics when it
 //! is absent, so every use of the driver starts here (`init_driver`), which looks for the
-//! library first. `choose_device` turns `--device cpu|cuda|auto` into the device a run trains on.
+//! library first. `choose_device` turns `--device` into the device a run trains on, and
+//! `device_for_local_rank` maps a rank to its GPU.
 
 use anyhow::{bail, Result};
 
@@ -23,52 +24,75 @@ pub fn init_driver() -> Result<usize> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrainDevice {
     Cpu,
+    /// The CUDA backend on this rank's GPU (`DriverRuntime`).
+    Cuda,
+    /// The CUDA backend on its CPU emulation (`EmulatedRuntime`): every allocation, launch and
+    /// GEMM of a GPU run, slowly, without a GPU (tests, debugging).
+    CudaEmulated,
 }
 
-/// The device for `--device requested` (`cpu`, `cuda` or `auto`): `cuda` without CUDA is an
-/// error naming what is missing; `auto` falls back to the CPU with a warning (on `warn_rank0`
-/// only). A machine with CUDA still trains on the CPU, or refuses `cuda`: the CUDA training
-/// backend is not implemented yet (docs/GPU_PATH.md).
+/// The devices `--device` accepts.
+pub const DEVICES: &str = "cpu, cuda, auto or cuda-emulated";
+
+/// The device for `--device requested` (`cpu`, `cuda`, `auto`, `cuda-emulated`): `cuda` without
+/// CUDA is an error naming what is missing; `auto` takes CUDA when the driver reports a device,
+/// else falls back to the CPU with a warning (on `warn_rank0` only).
 pub fn choose_device(requested: &str, warn_rank0: bool) -> Result<TrainDevice> {
-    let warn = |msg: String| {
-        if warn_rank0 {
-            log::warn!("{msg}");
-        }
-    };
     match requested {
-        "cpu" => return Ok(TrainDevice::Cpu),
-        "cuda" | "auto" => {}
-        other => bail!("--device {other:?}: expected cpu, cuda or auto"),
+        "cpu" => Ok(TrainDevice::Cpu),
+        "cuda-emulated" => Ok(TrainDevice::CudaEmulated),
+        "cuda" => match init_driver() {
+            Ok(_) => Ok(TrainDevice::Cuda),
+            Err(e) => bail!("--device cuda: {e:#}; use --device cpu (or auto)"),
+        },
+        "auto" => match init_driver() {
+            Ok(_) => Ok(TrainDevice::Cuda),
+            Err(e) => {
+                if warn_rank0 {
+                    log::warn!("--device auto: {e:#}; training on the CPU");
+                }
+                Ok(TrainDevice::Cpu)
+            }
+        },
+        other => bail!("--device {other:?}: expected {DEVICES}"),
     }
-    match (requested == "cuda", init_driver()) {
-        (true, Err(e)) => bail!("--device cuda: {e:#}; use --device cpu (or auto)"),
-        (true, Ok(n)) => {
-            bail!("--device cuda: found {n} CUDA device(s), but the CUDA training backend is not implemented yet; use --device cpu")
-        }
-        (false, Err(e)) => {
-            warn(format!("--device auto: {e:#}; training on the CPU"));
-            Ok(TrainDevice::Cpu)
-        }
-        (false, Ok(n)) => {
-            warn(format!("--device auto: found {n} CUDA device(s), but the CUDA training backend is not implemented yet; training on the CPU"));
-            Ok(TrainDevice::Cpu)
-        }
+}
+
+/// The GPU of the rank that is `local_rank` of `ranks_on_node` on its node: one GPU per rank, in
+/// node-local rank order; an error when the node has more ranks than GPUs.
+pub fn device_for_local_rank(local_rank: usize, ranks_on_node: usize) -> Result<usize> {
+    let count = init_driver()?;
+    if local_rank >= count {
+        bail!(
+            "{ranks_on_node} ranks on this node but {count} CUDA device(s): swallow runs one rank per GPU \
+             (launch {count} ranks per node, e.g. mpirun --map-by ppr:{count}:node)"
+        );
     }
+    Ok(local_rank)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Whatever this machine has, only `cpu` and `auto` give a device (the CUDA training backend
-    /// does not exist yet) and a misspelt device is an error naming the choices.
+    /// `cpu` and `cuda-emulated` need nothing; `cuda` and `auto` follow the driver's presence;
+    /// a misspelt device is an error naming the choices.
     #[test]
     fn device_choice() {
         assert_eq!(choose_device("cpu", false).unwrap(), TrainDevice::Cpu);
-        assert_eq!(choose_device("auto", false).unwrap(), TrainDevice::Cpu);
-        let e = choose_device("cuda", false).unwrap_err().to_string();
-        assert!(e.starts_with("--device cuda: ") && e.contains("use --device cpu"), "{e}");
+        assert_eq!(choose_device("cuda-emulated", false).unwrap(), TrainDevice::CudaEmulated);
+        match init_driver() {
+            Ok(_) => {
+                assert_eq!(choose_device("cuda", false).unwrap(), TrainDevice::Cuda);
+                assert_eq!(choose_device("auto", false).unwrap(), TrainDevice::Cuda);
+            }
+            Err(_) => {
+                assert_eq!(choose_device("auto", false).unwrap(), TrainDevice::Cpu);
+                let e = choose_device("cuda", false).unwrap_err().to_string();
+                assert!(e.starts_with("--device cuda: no CUDA driver") && e.ends_with("use --device cpu (or auto)"), "{e}");
+            }
+        }
         let e = choose_device("gpu", false).unwrap_err().to_string();
-        assert_eq!(e, "--device \"gpu\": expected cpu, cuda or auto");
+        assert_eq!(e, "--device \"gpu\": expected cpu, cuda, auto or cuda-emulated");
     }
 }

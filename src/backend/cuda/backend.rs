@@ -1,0 +1,525 @@
+//! The CUDA training backend: the `Backend` trait over a device `Runtime` (a GPU through
+//! driver.rs, or its emulation, emulated.rs), with mixed precision chosen per buffer role
+//! (docs/GPU_PATH.md): activations bf16; gradients, statistics and optimizer state fp32; weights
+//! an fp32 master plus the bf16 shadow that GEMMs and kernels read, both written by `upload` and
+//! by the AdamW launch. Every op is one or a few launch.rs launches or one cuBLASLt-contract GEMM
+//! (bf16 operands, fp32 sums; weight gradients accumulate into fp32 with beta = 1). Scratch
+//! (kernel partials, one-segment AdamW/norm tables, host staging) is kept per backend and grows
+//! to the largest request, so a training step allocates no device memory after the first.
+//!
+//! The trait's ops cannot return errors: a failing device call (out of memory, a launch error)
+//! ends the process with the device's message (`device_failure`); a buffer of the wrong role
+//! passed to an op is a bug in the caller and panics naming the op and the operand.
+
+use super::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
+use super::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
+use crate::backend::{AdamWStep, AttnShape, Backend, Role};
+use anyhow::Result;
+use half::bf16;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Ends the process after a device call failed: not a bug in swallow, so no panic backtrace.
+/// Under mpirun, the rank's exit without MPI_Finalize ends the job.
+fn device_failure(what: &str, e: anyhow::Error) -> ! {
+    let line = format!("error: {what} failed on the device: {e:#}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    std::process::exit(1)
+}
+
+fn ok<T>(what: &str, r: Result<T>) -> T {
+    r.unwrap_or_else(|e| device_failure(what, e))
+}
+
+/// The device memory a backend holds: live bytes, their peak, and the number of allocations.
+#[derive(Default)]
+pub struct MemoryMeter {
+    sizes: Mutex<HashMap<DevPtr, usize>>,
+    live: AtomicUsize,
+    peak: AtomicUsize,
+    allocations: AtomicUsize,
+}
+
+/// A `Runtime` that forwards to another and meters its allocations.
+struct Metered {
+    inner: Arc<dyn Runtime>,
+    meter: Arc<MemoryMeter>,
+}
+
+impl Runtime for Metered {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        let p = self.inner.alloc(bytes)?;
+        let m = &self.meter;
+        m.sizes.lock().unwrap_or_else(|e| e.into_inner()).insert(p, bytes);
+        let live = m.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        m.peak.fetch_max(live, Ordering::Relaxed);
+        m.allocations.fetch_add(1, Ordering::Relaxed);
+        Ok(p)
+    }
+    unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
+        if let Some(bytes) = self.meter.sizes.lock().unwrap_or_else(|e| e.into_inner()).remove(&ptr) {
+            self.meter.live.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        self.inner.free(ptr)
+    }
+    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.inner.upload(dst, src)
+    }
+    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.inner.download(src, dst)
+    }
+    unsafe fn launch(&self, l: &Launch) -> Result<()> {
+        self.inner.launch(l)
+    }
+    unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
+        self.inner.gemm(g)
+    }
+}
+
+/// How a buffer is stored on the device, by role.
+enum Storage {
+    /// Activations.
+    Bf16(DeviceBuf<bf16>),
+    /// Gradients, statistics, optimizer state.
+    F32(DeviceBuf<f32>),
+    /// Weights: the fp32 master the optimizer updates and the bf16 copy everything else reads.
+    Weight { master: DeviceBuf<f32>, shadow: DeviceBuf<bf16> },
+}
+
+/// A buffer of the CUDA backend: `len` elements holding `role`.
+pub struct CudaBuf {
+    role: Role,
+    len: usize,
+    st: Storage,
+}
+
+impl CudaBuf {
+    /// The bf16 elements an op reads or writes (an activation, or a weight's shadow).
+    fn bf16(&self, op: &str, operand: &str) -> DevPtr {
+        match &self.st {
+            Storage::Bf16(b) => b.ptr(),
+            Storage::Weight { shadow, .. } => shadow.ptr(),
+            Storage::F32(_) => panic!("{op}: {operand} must be bf16 (an activation or a weight), not a {:?} buffer", self.role),
+        }
+    }
+    /// The fp32 elements an op reads or writes (a gradient, statistic or optimizer state).
+    fn f32(&self, op: &str, operand: &str) -> DevPtr {
+        match &self.st {
+            Storage::F32(b) => b.ptr(),
+            _ => panic!("{op}: {operand} must be fp32 (a gradient, statistic or optimizer state), not a {:?} buffer", self.role),
+        }
+    }
+    /// The element type and address of a plain (non-weight) buffer.
+    fn plain(&self, op: &str) -> (Dtype, DevPtr) {
+        match &self.st {
+            Storage::Bf16(b) => (Dtype::Bf16, b.ptr()),
+            Storage::F32(b) => (Dtype::F32, b.ptr()),
+            Storage::Weight { .. } => panic!("{op}: not defined on weights (role {:?})", self.role),
+        }
+    }
+}
+
+/// Per-backend scratch, grown to the largest request.
+struct Scratch {
+    /// fp32 kernel scratch (RMSNorm dw partials, attention row dots, bf16 → fp32 casts).
+    work: Option<DeviceBuf<f32>>,
+    /// Per-block partials of the sums.
+    partials: Option<DeviceBuf<f32>>,
+    sum_out: DeviceBuf<f64>,
+    adam_table: DeviceBuf<AdamSeg>,
+    norm_table: DeviceBuf<NormSeg>,
+    /// Host staging of bf16 copies.
+    host_bf16: Vec<bf16>,
+}
+
+/// `slot`'s buffer of at least `len` floats (reallocated when too small).
+fn grow(rt: &Arc<dyn Runtime>, slot: &mut Option<DeviceBuf<f32>>, len: usize) -> DevPtr {
+    if slot.as_ref().is_none_or(|b| b.len() < len) {
+        *slot = None;
+        *slot = Some(ok("allocating scratch", DeviceBuf::uninit(rt, len)));
+    }
+    slot.as_ref().unwrap().ptr()
+}
+
+pub struct CudaBackend {
+    rt: Arc<dyn Runtime>,
+    meter: Arc<MemoryMeter>,
+    scratch: Mutex<Scratch>,
+}
+
+impl CudaBackend {
+    pub fn new(runtime: Arc<dyn Runtime>) -> Result<CudaBackend> {
+        let meter = Arc::new(MemoryMeter::default());
+        let rt: Arc<dyn Runtime> = Arc::new(Metered { inner: runtime, meter: meter.clone() });
+        let scratch = Scratch {
+            work: None,
+            partials: None,
+            sum_out: DeviceBuf::uninit(&rt, 1)?,
+            adam_table: DeviceBuf::uninit(&rt, 1)?,
+            norm_table: DeviceBuf::uninit(&rt, 1)?,
+            host_bf16: Vec::new(),
+        };
+        Ok(CudaBackend { rt, meter, scratch: Mutex::new(scratch) })
+    }
+
+    /// One line naming the device.
+    pub fn describe(&self) -> String {
+        self.rt.describe()
+    }
+
+    /// (live bytes, peak bytes, allocations so far) of this backend's device memory.
+    pub fn memory(&self) -> (usize, usize, usize) {
+        let m = &self.meter;
+        (m.live.load(Ordering::Relaxed), m.peak.load(Ordering::Relaxed), m.allocations.load(Ordering::Relaxed))
+    }
+
+    fn scratch(&self) -> std::sync::MutexGuard<'_, Scratch> {
+        self.scratch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self, l: &Launch) {
+        // SAFETY: every launch below is built from live buffers of this backend whose lengths
+        // the op checked against the shapes it passes.
+        ok(l.kernel, unsafe { self.rt.launch(l) })
+    }
+
+    fn buf<T: Plain>(&self, len: usize) -> DeviceBuf<T> {
+        ok("allocating device memory", DeviceBuf::uninit(&self.rt, len))
+    }
+
+    fn zero_fill(&self, ptr: DevPtr, bytes: usize) {
+        if bytes > 0 {
+            self.run(&launch::fill_zero(ptr, bytes));
+        }
+    }
+
+    /// Writes `host` rounded to bf16 (nearest even, as the cast kernel) into `dst`.
+    fn write_bf16(&self, dst: &mut DeviceBuf<bf16>, host: &[f32]) {
+        let mut s = self.scratch();
+        s.host_bf16.clear();
+        s.host_bf16.extend(host.iter().map(|&x| bf16::from_f32(x)));
+        ok("upload", dst.write(&s.host_bf16));
+    }
+
+    /// fp32 address of `buf`'s elements: its own, or a fp32 copy in `work` for bf16 buffers.
+    fn as_f32(&self, s: &mut Scratch, buf: &CudaBuf) -> DevPtr {
+        match &buf.st {
+            Storage::F32(b) => b.ptr(),
+            Storage::Weight { master, .. } => master.ptr(),
+            Storage::Bf16(b) => {
+                let w = grow(&self.rt, &mut s.work, buf.len);
+                self.run(&launch::cast_bf16_to_f32(w, b.ptr(), buf.len));
+                w
+            }
+        }
+    }
+
+    /// One of the table reductions (`launch::sum`, `launch::sum_squares`) of `buf`.
+    fn reduce(&self, buf: &CudaBuf, which: fn(DevPtr, usize, usize, DevPtr, DevPtr) -> [Launch; 2]) -> f64 {
+        if buf.len == 0 {
+            return 0.0;
+        }
+        let mut s = self.scratch();
+        let x = self.as_f32(&mut s, buf);
+        let mut seg = [NormSeg { x, n: buf.len as u64, block0: 0 }];
+        let blocks = launch::norm_table(&mut seg);
+        ok("upload", s.norm_table.write(&seg));
+        let partials = grow(&self.rt, &mut s.partials, blocks);
+        for l in which(s.norm_table.ptr(), 1, blocks, partials, s.sum_out.ptr()) {
+            self.run(&l);
+        }
+        ok("download", s.sum_out.read())[0]
+    }
+}
+
+fn same_len(op: &str, a: &CudaBuf, b: &CudaBuf) {
+    assert_eq!(a.len, b.len, "{op}: buffers of {} and {} elements", a.len, b.len);
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaBuf;
+    type Ids = DeviceBuf<u32>;
+
+    fn name(&self) -> &'static str {
+        "cuda-bf16"
+    }
+
+    /// A buffer of no stated role: fp32, like a statistic.
+    fn zeros(&self, len: usize) -> CudaBuf {
+        self.zeros_as(len, Role::Stat)
+    }
+
+    fn zeros_as(&self, len: usize, role: Role) -> CudaBuf {
+        let st = match role {
+            Role::Activation => Storage::Bf16(self.buf(len)),
+            Role::Grad | Role::Stat | Role::OptimState => Storage::F32(self.buf(len)),
+            Role::Weight => Storage::Weight { master: self.buf(len), shadow: self.buf(len) },
+        };
+        let mut b = CudaBuf { role, len, st };
+        self.fill_zero(&mut b);
+        b
+    }
+
+    fn len(&self, buf: &CudaBuf) -> usize {
+        buf.len
+    }
+
+    fn upload(&self, host: &[f32], dst: &mut CudaBuf) {
+        assert_eq!(host.len(), dst.len, "upload of {} elements into a buffer of {}", host.len(), dst.len);
+        match &mut dst.st {
+            Storage::F32(b) => ok("upload", b.write(host)),
+            Storage::Bf16(b) => self.write_bf16(b, host),
+            Storage::Weight { master, shadow } => {
+                ok("upload", master.write(host));
+                self.write_bf16(shadow, host);
+            }
+        }
+    }
+
+    fn download(&self, src: &CudaBuf) -> Vec<f32> {
+        let mut v = vec![0.0; src.len];
+        self.download_into(src, &mut v);
+        v
+    }
+
+    fn download_into(&self, src: &CudaBuf, dst: &mut [f32]) {
+        assert_eq!(dst.len(), src.len, "download of a buffer of {} elements into {}", src.len, dst.len());
+        match &src.st {
+            Storage::F32(b) | Storage::Weight { master: b, .. } => {
+                // SAFETY: f32 is `Plain`; the byte view covers exactly `dst`.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, 4 * dst.len()) };
+                ok("download", self.rt.download(b.ptr(), bytes));
+            }
+            Storage::Bf16(b) => {
+                let mut s = self.scratch();
+                s.host_bf16.resize(src.len, bf16::ZERO);
+                // SAFETY: bf16 is `Plain`; the byte view covers exactly the staging vector.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(s.host_bf16.as_mut_ptr() as *mut u8, 2 * src.len) };
+                ok("download", self.rt.download(b.ptr(), bytes));
+                dst.iter_mut().zip(&s.host_bf16).for_each(|(d, x)| *d = x.to_f32());
+            }
+        }
+    }
+
+    fn upload_ids(&self, host: &[u32], dst: &mut DeviceBuf<u32>) {
+        ok("upload", dst.write(host))
+    }
+
+    fn zeros_ids(&self, len: usize) -> DeviceBuf<u32> {
+        ok("allocating device memory", DeviceBuf::from_slice(&self.rt, &vec![0u32; len]))
+    }
+
+    fn fill_zero(&self, buf: &mut CudaBuf) {
+        match &buf.st {
+            Storage::Bf16(b) => self.zero_fill(b.ptr(), 2 * buf.len),
+            Storage::F32(b) => self.zero_fill(b.ptr(), 4 * buf.len),
+            Storage::Weight { master, shadow } => {
+                self.zero_fill(master.ptr(), 4 * buf.len);
+                self.zero_fill(shadow.ptr(), 2 * buf.len);
+            }
+        }
+    }
+
+    /// Copies between buffers of the same element type, or converts between bf16 and fp32.
+    fn copy(&self, dst: &mut CudaBuf, src: &CudaBuf) {
+        same_len("copy", dst, src);
+        if dst.len == 0 {
+            return;
+        }
+        let n = dst.len;
+        let ((dt, d), (st, s)) = (dst.plain("copy"), src.plain("copy"));
+        self.run(&match (dt, st) {
+            (Dtype::Bf16, Dtype::F32) => launch::cast_f32_to_bf16(d, s, n),
+            (Dtype::F32, Dtype::Bf16) => launch::cast_bf16_to_f32(d, s, n),
+            _ => launch::copy(d, s, n * dt.bytes()),
+        });
+    }
+
+    fn add_assign(&self, dst: &mut CudaBuf, src: &CudaBuf) {
+        same_len("add_assign", dst, src);
+        let ((dt, d), (st, s)) = (dst.plain("add_assign"), src.plain("add_assign"));
+        assert_eq!(dt, st, "add_assign: a {:?} buffer added to a {:?} one", src.role, dst.role);
+        if dst.len > 0 {
+            self.run(&launch::add_assign(dt, d, s, dst.len));
+        }
+    }
+
+    fn scale(&self, buf: &mut CudaBuf, s: f32) {
+        if buf.len == 0 {
+            return;
+        }
+        match &buf.st {
+            Storage::Bf16(b) => self.run(&launch::scale(Dtype::Bf16, b.ptr(), s, buf.len)),
+            Storage::F32(b) => self.run(&launch::scale(Dtype::F32, b.ptr(), s, buf.len)),
+            Storage::Weight { master, shadow } => {
+                self.run(&launch::scale(Dtype::F32, master.ptr(), s, buf.len));
+                self.run(&launch::cast_f32_to_bf16(shadow.ptr(), master.ptr(), buf.len));
+            }
+        }
+    }
+
+    fn sum_squares(&self, buf: &CudaBuf) -> f64 {
+        self.reduce(buf, launch::sum_squares)
+    }
+
+    fn sum(&self, buf: &CudaBuf) -> f64 {
+        self.reduce(buf, launch::sum)
+    }
+
+    fn gemm(&self, c: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool, alpha: f32, beta: f32) {
+        assert!(a.len == m * k && b.len == k * n && c.len == m * n, "gemm: buffers of {}, {}, {} elements for m {m} k {k} n {n}", a.len, b.len, c.len);
+        let (out, cp) = match &c.st {
+            Storage::Bf16(x) => (GemmOut::Bf16, x.ptr()),
+            Storage::F32(x) => (GemmOut::F32, x.ptr()),
+            Storage::Weight { .. } => panic!("gemm: the output is a weight"),
+        };
+        let g = Gemm {
+            m,
+            n,
+            k,
+            a: a.bf16("gemm", "a"),
+            lda: if trans_a { m } else { k },
+            trans_a,
+            b: b.bf16("gemm", "b"),
+            ldb: if trans_b { k } else { n },
+            trans_b,
+            c: cp,
+            ldc: n,
+            out,
+            alpha,
+            beta,
+        };
+        // SAFETY: a, b and c are live buffers of exactly the sizes the shapes need (checked above).
+        ok("GEMM", unsafe { self.rt.gemm(&g) })
+    }
+
+    fn embedding_fwd(&self, out: &mut CudaBuf, table: &CudaBuf, ids: &DeviceBuf<u32>, dim: usize, vocab_start: usize) {
+        assert!(out.len == ids.len() * dim && table.len.is_multiple_of(dim), "embedding_fwd: out {} table {} for {} ids of dim {dim}", out.len, table.len, ids.len());
+        let o = out.bf16("embedding_fwd", "out");
+        self.run(&launch::embedding_fwd(o, table.bf16("embedding_fwd", "table"), ids.ptr(), ids.len(), dim, table.len / dim, vocab_start));
+    }
+
+    fn embedding_bwd(&self, dtable: &mut CudaBuf, dout: &CudaBuf, ids: &DeviceBuf<u32>, dim: usize, vocab_start: usize) {
+        assert!(dout.len == ids.len() * dim && dtable.len.is_multiple_of(dim), "embedding_bwd: dout {} dtable {} for {} ids of dim {dim}", dout.len, dtable.len, ids.len());
+        let d = dtable.f32("embedding_bwd", "dtable");
+        self.run(&launch::embedding_bwd(d, dout.bf16("embedding_bwd", "dout"), ids.ptr(), ids.len(), dim, dtable.len / dim, vocab_start));
+    }
+
+    fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
+        let rows = x.len / dim;
+        assert!(out.len == x.len && rstd.len == rows && w.len == dim, "rmsnorm_fwd: out {} rstd {} x {} w {} for dim {dim}", out.len, rstd.len, x.len, w.len);
+        let (o, r) = (out.bf16("rmsnorm_fwd", "out"), rstd.f32("rmsnorm_fwd", "rstd"));
+        self.run(&launch::rmsnorm_fwd(o, r, x.bf16("rmsnorm_fwd", "x"), w.bf16("rmsnorm_fwd", "w"), rows, dim, eps));
+    }
+
+    fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
+        let rows = x.len / dim;
+        assert!(dx.len == x.len && dout.len == x.len && rstd.len == rows && w.len == dim && dw.len == dim, "rmsnorm_bwd: shapes for dim {dim}");
+        let op = "rmsnorm_bwd";
+        let (dxp, dwp) = (dx.bf16(op, "dx"), dw.f32(op, "dw"));
+        let mut s = self.scratch();
+        let work = grow(&self.rt, &mut s.work, launch::rmsnorm_bwd_scratch(rows, dim));
+        for l in launch::rmsnorm_bwd(dxp, dwp, work, dout.bf16(op, "dout"), x.bf16(op, "x"), w.bf16(op, "w"), rstd.f32(op, "rstd"), rows, dim) {
+            self.run(&l);
+        }
+    }
+
+    fn rope_fwd(&self, x: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        assert_eq!(x.len, batch * seq * heads * head_dim, "rope_fwd: x");
+        let xp = x.bf16("rope_fwd", "x");
+        self.run(&launch::rope(xp, cos.f32("rope_fwd", "cos"), sin.f32("rope_fwd", "sin"), batch, seq, heads, head_dim, false));
+    }
+
+    fn rope_bwd(&self, dx: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        assert_eq!(dx.len, batch * seq * heads * head_dim, "rope_bwd: dx");
+        let xp = dx.bf16("rope_bwd", "dx");
+        self.run(&launch::rope(xp, cos.f32("rope_bwd", "cos"), sin.f32("rope_bwd", "sin"), batch, seq, heads, head_dim, true));
+    }
+
+    fn attention_fwd(&self, out: &mut CudaBuf, lse: &mut CudaBuf, q: &CudaBuf, k: &CudaBuf, v: &CudaBuf, s: AttnShape) {
+        let (nq, nk) = (s.batch * s.seq * s.heads * s.head_dim, s.batch * s.seq * s.kv_heads * s.head_dim);
+        assert!(out.len == nq && q.len == nq && k.len == nk && v.len == nk && lse.len == s.batch * s.heads * s.seq, "attention_fwd: shapes for {s:?}");
+        let op = "attention_fwd";
+        let (o, l) = (out.bf16(op, "out"), lse.f32(op, "lse"));
+        self.run(&launch::attention_fwd(o, l, q.bf16(op, "q"), k.bf16(op, "k"), v.bf16(op, "v"), s));
+    }
+
+    fn attention_bwd(&self, dq: &mut CudaBuf, dk: &mut CudaBuf, dv: &mut CudaBuf, dout: &CudaBuf, q: &CudaBuf, k: &CudaBuf, v: &CudaBuf, out: &CudaBuf, lse: &CudaBuf, s: AttnShape) {
+        let (nq, nk) = (s.batch * s.seq * s.heads * s.head_dim, s.batch * s.seq * s.kv_heads * s.head_dim);
+        assert!(dq.len == nq && dout.len == nq && dk.len == nk && dv.len == nk && out.len == nq && lse.len == s.batch * s.heads * s.seq, "attention_bwd: shapes for {s:?}");
+        let op = "attention_bwd";
+        let (dqp, dkp, dvp) = (dq.bf16(op, "dq"), dk.bf16(op, "dk"), dv.bf16(op, "dv"));
+        let mut sc = self.scratch();
+        let work = grow(&self.rt, &mut sc.work, launch::attention_bwd_scratch(s));
+        let (dy, qp, kp, vp, op_, l) = (dout.bf16(op, "dout"), q.bf16(op, "q"), k.bf16(op, "k"), v.bf16(op, "v"), out.bf16(op, "out"), lse.f32(op, "lse"));
+        for launch in launch::attention_bwd(dqp, dkp, dvp, work, dy, qp, kp, vp, op_, l, s) {
+            self.run(&launch);
+        }
+    }
+
+    fn swiglu_fwd(&self, out: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
+        same_len("swiglu_fwd", out, gate);
+        same_len("swiglu_fwd", out, up);
+        let o = out.bf16("swiglu_fwd", "out");
+        self.run(&launch::swiglu_fwd(o, gate.bf16("swiglu_fwd", "gate"), up.bf16("swiglu_fwd", "up"), out.len));
+    }
+
+    fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dout: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
+        for b in [&*dup, dout, gate, up] {
+            same_len("swiglu_bwd", dgate, b);
+        }
+        let op = "swiglu_bwd";
+        let (dg, du) = (dgate.bf16(op, "dgate"), dup.bf16(op, "dup"));
+        self.run(&launch::swiglu_bwd(dg, du, dout.bf16(op, "dout"), gate.bf16(op, "gate"), up.bf16(op, "up"), dgate.len));
+    }
+
+    fn cross_entropy_fwd_bwd(&self, logits: &mut CudaBuf, losses: &mut CudaBuf, targets: &DeviceBuf<u32>, vocab: usize, valid_vocab: usize, grad_scale: f32) {
+        let rows = losses.len;
+        assert!(logits.len == rows * vocab && targets.len() == rows, "cross_entropy_fwd_bwd: logits {} losses {} targets {} for vocab {vocab}", logits.len, rows, targets.len());
+        let op = "cross_entropy_fwd_bwd";
+        let (lg, ls) = (logits.bf16(op, "logits"), losses.f32(op, "losses"));
+        self.run(&launch::cross_entropy(lg, ls, targets.ptr(), rows, vocab, valid_vocab, grad_scale));
+    }
+
+    fn cross_entropy_local_stats(&self, logits: &CudaBuf, stats: &mut CudaBuf, targets: &DeviceBuf<u32>, vocab_local: usize, valid_local: usize, vocab_start: usize) {
+        let rows = targets.len();
+        assert!(logits.len == rows * vocab_local && stats.len == 3 * rows, "cross_entropy_local_stats: logits {} stats {} for {rows} rows", logits.len, stats.len);
+        let op = "cross_entropy_local_stats";
+        let st = stats.f32(op, "stats");
+        self.run(&launch::cross_entropy_local_stats(st, logits.bf16(op, "logits"), targets.ptr(), rows, vocab_local, valid_local, vocab_start));
+    }
+
+    fn cross_entropy_finish(&self, logits: &mut CudaBuf, losses: &mut CudaBuf, global: &CudaBuf, targets: &DeviceBuf<u32>, vocab_local: usize, valid_local: usize, vocab_start: usize, grad_scale: f32) {
+        let rows = targets.len();
+        assert!(logits.len == rows * vocab_local && losses.len == rows && global.len == 3 * rows, "cross_entropy_finish: shapes for {rows} rows");
+        let op = "cross_entropy_finish";
+        let (lg, ls) = (logits.bf16(op, "logits"), losses.f32(op, "losses"));
+        let g = global.f32(op, "global");
+        self.run(&launch::cross_entropy_finish(lg, ls, g, targets.ptr(), rows, vocab_local, valid_local, vocab_start, grad_scale));
+    }
+
+    /// `param` is a weight (master updated, shadow rewritten in the same launch) or an fp32
+    /// buffer (ZeRO-1's master segments).
+    fn adamw(&self, param: &mut CudaBuf, grad: &CudaBuf, m: &mut CudaBuf, v: &mut CudaBuf, h: AdamWStep) {
+        for b in [grad, &*m, &*v] {
+            same_len("adamw", param, b);
+        }
+        if param.len == 0 {
+            return;
+        }
+        let (master, weight) = match &param.st {
+            Storage::Weight { master, shadow } => (master.ptr(), shadow.ptr()),
+            Storage::F32(b) => (b.ptr(), 0),
+            Storage::Bf16(_) => panic!("adamw: the parameter is a bf16 activation buffer"),
+        };
+        let mut seg = [AdamSeg { master, grad: grad.f32("adamw", "grad"), m: m.f32("adamw", "m"), v: v.f32("adamw", "v"), weight, n: param.len as u64, block0: 0 }];
+        let blocks = launch::adamw_table(&mut seg);
+        let mut s = self.scratch();
+        ok("upload", s.adam_table.write(&seg));
+        self.run(&launch::adamw(s.adam_table.ptr(), 1, blocks, h));
+    }
+}
