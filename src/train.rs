@@ -273,7 +273,7 @@ fn train_on<B: Backend>(
     let first_step = trainer.step + 1;
     for step in first_step..=t.steps {
         let t0 = Instant::now();
-        crate::data::batches::fill(&sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
+        crate::data::batches::fill(sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
         let s = trainer.train_step(&batch);
         let dt = t0.elapsed().as_secs_f64();
         let tokens_per_s = (t.global_batch * t.seq_len) as f64 / dt;
