@@ -13,13 +13,14 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export HDF5_DIR := /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 
-.PHONY: help setup build demo test kernels gpu-conformance-bin sample-data fixtures bench bench-parallel bench-prep parallel-matrix clean
+.PHONY: help setup build demo test kernels gpu-check-bin gpu-check sample-data fixtures bench bench-parallel bench-prep parallel-matrix clean
 
 help:
 	@echo "make demo   - install what is missing, prepare the sample corpus, train the tiny model (CPU, mpirun)"
 	@echo "make test   - install what is missing, run the test suite"
 	@echo "make kernels - compile every CUDA kernel with NVRTC for sm_80/sm_90, print registers/smem/spills"
-	@echo "make gpu-conformance-bin - the kernel conformance test binary at out/gpu/ (run on a GPU by scripts/gpu_conformance.sh)"
+	@echo "make gpu-check-bin - the GPU check's binaries at out/gpu/ (kernel conformance, swallow-gpu-bench)"
+	@echo "make gpu-check - on a GPU machine, with out/gpu/ from gpu-check-bin: scripts/gpu-check.sh (no Rust needed)"
 	@echo "make bench  - swallow bench cpu and the PyTorch peer, side by side (needs torch + transformers)"
 	@echo "make sample-data - rebuild data/sample/tokenizer.json from the sample corpus"
 	@echo "make fixtures    - regenerate the transformers fixtures (needs torch + transformers)"
@@ -58,13 +59,21 @@ demo: build $(SAMPLE_PREFIX).idx
 test: setup kernels
 	SWALLOW_REQUIRE_NVRTC=1 cargo test --release -- --test-threads=1
 
-# The kernel conformance test binary at a fixed path, to carry to a GPU machine without Rust and
-# run there with scripts/gpu_conformance.sh (it links only libc and libstdc++).
-gpu-conformance-bin: setup
+# The GPU check's binaries at fixed paths, to carry to a GPU machine without Rust, MPI or HDF5
+# and run there with scripts/gpu-check.sh (both link only libc and libstdc++; checked here).
+gpu-check-bin: setup
 	@bin=$$(cargo test --release --test kernel_conformance --no-run 2>&1 | tee /dev/stderr | sed -n 's/.*Executable .*(\(.*\))$$/\1/p'); \
 	[ -x "$$bin" ] || { echo "error: cargo printed no test executable" >&2; exit 1; }; \
-	mkdir -p out/gpu && cp "$$bin" out/gpu/kernel_conformance.tmp && mv out/gpu/kernel_conformance.tmp out/gpu/kernel_conformance; \
-	echo "out/gpu/kernel_conformance ($$bin)"
+	cargo build --release --bin swallow-gpu-bench && mkdir -p out/gpu && \
+	cp "$$bin" out/gpu/kernel_conformance.tmp && mv out/gpu/kernel_conformance.tmp out/gpu/kernel_conformance && \
+	cp target/release/swallow-gpu-bench out/gpu/swallow-gpu-bench.tmp && mv out/gpu/swallow-gpu-bench.tmp out/gpu/swallow-gpu-bench && \
+	for b in out/gpu/kernel_conformance out/gpu/swallow-gpu-bench; do \
+		if ldd $$b | grep -qE 'libmpi|libhdf5'; then echo "error: $$b links MPI or HDF5" >&2; exit 1; fi; \
+	done; ls -l out/gpu
+
+# On the GPU machine (after gpu-check-bin here): conformance, then the training benchmark.
+gpu-check:
+	scripts/gpu-check.sh
 
 # Idempotent: the venv and the pinned wheels are installed once; compile errors fail the target.
 kernels: setup

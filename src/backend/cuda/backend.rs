@@ -78,6 +78,9 @@ impl Runtime for Metered {
     unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
         self.inner.gemm(g)
     }
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
 }
 
 /// How a buffer is stored on the device, by role.
@@ -521,5 +524,33 @@ impl Backend for CudaBackend {
         let mut s = self.scratch();
         ok("upload", s.adam_table.write(&seg));
         self.run(&launch::adamw(s.adam_table.ptr(), 1, blocks, h));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::emulated::EmulatedRuntime;
+    use crate::config::Config;
+    use crate::dist::ParallelGroups;
+    use crate::train::Trainer;
+
+    /// Every buffer of a training step is allocated when the model and optimizer are built or in
+    /// the first step (scratch grows to its largest request); later steps allocate nothing.
+    #[test]
+    fn steps_after_the_first_allocate_no_device_memory() {
+        let sets = ["model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4"];
+        let cfg = Config::load("tiny", &sets.map(String::from)).unwrap();
+        let backend = Arc::new(CudaBackend::new(Arc::new(EmulatedRuntime::new())).unwrap());
+        let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single()).unwrap();
+        let batch: Vec<u32> = (0..trainer.local_batch() * 33).map(|i| (i * 7919 % 4096) as u32).collect();
+        trainer.train_step(&batch);
+        let (live, peak, allocations) = backend.memory();
+        assert!(live > 0 && peak >= live && allocations > 0);
+        for _ in 0..2 {
+            let s = trainer.train_step(&batch);
+            assert!(s.loss.is_finite() && !s.skipped, "{s:?}");
+        }
+        assert_eq!(backend.memory(), (live, peak, allocations), "(live, peak, allocations) after steps 2 and 3");
     }
 }

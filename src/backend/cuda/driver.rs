@@ -4,7 +4,9 @@
 //! architecture by compile.rs (or read from its cache) and loaded from its CUBIN; launches with
 //! launch.rs's geometry and argument array on the legacy default stream; GEMMs through
 //! cuBLASLt with fp32 compute (`Gemm` row-major, mapped onto cuBLASLt's column-major layouts).
-//! Every call synchronises before it returns. NOT YET RUN ON HARDWARE: it compiles and is
+//! Launches and GEMMs are asynchronous in stream order (copies to and from the host wait for
+//! them); `SWALLOW_CUDA_SYNC=1` synchronises after each, so an error names its kernel. Each GEMM
+//! shape's cuBLASLt descriptors and algorithm are made once and cached. NOT YET RUN ON HARDWARE: it compiles and is
 //! selected by `SWALLOW_CONFORMANCE_DEVICE=cuda` (tests/kernel_conformance.rs), which is the check
 //! to run on the first GPU machine.
 
@@ -47,6 +49,29 @@ pub struct DriverRuntime {
     workspace: cu_sys::CUdeviceptr,
     /// Serialises launches and GEMMs (one stream, one cuBLASLt handle).
     lock: Mutex<()>,
+    /// cuBLASLt descriptors and algorithm per GEMM shape.
+    plans: Mutex<HashMap<GemmKey, GemmPlan>>,
+    /// Synchronise after every launch and GEMM (`SWALLOW_CUDA_SYNC=1`).
+    synchronous: bool,
+}
+
+/// What a GEMM's cuBLASLt descriptors depend on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct GemmKey {
+    m: usize,
+    n: usize,
+    k: usize,
+    lda: usize,
+    ldb: usize,
+    ldc: usize,
+    trans_a: bool,
+    trans_b: bool,
+    out: GemmOut,
+}
+
+struct GemmPlan {
+    d: LtDescriptors,
+    algo: lt_sys::cublasLtMatmulAlgo_t,
 }
 
 // SAFETY: the driver API is thread-safe; every call makes `ctx` current on the calling thread
@@ -91,6 +116,8 @@ impl DriverRuntime {
                 lt: std::ptr::null_mut(),
                 workspace: 0,
                 lock: Mutex::new(()),
+                plans: Mutex::new(HashMap::new()),
+                synchronous: std::env::var("SWALLOW_CUDA_SYNC").is_ok_and(|v| v == "1"),
             };
             rt.lt = lt::create_handle().map_err(lt_err("cublasLtCreate"))?;
             rt.workspace = cu::malloc_sync(WORKSPACE_BYTES).map_err(cu_err("cuMemAlloc (cuBLASLt workspace)"))?;
@@ -114,98 +141,16 @@ impl DriverRuntime {
         unsafe { cu::ctx::set_current(self.ctx) }.map_err(cu_err("cuCtxSetCurrent"))
     }
 
-    fn synchronize(&self, after: &str) -> Result<()> {
-        cu::ctx::synchronize().map_err(|e| anyhow::anyhow!("CUDA: {after} failed: {e:?}"))
-    }
-}
-
-/// Makes cuBLASLt loadable by cudarc: opens `explicit` or `$SWALLOW_CUBLASLT` (the library or
-/// its directory, e.g. a PyTorch wheel's nvidia/cublas/lib) for the process, then checks that
-/// cudarc finds a library by its names (libcublasLt.so, .so.12, ...).
-fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
-    let env = std::env::var_os("SWALLOW_CUBLASLT").filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(p) = explicit.or(env) {
-        let file = if p.is_dir() { p.join("libcublasLt.so.12") } else { p.clone() };
-        let c = CString::new(file.as_os_str().as_encoded_bytes()).context("cuBLASLt path with a NUL byte")?;
-        // SAFETY: dlopen of a path; the handle is kept for the life of the process.
-        if unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null() {
-            bail!("cuBLASLt: cannot load {} (expected libcublasLt.so.12 or its directory)", file.display());
+    /// After `what` was issued: synchronises when asked to (`SWALLOW_CUDA_SYNC=1`).
+    fn issued(&self, what: &str) -> Result<()> {
+        if self.synchronous {
+            cu::ctx::synchronize().map_err(|e| anyhow::anyhow!("CUDA: {what} failed: {e:?}"))?;
         }
-    }
-    // SAFETY: only probes library names with dlopen.
-    if !unsafe { lt_sys::is_culib_present() } {
-        bail!(
-            "cuBLASLt (libcublasLt.so.12, CUDA 12) not found on the library path: set SWALLOW_CUBLASLT to the library or its \
-             directory; a CUDA 13 libcublasLt.so.13 loads when linked as libcublasLt.so on the library path \
-             (scripts/gpu_conformance.sh does that)"
-        );
-    }
-    Ok(())
-}
-
-impl Drop for DriverRuntime {
-    fn drop(&mut self) {
-        // SAFETY: everything released here was created in `new` and is used by nothing else.
-        unsafe {
-            let _ = cu::ctx::set_current(self.ctx);
-            let _ = cu::ctx::synchronize();
-            for &m in &self.modules {
-                let _ = cu::module::unload(m);
-            }
-            if self.workspace != 0 {
-                let _ = cu::free_sync(self.workspace);
-            }
-            if !self.lt.is_null() {
-                let _ = lt::destroy_handle(self.lt);
-            }
-            let _ = cu::primary_ctx::release(self.dev);
-        }
-    }
-}
-
-impl Runtime for DriverRuntime {
-    fn describe(&self) -> String {
-        format!("CUDA device {} ({}) through the driver API and cuBLASLt", self.ordinal, self.arch.name())
+        Ok(())
     }
 
-    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
-        self.make_current()?;
-        // SAFETY: a plain allocation in the current context.
-        unsafe { cu::malloc_sync(bytes.max(1)) }.map_err(|e| anyhow::anyhow!("CUDA: cannot allocate {bytes} bytes on device {}: {e:?}", self.ordinal))
-    }
-
-    unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
-        self.make_current()?;
-        cu::free_sync(ptr).map_err(cu_err("cuMemFree"))
-    }
-
-    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
-        self.make_current()?;
-        // SAFETY: the driver checks that `dst` is device memory of the context.
-        unsafe { cu::memcpy_htod_sync(dst, src) }.map_err(cu_err("cuMemcpyHtoD"))
-    }
-
-    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
-        self.make_current()?;
-        // SAFETY: the driver checks that `src` is device memory of the context.
-        unsafe { cu::memcpy_dtoh_sync(dst, src) }.map_err(cu_err("cuMemcpyDtoH"))
-    }
-
-    unsafe fn launch(&self, l: &Launch) -> Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.make_current()?;
-        let Some(&f) = self.functions.get(l.kernel) else { bail!("kernel {} is not in any loaded module", l.kernel) };
-        let mut params = l.params();
-        let [gx, gy, gz] = l.grid;
-        let [bx, by, bz] = l.block;
-        cu::launch_kernel(f, (gx, gy, gz), (bx, by, bz), l.smem, std::ptr::null_mut(), &mut params).map_err(cu_err(l.kernel))?;
-        self.synchronize(l.kernel)
-    }
-
-    unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
-        g.extents()?;
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.make_current()?;
+    /// The cuBLASLt descriptors and algorithm of `g`'s shape.
+    unsafe fn plan(&self, g: &Gemm) -> Result<GemmPlan> {
         use lt_sys::cublasLtMatmulDescAttributes_t::{CUBLASLT_MATMUL_DESC_TRANSA, CUBLASLT_MATMUL_DESC_TRANSB};
         use lt_sys::cudaDataType::{CUDA_R_16BF, CUDA_R_32F};
         // Row-major c = op(a) op(b) is column-major cᵀ = op(b)ᵀ op(a)ᵀ, and a row-major [r, c]
@@ -232,10 +177,111 @@ impl Runtime for DriverRuntime {
         let pref_attr = lt_sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES;
         lt::set_matmul_pref_attribute(pref, pref_attr, &ws as *const u64 as *const c_void, 8).map_err(lt_err("cublasLtMatmulPreferenceSetAttribute"))?;
         let heuristic = lt::get_matmul_algo_heuristic(self.lt, desc, la, lb, lc, lc, pref).map_err(lt_err("no algorithm for this GEMM"))?;
+        Ok(GemmPlan { d, algo: heuristic.algo })
+    }
+}
+
+/// Makes cuBLASLt loadable by cudarc: opens `explicit` or `$SWALLOW_CUBLASLT` (the library or
+/// its directory, e.g. a PyTorch wheel's nvidia/cublas/lib) for the process, then checks that
+/// cudarc finds a library by its names (libcublasLt.so, .so.12, ...).
+fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
+    let env = std::env::var_os("SWALLOW_CUBLASLT").filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = explicit.or(env) {
+        let file = if p.is_dir() { p.join("libcublasLt.so.12") } else { p.clone() };
+        let c = CString::new(file.as_os_str().as_encoded_bytes()).context("cuBLASLt path with a NUL byte")?;
+        // SAFETY: dlopen of a path; the handle is kept for the life of the process.
+        if unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null() {
+            bail!("cuBLASLt: cannot load {} (expected libcublasLt.so.12 or its directory)", file.display());
+        }
+    }
+    // SAFETY: only probes library names with dlopen.
+    if !unsafe { lt_sys::is_culib_present() } {
+        bail!(
+            "cuBLASLt (libcublasLt.so.12, CUDA 12) not found on the library path: set SWALLOW_CUBLASLT to the library or its \
+             directory; a CUDA 13 libcublasLt.so.13 loads when linked as libcublasLt.so on the library path \
+             (scripts/gpu-check.sh does that)"
+        );
+    }
+    Ok(())
+}
+
+impl Drop for DriverRuntime {
+    fn drop(&mut self) {
+        // SAFETY: everything released here was created in `new` and is used by nothing else.
+        unsafe {
+            let _ = cu::ctx::set_current(self.ctx);
+            let _ = cu::ctx::synchronize();
+            self.plans.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+            for &m in &self.modules {
+                let _ = cu::module::unload(m);
+            }
+            if self.workspace != 0 {
+                let _ = cu::free_sync(self.workspace);
+            }
+            if !self.lt.is_null() {
+                let _ = lt::destroy_handle(self.lt);
+            }
+            let _ = cu::primary_ctx::release(self.dev);
+        }
+    }
+}
+
+impl Runtime for DriverRuntime {
+    fn describe(&self) -> String {
+        format!("CUDA device {} ({}) through the driver API and cuBLASLt", self.ordinal, self.arch.name())
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        self.make_current()?;
+        // SAFETY: a plain allocation in the current context.
+        unsafe { cu::malloc_sync(bytes.max(1)) }.map_err(|e| anyhow::anyhow!("CUDA: cannot allocate {bytes} bytes on device {}: {e:?}", self.ordinal))
+    }
+
+    unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
+        // Launches still queued may use the memory: wait for them first.
+        self.synchronize()?;
+        cu::free_sync(ptr).map_err(cu_err("cuMemFree"))
+    }
+
+    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: the driver checks that `dst` is device memory of the context.
+        unsafe { cu::memcpy_htod_sync(dst, src) }.map_err(cu_err("cuMemcpyHtoD"))
+    }
+
+    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: the driver checks that `src` is device memory of the context.
+        unsafe { cu::memcpy_dtoh_sync(dst, src) }.map_err(cu_err("cuMemcpyDtoH"))
+    }
+
+    unsafe fn launch(&self, l: &Launch) -> Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.make_current()?;
+        let Some(&f) = self.functions.get(l.kernel) else { bail!("kernel {} is not in any loaded module", l.kernel) };
+        let mut params = l.params();
+        let [gx, gy, gz] = l.grid;
+        let [bx, by, bz] = l.block;
+        cu::launch_kernel(f, (gx, gy, gz), (bx, by, bz), l.smem, std::ptr::null_mut(), &mut params).map_err(cu_err(l.kernel))?;
+        self.issued(l.kernel)
+    }
+
+    unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
+        g.extents()?;
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.make_current()?;
+        let key = GemmKey { m: g.m, n: g.n, k: g.k, lda: g.lda, ldb: g.ldb, ldc: g.ldc, trans_a: g.trans_a, trans_b: g.trans_b, out: g.out };
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if !plans.contains_key(&key) {
+            let plan = self.plan(g)?;
+            plans.insert(key, plan);
+        }
+        let p = &plans[&key];
+        let (la, lb, lc) = (p.d.layouts[0], p.d.layouts[1], p.d.layouts[2]);
         let (alpha, beta) = (g.alpha, g.beta);
         lt::matmul(
             self.lt,
-            desc,
+            p.d.desc.unwrap(),
             &alpha as *const f32 as *const c_void,
             &beta as *const f32 as *const c_void,
             g.b as *const c_void,
@@ -246,13 +292,18 @@ impl Runtime for DriverRuntime {
             lc,
             g.c as *mut c_void,
             lc,
-            &heuristic.algo,
+            &p.algo,
             self.workspace as *mut c_void,
             WORKSPACE_BYTES,
             std::ptr::null_mut(),
         )
         .map_err(lt_err("cublasLtMatmul"))?;
-        self.synchronize("cublasLtMatmul")
+        self.issued("cublasLtMatmul")
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.make_current()?;
+        cu::ctx::synchronize().map_err(|e| anyhow::anyhow!("CUDA: a launch or GEMM failed: {e:?}"))
     }
 }
 

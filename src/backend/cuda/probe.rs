@@ -20,6 +20,17 @@ pub fn init_driver() -> Result<usize> {
     Ok(count as usize)
 }
 
+/// The name and total memory (bytes) of CUDA device `ordinal`.
+pub fn device_info(ordinal: usize) -> Result<(String, usize)> {
+    use cudarc::driver::result::device;
+    init_driver()?;
+    let dev = device::get(ordinal as i32).map_err(|e| anyhow::anyhow!("CUDA device {ordinal}: {e:?}"))?;
+    let name = device::get_name(dev).map_err(|e| anyhow::anyhow!("CUDA device {ordinal}: cuDeviceGetName: {e:?}"))?;
+    // SAFETY: `dev` is a device handle the driver just returned.
+    let bytes = unsafe { device::total_mem(dev) }.map_err(|e| anyhow::anyhow!("CUDA device {ordinal}: cuDeviceTotalMem: {e:?}"))?;
+    Ok((name, bytes))
+}
+
 /// Where a training run computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrainDevice {

@@ -2,8 +2,10 @@
 //! orchestration runs on a real GPU (driver.rs: the CUDA driver API and cuBLASLt) and on the CPU
 //! (emulated.rs: host memory, the kernels' emulation build, a host GEMM with cuBLASLt's rounding
 //! contract). It owns device memory (allocate, free, copies to and from the host), kernel
-//! launches by name with launch.rs's geometry and argument order, and GEMMs (`Gemm`). Every call
-//! completes before it returns (no streams yet). `DeviceBuf` is a typed buffer freed on drop.
+//! launches by name with launch.rs's geometry and argument order, and GEMMs (`Gemm`). All work
+//! runs in call order on one stream: copies to and from the host complete before they return;
+//! launches and GEMMs may still be running on a GPU when they return (their errors then surface
+//! at the next copy or `synchronize`). `DeviceBuf` is a typed buffer freed on drop.
 
 use super::launch::{AdamSeg, DevPtr, Launch, NormSeg};
 use anyhow::{bail, Result};
@@ -15,7 +17,7 @@ use std::sync::Arc;
 pub const ALLOC_ALIGN: usize = 256;
 
 /// The element type of a GEMM's output matrix C (read when `beta != 0`, then written).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmOut {
     Bf16,
     F32,
@@ -100,17 +102,19 @@ pub trait Runtime: Send + Sync {
     fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()>;
     /// Copies from device address `src` (inside one allocation) into `dst`.
     fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()>;
-    /// Runs one kernel launch to completion.
+    /// Issues one kernel launch (in order after everything issued before).
     ///
     /// # Safety
     /// Every pointer argument of `l` must address live device memory of this runtime sized for
     /// every access the kernel makes at the launch's shapes.
     unsafe fn launch(&self, l: &Launch) -> Result<()>;
-    /// Runs one GEMM to completion (cuBLASLt on a GPU).
+    /// Issues one GEMM (cuBLASLt on a GPU), in order like a launch.
     ///
     /// # Safety
     /// `a`, `b` and `c` must address live device memory of this runtime covering `g.extents()`.
     unsafe fn gemm(&self, g: &Gemm) -> Result<()>;
+    /// Waits until every launch and GEMM issued so far has finished; reports their errors.
+    fn synchronize(&self) -> Result<()>;
 }
 
 /// Element types that may be copied to and from device memory as raw bytes.

@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# The device runtime's GPU check, for a GPU machine without a Rust toolchain: runs the kernel
-# conformance test binary built elsewhere (`make gpu-conformance-bin` -> out/gpu/kernel_conformance,
-# which links only libc/libstdc++) with SWALLOW_CONFORMANCE_DEVICE=cuda, i.e. every kernel and
-# the cuBLASLt GEMM on CUDA device 0 against the CPU backend.
+# The GPU check (issue 7), for a bare x86-64 GPU machine without a Rust toolchain, MPI or HDF5:
+# runs the two binaries `make gpu-check-bin` built elsewhere into out/gpu/ (both link only
+# libc/libstdc++ and open CUDA at run time):
+#   1. kernel_conformance with SWALLOW_CONFORMANCE_DEVICE=cuda: every kernel and the cuBLASLt
+#      GEMM on the GPU against the CPU backend;
+#   2. swallow-gpu-bench: Llama-2-7B-shaped layers at seq 4096, TP 1, as many as fit, trained
+#      through the CUDA backend: tokens/s, TFLOP/s, MFU, each kernel's share, a closing table.
+# Logs go to $OUT (when set) or out/gpu/logs; the summary table ends the output.
 #
-# It finds what the binary opens at run time and says which files it uses:
+# It finds what the binaries open at run time and says which files it uses:
 # - NVRTC: $SWALLOW_NVRTC, else the CUDA toolkit's ($CUDA_HOME or /usr/local/cuda; libnvrtc.so.13
 #   on CUDA 13), else PyTorch's CUDA wheel (site-packages/nvidia/cu13/lib), else the 12.9 wheel of
 #   `make kernels` (out/cuda-tools);
 # - cuda_bf16.h: $SWALLOW_CUDA_INCLUDE, else the toolkit's include/, else those wheels';
 # - cuBLASLt: $SWALLOW_CUBLASLT_FILE, else libcublasLt.so.* inside python3's site-packages (PyTorch's
 #   nvidia-cublas wheel).
-# The binary's cudarc looks libraries up by CUDA 12 names, the unversioned name first
+# The binaries' cudarc looks libraries up by CUDA 12 names, the unversioned name first
 # (libnvrtc.so, libcublasLt.so), so a directory of unversioned links to the files found is put
 # first on LD_LIBRARY_PATH: that is how a CUDA 13 libnvrtc.so.13 / libcublasLt.so.13 is used.
-# Usage: scripts/gpu_conformance.sh [TEST FILTER ...]   ($SWALLOW_CONFORMANCE_BIN: another binary)
+# Usage: scripts/gpu-check.sh [conformance|bench|all] [ARGS for that binary ...]   (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${SWALLOW_CONFORMANCE_BIN:-out/gpu/kernel_conformance}
-[ -x "$bin" ] || { echo "error: $bin is not an executable (build it with make gpu-conformance-bin)" >&2; exit 1; }
+stage=${1:-all}
+case "$stage" in conformance|bench|all) shift || true ;; *) echo "error: stage $stage: expected conformance, bench or all" >&2; exit 2 ;; esac
+if [ "$stage" = all ] && [ $# -gt 0 ]; then
+    echo "error: arguments go to one binary: name its stage (conformance TEST-FILTER..., bench --layers N ...)" >&2
+    exit 2
+fi
+for bin in out/gpu/kernel_conformance out/gpu/swallow-gpu-bench; do
+    [ -x "$bin" ] || { echo "error: $bin is not an executable (build it with make gpu-check-bin)" >&2; exit 1; }
+done
+logs=${OUT:-out/gpu/logs}
+mkdir -p "$logs"
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 # The first of its arguments (glob results) that exists.
 first() { local f; for f in "$@"; do if [ -e "$f" ]; then echo "$f"; return; fi; done; }
@@ -49,12 +62,30 @@ cache=$(mktemp -d)
 trap 'rm -rf "$shim" "$cache"' EXIT
 ln -s "$(realpath "$nvrtc")" "$shim/libnvrtc.so"
 ln -s "$(realpath "$cublaslt")" "$shim/libcublasLt.so"
-echo "gpu_conformance: binary $bin"
-echo "gpu_conformance: NVRTC $nvrtc, headers $include, cuBLASLt $cublaslt"
+echo "gpu-check: NVRTC $nvrtc, headers $include, cuBLASLt $cublaslt, logs in $logs"
 if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt" || true
 fi
 libdirs="$(dirname "$(realpath "$nvrtc")"):$(dirname "$(realpath "$cublaslt")")"
 export LD_LIBRARY_PATH="$shim:$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-SWALLOW_CONFORMANCE_DEVICE=cuda SWALLOW_CUDA_INCLUDE="$include" SWALLOW_KERNEL_CACHE="$cache" \
-    "$bin" --test-threads 1 "$@"
+# One kernel cache for both binaries: the bench reuses what the conformance run compiled.
+export SWALLOW_CUDA_INCLUDE="$include" SWALLOW_KERNEL_CACHE="$cache"
+status=0 summary=()
+if [ "$stage" != bench ]; then
+    echo "== kernel conformance on the GPU"
+    if SWALLOW_CONFORMANCE_DEVICE=cuda out/gpu/kernel_conformance --test-threads 1 "$@" 2>&1 | tee "$logs/conformance.log"; then
+        summary+=("conformance: passed")
+    else
+        status=1 summary+=("conformance: FAILED ($(grep -c '\.\.\. FAILED' "$logs/conformance.log") tests; $logs/conformance.log)")
+    fi
+fi
+if [ "$stage" != conformance ]; then
+    echo "== training benchmark"
+    if out/gpu/swallow-gpu-bench "$@" 2>&1 | tee "$logs/bench.log"; then
+        summary+=("benchmark: done (table above; $logs/bench.log)")
+    else
+        status=1 summary+=("benchmark: FAILED ($logs/bench.log)")
+    fi
+fi
+printf 'gpu-check: %s\n' "${summary[@]}"
+exit $status

@@ -1,0 +1,129 @@
+//! Per-kernel timing of a device runtime, for the GPU benchmark: `Profiler` forwards every call
+//! to the runtime under it and, while switched on, synchronises before and after each launch and
+//! GEMM and adds the wall time to that kernel's (or GEMM kind's) total, with the GEMMs' FLOPs.
+//! Synchronising removes the overlap of consecutive launches, so profiled steps are slower than
+//! real ones: shares of the profiled step, not absolute times, are what it reports.
+
+use super::launch::{DevPtr, Launch};
+use super::runtime::{Gemm, GemmOut, Runtime};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// One kernel's (or GEMM kind's) totals.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpTotals {
+    pub calls: u64,
+    pub seconds: f64,
+    /// Floating-point operations (GEMMs: 2 m n k; 0 for kernels).
+    pub flops: f64,
+}
+
+/// The name GEMMs are listed under: by output type (bf16 activations, fp32 weight gradients).
+pub fn gemm_name(out: GemmOut) -> &'static str {
+    match out {
+        GemmOut::Bf16 => "GEMM (bf16 out)",
+        GemmOut::F32 => "GEMM (fp32 out: weight gradients)",
+    }
+}
+
+pub struct Profiler {
+    inner: Arc<dyn Runtime>,
+    on: AtomicBool,
+    totals: Mutex<BTreeMap<&'static str, OpTotals>>,
+}
+
+impl Profiler {
+    pub fn new(inner: Arc<dyn Runtime>) -> Self {
+        Profiler { inner, on: AtomicBool::new(false), totals: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Starts (or stops) timing every launch and GEMM.
+    pub fn enable(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    /// The totals so far, by name.
+    pub fn totals(&self) -> BTreeMap<&'static str, OpTotals> {
+        self.totals.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `issue`, timed under `name` when profiling is on.
+    fn timed(&self, name: &'static str, flops: f64, issue: impl FnOnce() -> Result<()>) -> Result<()> {
+        if !self.on.load(Ordering::Relaxed) {
+            return issue();
+        }
+        self.inner.synchronize()?;
+        let t0 = Instant::now();
+        issue()?;
+        self.inner.synchronize()?;
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let t = totals.entry(name).or_default();
+        t.calls += 1;
+        t.seconds += t0.elapsed().as_secs_f64();
+        t.flops += flops;
+        Ok(())
+    }
+}
+
+impl Runtime for Profiler {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        self.inner.alloc(bytes)
+    }
+    unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
+        self.inner.free(ptr)
+    }
+    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.inner.upload(dst, src)
+    }
+    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.inner.download(src, dst)
+    }
+    unsafe fn launch(&self, l: &Launch) -> Result<()> {
+        self.timed(l.kernel, 0.0, || self.inner.launch(l))
+    }
+    unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
+        self.timed(gemm_name(g.out), 2.0 * (g.m * g.n * g.k) as f64, || self.inner.gemm(g))
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::emulated::EmulatedRuntime;
+    use crate::backend::cuda::launch;
+    use crate::backend::cuda::runtime::DeviceBuf;
+    use half::bf16;
+
+    /// Only what runs while profiling is on is counted, by kernel name, GEMMs with 2 m n k FLOPs.
+    #[test]
+    fn counts_launches_and_gemm_flops_while_on() {
+        let p = Arc::new(Profiler::new(Arc::new(EmulatedRuntime::new())));
+        let rt: Arc<dyn Runtime> = p.clone();
+        let x = DeviceBuf::from_slice(&rt, &[1.0f32; 64]).unwrap();
+        let (a, c) = (DeviceBuf::from_slice(&rt, &[bf16::ONE; 6]).unwrap(), DeviceBuf::<f32>::uninit(&rt, 4).unwrap());
+        let g = Gemm { m: 2, n: 2, k: 3, a: a.ptr(), lda: 3, trans_a: false, b: a.ptr(), ldb: 3, trans_b: true, c: c.ptr(), ldc: 2, out: GemmOut::F32, alpha: 1.0, beta: 0.0 };
+        unsafe { rt.launch(&launch::scale(launch::Dtype::F32, x.ptr(), 2.0, 64)) }.unwrap();
+        p.enable(true);
+        for _ in 0..2 {
+            unsafe { rt.launch(&launch::scale(launch::Dtype::F32, x.ptr(), 2.0, 64)) }.unwrap();
+        }
+        unsafe { rt.gemm(&g) }.unwrap();
+        p.enable(false);
+        unsafe { rt.gemm(&g) }.unwrap();
+        let t = p.totals();
+        assert_eq!(t.keys().copied().collect::<Vec<_>>(), [gemm_name(GemmOut::F32), "scale_f32"]);
+        assert_eq!((t["scale_f32"].calls, t["scale_f32"].flops), (2, 0.0));
+        assert_eq!((t[gemm_name(GemmOut::F32)].calls, t[gemm_name(GemmOut::F32)].flops), (1, 24.0));
+        assert_eq!(x.read().unwrap()[0], 8.0);
+        assert_eq!(c.read().unwrap(), [3.0; 4]);
+    }
+}

@@ -1,0 +1,36 @@
+//! `swallow-gpu-bench` (the GPU check's training benchmark) end to end on the emulated device:
+//! it trains, profiles one step, and its counted GEMM FLOPs equal the model's linear layers'
+//! 6 x parameters x tokens (forward, input gradient, weight gradient: 2 m n k each), computed
+//! here from the layer shapes; the kernel shares add up to 100% and the closing table is printed.
+
+use std::process::Command;
+
+#[test]
+fn gpu_bench_runs_on_the_emulated_device_and_counts_every_gemm() {
+    let (hidden, heads, kv_heads, ffn, vocab, seq, micro_batch) = (128usize, 2usize, 1usize, 352usize, 4096usize, 32usize, 2usize);
+    let o = Command::new(env!("CARGO_BIN_EXE_swallow-gpu-bench"))
+        .args(["--emulated", "--config", "tiny", "--layers", "1", "--seq", &seq.to_string(), "--micro-batch", &micro_batch.to_string()])
+        .args(["--accumulation", "1", "--steps", "1", "--set", "model.num_heads=2", "--set", "model.num_kv_heads=1"])
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    // One layer: q and o [hidden, hidden], k and v [kv_heads * head_dim, hidden], gate, up and
+    // down [ffn, hidden]; the LM head [vocab, hidden]. The input embedding is no GEMM.
+    let head_dim = hidden / heads;
+    let linear = 2 * hidden * hidden + 2 * kv_heads * head_dim * hidden + 3 * ffn * hidden + vocab * hidden;
+    let want = 6 * linear * seq * micro_batch;
+    assert!(out.contains(&format!("GEMM FLOPs per step: {want}\n")), "expected {want} GEMM FLOPs in:\n{out}");
+    let shares: f64 = out
+        .lines()
+        .skip_while(|l| !l.starts_with("profiled step"))
+        .skip(2)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().find(|w| w.ends_with('%')).unwrap().trim_end_matches('%').parse::<f64>().unwrap())
+        .sum();
+    assert!((shares - 100.0).abs() < 0.5, "kernel shares add up to {shares}%:\n{out}");
+    for row in ["| tokens/s |", "| MFU (peak", "| flash attention rate (profiled) |", "| peak device memory (backend) |"] {
+        assert!(out.contains(row), "no {row:?} row in:\n{out}");
+    }
+}
