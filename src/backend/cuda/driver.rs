@@ -272,11 +272,10 @@ impl Runtime for DriverRuntime {
         self.make_current()?;
         let key = GemmKey { m: g.m, n: g.n, k: g.k, lda: g.lda, ldb: g.ldb, ldc: g.ldc, trans_a: g.trans_a, trans_b: g.trans_b, out: g.out };
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        if !plans.contains_key(&key) {
-            let plan = self.plan(g)?;
-            plans.insert(key, plan);
-        }
-        let p = &plans[&key];
+        let p = match plans.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.plan(g)?),
+        };
         let (la, lb, lc) = (p.d.layouts[0], p.d.layouts[1], p.d.layouts[2]);
         let (alpha, beta) = (g.alpha, g.beta);
         lt::matmul(
