@@ -98,6 +98,10 @@ pub struct TrainConfig {
     pub log_every: u64,
     #[serde(default = "defaults::device")]
     pub device: String,
+    /// How the TP and DP groups of a CUDA run move device buffers: "auto" (NCCL on a GPU, else
+    /// through host memory), "host", "mpi" (CUDA-aware MPI) or "nccl".
+    #[serde(default = "defaults::comm")]
+    pub comm: String,
     /// Checkpoint directory (`--save`): `DIR/step-N.h5`, `DIR/latest`.
     #[serde(default)]
     pub save: Option<String>,
@@ -184,6 +188,7 @@ mod defaults {
     pub fn seed() -> u64 { 1234 }
     pub fn log_every() -> u64 { 1 }
     pub fn device() -> String { "cpu".into() }
+    pub fn comm() -> String { "auto".into() }
     pub fn peak_tflops() -> f64 { 0.45 }
     pub fn keep_checkpoints() -> usize { 3 }
     pub fn spike_window() -> usize { 100 }

@@ -186,6 +186,9 @@ struct TrainArgs {
     metrics: Option<String>,
     #[arg(long)]
     device: Option<String>,
+    /// Collectives on device buffers: auto (NCCL on a GPU), host, mpi (CUDA-aware MPI), nccl.
+    #[arg(long)]
+    comm: Option<String>,
     /// Check configuration, topology, layout and data, print every rank's memory plan, exit.
     #[arg(long)]
     dry_run: bool,
@@ -338,6 +341,7 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.lr", a.lr.map(|v| v.to_string()));
     push("train.metrics", a.metrics.as_ref().map(|v| toml_string(v)));
     push("train.device", a.device.as_ref().map(|v| toml_string(v)));
+    push("train.comm", a.comm.as_ref().map(|v| toml_string(v)));
     push("train.save", a.save.as_ref().map(|v| toml_string(&v.to_string_lossy())));
     push("train.save_every", a.save_every.map(|v| v.to_string()));
     push("train.load", a.load.as_ref().map(|v| toml_string(v)));

@@ -17,6 +17,7 @@ use crate::dist::{MpiWorld, Topology};
 use crate::fault::{Halted, LossGuard, SkipReason};
 use crate::metrics::{flops_per_token, MetricsWriter, StepRecord, ValidRecord};
 use crate::model::Llama;
+use crate::dist::device::CommKind;
 use crate::dist::{traffic, Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
 use crate::pipeline::Executor;
@@ -195,7 +196,8 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     }
     match device {
         TrainDevice::Cpu => {
-            let held = train_on(Arc::new(CpuBackend::<f32>::new()), cfg, mpi, &topo, &sampler, validation.as_ref())?;
+            CommKind::choose(&cfg.train.comm, "cpu")?;
+            let held = train_on(Arc::new(CpuBackend::<f32>::new()), cfg, mpi, &topo, mpi.groups(&topo), &sampler, validation.as_ref())?;
             if crate::memstat::live() > 0 {
                 crate::plan::ranks::report_measured(cfg, mpi, &topo, held)?;
             }
@@ -211,7 +213,10 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
             };
             let backend = Arc::new(CudaBackend::new(runtime)?);
             say(format!("device: {} on every rank (rank 0: {})", backend.name(), backend.describe()));
-            train_on(backend.clone(), cfg, mpi, &topo, &sampler, validation.as_ref())?;
+            let comm = CommKind::choose(&cfg.train.comm, if device == TrainDevice::Cuda { "cuda" } else { "cuda-emulated" })?;
+            let groups = mpi.groups_on(&topo, comm)?;
+            say(format!("collectives on device buffers (TP and DP groups): {}", comm.name()));
+            train_on(backend.clone(), cfg, mpi, &topo, groups, &sampler, validation.as_ref())?;
             let (_, peak, _) = backend.memory();
             crate::plan::ranks::report_device_memory(cfg, mpi, &topo, peak as f64)
         }
@@ -225,6 +230,7 @@ fn train_on<B: Backend>(
     cfg: &Config,
     mpi: &MpiWorld,
     topo: &Topology,
+    groups: ParallelGroups,
     sampler: &BlendedSampler,
     validation: Option<&crate::validation::Validation>,
 ) -> Result<f64> {
@@ -237,7 +243,7 @@ fn train_on<B: Backend>(
     };
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let heap_before = crate::memstat::live();
-    let mut trainer = Trainer::new(backend, cfg, mpi.groups(&topo))?;
+    let mut trainer = Trainer::new(backend, cfg, groups)?;
     let (_, ranks_per_node) = mpi.node_local();
     if topo.rank == 0 {
         println!(

@@ -1,9 +1,11 @@
 //! The CUDA backend's whole orchestration without a GPU: `swallow train --device cuda-emulated`
 //! under real mpirun runs every allocation, kernel launch (the kernels' emulation build), GEMM
 //! (cuBLASLt's contract) and collective of a GPU run, for a 2-step tiny run in the parallel
-//! tests' layouts (one rank with GQA; TP 2 with sequence parallelism; DP 2 with ZeRO-1; PP 2),
-//! and must give the losses and gradient norms of the CPU backend's f32 run of the same layout
-//! within bf16 tolerance: bf16 activations and weight copies round each value to 8 significant
+//! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism; DP 2 with and
+//! without ZeRO-1; PP 2), its TP and DP collectives staged through host memory (`--comm host`) or
+//! on the device buffers (`--comm mpi`: CUDA-aware MPI, which the emulated device's host
+//! addresses satisfy; the same calls NCCL gets on a GPU), and must give the losses and gradient
+//! norms of the CPU backend's f32 run of the same layout within bf16 tolerance: bf16 activations and weight copies round each value to 8 significant
 //! bits (relative error 2^-9 per rounding); over two layers and two steps the loss stays within
 //! 1e-3 relative, the gradient norm (from bf16-rounded activation gradients) within 2e-2. The
 //! first step uses the full learning rate 1e-2 (warmup of one step), so that the second step's
@@ -20,14 +22,15 @@ const LOSS_TOL: f64 = 1e-3;
 const NORM_TOL: f64 = 2e-2;
 
 /// (loss, grad norm) per step of a 2-step run of `np` ranks on `device`, and rank 0's stdout.
-fn run(dir: &Path, data: &str, np: usize, device: &str, layout: &[&str]) -> (Vec<(f64, f64)>, String) {
-    let m = dir.join(format!("{device}-{np}-{}.jsonl", layout.join("_").replace(['-', '='], "")));
-    let mut args = vec!["train", "--config", "tiny", "--data", data, "--steps", "2", "--device", device, "--metrics", m.to_str().unwrap()];
+fn run(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str]) -> (Vec<(f64, f64)>, String) {
+    let m = dir.join(format!("{}-{np}-{}.jsonl", device.join(""), layout.join("_")).replace(['-', '='], ""));
+    let mut args = vec!["train", "--config", "tiny", "--data", data, "--steps", "2", "--metrics", m.to_str().unwrap()];
     for s in ["model.num_layers=2", "model.num_heads=2", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4", "train.lr=1e-2", "train.warmup_steps=1"] {
         args.extend(["--set", s]);
     }
+    args.extend(device);
     args.extend(layout);
-    let out = succeeded(&mpirun(np, &args), &format!("{device} np {np} {layout:?}"));
+    let out = succeeded(&mpirun(np, &args), &format!("{device:?} np {np} {layout:?}"));
     let steps = metrics(&m).iter().map(|r| (r["loss"].as_f64().unwrap(), r["grad_norm"].as_f64().unwrap())).collect();
     (steps, out)
 }
@@ -36,23 +39,31 @@ fn run(dir: &Path, data: &str, np: usize, device: &str, layout: &[&str]) -> (Vec
 fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     let dir = common::tmpdir("cuda-emulated", "layouts");
     let data = sample(&dir);
-    let layouts: [(usize, &[&str]); 4] = [
-        (1, &["--set", "model.num_kv_heads=1"]),
-        (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"]),
-        (2, &["--zero", "1", "--set", "model.num_kv_heads=1"]),
-        (2, &["--pp", "2", "--set", "model.num_kv_heads=1"]),
+    // (ranks, layout, the --comm choices run on it)
+    let layouts: [(usize, &[&str], &[&str]); 6] = [
+        (1, &["--set", "model.num_kv_heads=1"], &["host"]),
+        (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi"]),
+        (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi"]),
+        (2, &["--zero", "1", "--set", "model.num_kv_heads=1"], &["host"]),
+        (2, &["--set", "model.num_kv_heads=1"], &["mpi"]),
+        (2, &["--pp", "2", "--set", "model.num_kv_heads=1"], &["host"]),
     ];
-    for (np, layout) in layouts {
-        let (cpu, _) = run(&dir, &data, np, "cpu", layout);
-        let (gpu, out) = run(&dir, &data, np, "cuda-emulated", layout);
-        assert!(out.contains("device: cuda-bf16 on every rank (rank 0: emulated device"), "{out}");
-        assert!(out.contains("device memory per rank (peak held by the CUDA backend"), "{out}");
-        assert_eq!(gpu.len(), 2, "{out}");
-        for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-            let (dl, dn) = ((g.0 - c.0).abs() / c.0, (g.1 - c.1).abs() / c.1);
-            eprintln!("np {np} {layout:?} step {}: loss {:.5} vs cpu {:.5} ({dl:.1e}), grad norm {:.4} vs {:.4} ({dn:.1e})", step + 1, g.0, c.0, g.1, c.1);
-            assert!(dl <= LOSS_TOL, "np {np} {layout:?} step {}: loss {} vs cpu {}", step + 1, g.0, c.0);
-            assert!(dn <= NORM_TOL, "np {np} {layout:?} step {}: grad norm {} vs cpu {}", step + 1, g.1, c.1);
+    for (np, layout, comms) in layouts {
+        let (cpu, _) = run(&dir, &data, np, &["--device", "cpu"], layout);
+        for comm in comms {
+            let (gpu, out) = run(&dir, &data, np, &["--device", "cuda-emulated", "--comm", comm], layout);
+            assert!(out.contains("device: cuda-bf16 on every rank (rank 0: emulated device"), "{out}");
+            let want = if *comm == "mpi" { "CUDA-aware MPI" } else { "host" };
+            assert!(out.contains(&format!("collectives on device buffers (TP and DP groups): {want}\n")), "{out}");
+            assert!(out.contains("device memory per rank (peak held by the CUDA backend"), "{out}");
+            assert_eq!(gpu.len(), 2, "{out}");
+            for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+                let (dl, dn) = ((g.0 - c.0).abs() / c.0, (g.1 - c.1).abs() / c.1);
+                let what = format!("np {np} {layout:?} --comm {comm} step {}", step + 1);
+                eprintln!("{what}: loss {:.5} vs cpu {:.5} ({dl:.1e}), grad norm {:.4} vs {:.4} ({dn:.1e})", g.0, c.0, g.1, c.1);
+                assert!(dl <= LOSS_TOL, "{what}: loss {} vs cpu {}", g.0, c.0);
+                assert!(dn <= NORM_TOL, "{what}: grad norm {} vs cpu {}", g.1, c.1);
+            }
         }
     }
 }

@@ -11,6 +11,8 @@
 pub mod cpu;
 pub mod cuda;
 
+use crate::dist::Collectives;
+
 /// Shape of one attention call (GQA when `kv_heads < heads`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnShape {
@@ -207,6 +209,25 @@ pub trait Backend: Send + Sync {
         vocab_start: usize,
         grad_scale: f32,
     );
+
+    // ---- collectives on device buffers -----------------------------------------------------
+    /// `buf` summed over `group` where it lies, when the group has a device communicator
+    /// (`Collectives::device`, `--comm mpi|nccl`): returns true when done, false to leave it to
+    /// the caller (staged through host memory), as backends without device collectives do.
+    fn all_reduce_on_device(&self, buf: &mut Self::Buf, group: &dyn Collectives) -> bool {
+        let _ = (buf, group);
+        false
+    }
+    /// Rank r's `src` becomes block r of every rank's `dst`, on the device (see `all_reduce_on_device`).
+    fn all_gather_on_device(&self, src: &Self::Buf, dst: &mut Self::Buf, group: &dyn Collectives) -> bool {
+        let _ = (src, dst, group);
+        false
+    }
+    /// Block r of the sum of every rank's `src` lands in rank r's `dst`, on the device.
+    fn reduce_scatter_on_device(&self, src: &Self::Buf, dst: &mut Self::Buf, group: &dyn Collectives) -> bool {
+        let _ = (src, dst, group);
+        false
+    }
 
     // ---- optimizer ----------------------------------------------------------------------
     /// One AdamW update of `param` (decoupled weight decay `lr * wd * param`), moments `m`, `v`.

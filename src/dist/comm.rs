@@ -1,13 +1,14 @@
 //! The collectives trait the parallel code talks to (collectives and the pipeline's point-to-point
 //! messages), on host f32/f64 slices, and its two
 //! implementations: `MpiGroup` (an MPI communicator: the DP, TP or PP group of this rank) and
-//! `LocalGroup` (a group of one, where every collective is the identity). NCCL and CUDA-aware MPI
-//! on device buffers will be further implementations.
+//! `LocalGroup` (a group of one, where every collective is the identity). A group may also offer
+//! collectives on device buffers (`device`: CUDA-aware MPI in device.rs, NCCL in nccl.rs).
 
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use mpi::datatype::Equivalence;
 use mpi::point_to_point::{Destination, Source};
 use mpi::topology::{Color, Communicator, SimpleCommunicator};
+use super::device::DeviceComm;
 use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
@@ -46,6 +47,10 @@ pub trait Collectives {
     fn recv_f32(&self, from: usize, tag: i32, buf: &mut [f32]);
     /// Traffic of this rank in this group so far.
     fn stats(&self) -> CommStats;
+    /// Collectives on device buffers, when this group has them (`--comm mpi|nccl`).
+    fn device(&self) -> Option<&dyn DeviceComm> {
+        None
+    }
 }
 
 /// The groups a rank takes part in: tensor-parallel, data-parallel, pipeline, and the
@@ -102,20 +107,40 @@ pub struct MpiGroup {
     stats: Cell<CommStats>,
     /// Send-side copy for in-place reductions (rsmpi has no MPI_IN_PLACE), reused across steps.
     scratch: RefCell<Vec<f32>>,
+    /// MPI accepts device addresses (`--comm mpi`): `device` offers the CUDA-aware collectives.
+    cuda_aware: bool,
 }
 
 impl MpiGroup {
     pub fn new(comm: SimpleCommunicator) -> Self {
-        MpiGroup { comm, stats: Cell::new(CommStats::default()), scratch: RefCell::new(Vec::new()) }
+        MpiGroup { comm, stats: Cell::new(CommStats::default()), scratch: RefCell::new(Vec::new()), cuda_aware: false }
     }
 
-    fn account(&self, bytes: f64, start: Instant) {
+    /// This group, its collectives also on device addresses through CUDA-aware MPI.
+    pub fn cuda_aware(self) -> Self {
+        MpiGroup { cuda_aware: true, ..self }
+    }
+
+    pub(crate) fn comm(&self) -> &SimpleCommunicator {
+        &self.comm
+    }
+
+    /// The sub-group of the ranks sharing `color`, ordered by `key` (collective).
+    pub fn split_group(&self, color: usize, key: usize) -> MpiGroup {
+        let comm = self
+            .comm
+            .split_by_color_with_key(Color::with_value(color as i32), key as i32)
+            .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
+        MpiGroup::new(comm)
+    }
+
+    pub(crate) fn account(&self, bytes: f64, start: Instant) {
         let s = self.stats.get();
         self.stats.set(CommStats { bytes: s.bytes + bytes, calls: s.calls + 1, seconds: s.seconds + start.elapsed().as_secs_f64() });
     }
 
     /// Ring-model bytes of an all-reduce of `bytes` over this group.
-    fn all_reduce_bytes(&self, bytes: usize) -> f64 {
+    pub(crate) fn all_reduce_bytes(&self, bytes: usize) -> f64 {
         let p = self.size() as f64;
         2.0 * (p - 1.0) / p * bytes as f64
     }
@@ -161,11 +186,7 @@ impl Collectives for MpiGroup {
         self.account(((self.size() - 1) * 4 * send.len()) as f64, start);
     }
     fn split(&self, color: usize, key: usize) -> Box<dyn Collectives> {
-        let comm = self
-            .comm
-            .split_by_color_with_key(Color::with_value(color as i32), key as i32)
-            .expect("every rank has a colour, so MPI_Comm_split returns a communicator");
-        Box::new(MpiGroup::new(comm))
+        Box::new(self.split_group(color, key))
     }
     fn send_f32(&self, to: usize, tag: i32, buf: &[f32]) {
         let start = Instant::now();
@@ -180,5 +201,8 @@ impl Collectives for MpiGroup {
     }
     fn stats(&self) -> CommStats {
         self.stats.get()
+    }
+    fn device(&self) -> Option<&dyn DeviceComm> {
+        self.cuda_aware.then_some(self as &dyn DeviceComm)
     }
 }

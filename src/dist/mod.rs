@@ -1,8 +1,11 @@
 //! Distribution: where a rank sits in the TP x DP x PP grid (topology.rs), the MPI world and its
-//! sub-communicators (mpi.rs), the collectives trait the parallel code uses (comm.rs), and the
-//! analytic communication volume of a layout (traffic.rs).
+//! sub-communicators (mpi.rs), the collectives trait the parallel code uses (comm.rs), the
+//! collectives on device buffers (device.rs: CUDA-aware MPI; nccl.rs: NCCL), and the analytic
+//! communication volume of a layout (traffic.rs).
 
 pub mod comm;
+pub mod device;
+pub mod nccl;
 pub mod mpi;
 pub mod topology;
 pub mod traffic;

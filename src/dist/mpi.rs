@@ -2,6 +2,9 @@
 //! singleton), it gives this process its rank, and ends the whole job when any rank fails.
 
 use super::comm::{Collectives, MpiGroup, ParallelGroups};
+use super::device::CommKind;
+use super::nccl::NcclGroup;
+use anyhow::Result;
 use super::topology::Topology;
 use mpi::topology::{Communicator, SimpleCommunicator};
 
@@ -34,17 +37,32 @@ impl MpiWorld {
 
     /// This rank's groups in the grid (each split is collective: every rank calls this).
     pub fn groups(&self, t: &Topology) -> ParallelGroups {
+        self.groups_on(t, CommKind::Host).expect("host groups need no device communicator")
+    }
+
+    /// The groups, the TP and DP ones with device collectives of `comm` (NCCL communicators are
+    /// made here: this rank's CUDA device must be current). The PP group's messages and the
+    /// model-parallel group's scalar sums stay on host memory.
+    pub fn groups_on(&self, t: &Topology, comm: CommKind) -> Result<ParallelGroups> {
         let world = MpiGroup::new(self.world.duplicate());
-        ParallelGroups {
+        let device = |g: MpiGroup| -> Result<Box<dyn Collectives>> {
+            Ok(match comm {
+                _ if g.size() == 1 => Box::new(g),
+                CommKind::Host => Box::new(g),
+                CommKind::Mpi => Box::new(g.cuda_aware()),
+                CommKind::Nccl => Box::new(NcclGroup::new(g)?),
+            })
+        };
+        Ok(ParallelGroups {
             // same DP rank and stage, ordered by TP rank
-            tp: world.split(t.dp_rank + t.dp * t.pp_rank, t.tp_rank),
+            tp: device(world.split_group(t.dp_rank + t.dp * t.pp_rank, t.tp_rank))?,
             // same TP rank and stage, ordered by DP rank
-            dp: world.split(t.tp_rank + t.tp * t.pp_rank, t.dp_rank),
+            dp: device(world.split_group(t.tp_rank + t.tp * t.pp_rank, t.dp_rank))?,
             // same TP and DP rank, ordered by stage
             pp: world.split(t.tp_rank + t.tp * t.dp_rank, t.pp_rank),
             // same DP rank: one model replica
             mp: world.split(t.dp_rank, t.rank),
-        }
+        })
     }
 
     /// (rank among the ranks of this node, ranks on this node), from MPI_Comm_split_type(SHARED):

@@ -165,9 +165,10 @@ impl<B: Backend> Scratch<B> {
     }
 }
 
-/// Sums `buf` over the TP group (staged through host memory), a no-op for one rank.
+/// Sums `buf` over the TP group (on the device when the group can, else staged through host
+/// memory), a no-op for one rank.
 pub fn tp_all_reduce<B: Backend>(be: &B, tp: &dyn Collectives, host: &mut [f32], buf: &mut B::Buf) {
-    if tp.size() == 1 {
+    if tp.size() == 1 || be.all_reduce_on_device(buf, tp) {
         return;
     }
     let host = &mut host[..be.len(buf)];
@@ -178,6 +179,9 @@ pub fn tp_all_reduce<B: Backend>(be: &B, tp: &dyn Collectives, host: &mut [f32],
 
 /// All-gathers this rank's rows `src` into all rows `dst` over the TP group.
 fn gather<B: Backend>(be: &B, tp: &dyn Collectives, host_local: &mut [f32], host: &mut [f32], src: &B::Buf, dst: &mut B::Buf) {
+    if be.all_gather_on_device(src, dst, tp) {
+        return;
+    }
     let (l, f) = (be.len(src), be.len(dst));
     be.download_into(src, &mut host_local[..l]);
     tp.all_gather_f32(&host_local[..l], &mut host[..f]);
@@ -186,6 +190,9 @@ fn gather<B: Backend>(be: &B, tp: &dyn Collectives, host_local: &mut [f32], host
 
 /// Sums `src` (all rows) over the TP group and keeps this rank's rows in `dst`.
 fn scatter_sum<B: Backend>(be: &B, tp: &dyn Collectives, host: &mut [f32], host_local: &mut [f32], src: &B::Buf, dst: &mut B::Buf) {
+    if be.reduce_scatter_on_device(src, dst, tp) {
+        return;
+    }
     let (f, l) = (be.len(src), be.len(dst));
     be.download_into(src, &mut host[..f]);
     tp.reduce_scatter_sum_f32(&host[..f], &mut host_local[..l]);

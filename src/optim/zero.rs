@@ -241,7 +241,9 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// `mp` is this rank's model-parallel group (TP x PP), over which the global norm is summed.
     pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
         if let Mode::Replicated(_) = self.mode {
-            if dp.size() > 1 {
+            // With a device communicator every gradient is all-reduced where it lies (the first
+            // call tells: without one, none is, and the buckets go through host memory).
+            if dp.size() > 1 && !grads.iter_mut().all(|g| backend.all_reduce_on_device(g, dp)) {
                 self.pack(backend, grads);
                 for bk in &self.buckets {
                     dp.all_reduce_sum_f32(&mut self.flat[bk.range.clone()]);

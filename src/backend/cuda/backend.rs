@@ -14,6 +14,8 @@
 use super::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
 use super::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
 use crate::backend::{AdamWStep, AttnShape, Backend, Role};
+use crate::dist::device::DeviceComm;
+use crate::dist::Collectives;
 use anyhow::Result;
 use half::bf16;
 use std::collections::HashMap;
@@ -132,6 +134,9 @@ struct Scratch {
     work: Option<DeviceBuf<f32>>,
     /// Per-block partials of the sums.
     partials: Option<DeviceBuf<f32>>,
+    /// Send and receive staging of device collectives (fp32 copies of bf16 buffers for MPI).
+    comm_send: Option<DeviceBuf<f32>>,
+    comm_recv: Option<DeviceBuf<f32>>,
     sum_out: DeviceBuf<f64>,
     adam_table: DeviceBuf<AdamSeg>,
     norm_table: DeviceBuf<NormSeg>,
@@ -161,6 +166,8 @@ impl CudaBackend {
         let scratch = Scratch {
             work: None,
             partials: None,
+            comm_send: None,
+            comm_recv: None,
             sum_out: DeviceBuf::uninit(&rt, 1)?,
             adam_table: DeviceBuf::uninit(&rt, 1)?,
             norm_table: DeviceBuf::uninit(&rt, 1)?,
@@ -219,6 +226,32 @@ impl CudaBackend {
                 w
             }
         }
+    }
+
+    /// Makes the device's work so far visible to `dc`: a communicator outside the device's stream
+    /// order (CUDA-aware MPI) reads device memory when called.
+    fn ready_for(&self, dc: &dyn DeviceComm) {
+        if !dc.stream_ordered() {
+            ok("synchronising before a collective", self.rt.synchronize());
+        }
+    }
+
+    /// Runs collective `op(send, recv, dtype)` of `src` (`n_src` elements) into `dst` (`n_dst`),
+    /// directly when `dc` takes the buffers' type, else through fp32 copies.
+    fn collective(&self, dc: &dyn DeviceComm, what: &str, src: &CudaBuf, dst: &CudaBuf, op: impl FnOnce(DevPtr, DevPtr, Dtype) -> Result<()>) {
+        let ((t, s_ptr), (dt, d_ptr)) = (src.plain(what), dst.plain(what));
+        assert_eq!(t, dt, "{what}: a {:?} buffer into a {:?} one", src.role, dst.role);
+        if dc.supports(t) {
+            self.ready_for(dc);
+            return ok(what, op(s_ptr, d_ptr, t));
+        }
+        let mut s = self.scratch();
+        let a = grow(&self.rt, &mut s.comm_send, src.len);
+        let b = grow(&self.rt, &mut s.comm_recv, dst.len);
+        self.run(&launch::cast_bf16_to_f32(a, s_ptr, src.len));
+        self.ready_for(dc);
+        ok(what, op(a, b, Dtype::F32));
+        self.run(&launch::cast_f32_to_bf16(d_ptr, b, dst.len));
     }
 
     /// One of the table reductions (`launch::sum`, `launch::sum_squares`) of `buf`.
@@ -503,6 +536,45 @@ impl Backend for CudaBackend {
         let (lg, ls) = (logits.bf16(op, "logits"), losses.f32(op, "losses"));
         let g = global.f32(op, "global");
         self.run(&launch::cross_entropy_finish(lg, ls, g, targets.ptr(), rows, vocab_local, valid_local, vocab_start, grad_scale));
+    }
+
+    fn all_reduce_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives) -> bool {
+        let Some(dc) = group.device() else { return false };
+        let (t, p) = buf.plain("all-reduce");
+        let n = buf.len;
+        if group.size() == 1 || n == 0 {
+            return true;
+        }
+        if dc.supports(t) {
+            // Collectives take distinct buffers: the sum lands in `buf` from a copy of it.
+            let copy = grow(&self.rt, &mut self.scratch().comm_send, (n * t.bytes()).div_ceil(4));
+            self.run(&launch::copy(copy, p, n * t.bytes()));
+            self.ready_for(dc);
+            // SAFETY: `copy` and `p` hold `n` elements of `t`.
+            ok("all-reduce", unsafe { dc.all_reduce_sum(copy, p, t, n) });
+        } else {
+            // SAFETY: `send` and `recv` are the fp32 copies of `n` elements.
+            self.collective(dc, "all-reduce", buf, buf, |s, r, t| unsafe { dc.all_reduce_sum(s, r, t, n) });
+        }
+        true
+    }
+
+    fn all_gather_on_device(&self, src: &CudaBuf, dst: &mut CudaBuf, group: &dyn Collectives) -> bool {
+        let Some(dc) = group.device() else { return false };
+        assert_eq!(dst.len, src.len * group.size(), "all-gather: dst is not size x src");
+        let n = src.len;
+        // SAFETY: `send` holds `n` elements, `recv` size x n (checked above).
+        self.collective(dc, "all-gather", src, dst, |s, r, t| unsafe { dc.all_gather(s, r, t, n) });
+        true
+    }
+
+    fn reduce_scatter_on_device(&self, src: &CudaBuf, dst: &mut CudaBuf, group: &dyn Collectives) -> bool {
+        let Some(dc) = group.device() else { return false };
+        assert_eq!(src.len, dst.len * group.size(), "reduce-scatter: src is not size x dst");
+        let n = dst.len;
+        // SAFETY: `send` holds size x n elements, `recv` n (checked above).
+        self.collective(dc, "reduce-scatter", src, dst, |s, r, t| unsafe { dc.reduce_scatter_sum(s, r, t, n) });
+        true
     }
 
     /// `param` is a weight (master updated, shadow rewritten in the same launch) or an fp32

@@ -1,0 +1,140 @@
+//! Collectives on device memory, for the CUDA backend: the `DeviceComm` trait (sum all-reduce,
+//! sum reduce-scatter and all-gather between distinct device buffers, in the order of the
+//! device's work), `CommKind` (`--comm`: how a run's TP and DP groups reach device memory), and
+//! the CUDA-aware MPI implementation on `MpiGroup`: device addresses handed to MPI as they are,
+//! fp32 only (MPI has no bf16 sum; the backend converts bf16 buffers through fp32 scratch). The
+//! NCCL implementation is nccl.rs. Without a device communicator the model stages collectives
+//! through host memory (`Collectives`' host-slice methods).
+
+use super::comm::{Collectives, MpiGroup};
+use crate::backend::cuda::launch::{DevPtr, Dtype};
+use anyhow::{bail, Result};
+use mpi::ffi;
+use mpi::raw::AsRaw;
+use std::ffi::c_void;
+use std::time::Instant;
+
+/// How the TP and DP groups of a CUDA run move device buffers (`--comm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommKind {
+    /// Through host memory: download, MPI on host slices, upload (every device; the CPU's only).
+    Host,
+    /// CUDA-aware MPI on device addresses (the MPI library must be built with CUDA support).
+    Mpi,
+    /// NCCL communicators, their unique ids broadcast over MPI.
+    Nccl,
+}
+
+impl CommKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommKind::Host => "host",
+            CommKind::Mpi => "CUDA-aware MPI",
+            CommKind::Nccl => "NCCL",
+        }
+    }
+
+    /// `--comm auto|host|mpi|nccl` for a run on `device` (`cpu`, `cuda`, `cuda-emulated`):
+    /// auto is NCCL on a GPU, else host; NCCL needs a GPU, mpi a CUDA device or its emulation.
+    pub fn choose(requested: &str, device: &str) -> Result<CommKind> {
+        Ok(match (requested, device) {
+            ("auto", "cuda") => CommKind::Nccl,
+            ("auto", _) | ("host", _) => CommKind::Host,
+            ("mpi", "cuda" | "cuda-emulated") => CommKind::Mpi,
+            ("nccl", "cuda") => CommKind::Nccl,
+            ("mpi" | "nccl", _) => bail!("--comm {requested} moves device buffers: it needs --device cuda{}", if requested == "mpi" { " (or cuda-emulated)" } else { "" }),
+            (other, _) => bail!("--comm {other:?}: expected auto, host, mpi or nccl"),
+        })
+    }
+}
+
+/// Collectives between device buffers of one group. `send` and `recv` are distinct device
+/// addresses of `dtype` elements; work already issued to the device that writes `send` is
+/// complete or ordered before the collective, and work issued after it sees `recv`.
+pub trait DeviceComm {
+    fn supports(&self, dtype: Dtype) -> bool;
+    /// Whether the collectives are ordered with the device's work (NCCL: enqueued on its stream),
+    /// or read device memory when called (CUDA-aware MPI: the caller synchronises first).
+    fn stream_ordered(&self) -> bool;
+    /// `recv[..n]` = the sum over the group of every rank's `send[..n]`.
+    ///
+    /// # Safety
+    /// Both addresses are live device memory of `n` elements.
+    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize) -> Result<()>;
+    /// `send` holds `size` blocks of `n_recv`; block r of the sum lands in rank r's `recv`.
+    ///
+    /// # Safety
+    /// `send` holds `size * n_recv` elements, `recv` `n_recv`.
+    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize) -> Result<()>;
+    /// Rank r's `send[..n_send]` becomes block r of every rank's `recv`.
+    ///
+    /// # Safety
+    /// `send` holds `n_send` elements, `recv` `size * n_send`.
+    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()>;
+}
+
+fn mpi_count(n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| anyhow::anyhow!("CUDA-aware MPI: {n} elements exceed MPI's int count"))
+}
+
+fn mpi_ok(what: &str, rc: i32) -> Result<()> {
+    if rc != 0 {
+        bail!("CUDA-aware MPI: {what} returned error {rc}");
+    }
+    Ok(())
+}
+
+/// CUDA-aware MPI: the caller has synchronised the device (MPI reads and writes device memory
+/// when called, outside the device's stream order).
+impl DeviceComm for MpiGroup {
+    fn supports(&self, dtype: Dtype) -> bool {
+        dtype == Dtype::F32
+    }
+    fn stream_ordered(&self) -> bool {
+        false
+    }
+    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI sums fp32 only");
+        let start = Instant::now();
+        let rc = ffi::MPI_Allreduce(send as *const c_void, recv as *mut c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm().as_raw());
+        mpi_ok("MPI_Allreduce", rc)?;
+        self.account(self.all_reduce_bytes(4 * n), start);
+        Ok(())
+    }
+    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize) -> Result<()> {
+        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI sums fp32 only");
+        let start = Instant::now();
+        let rc = ffi::MPI_Reduce_scatter_block(send as *const c_void, recv as *mut c_void, mpi_count(n_recv)?, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm().as_raw());
+        mpi_ok("MPI_Reduce_scatter_block", rc)?;
+        self.account(((self.size() - 1) * 4 * n_recv) as f64, start);
+        Ok(())
+    }
+    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()> {
+        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI gathers fp32 only");
+        let start = Instant::now();
+        let n = mpi_count(n_send)?;
+        let rc = ffi::MPI_Allgather(send as *const c_void, n, ffi::RSMPI_FLOAT, recv as *mut c_void, n, ffi::RSMPI_FLOAT, self.comm().as_raw());
+        mpi_ok("MPI_Allgather", rc)?;
+        self.account(((self.size() - 1) * 4 * n_send) as f64, start);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_choice_follows_the_device() {
+        assert_eq!(CommKind::choose("auto", "cuda").unwrap(), CommKind::Nccl);
+        assert_eq!(CommKind::choose("auto", "cuda-emulated").unwrap(), CommKind::Host);
+        assert_eq!(CommKind::choose("auto", "cpu").unwrap(), CommKind::Host);
+        assert_eq!(CommKind::choose("mpi", "cuda-emulated").unwrap(), CommKind::Mpi);
+        assert_eq!(CommKind::choose("nccl", "cuda").unwrap(), CommKind::Nccl);
+        let e = CommKind::choose("nccl", "cuda-emulated").unwrap_err().to_string();
+        assert_eq!(e, "--comm nccl moves device buffers: it needs --device cuda");
+        let e = CommKind::choose("mpi", "cpu").unwrap_err().to_string();
+        assert_eq!(e, "--comm mpi moves device buffers: it needs --device cuda (or cuda-emulated)");
+        assert!(CommKind::choose("gloo", "cuda").unwrap_err().to_string().contains("expected auto, host, mpi or nccl"));
+    }
+}

@@ -1,0 +1,125 @@
+//! NCCL communicators for the TP and DP groups of a CUDA run (`--comm nccl`, the default on a
+//! GPU): `NcclGroup` is an MPI group (its host-slice collectives and point-to-point messages go
+//! through MPI as before) that also offers `DeviceComm` through NCCL, bf16 and fp32, enqueued on
+//! the device's stream in order with the backend's launches. Made collectively: rank 0 of the
+//! group asks NCCL for a unique id, MPI broadcasts its 128 bytes, every rank joins with
+//! ncclCommInitRank on its current CUDA device. libnccl.so.2 is opened at run time (cudarc),
+//! probed first so that its absence is an error, not a panic. NOT YET RUN ON HARDWARE.
+
+use super::comm::{Collectives, CommStats, MpiGroup};
+use super::device::DeviceComm;
+use crate::backend::cuda::launch::{DevPtr, Dtype};
+use anyhow::{bail, Result};
+use cudarc::nccl::{result as nc, sys as nc_sys};
+use mpi::collective::Root;
+use mpi::topology::Communicator;
+use std::ffi::c_void;
+use std::time::Instant;
+
+pub struct NcclGroup {
+    inner: MpiGroup,
+    comm: nc_sys::ncclComm_t,
+}
+
+fn nccl_err(what: &str) -> impl Fn(nc::NcclError) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("NCCL: {what}: {e:?}")
+}
+
+fn nccl_type(dtype: Dtype) -> nc_sys::ncclDataType_t {
+    match dtype {
+        Dtype::Bf16 => nc_sys::ncclDataType_t::ncclBfloat16,
+        Dtype::F32 => nc_sys::ncclDataType_t::ncclFloat32,
+    }
+}
+
+impl NcclGroup {
+    /// Collective over `inner`'s ranks, each with its CUDA device current.
+    pub fn new(inner: MpiGroup) -> Result<NcclGroup> {
+        // SAFETY: only probes library names with dlopen.
+        if !unsafe { nc_sys::is_culib_present() } {
+            bail!("--comm nccl: NCCL (libnccl.so.2) not found on the library path (PyTorch's nvidia-nccl wheel has it); or use --comm mpi (CUDA-aware MPI) or --comm host");
+        }
+        let mut id = if inner.rank() == 0 { nc::get_uniqueid().map_err(nccl_err("ncclGetUniqueId"))? } else { nc_sys::ncclUniqueId { internal: [0; 128] } };
+        // SAFETY: the id is 128 plain bytes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(id.internal.as_mut_ptr() as *mut u8, id.internal.len()) };
+        inner.comm().process_at_rank(0).broadcast_into(bytes);
+        let mut comm = std::ptr::null_mut();
+        // SAFETY: `comm` receives the new communicator; every rank of the group makes this call.
+        unsafe { nc::comm_init_rank(&mut comm, inner.size() as i32, id, inner.rank() as i32) }.map_err(nccl_err("ncclCommInitRank"))?;
+        Ok(NcclGroup { inner, comm })
+    }
+}
+
+impl Drop for NcclGroup {
+    fn drop(&mut self) {
+        // SAFETY: made in `new`, destroyed once.
+        let _ = unsafe { nc::comm_destroy(self.comm) };
+    }
+}
+
+impl Collectives for NcclGroup {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
+        self.inner.all_reduce_sum_f32(buf)
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+        self.inner.all_reduce_sum_f64(buf)
+    }
+    fn reduce_scatter_sum_f32(&self, send: &[f32], recv: &mut [f32]) {
+        self.inner.reduce_scatter_sum_f32(send, recv)
+    }
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32]) {
+        self.inner.all_gather_f32(send, recv)
+    }
+    fn split(&self, color: usize, key: usize) -> Box<dyn Collectives> {
+        self.inner.split(color, key)
+    }
+    fn send_f32(&self, to: usize, tag: i32, buf: &[f32]) {
+        self.inner.send_f32(to, tag, buf)
+    }
+    fn recv_f32(&self, from: usize, tag: i32, buf: &mut [f32]) {
+        self.inner.recv_f32(from, tag, buf)
+    }
+    fn stats(&self) -> CommStats {
+        self.inner.stats()
+    }
+    fn device(&self) -> Option<&dyn DeviceComm> {
+        Some(self)
+    }
+}
+
+/// Enqueued on the legacy default stream, after the backend's launches; the time accounted is
+/// the enqueueing, not the transfer.
+impl DeviceComm for NcclGroup {
+    fn supports(&self, _dtype: Dtype) -> bool {
+        true
+    }
+    fn stream_ordered(&self) -> bool {
+        true
+    }
+    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        let start = Instant::now();
+        let sum = nc_sys::ncclRedOp_t::ncclSum;
+        nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclAllReduce"))?;
+        self.inner.account(self.inner.all_reduce_bytes(n * dtype.bytes()), start);
+        Ok(())
+    }
+    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize) -> Result<()> {
+        let start = Instant::now();
+        let sum = nc_sys::ncclRedOp_t::ncclSum;
+        nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclReduceScatter"))?;
+        self.inner.account(((self.size() - 1) * n_recv * dtype.bytes()) as f64, start);
+        Ok(())
+    }
+    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()> {
+        let start = Instant::now();
+        nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclAllGather"))?;
+        self.inner.account(((self.size() - 1) * n_send * dtype.bytes()) as f64, start);
+        Ok(())
+    }
+}
