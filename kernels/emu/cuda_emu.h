@@ -1,16 +1,21 @@
 // Host SIMT emulation of the CUDA subset the kernels in kernels/*.cu use, so the same sources
 // compile with g++ (`-x c++ -include kernels/emu/cuda_emu.h`) and run on CPU in tests.
 //
-// Model: a launch runs its blocks one after another; the threads of a block are fibers
-// (ucontext) on the calling OS thread, switched cooperatively. A fiber runs until it reaches a
-// barrier (__syncthreads, or a warp collective: shuffle, vote, __syncwarp) or returns; when no
-// fiber can run, the scheduler releases a warp whose live threads all wait at a warp barrier,
-// else the block if all its live threads wait at __syncthreads, else reports a deadlock
-// (divergent collective) and aborts. Exited threads no longer count, as on the GPU.
-// Because one block runs at a time on one OS thread, `__shared__` variables are function
-// statics, atomics are plain read-modify-writes, and launches are serialised by a mutex.
-// Dynamic shared memory (SW_DYN_SMEM in common.cuh) is a per-launch buffer filled with 0xFF
-// bytes (NaN) before every block, so a kernel that reads it before writing it fails tests.
+// Model: a launch runs its blocks one after another; the threads of a block are fibers on the
+// calling OS thread, each on its own stack (STACK), switched cooperatively. On x86-64 (System V,
+// ELF) a switch is `swallow_fiber_switch` below: it saves the callee-saved registers, the x87
+// control word and MXCSR on the current stack and loads the other stack, without the
+// signal-mask system call of glibc's swapcontext; a fiber starts from a hand-built initial
+// frame (no per-thread getcontext/makecontext). Elsewhere fibers are ucontext contexts.
+// A fiber runs until it reaches a barrier (__syncthreads, or a warp collective: shuffle, vote,
+// __syncwarp) or returns; when no fiber can run, the scheduler releases a warp whose live
+// threads all wait at a warp barrier, else the block if all its live threads wait at
+// __syncthreads, else reports a deadlock (divergent collective) and aborts. Exited threads no
+// longer count, as on the GPU. Because one block runs at a time on one OS thread, `__shared__`
+// variables are function statics, atomics are plain read-modify-writes, and launches are
+// serialised by a mutex. Dynamic shared memory (SW_DYN_SMEM in common.cuh) is a per-launch
+// buffer filled with 0xFF bytes (NaN) before every block, so a kernel that reads it before
+// writing it fails tests.
 #pragma once
 #define SWALLOW_EMU 1
 
@@ -23,7 +28,9 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#if !(defined(__x86_64__) && defined(__ELF__))
 #include <ucontext.h>
+#endif
 
 #define __global__
 #define __device__
@@ -87,6 +94,94 @@ using std::fmax;
 using std::log;
 using std::sqrt;
 
+// ---- fiber contexts -----------------------------------------------------------------------
+#if defined(__x86_64__) && defined(__ELF__)
+// swallow_fiber_switch(save_sp, load_sp): pushes rbp, rbx, r12-r15 and an 8-byte word holding
+// MXCSR (low half) and the x87 control word onto the current stack, stores the stack pointer
+// in *save_sp, switches to load_sp and pops the same frame from there, returning into the other
+// fiber. Caller-saved registers need no saving: it is an ordinary call for the compiler. Weak
+// and in a COMDAT group, so the header may be included by several translation units.
+asm(R"(
+    .pushsection .text.swallow_fiber_switch,"axG",@progbits,swallow_fiber_switch,comdat
+    .weak swallow_fiber_switch
+    .hidden swallow_fiber_switch
+    .type swallow_fiber_switch, @function
+    .p2align 4
+swallow_fiber_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size swallow_fiber_switch, .-swallow_fiber_switch
+    .popsection
+)");
+extern "C" __attribute__((visibility("hidden"))) void swallow_fiber_switch(void** save_sp, void* load_sp);
+
+namespace emu {
+
+struct Context {
+    void* sp;  // the stack pointer swallow_fiber_switch saved, or the initial frame
+};
+
+inline void switch_context(Context& save, const Context& load) { swallow_fiber_switch(&save.sp, load.sp); }
+
+// Builds the frame swallow_fiber_switch pops on a fresh stack: the caller's MXCSR and x87
+// control word, zeroed callee-saved registers (rbp 0 ends frame-pointer backtraces), then
+// `entry` as the return address, so the first switch to the fiber "returns" into entry with
+// rsp % 16 == 8 as after a call. Above it a zero return address: entry must never return.
+inline void start_context(Context& c, char* stack, size_t size, void (*entry)()) {
+    uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15);
+    uint64_t* frame = reinterpret_cast<uint64_t*>(top) - 9;  // 1 + 6 registers + entry + 0
+    uint32_t mxcsr;
+    uint16_t fpcw;
+    asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fpcw));
+    frame[0] = uint64_t(mxcsr) | uint64_t(fpcw) << 32;
+    for (int r = 1; r <= 6; r++) frame[r] = 0;
+    frame[7] = reinterpret_cast<uint64_t>(entry);
+    frame[8] = 0;
+    c.sp = frame;
+}
+
+}  // namespace emu
+#else
+namespace emu {
+
+struct Context {
+    ucontext_t uc;
+};
+
+inline void switch_context(Context& save, const Context& load) { swapcontext(&save.uc, &load.uc); }
+
+// Not inlined into the caller: getcontext returns twice, which would clobber the caller's loop
+// state.
+__attribute__((noinline)) inline void start_context(Context& c, char* stack, size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+
+}  // namespace emu
+#endif
+
 // ---- the scheduler ------------------------------------------------------------------------
 namespace emu {
 
@@ -100,7 +195,7 @@ struct AsyncCopy {
 };
 
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     State state;
     dim3 tid;
     unsigned gather_parity;                         // which half of `wide` the next gather uses
@@ -119,7 +214,7 @@ struct Launch {
     std::vector<uint64_t> slots;  // one exchange word per thread, for warp collectives
     std::vector<unsigned char> wide;  // two WIDE-byte slots per thread, for warp_gather
     std::vector<unsigned char> dyn_smem;
-    ucontext_t sched;
+    Context sched;
     void (*body)(void**) = nullptr;
     void** params = nullptr;
 };
@@ -137,7 +232,7 @@ inline void yield(State s) {
     Launch& l = L();
     Fiber& f = l.fibers[l.cur];
     f.state = s;
-    swapcontext(&f.ctx, &l.sched);
+    switch_context(f.ctx, l.sched);
 }
 
 // Completes this thread's committed cp.async groups until at most `keep` remain in flight.
@@ -158,8 +253,9 @@ inline void fiber_main() {
     Fiber& f = l.fibers[l.cur];
     if (!f.async_open.empty()) f.async_groups.push_back(std::move(f.async_open));
     async_complete(f, 0);
-    l.fibers[l.cur].state = DONE;
-    swapcontext(&l.fibers[l.cur].ctx, &l.sched);
+    f.state = DONE;
+    switch_context(f.ctx, l.sched);
+    std::abort();  // a finished fiber is never switched to again
 }
 
 // Releases the next group of waiting fibers; false when none can be released.
@@ -195,19 +291,14 @@ inline bool release(Launch& l) {
 
 constexpr size_t STACK = 64 * 1024;
 
-// Kept out of run_block: getcontext returns twice, which would clobber the caller's loop state.
-__attribute__((noinline)) inline void init_fiber(Launch& l, unsigned i, dim3 tid) {
+inline void init_fiber(Launch& l, unsigned i, dim3 tid) {
     Fiber& f = l.fibers[i];
     f.tid = tid;
     f.state = RUN;
     f.gather_parity = 0;
     f.async_open.clear();
     f.async_groups.clear();
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = l.stacks[i].data();
-    f.ctx.uc_stack.ss_size = STACK;
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_main, 0);
+    start_context(f.ctx, l.stacks[i].data(), STACK, fiber_main);
 }
 
 inline void run_block(Launch& l) {
@@ -222,7 +313,7 @@ inline void run_block(Launch& l) {
         for (unsigned t = 0; t < l.nthreads; t++) {
             if (l.fibers[t].state != RUN) continue;
             l.cur = t;
-            swapcontext(&l.sched, &l.fibers[t].ctx);
+            switch_context(l.sched, l.fibers[t].ctx);
         }
     } while (release(l));
 }
