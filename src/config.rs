@@ -179,7 +179,7 @@ impl TryFrom<String> for Recompute {
             "selective" => Ok(Recompute::Selective),
             "full" => Ok(Recompute::Full),
             "none" => Err("\"none\" is not a training option: the attention is flash-style and never keeps its \
-                probabilities, so \"selective\" (the default) already recomputes nothing else; expected \"selective\" or \"full\""
+                probabilities, so \"selective\" (the default) is already the run without recomputation; expected \"selective\" or \"full\""
                 .into()),
             other => Err(format!("{other:?}, expected \"selective\" or \"full\"")),
         }
