@@ -519,6 +519,16 @@ mod tests {
     }
 
     #[test]
+    fn recompute_defaults_to_selective_and_round_trips_through_the_stored_toml() {
+        assert_eq!(Config::load("tiny", &[]).unwrap().train.recompute, Recompute::Selective);
+        let c = Config::load("tiny", &["train.recompute=full".into()]).unwrap();
+        assert_eq!(c.train.recompute, Recompute::Full);
+        // Checkpoints store the configuration as TOML (checkpoint/format.rs).
+        let back = Config::from_toml(&toml::to_string(&c).unwrap(), "stored", &[]).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
     fn world_size_must_fit_the_layout() {
         let c = Config::load("tiny", &["parallel.tp=2".into()]).unwrap();
         assert!(c.data_parallel_size(3).is_err());
