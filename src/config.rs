@@ -132,6 +132,68 @@ pub struct TrainConfig {
     /// Global batches of validation data per evaluation (`--eval-iters`), the same ones each time.
     #[serde(default = "defaults::eval_iters")]
     pub eval_iters: u64,
+    /// Activation recomputation (`--recompute`): "selective" (the default) or "full".
+    #[serde(default)]
+    pub recompute: Recompute,
+}
+
+/// Activation recomputation (Korthikanti et al. 2022; Megatron-LM's `--recompute-granularity`).
+/// The planner models all three; training takes `selective` and `full` (`train.recompute`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Recompute {
+    /// Every activation the backward reads is kept, incl. the attention probabilities (planner only).
+    None,
+    /// The attention core is recomputed in backward: what flash-style attention does anyway (both
+    /// backends recompute the probabilities from the saved log-sum-exp), so this is training
+    /// without any further recomputation.
+    #[default]
+    Selective,
+    /// Only each layer's input is kept; the layer's forward runs again just before its backward.
+    Full,
+}
+
+impl Recompute {
+    /// `swallow plan --recompute`: none, selective or full.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "none" => Recompute::None,
+            "selective" => Recompute::Selective,
+            "full" => Recompute::Full,
+            other => bail!("--recompute {other:?}: expected none, selective or full"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Selective => "selective",
+            Recompute::Full => "full",
+        }
+    }
+}
+
+/// `train.recompute`: only what training can do. "none" is refused rather than taken as a synonym:
+/// the attention never keeps its probabilities, so a run without recomputation does not exist
+/// here, and a plan of "none" (probabilities kept) would not describe the run.
+impl TryFrom<String> for Recompute {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "selective" => Ok(Recompute::Selective),
+            "full" => Ok(Recompute::Full),
+            "none" => Err("\"none\" is not a training option: the attention is flash-style and never keeps its \
+                probabilities, so \"selective\" (the default) is already the run without recomputation; expected \"selective\" or \"full\""
+                .into()),
+            other => Err(format!("{other:?}, expected \"selective\" or \"full\"")),
+        }
+    }
+}
+
+impl From<Recompute> for String {
+    fn from(r: Recompute) -> String {
+        r.name().to_string()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -459,6 +521,16 @@ mod tests {
         assert!(format!("{e:#}").contains("global_batch = 7"));
         let e = Config::load("no-such-preset", &[]).unwrap_err();
         assert!(format!("{e:#}").contains("no-such-preset"));
+    }
+
+    #[test]
+    fn recompute_defaults_to_selective_and_round_trips_through_the_stored_toml() {
+        assert_eq!(Config::load("tiny", &[]).unwrap().train.recompute, Recompute::Selective);
+        let c = Config::load("tiny", &["train.recompute=full".into()]).unwrap();
+        assert_eq!(c.train.recompute, Recompute::Full);
+        // Checkpoints store the configuration as TOML (checkpoint/format.rs).
+        let back = Config::from_toml(&toml::to_string(&c).unwrap(), "stored", &[]).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

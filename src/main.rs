@@ -131,7 +131,8 @@ enum DataCommand {
     },
 }
 
-/// The parallel layout flags `train` and `plan` share (config keys parallel.tp/pp/vpp/zero).
+/// The parallel layout flags `train` and `plan` share (config keys parallel.tp/pp/vpp/zero,
+/// train.recompute).
 #[derive(Args)]
 struct LayoutArgs {
     #[arg(long)]
@@ -142,6 +143,10 @@ struct LayoutArgs {
     vpp: Option<usize>,
     #[arg(long)]
     zero: Option<u8>,
+    /// Activation recomputation: selective or full (default: the config's train.recompute,
+    /// selective); `plan` also takes none (attention probabilities kept, as without flash attention).
+    #[arg(long)]
+    recompute: Option<String>,
 }
 
 #[derive(Args)]
@@ -227,9 +232,6 @@ struct PlanArgs {
     /// Override the GPU kind's GPUs per node.
     #[arg(long)]
     gpus_per_node: Option<usize>,
-    /// none, selective or full.
-    #[arg(long, default_value = "selective")]
-    recompute: String,
     /// Token budget (default: the config's steps x global batch x seq), e.g. 1e11.
     #[arg(long)]
     tokens: Option<f64>,
@@ -330,6 +332,7 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("parallel.pp", a.layout.pp.map(|v| v.to_string()));
     push("parallel.vpp", a.layout.vpp.map(|v| v.to_string()));
     push("parallel.zero", a.layout.zero.map(|v| v.to_string()));
+    push("train.recompute", a.layout.recompute.as_ref().map(|v| toml_string(v)));
     push("parallel.sequence_parallel", a.sequence_parallel.then(|| "true".into()));
     push("train.data", a.data.as_ref().map(|v| toml_string(v)));
     push("train.split", a.split.as_ref().map(|v| toml_string(v)));
@@ -368,11 +371,16 @@ fn plan_options(a: PlanArgs) -> Result<swallow::plan::report::PlanOptions> {
         }
     }
     o.extend(a.set);
+    let cfg = Config::load(&name, &o)?;
+    let recompute = match a.layout.recompute.as_deref() {
+        Some(r) => swallow::plan::Recompute::parse(r)?,
+        None => cfg.train.recompute,
+    };
     Ok(swallow::plan::report::PlanOptions {
-        cfg: Config::load(&name, &o)?,
+        cfg,
         gpus: a.gpus,
         target: swallow::plan::report::Target::parse(&a.gpu, a.gpu_memory_gib, a.gpus_per_node)?,
-        recompute: swallow::plan::Recompute::parse(&a.recompute)?,
+        recompute,
         tokens: a.tokens,
         price_yen: a.price_per_gpu_hour,
         search: a.search,

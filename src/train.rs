@@ -78,7 +78,7 @@ impl<B: Backend> Trainer<B> {
             );
         }
         let slots = pipeline.slots_per_chunk();
-        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots);
+        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute);
         model.init_weights(t.seed);
         let zero = p.zero == 1;
         let optimizer =

@@ -253,6 +253,16 @@ fn gather_resid_grad<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>) -> bool {
 
 /// Decoder layer `ids` forward: `out = layer(x)`, saving what backward needs in `a`.
 pub fn layer_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &LayerIds, x: &B::Buf, out: &mut B::Buf, a: &mut LayerActs<B>) {
+    layer_saved_fwd(cx, s, ids, x, a);
+    let f = cx.lc.ffn;
+    row_parallel(cx, s, out, &a.resid_mid, &a.swiglu, &cx.w[ids.down], f);
+}
+
+/// The forward of layer `ids` up to what its backward reads, into `a`: all of it but the last
+/// projection (down_proj, its TP reduction and residual add), whose output is the next layer's
+/// input. Full recomputation runs this again, with the same TP collectives, just before the
+/// layer's backward; the ops are deterministic, so `a` gets the very values of the first forward.
+pub fn layer_saved_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &LayerIds, x: &B::Buf, a: &mut LayerActs<B>) {
     let (be, w, n, sh) = (cx.be, cx.w, cx.n, cx.shape);
     let (h, f, _, qd, kvd) = dims::<B>(cx.cfg, &cx.lc);
     let d = cx.cfg.head_dim();
@@ -268,7 +278,6 @@ pub fn layer_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &LayerIds, x: 
     be.gemm(&mut a.gate, &a.ln2, &w[ids.gate], n, h, f, false, true, 1.0, 0.0);
     be.gemm(&mut a.up, &a.ln2, &w[ids.up], n, h, f, false, true, 1.0, 0.0);
     be.swiglu_fwd(&mut a.swiglu, &a.gate, &a.up);
-    row_parallel(cx, s, out, &a.resid_mid, &a.swiglu, &w[ids.down], f);
 }
 
 /// Decoder layer backward: `s.resid` holds d(out) on entry and d(x) on return; weight gradients

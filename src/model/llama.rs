@@ -8,13 +8,18 @@
 //! flight on a chunk (the pipeline executor assigns them; one slot without pipelining), all
 //! allocated once for a (micro-batch, sequence) shape, so a step allocates nothing. The layer
 //! compute itself is in layer.rs.
+//!
+//! Full activation recomputation (`train.recompute = "full"`): a slot keeps only its residual
+//! stream (each layer's input); the layer activations live in one set per rank, written by every
+//! layer's forward and rewritten by `layer::layer_saved_fwd` from the slot's layer input just
+//! before that layer's backward.
 
 use super::layer::{self, Cx, HeadActs, LayerActs, Scratch};
 use super::layout::{self, Chunk, LocalDims};
 use super::params::ParamTable;
 use super::{init, rope};
 use crate::backend::{AttnShape, Backend, Role};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Recompute};
 use crate::dist::{Collectives, LocalGroup};
 use std::sync::Arc;
 
@@ -25,6 +30,7 @@ struct Slot<B: Backend> {
     targets: B::Ids,
     /// `resid[i]` is the input of the chunk's layer i; the last one is the chunk's output.
     resid: Vec<B::Buf>,
+    /// The activations of each of the chunk's layers (none under full recomputation).
     layers: Vec<LayerActs<B>>,
     head: Option<HeadActs<B>>,
     /// Gradient of the chunk's output on arrival from the next stage; of its input after backward.
@@ -58,6 +64,8 @@ pub struct Llama<B: Backend> {
     /// Host staging for `reduce_replicated_grads` (norm weights, k/v weights, tied embeddings).
     host_grad: Vec<f32>,
     slots: Vec<Slot<B>>,
+    /// Full recomputation: the one set of layer activations every slot and layer shares.
+    recomputed: Option<LayerActs<B>>,
     scratch: Scratch<B>,
 }
 
@@ -92,13 +100,14 @@ impl<B: Backend> Llama<B> {
     /// activations for micro-batches of `micro_batch` sequences of `seq` tokens.
     pub fn new(backend: Arc<B>, cfg: &ModelConfig, micro_batch: usize, seq: usize) -> Self {
         let chunks = layout::chunks(cfg.num_layers, 1, 1, 0).expect("one stage holds every layer");
-        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), &LocalGroup, false, chunks, &[1])
+        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), &LocalGroup, false, chunks, &[1], Recompute::Selective)
     }
 
     /// This rank's part of the model: its shard within the TP group `tp` (with the residual stream
     /// split along the tokens when `sequence_parallel`; `micro_batch * seq` must then divide by the
     /// TP size), the pipeline `chunks` it runs within the PP group `pp`, and `slots[c]`
-    /// activation slots for chunk c.
+    /// activation slots for chunk c, each keeping every layer's activations or, under
+    /// `Recompute::Full`, only the residual stream.
     #[allow(clippy::too_many_arguments)]
     pub fn new_parallel(
         backend: Arc<B>,
@@ -110,6 +119,7 @@ impl<B: Backend> Llama<B> {
         sequence_parallel: bool,
         chunks: Vec<Chunk>,
         slots: &[usize],
+        recompute: Recompute,
     ) -> Self {
         let sequence_parallel = sequence_parallel && tp.size() > 1;
         let table = ParamTable::llama(cfg);
@@ -129,6 +139,8 @@ impl<B: Backend> Llama<B> {
         let n = micro_batch * seq;
         let rows = if sequence_parallel { n / local.tp } else { n };
         let h = cfg.hidden_size;
+        let full = recompute == Recompute::Full;
+        let acts = || LayerActs::new(be, cfg, &local, micro_batch, seq, rows);
         let mut all_slots = Vec::new();
         for (c, ch) in chunks.iter().enumerate() {
             for _ in 0..slots[c] {
@@ -137,7 +149,7 @@ impl<B: Backend> Llama<B> {
                     inputs: be.zeros_ids(n),
                     targets: be.zeros_ids(n),
                     resid: (0..=ch.layers.len()).map(|_| be.zeros_as(rows * h, Role::Activation)).collect(),
-                    layers: ch.layers.clone().map(|_| LayerActs::new(be, cfg, &local, micro_batch, seq, rows)).collect(),
+                    layers: if full { Vec::new() } else { ch.layers.clone().map(|_| acts()).collect() },
                     head: ch.head.then(|| HeadActs::new(be, cfg, &local, n, rows)),
                     grad: be.zeros_as(rows * h, Role::Activation),
                 });
@@ -170,6 +182,7 @@ impl<B: Backend> Llama<B> {
             embedding_group,
             first_stage: pp.rank() == 0,
             slots: all_slots,
+            recomputed: full.then(acts),
             backend,
         }
     }
@@ -294,7 +307,8 @@ impl<B: Backend> Llama<B> {
         }
         for (i, l) in ch.layers.clone().enumerate() {
             let (before, after) = slot.resid.split_at_mut(i + 1);
-            layer::layer_fwd(&cx, sc, &cx.table.layers[l], &before[i], &mut after[0], &mut slot.layers[i]);
+            let acts = self.recomputed.as_mut().unwrap_or_else(|| &mut slot.layers[i]);
+            layer::layer_fwd(&cx, sc, &cx.table.layers[l], &before[i], &mut after[0], acts);
         }
         match slot.head.as_mut() {
             Some(hd) => layer::head_fwd(&cx, sc, slot.resid.last().unwrap(), &slot.targets, hd, grad_scale),
@@ -314,7 +328,15 @@ impl<B: Backend> Llama<B> {
             None => cx.be.copy(&mut sc.resid, &slot.grad),
         }
         for (i, l) in ch.layers.clone().enumerate().rev() {
-            layer::layer_bwd(&cx, sc, gr, &cx.table.layers[l], &slot.resid[i], &slot.layers[i]);
+            let ids = &cx.table.layers[l];
+            let acts = match self.recomputed.as_mut() {
+                Some(acts) => {
+                    layer::layer_saved_fwd(&cx, sc, ids, &slot.resid[i], acts);
+                    &*acts
+                }
+                None => &slot.layers[i],
+            };
+            layer::layer_bwd(&cx, sc, gr, ids, &slot.resid[i], acts);
         }
         if ch.embed {
             layer::embed_bwd(&cx, sc, gr, &slot.inputs);

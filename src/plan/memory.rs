@@ -205,12 +205,17 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     let p = st.params as f64;
     let (n, rows, h) = (x.n, x.rows, x.h);
 
-    // Activation slots (model/llama.rs Slot, model/layer.rs LayerActs/HeadActs).
+    // Activation slots (model/llama.rs Slot, model/layer.rs LayerActs/HeadActs): per layer its
+    // input and its activations, or under full recomputation its input only and one set of
+    // activations for the rank (counted as workspace below). None and selective are the same
+    // here: the attention never keeps its probabilities.
     let layer = n * h + rows + n * x.qd + 2.0 * n * x.kvd + n * x.qd + x.batch * x.heads * x.seq + rows * h + n * h + rows + 3.0 * n * x.ffn;
+    let full = l.recompute == Recompute::Full;
+    let kept_per_layer = if full { rows * h } else { layer + rows * h };
     let head = n * h + rows + n * x.vocab + n;
     let per_slot_fixed = 2.0 * n + 2.0 * rows * h; // ids, targets, the chunk's output and gradient
     let slots: f64 = st.slots.iter().sum::<usize>() as f64;
-    let activations = f * (st.layer_sets() * (layer + rows * h) + slots * per_slot_fixed + st.head_slots() * head);
+    let activations = f * (st.layer_sets() * kept_per_layer + slots * per_slot_fixed + st.head_slots() * head);
 
     // Optimizer (optim/zero.rs): flat staging, one padded bucket, and the state.
     let (bucket_elems, dp) = (cfg.parallel.bucket_size.max(1), l.dp);
@@ -254,9 +259,13 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     buffers += 2.0 * n + kv_grad.max(if tied_split { x.vocab * h } else { 0.0 }); // llama.rs host
     let buffers = f * buffers;
 
-    // Layer scratch (layer.rs Scratch), RoPE tables, the backend's attention scratch (the largest
-    // of forward and backward re-layouts, kept per thread) and the step's token batch (train.rs).
+    // Layer scratch (layer.rs Scratch; the recomputed layer activations), RoPE tables, the
+    // backend's attention scratch (the largest of forward and backward re-layouts, kept per
+    // thread) and the step's token batch (train.rs).
     let mut scratch = rows * h + 2.0 * n * h + 2.0 * n * x.qd + 2.0 * n * x.kvd + 3.0 * n * x.ffn + 6.0 * n;
+    if full {
+        scratch += layer;
+    }
     if sp {
         scratch += 2.0 * rows * h + n * h;
     }

@@ -23,35 +23,7 @@ use crate::config::Config;
 use crate::pipeline::ScheduleKind;
 use anyhow::{bail, Context, Result};
 
-/// Activation recomputation (Korthikanti et al. 2022).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Recompute {
-    /// Every activation the backward reads is kept, incl. the attention probabilities.
-    None,
-    /// The attention core is recomputed in backward (what flash attention does anyway).
-    Selective,
-    /// Only each layer's input is kept; the whole layer is recomputed in backward.
-    Full,
-}
-
-impl Recompute {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "none" => Recompute::None,
-            "selective" => Recompute::Selective,
-            "full" => Recompute::Full,
-            other => bail!("--recompute {other:?}: expected none, selective or full"),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Recompute::None => "none",
-            Recompute::Selective => "selective",
-            Recompute::Full => "full",
-        }
-    }
-}
+pub use crate::config::Recompute;
 
 /// How a run is split over its ranks.
 #[derive(Clone, Copy, Debug, PartialEq)]

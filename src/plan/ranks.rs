@@ -3,7 +3,7 @@
 //! after training the heap each rank really held next to what the planner predicted for it.
 
 use super::hardware::GpuKind;
-use super::{memory, Layout, Recompute};
+use super::{memory, Layout};
 use crate::config::Config;
 use crate::dist::{MpiWorld, Topology};
 use anyhow::Result;
@@ -19,17 +19,22 @@ fn all_ranks(mpi: &MpiWorld, values: &[f64]) -> Vec<Vec<f64>> {
     all.chunks(values.len()).map(<[f64]>::to_vec).collect()
 }
 
+/// The layout of the training run `cfg` asks for, with its recomputation.
+fn train_layout(cfg: &Config, topo: &Topology) -> Result<Layout> {
+    Layout::from_config(cfg, topo.world, cfg.train.recompute)
+}
+
 /// This rank's planned bytes with the CPU backend (f32, what `swallow train` allocates here).
 pub fn planned_cpu_bytes(cfg: &Config, topo: &Topology) -> Result<f64> {
-    let l = Layout::from_config(cfg, topo.world, Recompute::None)?;
+    let l = train_layout(cfg, topo)?;
     Ok(memory::cpu(cfg, &l, topo.pp_rank, topo.dp_rank)?.total())
 }
 
 /// `swallow train --dry-run` after the configuration and data checks: prints (rank 0) the grid,
 /// the layout, the pipeline and this step's data slices, then every rank's planned memory on the
-/// CPU backend and as a bf16 run on `gpu` (selective recomputation), by pipeline stage.
+/// CPU backend and as a bf16 run on `gpu` (with the configured recomputation), by pipeline stage.
 pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> Result<()> {
-    let l = Layout::from_config(cfg, topo.world, Recompute::Selective)?;
+    let l = train_layout(cfg, topo)?;
     let (_, per_node) = mpi.node_local();
     let t = &cfg.train;
     let microbatches = l.microbatches(t.global_batch);
@@ -55,7 +60,12 @@ pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> 
         t.global_batch,
         t.seq_len + 1
     );
-    println!("memory plan per rank (CPU backend f32 | bf16 on {}, selective recompute, capacity {:.2} GiB):", gpu.name, gpu.memory_bytes / GIB);
+    println!(
+        "memory plan per rank (CPU backend f32 | bf16 on {}, {} recompute, capacity {:.2} GiB):",
+        gpu.name,
+        l.recompute.name(),
+        gpu.memory_bytes / GIB
+    );
     let per_stage = l.tp * l.dp;
     for s in 0..l.pp {
         let ranks = &all[s * per_stage..(s + 1) * per_stage];
@@ -102,7 +112,7 @@ pub fn report_measured(cfg: &Config, mpi: &MpiWorld, topo: &Topology, measured: 
 /// and scratch; not the CUDA context, cuBLASLt's workspace or NCCL) beside the planner's bf16
 /// model for the same layout without its fixed CUDA/NCCL overhead (rank 0 prints one line per rank).
 pub fn report_device_memory(cfg: &Config, mpi: &MpiWorld, topo: &Topology, peak: f64) -> Result<()> {
-    let l = Layout::from_config(cfg, topo.world, Recompute::Selective)?;
+    let l = train_layout(cfg, topo)?;
     let m = memory::gpu(cfg, &l, topo.pp_rank)?;
     let planned = m.total() - m.overhead;
     let all = all_ranks(mpi, &[peak, planned]);

@@ -223,8 +223,8 @@ fn run_cpu(o: &PlanOptions) -> Result<()> {
     if o.search {
         bail!("--search prices GPU layouts: pass --gpu h100, h200 or a100");
     }
-    let l = Layout::from_config(&o.cfg, o.gpus, Recompute::None)?;
-    println!("layout: {} (f32 weights, gradients, moments and activations; no recomputation)", l.describe());
+    let l = Layout::from_config(&o.cfg, o.gpus, o.recompute)?;
+    println!("layout: {} (f32 weights, gradients, moments and activations; the attention never keeps its probabilities, so none = selective)", l.describe());
     let stages = (0..l.pp).map(|s| memory::cpu(&o.cfg, &l, s, 0)).collect::<Result<Vec<_>>>()?;
     println!("{}", memory_table(&stages, None));
     let per_stage: Vec<f64> = stages.iter().map(|m| m.total()).collect();
