@@ -2,7 +2,7 @@
 //! under real mpirun runs every allocation, kernel launch (the kernels' emulation build), GEMM
 //! (cuBLASLt's contract) and collective of a GPU run, for a 2-step tiny run in the parallel
 //! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism; DP 2 with and
-//! without ZeRO-1; PP 2), its TP and DP collectives staged through host memory (`--comm host`) or
+//! without ZeRO-1, whose 100k-element buckets cut parameters; PP 2), its TP and DP collectives staged through host memory (`--comm host`) or
 //! on the device buffers (`--comm mpi`: CUDA-aware MPI, which the emulated device's host
 //! addresses satisfy; the same calls NCCL gets on a GPU), and must give the losses and gradient
 //! norms of the CPU backend's f32 run of the same layout within bf16 tolerance: bf16 activations and weight copies round each value to 8 significant
@@ -44,7 +44,7 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
         (1, &["--set", "model.num_kv_heads=1"], &["host"]),
         (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi"]),
         (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi"]),
-        (2, &["--zero", "1", "--set", "model.num_kv_heads=1"], &["host"]),
+        (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", "parallel.bucket_size=100000"], &["host", "mpi"]),
         (2, &["--set", "model.num_kv_heads=1"], &["mpi"]),
         (2, &["--pp", "2", "--set", "model.num_kv_heads=1"], &["host"]),
     ];

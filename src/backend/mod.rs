@@ -81,6 +81,9 @@ pub trait Backend: Send + Sync {
     fn fill_zero(&self, buf: &mut Self::Buf);
     /// `dst[..] = src[..]`
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// `dst[dst_at..dst_at + n] = src[src_at..src_at + n]`, converted to `dst`'s storage (a
+    /// weight's master and its bf16 copy both written; a weight read from its master).
+    fn copy_range(&self, dst: &mut Self::Buf, dst_at: usize, src: &Self::Buf, src_at: usize, n: usize);
     /// `dst += src`
     fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf);
     /// `buf *= s`

@@ -1,9 +1,11 @@
 //! The optimizer: AdamW with fp32 state, the learning-rate schedule and global grad-norm clipping.
-//! Data parallelism lives here too (zero.rs): gradient all-reduce, or the ZeRO-1 sharded optimizer.
+//! Data parallelism lives here too (zero.rs): gradient all-reduce, or the ZeRO-1 sharded optimizer
+//! (its exchange on device buffers: zero_device.rs).
 
 pub mod adamw;
 pub mod schedule;
 pub mod zero;
+mod zero_device;
 
 pub use adamw::AdamW;
 pub use schedule::LrSchedule;

@@ -21,6 +21,7 @@
 //! replicated KV heads).
 
 use super::adamw::{AdamW, StepOutcome};
+use super::zero_device::DeviceBlock;
 use crate::backend::{AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
 use crate::dist::Collectives;
@@ -29,11 +30,11 @@ use crate::model::params::ParamTable;
 /// One gradient bucket: a range of the flat (unpadded) parameter vector reduced by one collective;
 /// under ZeRO-1 it is padded to a multiple of DP and every rank owns `block_len` of it.
 #[derive(Clone, Debug)]
-struct Bucket {
-    range: std::ops::Range<usize>,
-    block_len: usize,
+pub(super) struct Bucket {
+    pub(super) range: std::ops::Range<usize>,
+    pub(super) block_len: usize,
     /// Where this rank's part of the bucket starts in its block.
-    block_offset: usize,
+    pub(super) block_offset: usize,
 }
 
 /// Splits `total` elements into buckets of at most `size` elements.
@@ -53,25 +54,27 @@ fn buckets(total: usize, size: usize, dp: usize) -> Vec<Bucket> {
 }
 
 /// The part of one parameter that falls into this rank's ZeRO block.
-struct Segment<B: Backend> {
+pub(super) struct Segment<B: Backend> {
     /// Element offset inside this rank's block.
-    block_offset: usize,
+    pub(super) block_offset: usize,
     /// The parameter, and the segment's first element in this rank's shard of it.
     param: usize,
     local_start: usize,
-    len: usize,
+    pub(super) len: usize,
     decay: bool,
     /// Counted in the gradient norm (one copy of a shard held by several ranks is).
     counted: bool,
-    master: B::Buf,
-    grad: B::Buf,
+    pub(super) master: B::Buf,
+    pub(super) grad: B::Buf,
     m: B::Buf,
     v: B::Buf,
 }
 
 struct Sharded<B: Backend> {
     segments: Vec<Segment<B>>,
+    /// This rank's block on the host, or (`device`) on the device.
     block: Vec<f32>,
+    device: Option<DeviceBlock<B>>,
     updates: u64,
 }
 
@@ -146,7 +149,11 @@ impl<B: Backend> DataParallelOptimizer<B> {
                 }
             }
             let block: usize = buckets.iter().map(|b| b.block_len).sum();
-            Mode::Sharded(Sharded { segments, block: vec![0.0; block], updates: 0 })
+            // With a device communicator the exchange stays on the device (zero_device.rs).
+            match dp.device() {
+                Some(_) if dps > 1 => Mode::Sharded(Sharded { segments, block: Vec::new(), device: Some(DeviceBlock::new(backend, &buckets, dps)), updates: 0 }),
+                _ => Mode::Sharded(Sharded { segments, block: vec![0.0; block], device: None, updates: 0 }),
+            }
         } else {
             Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
@@ -254,6 +261,16 @@ impl<B: Backend> DataParallelOptimizer<B> {
             let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
             return adamw.step(backend, weights, grads, lr, norm);
         }
+        if let Mode::Sharded(Sharded { device: Some(dev), segments, .. }) = &mut self.mode {
+            dev.reduce_scatter(backend, grads, &self.offsets, &self.buckets, dp);
+            dev.load_grads(backend, segments);
+            let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
+            let outcome = sh.update_on_device(backend, &self.t, lr, dp, mp);
+            if let (false, Sharded { device: Some(dev), segments, .. }) = (outcome.skipped, sh) {
+                dev.all_gather(backend, segments, weights, &self.offsets, &self.buckets, dp);
+            }
+            return outcome;
+        }
         self.pack(backend, grads);
         let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
         let dps = dp.size();
@@ -278,41 +295,64 @@ impl<B: Backend> DataParallelOptimizer<B> {
     }
 }
 
+/// The global gradient norm from this rank's sum of squares (summed over DP and the model-parallel
+/// group), and the clipping coefficient; `None` for the coefficient when the norm is not finite.
+fn norm_and_clip(local_squares: f64, t: &TrainConfig, dp: &dyn Collectives, mp: &dyn Collectives) -> (f64, Option<f64>) {
+    let mut sq = [local_squares];
+    dp.all_reduce_sum_f64(&mut sq);
+    mp.all_reduce_sum_f64(&mut sq);
+    let grad_norm = sq[0].sqrt();
+    let coeff = if t.grad_clip > 0.0 { (t.grad_clip / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+    (grad_norm, grad_norm.is_finite().then_some(coeff))
+}
+
 impl<B: Backend> Sharded<B> {
+    fn adam_step(&self, t: &TrainConfig, lr: f64, seg: &Segment<B>) -> AdamWStep {
+        AdamWStep {
+            lr: lr as f32,
+            beta1: t.beta1 as f32,
+            beta2: t.beta2 as f32,
+            eps: t.adam_eps as f32,
+            weight_decay: if seg.decay { t.weight_decay as f32 } else { 0.0 },
+            step: self.updates,
+        }
+    }
+
     /// AdamW on this rank's block, which holds the reduced gradients on entry and the updated
     /// master weights on return.
     fn update(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
         let squares = |g: &[f32]| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
-        let mut sq = [self
-            .segments
-            .iter()
-            .filter(|s| s.counted)
-            .map(|s| squares(&self.block[s.block_offset..s.block_offset + s.len]))
-            .sum::<f64>()];
-        dp.all_reduce_sum_f64(&mut sq);
-        mp.all_reduce_sum_f64(&mut sq);
-        let grad_norm = sq[0].sqrt();
-        if !grad_norm.is_finite() {
-            return StepOutcome { grad_norm, skipped: true };
-        }
-        let coeff = if t.grad_clip > 0.0 { (t.grad_clip / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+        let local = self.segments.iter().filter(|s| s.counted).map(|s| squares(&self.block[s.block_offset..s.block_offset + s.len])).sum::<f64>();
+        let (grad_norm, coeff) = norm_and_clip(local, t, dp, mp);
+        let Some(coeff) = coeff else { return StepOutcome { grad_norm, skipped: true } };
         self.updates += 1;
-        for seg in self.segments.iter_mut() {
+        for i in 0..self.segments.len() {
+            let h = self.adam_step(t, lr, &self.segments[i]);
+            let seg = &mut self.segments[i];
             let part = &mut self.block[seg.block_offset..seg.block_offset + seg.len];
             if coeff < 1.0 {
                 part.iter_mut().for_each(|g| *g *= coeff as f32);
             }
             backend.upload(part, &mut seg.grad);
-            let h = AdamWStep {
-                lr: lr as f32,
-                beta1: t.beta1 as f32,
-                beta2: t.beta2 as f32,
-                eps: t.adam_eps as f32,
-                weight_decay: if seg.decay { t.weight_decay as f32 } else { 0.0 },
-                step: self.updates,
-            };
             backend.adamw(&mut seg.master, &seg.grad, &mut seg.m, &mut seg.v, h);
             backend.download_into(&seg.master, part);
+        }
+        StepOutcome { grad_norm, skipped: false }
+    }
+
+    /// AdamW with the segments' gradients already on the device (zero_device.rs).
+    fn update_on_device(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
+        let local = self.segments.iter().filter(|s| s.counted).map(|s| backend.sum_squares(&s.grad)).sum::<f64>();
+        let (grad_norm, coeff) = norm_and_clip(local, t, dp, mp);
+        let Some(coeff) = coeff else { return StepOutcome { grad_norm, skipped: true } };
+        self.updates += 1;
+        for i in 0..self.segments.len() {
+            let h = self.adam_step(t, lr, &self.segments[i]);
+            let seg = &mut self.segments[i];
+            if coeff < 1.0 {
+                backend.scale(&mut seg.grad, coeff as f32);
+            }
+            backend.adamw(&mut seg.master, &seg.grad, &mut seg.m, &mut seg.v, h);
         }
         StepOutcome { grad_norm, skipped: false }
     }

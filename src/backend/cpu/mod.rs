@@ -115,6 +115,9 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn copy(&self, dst: &mut Vec<T>, src: &Vec<T>) {
         elementwise::copy(dst, src);
     }
+    fn copy_range(&self, dst: &mut Vec<T>, dst_at: usize, src: &Vec<T>, src_at: usize, n: usize) {
+        dst[dst_at..dst_at + n].copy_from_slice(&src[src_at..src_at + n]);
+    }
     fn add_assign(&self, dst: &mut Vec<T>, src: &Vec<T>) {
         elementwise::add_assign(dst, src);
     }

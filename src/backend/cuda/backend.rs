@@ -375,6 +375,31 @@ impl Backend for CudaBackend {
         });
     }
 
+    fn copy_range(&self, dst: &mut CudaBuf, dst_at: usize, src: &CudaBuf, src_at: usize, n: usize) {
+        assert!(dst_at + n <= dst.len && src_at + n <= src.len, "copy_range: {n} elements from {src_at} of {} into {dst_at} of {}", src.len, dst.len);
+        if n == 0 {
+            return;
+        }
+        // (element type, address of the first element copied) of the source and the targets.
+        let at = |t: Dtype, p: DevPtr, i: usize| (t, p + (i * t.bytes()) as u64);
+        let from = match &src.st {
+            Storage::Bf16(b) => at(Dtype::Bf16, b.ptr(), src_at),
+            Storage::F32(b) | Storage::Weight { master: b, .. } => at(Dtype::F32, b.ptr(), src_at),
+        };
+        let targets = match &dst.st {
+            Storage::Bf16(b) => vec![at(Dtype::Bf16, b.ptr(), dst_at)],
+            Storage::F32(b) => vec![at(Dtype::F32, b.ptr(), dst_at)],
+            Storage::Weight { master, shadow } => vec![at(Dtype::F32, master.ptr(), dst_at), at(Dtype::Bf16, shadow.ptr(), dst_at)],
+        };
+        for (t, d) in targets {
+            self.run(&match (t, from.0) {
+                (Dtype::Bf16, Dtype::F32) => launch::cast_f32_to_bf16(d, from.1, n),
+                (Dtype::F32, Dtype::Bf16) => launch::cast_bf16_to_f32(d, from.1, n),
+                _ => launch::copy(d, from.1, n * t.bytes()),
+            });
+        }
+    }
+
     fn add_assign(&self, dst: &mut CudaBuf, src: &CudaBuf) {
         same_len("add_assign", dst, src);
         let ((dt, d), (st, s)) = (dst.plain("add_assign"), src.plain("add_assign"));
