@@ -318,9 +318,6 @@ struct BenchArgs {
     steps: usize,
 }
 
-/// Exit code for "this part is not built yet".
-const NOT_YET: i32 = 2;
-
 fn train_overrides(a: &TrainArgs) -> Vec<String> {
     let mut o = Vec::new();
     let mut push = |k: &str, v: Option<String>| {
@@ -464,9 +461,11 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             swallow::data::bench::run(&std::env::temp_dir().join(format!("swallow-bench-data-{}", std::process::id())))?;
         }
         Command::Bench(a) => {
+            if a.device == "cuda" {
+                anyhow::bail!("swallow bench cuda: the GPU benchmark is the swallow-gpu-bench binary (scripts/gpu-check.sh runs it after the kernel conformance suite)");
+            }
             if a.device != "cpu" {
-                eprintln!("swallow bench {}: only the cpu backend exists yet", a.device);
-                return Ok(NOT_YET);
+                anyhow::bail!("swallow bench {:?}: expected cpu, data or cuda", a.device);
             }
             let cfg = Config::load(&a.config, &[])?;
             swallow::bench::run(&cfg, a.warmup, a.steps)?;
