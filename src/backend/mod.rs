@@ -54,6 +54,14 @@ pub enum Role {
     OptimState,
 }
 
+/// One tensor of a multi-tensor AdamW update (`Backend::adamw_all`).
+pub struct AdamTensor<'a, B: Backend + ?Sized> {
+    pub param: &'a mut B::Buf,
+    pub grad: &'a B::Buf,
+    pub m: &'a mut B::Buf,
+    pub v: &'a mut B::Buf,
+}
+
 pub trait Backend: Send + Sync {
     /// A buffer of real numbers (f32/f64 on CPU, bf16 or f32 on GPU).
     type Buf: Send + Sync;
@@ -90,6 +98,11 @@ pub trait Backend: Send + Sync {
     fn scale(&self, buf: &mut Self::Buf, s: f32);
     /// Sum of squares, accumulated in f64.
     fn sum_squares(&self, buf: &Self::Buf) -> f64;
+    /// Sum of squares over every buffer of `bufs`, accumulated in f64 (the gradient norm: one pass
+    /// over all of them where the backend can).
+    fn sum_squares_all(&self, bufs: &[&Self::Buf]) -> f64 {
+        bufs.iter().map(|b| self.sum_squares(b)).sum()
+    }
     /// Sum of the elements, accumulated in f64 in a fixed order (loss totals).
     fn sum(&self, buf: &Self::Buf) -> f64;
 
@@ -235,4 +248,11 @@ pub trait Backend: Send + Sync {
     // ---- optimizer ----------------------------------------------------------------------
     /// One AdamW update of `param` (decoupled weight decay `lr * wd * param`), moments `m`, `v`.
     fn adamw(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, h: AdamWStep);
+    /// `adamw` on every tensor of `tensors` with the same hyper-parameters (one launch where the
+    /// backend can).
+    fn adamw_all(&self, tensors: &mut [AdamTensor<'_, Self>], h: AdamWStep) {
+        for t in tensors {
+            self.adamw(t.param, t.grad, t.m, t.v, h);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! Swallow do: no decay on norm weights), global grad-norm clipping, and the skip of steps whose
 //! gradients are not finite. The update itself is a backend op, so it runs where the weights live.
 
-use crate::backend::{AdamWStep, Backend, Role};
+use crate::backend::{AdamTensor, AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
 use crate::model::params::ParamTable;
 
@@ -62,16 +62,25 @@ impl<B: Backend> AdamW<B> {
             }
         }
         self.updates += 1;
-        for i in 0..weights.len() {
+        // Two multi-tensor updates: the decayed tensors (matrices) and the rest.
+        for decayed in [true, false] {
             let h = AdamWStep {
                 lr: lr as f32,
                 beta1: self.beta1 as f32,
                 beta2: self.beta2 as f32,
                 eps: self.eps as f32,
-                weight_decay: if self.decay[i] { self.weight_decay as f32 } else { 0.0 },
+                weight_decay: if decayed { self.weight_decay as f32 } else { 0.0 },
                 step: self.updates,
             };
-            backend.adamw(&mut weights[i], &grads[i], &mut self.m[i], &mut self.v[i], h);
+            let mut tensors: Vec<AdamTensor<B>> = weights
+                .iter_mut()
+                .zip(grads.iter())
+                .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+                .zip(&self.decay)
+                .filter(|(_, &d)| d == decayed)
+                .map(|(((param, grad), (m, v)), _)| AdamTensor { param, grad, m, v })
+                .collect();
+            backend.adamw_all(&mut tensors, h);
         }
         StepOutcome { grad_norm, skipped: false }
     }

@@ -22,7 +22,7 @@
 
 use super::adamw::{AdamW, StepOutcome};
 use super::zero_device::DeviceBlock;
-use crate::backend::{AdamWStep, Backend, Role};
+use crate::backend::{AdamTensor, AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
 use crate::dist::Collectives;
 use crate::model::params::ParamTable;
@@ -239,7 +239,8 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// Global norm of gradients that are already reduced over DP: each rank's counted squares,
     /// summed over the model-parallel group.
     fn replicated_norm(&self, backend: &B, grads: &[B::Buf], mp: &dyn Collectives) -> f64 {
-        let mut sq = [grads.iter().zip(&self.counted).filter(|(_, &c)| c).map(|(g, _)| backend.sum_squares(g)).sum::<f64>()];
+        let counted: Vec<&B::Buf> = grads.iter().zip(&self.counted).filter(|(_, &c)| c).map(|(g, _)| g).collect();
+        let mut sq = [backend.sum_squares_all(&counted)];
         mp.all_reduce_sum_f64(&mut sq);
         sq[0].sqrt()
     }
@@ -342,17 +343,25 @@ impl<B: Backend> Sharded<B> {
 
     /// AdamW with the segments' gradients already on the device (zero_device.rs).
     fn update_on_device(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
-        let local = self.segments.iter().filter(|s| s.counted).map(|s| backend.sum_squares(&s.grad)).sum::<f64>();
+        let counted: Vec<&B::Buf> = self.segments.iter().filter(|s| s.counted).map(|s| &s.grad).collect();
+        let local = backend.sum_squares_all(&counted);
         let (grad_norm, coeff) = norm_and_clip(local, t, dp, mp);
         let Some(coeff) = coeff else { return StepOutcome { grad_norm, skipped: true } };
         self.updates += 1;
-        for i in 0..self.segments.len() {
-            let h = self.adam_step(t, lr, &self.segments[i]);
-            let seg = &mut self.segments[i];
-            if coeff < 1.0 {
-                backend.scale(&mut seg.grad, coeff as f32);
-            }
-            backend.adamw(&mut seg.master, &seg.grad, &mut seg.m, &mut seg.v, h);
+        if coeff < 1.0 {
+            self.segments.iter_mut().for_each(|seg| backend.scale(&mut seg.grad, coeff as f32));
+        }
+        // Two multi-tensor updates: the decayed segments (of matrices) and the rest.
+        for decayed in [true, false] {
+            let Some(first) = self.segments.iter().find(|s| s.decay == decayed) else { continue };
+            let h = self.adam_step(t, lr, first);
+            let mut tensors: Vec<AdamTensor<B>> = self
+                .segments
+                .iter_mut()
+                .filter(|s| s.decay == decayed)
+                .map(|s| AdamTensor { param: &mut s.master, grad: &s.grad, m: &mut s.m, v: &mut s.v })
+                .collect();
+            backend.adamw_all(&mut tensors, h);
         }
         StepOutcome { grad_norm, skipped: false }
     }

@@ -13,7 +13,7 @@
 
 use super::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
 use super::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
-use crate::backend::{AdamWStep, AttnShape, Backend, Role};
+use crate::backend::{AdamTensor, AdamWStep, AttnShape, Backend, Role};
 use crate::dist::device::DeviceComm;
 use crate::dist::Collectives;
 use anyhow::Result;
@@ -138,14 +138,15 @@ struct Scratch {
     comm_send: Option<DeviceBuf<f32>>,
     comm_recv: Option<DeviceBuf<f32>>,
     sum_out: DeviceBuf<f64>,
-    adam_table: DeviceBuf<AdamSeg>,
-    norm_table: DeviceBuf<NormSeg>,
+    /// Segment tables of the multi-tensor AdamW and sums.
+    adam_table: Option<DeviceBuf<AdamSeg>>,
+    norm_table: Option<DeviceBuf<NormSeg>>,
     /// Host staging of bf16 copies.
     host_bf16: Vec<bf16>,
 }
 
 /// `slot`'s buffer of at least `len` floats (reallocated when too small).
-fn grow(rt: &Arc<dyn Runtime>, slot: &mut Option<DeviceBuf<f32>>, len: usize) -> DevPtr {
+fn grow<T: Plain>(rt: &Arc<dyn Runtime>, slot: &mut Option<DeviceBuf<T>>, len: usize) -> DevPtr {
     if slot.as_ref().is_none_or(|b| b.len() < len) {
         *slot = None;
         *slot = Some(ok("allocating scratch", DeviceBuf::uninit(rt, len)));
@@ -169,8 +170,8 @@ impl CudaBackend {
             comm_send: None,
             comm_recv: None,
             sum_out: DeviceBuf::uninit(&rt, 1)?,
-            adam_table: DeviceBuf::uninit(&rt, 1)?,
-            norm_table: DeviceBuf::uninit(&rt, 1)?,
+            adam_table: None,
+            norm_table: None,
             host_bf16: Vec::new(),
         };
         Ok(CudaBackend { rt, meter, scratch: Mutex::new(scratch) })
@@ -261,15 +262,50 @@ impl CudaBackend {
         }
         let mut s = self.scratch();
         let x = self.as_f32(&mut s, buf);
-        let mut seg = [NormSeg { x, n: buf.len as u64, block0: 0 }];
-        let blocks = launch::norm_table(&mut seg);
-        ok("upload", s.norm_table.write(&seg));
+        self.reduce_table(&mut s, vec![NormSeg { x, n: buf.len as u64, block0: 0 }], which)
+    }
+
+    /// A table reduction over fp32 segments (none empty), in one pass.
+    fn reduce_table(&self, s: &mut Scratch, mut segs: Vec<NormSeg>, which: fn(DevPtr, usize, usize, DevPtr, DevPtr) -> [Launch; 2]) -> f64 {
+        if segs.is_empty() {
+            return 0.0;
+        }
+        let blocks = launch::norm_table(&mut segs);
+        let table = grow(&self.rt, &mut s.norm_table, segs.len());
+        ok("upload", s.norm_table.as_mut().unwrap().write_prefix(&segs));
         let partials = grow(&self.rt, &mut s.partials, blocks);
-        for l in which(s.norm_table.ptr(), 1, blocks, partials, s.sum_out.ptr()) {
+        for l in which(table, segs.len(), blocks, partials, s.sum_out.ptr()) {
             self.run(&l);
         }
         ok("download", s.sum_out.read())[0]
     }
+
+    /// One AdamW launch over `segs` (none empty).
+    fn adamw_table(&self, mut segs: Vec<AdamSeg>, h: AdamWStep) {
+        if segs.is_empty() {
+            return;
+        }
+        let blocks = launch::adamw_table(&mut segs);
+        let mut s = self.scratch();
+        let table = grow(&self.rt, &mut s.adam_table, segs.len());
+        ok("upload", s.adam_table.as_mut().unwrap().write_prefix(&segs));
+        self.run(&launch::adamw(table, segs.len(), blocks, h));
+    }
+}
+
+/// The AdamW segment of one tensor: `param` a weight (master updated, shadow rewritten in the same
+/// launch) or an fp32 buffer (ZeRO-1's master segments); None when empty.
+fn adam_seg(param: &CudaBuf, grad: &CudaBuf, m: &CudaBuf, v: &CudaBuf) -> Option<AdamSeg> {
+    for b in [grad, m, v] {
+        same_len("adamw", param, b);
+    }
+    let (master, weight) = match &param.st {
+        Storage::Weight { master, shadow } => (master.ptr(), shadow.ptr()),
+        Storage::F32(b) => (b.ptr(), 0),
+        Storage::Bf16(_) => panic!("adamw: the parameter is a bf16 activation buffer"),
+    };
+    let (g, m, v) = (grad.f32("adamw", "grad"), m.f32("adamw", "m"), v.f32("adamw", "v"));
+    (param.len > 0).then_some(AdamSeg { master, grad: g, m, v, weight, n: param.len as u64, block0: 0 })
 }
 
 fn same_len(op: &str, a: &CudaBuf, b: &CudaBuf) {
@@ -602,25 +638,25 @@ impl Backend for CudaBackend {
         true
     }
 
-    /// `param` is a weight (master updated, shadow rewritten in the same launch) or an fp32
-    /// buffer (ZeRO-1's master segments).
     fn adamw(&self, param: &mut CudaBuf, grad: &CudaBuf, m: &mut CudaBuf, v: &mut CudaBuf, h: AdamWStep) {
-        for b in [grad, &*m, &*v] {
-            same_len("adamw", param, b);
-        }
-        if param.len == 0 {
-            return;
-        }
-        let (master, weight) = match &param.st {
-            Storage::Weight { master, shadow } => (master.ptr(), shadow.ptr()),
-            Storage::F32(b) => (b.ptr(), 0),
-            Storage::Bf16(_) => panic!("adamw: the parameter is a bf16 activation buffer"),
+        self.adamw_table(adam_seg(param, grad, m, v).into_iter().collect(), h);
+    }
+
+    fn adamw_all(&self, tensors: &mut [AdamTensor<'_, Self>], h: AdamWStep) {
+        self.adamw_table(tensors.iter().filter_map(|t| adam_seg(t.param, t.grad, t.m, t.v)).collect(), h);
+    }
+
+    /// One pass over all buffers when they are fp32 (gradients), else buffer by buffer.
+    fn sum_squares_all(&self, bufs: &[&CudaBuf]) -> f64 {
+        let fp32 = |b: &CudaBuf| match &b.st {
+            Storage::F32(x) | Storage::Weight { master: x, .. } => Some(x.ptr()),
+            Storage::Bf16(_) => None,
         };
-        let mut seg = [AdamSeg { master, grad: grad.f32("adamw", "grad"), m: m.f32("adamw", "m"), v: v.f32("adamw", "v"), weight, n: param.len as u64, block0: 0 }];
-        let blocks = launch::adamw_table(&mut seg);
-        let mut s = self.scratch();
-        ok("upload", s.adam_table.write(&seg));
-        self.run(&launch::adamw(s.adam_table.ptr(), 1, blocks, h));
+        if !bufs.iter().all(|b| fp32(b).is_some()) {
+            return bufs.iter().map(|b| self.sum_squares(b)).sum();
+        }
+        let segs = bufs.iter().filter(|b| b.len > 0).map(|b| NormSeg { x: fp32(b).unwrap(), n: b.len as u64, block0: 0 }).collect();
+        self.reduce_table(&mut self.scratch(), segs, launch::sum_squares)
     }
 }
 

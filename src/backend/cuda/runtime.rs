@@ -185,6 +185,14 @@ impl<T: Plain> DeviceBuf<T> {
         self.rt.upload(self.ptr, bytes_of(host))
     }
 
+    /// Overwrites the first `host.len()` elements.
+    pub fn write_prefix(&mut self, host: &[T]) -> Result<()> {
+        if host.len() > self.len {
+            bail!("device buffer of {} elements written with {}", self.len, host.len());
+        }
+        self.rt.upload(self.ptr, bytes_of(host))
+    }
+
     pub fn read(&self) -> Result<Vec<T>> {
         // SAFETY: `T: Plain` accepts the all-zero bit pattern.
         let mut v = vec![unsafe { std::mem::zeroed::<T>() }; self.len];
