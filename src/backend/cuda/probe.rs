@@ -70,13 +70,24 @@ pub fn choose_device(requested: &str, warn_rank0: bool) -> Result<TrainDevice> {
 }
 
 /// The GPU of the rank that is `local_rank` of `ranks_on_node` on its node: one GPU per rank, in
-/// node-local rank order; an error when the node has more ranks than GPUs.
+/// node-local rank order, or the only visible one when the launcher bound the rank to it
+/// (jobscripts/lib/bind-gpu.sh sets CUDA_VISIBLE_DEVICES to one device per rank).
 pub fn device_for_local_rank(local_rank: usize, ranks_on_node: usize) -> Result<usize> {
     let count = init_driver()?;
+    pick_device(local_rank, ranks_on_node, count, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref())
+}
+
+/// `device_for_local_rank` given the driver's device count and CUDA_VISIBLE_DEVICES.
+fn pick_device(local_rank: usize, ranks_on_node: usize, count: usize, visible: Option<&str>) -> Result<usize> {
+    let bound = count == 1 && visible.is_some_and(|v| !v.is_empty() && !v.contains(','));
+    if bound {
+        return Ok(0);
+    }
     if local_rank >= count {
         bail!(
-            "{ranks_on_node} ranks on this node but {count} CUDA device(s): swallow runs one rank per GPU \
-             (launch {count} ranks per node, e.g. mpirun --map-by ppr:{count}:node)"
+            "{ranks_on_node} ranks on this node but {count} CUDA device(s) visible: swallow runs one rank per GPU \
+             (launch {count} ranks per node, e.g. mpirun --map-by ppr:{count}:node, or bind each rank to its GPU \
+             with jobscripts/lib/bind-gpu.sh)"
         );
     }
     Ok(local_rank)
@@ -88,6 +99,18 @@ mod tests {
 
     /// `cpu` and `cuda-emulated` need nothing; `cuda` and `auto` follow the driver's presence;
     /// a misspelt device is an error naming the choices.
+    #[test]
+    fn one_gpu_per_rank() {
+        assert_eq!(pick_device(3, 4, 4, None).unwrap(), 3);
+        assert_eq!(pick_device(3, 4, 4, Some("0,1,2,3")).unwrap(), 3);
+        // bind-gpu.sh: each rank sees only its own GPU.
+        assert_eq!(pick_device(3, 4, 1, Some("3")).unwrap(), 0);
+        assert_eq!(pick_device(0, 1, 1, None).unwrap(), 0);
+        let e = pick_device(1, 2, 1, None).unwrap_err().to_string();
+        assert!(e.starts_with("2 ranks on this node but 1 CUDA device(s) visible"), "{e}");
+        assert!(pick_device(4, 8, 4, Some("0,1,2,3")).is_err());
+    }
+
     #[test]
     fn device_choice() {
         assert_eq!(choose_device("cpu", false).unwrap(), TrainDevice::Cpu);
