@@ -217,8 +217,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
             let groups = mpi.groups_on(&topo, comm)?;
             say(format!("collectives on device buffers (TP and DP groups): {}", comm.name()));
             train_on(backend.clone(), cfg, mpi, &topo, groups, &sampler, validation.as_ref())?;
-            let (_, peak, _) = backend.memory();
-            crate::plan::ranks::report_device_memory(cfg, mpi, &topo, peak as f64)
+            crate::plan::ranks::report_device_memory(cfg, mpi, &topo, backend.instruments().memory().peak as f64)
         }
     }
 }

@@ -15,7 +15,6 @@ use swallow::backend::cuda::backend::CudaBackend;
 use swallow::backend::cuda::driver::{DriverOptions, DriverRuntime};
 use swallow::backend::cuda::emulated::EmulatedRuntime;
 use swallow::backend::cuda::probe::device_info;
-use swallow::backend::cuda::profile::Profiler;
 use swallow::backend::cuda::runtime::Runtime;
 use swallow::config::Config;
 use swallow::dist::ParallelGroups;
@@ -125,8 +124,7 @@ fn run(a: &Args) -> Result<()> {
         "swallow-gpu-bench: {} | {layers} layers of hidden {}, ffn {}, heads {}/{} kv, vocab {} | seq {} | {} x {} micro-batches per step | TP 1",
         device, m.hidden_size, m.ffn_hidden_size, m.num_heads, m.num_kv_heads, m.vocab_size, a.seq, a.accumulation, a.micro_batch
     );
-    let profiler = Arc::new(Profiler::new(runtime));
-    let backend = Arc::new(CudaBackend::new(profiler.clone())?);
+    let backend = Arc::new(CudaBackend::new(runtime)?);
     let t0 = Instant::now();
     let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single())?;
     println!("model and optimizer built and initialised in {:.1} s", t0.elapsed().as_secs_f64());
@@ -138,7 +136,7 @@ fn run(a: &Args) -> Result<()> {
             ((state >> 33) % m.vocab_size as u64) as u32
         })
         .collect();
-    let sync = || profiler.synchronize().context("device");
+    let sync = || backend.synchronize().context("device");
     let t0 = Instant::now();
     let warm = trainer.train_step(&batch);
     sync()?;
@@ -155,17 +153,17 @@ fn run(a: &Args) -> Result<()> {
     let tokens_per_s = tokens / step_s;
     let tflops = swallow::metrics::flops_per_token(m, a.seq) * tokens_per_s / 1e12;
     let mfu = tflops / peak_tflops;
-    let (_, peak_mem, _) = backend.memory();
+    let peak_mem = backend.instruments().memory().peak;
     let planned = planned_bytes(&cfg)?;
 
     // One profiled step: shares of each kernel and GEMM kind.
-    profiler.enable(true);
+    backend.instruments().enable_timing(true);
     let t0 = Instant::now();
     trainer.train_step(&batch);
     sync()?;
     let profiled_s = t0.elapsed().as_secs_f64();
-    profiler.enable(false);
-    let totals = profiler.totals();
+    backend.instruments().enable_timing(false);
+    let totals = backend.instruments().totals();
     let kernel_s: f64 = totals.values().map(|t| t.seconds).sum();
     let mut rows: Vec<_> = totals.iter().collect();
     rows.sort_by(|x, y| y.1.seconds.total_cmp(&x.1.seconds));

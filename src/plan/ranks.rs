@@ -98,14 +98,20 @@ pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> 
 /// (rank 0 prints one line per rank).
 pub fn report_measured(cfg: &Config, mpi: &MpiWorld, topo: &Topology, measured: f64) -> Result<()> {
     let planned = planned_cpu_bytes(cfg, topo)?;
-    let all = all_ranks(mpi, &[measured, planned]);
+    let heading = "memory per rank (heap held during the steps above what existed before the trainer, vs the planner's cpu model):";
+    print_beside_plan(mpi, topo, heading, "measured", measured, planned);
+    Ok(())
+}
+
+/// Rank 0 prints `heading`, then every rank's `what` bytes beside its planned bytes.
+fn print_beside_plan(mpi: &MpiWorld, topo: &Topology, heading: &str, what: &str, bytes: f64, planned: f64) {
+    let all = all_ranks(mpi, &[bytes, planned]);
     if topo.rank == 0 {
-        println!("memory per rank (heap held during the steps above what existed before the trainer, vs the planner's cpu model):");
+        println!("{heading}");
         for (r, v) in all.iter().enumerate() {
-            println!("  rank {r}: measured {:.2} MiB, planned {:.2} MiB ({:+.1}%)", v[0] / MIB, v[1] / MIB, 100.0 * (v[0] / v[1] - 1.0));
+            println!("  rank {r}: {what} {:.2} MiB, planned {:.2} MiB ({:+.1}%)", v[0] / MIB, v[1] / MIB, 100.0 * (v[0] / v[1] - 1.0));
         }
     }
-    Ok(())
 }
 
 /// After a CUDA-backend run: each rank's peak device memory held by the backend (its buffers
@@ -115,12 +121,7 @@ pub fn report_device_memory(cfg: &Config, mpi: &MpiWorld, topo: &Topology, peak:
     let l = train_layout(cfg, topo)?;
     let m = memory::gpu(cfg, &l, topo.pp_rank)?;
     let planned = m.total() - m.overhead;
-    let all = all_ranks(mpi, &[peak, planned]);
-    if topo.rank == 0 {
-        println!("device memory per rank (peak held by the CUDA backend, vs the planner's bf16 model without its fixed CUDA/NCCL overhead):");
-        for (r, v) in all.iter().enumerate() {
-            println!("  rank {r}: peak {:.2} MiB, planned {:.2} MiB ({:+.1}%)", v[0] / MIB, v[1] / MIB, 100.0 * (v[0] / v[1] - 1.0));
-        }
-    }
+    let heading = "device memory per rank (peak held by the CUDA backend, vs the planner's bf16 model without its fixed CUDA/NCCL overhead):";
+    print_beside_plan(mpi, topo, heading, "peak", peak, planned);
     Ok(())
 }

@@ -4,13 +4,15 @@
 //! an fp32 master plus the bf16 shadow that GEMMs and kernels read, both written by `upload` and
 //! by the AdamW launch. Every op is one or a few launch.rs launches or one cuBLASLt-contract GEMM
 //! (bf16 operands, fp32 sums; weight gradients accumulate into fp32 with beta = 1). Scratch
-//! (kernel partials, one-segment AdamW/norm tables, host staging) is kept per backend and grows
-//! to the largest request, so a training step allocates no device memory after the first.
+//! (kernel partials, AdamW/norm segment tables, collective and host staging) is kept per backend
+//! and grows to the largest request, so a training step allocates no device memory after the
+//! first; the runtime is wrapped in instrument.rs's meter (and timer, for the benchmark).
 //!
 //! The trait's ops cannot return errors: a failing device call (out of memory, a launch error)
 //! ends the process with the device's message (`device_failure`); a buffer of the wrong role
 //! passed to an op is a bug in the caller and panics naming the op and the operand.
 
+use super::instrument::Instrumented;
 use super::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
 use super::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
 use crate::backend::{AdamTensor, AdamWStep, AttnShape, Backend, Role};
@@ -18,8 +20,6 @@ use crate::dist::device::DeviceComm;
 use crate::dist::Collectives;
 use anyhow::Result;
 use half::bf16;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Ends the process after a device call failed: not a bug in swallow, so no panic backtrace.
@@ -32,57 +32,6 @@ fn device_failure(what: &str, e: anyhow::Error) -> ! {
 
 fn ok<T>(what: &str, r: Result<T>) -> T {
     r.unwrap_or_else(|e| device_failure(what, e))
-}
-
-/// The device memory a backend holds: live bytes, their peak, and the number of allocations.
-#[derive(Default)]
-pub struct MemoryMeter {
-    sizes: Mutex<HashMap<DevPtr, usize>>,
-    live: AtomicUsize,
-    peak: AtomicUsize,
-    allocations: AtomicUsize,
-}
-
-/// A `Runtime` that forwards to another and meters its allocations.
-struct Metered {
-    inner: Arc<dyn Runtime>,
-    meter: Arc<MemoryMeter>,
-}
-
-impl Runtime for Metered {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
-        let p = self.inner.alloc(bytes)?;
-        let m = &self.meter;
-        m.sizes.lock().unwrap_or_else(|e| e.into_inner()).insert(p, bytes);
-        let live = m.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        m.peak.fetch_max(live, Ordering::Relaxed);
-        m.allocations.fetch_add(1, Ordering::Relaxed);
-        Ok(p)
-    }
-    unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
-        if let Some(bytes) = self.meter.sizes.lock().unwrap_or_else(|e| e.into_inner()).remove(&ptr) {
-            self.meter.live.fetch_sub(bytes, Ordering::Relaxed);
-        }
-        self.inner.free(ptr)
-    }
-    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
-        self.inner.upload(dst, src)
-    }
-    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
-        self.inner.download(src, dst)
-    }
-    unsafe fn launch(&self, l: &Launch) -> Result<()> {
-        self.inner.launch(l)
-    }
-    unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
-        self.inner.gemm(g)
-    }
-    fn synchronize(&self) -> Result<()> {
-        self.inner.synchronize()
-    }
 }
 
 /// How a buffer is stored on the device, by role.
@@ -156,14 +105,14 @@ fn grow<T: Plain>(rt: &Arc<dyn Runtime>, slot: &mut Option<DeviceBuf<T>>, len: u
 
 pub struct CudaBackend {
     rt: Arc<dyn Runtime>,
-    meter: Arc<MemoryMeter>,
+    instruments: Arc<Instrumented>,
     scratch: Mutex<Scratch>,
 }
 
 impl CudaBackend {
     pub fn new(runtime: Arc<dyn Runtime>) -> Result<CudaBackend> {
-        let meter = Arc::new(MemoryMeter::default());
-        let rt: Arc<dyn Runtime> = Arc::new(Metered { inner: runtime, meter: meter.clone() });
+        let instruments = Arc::new(Instrumented::new(runtime));
+        let rt: Arc<dyn Runtime> = instruments.clone();
         let scratch = Scratch {
             work: None,
             partials: None,
@@ -174,7 +123,7 @@ impl CudaBackend {
             norm_table: None,
             host_bf16: Vec::new(),
         };
-        Ok(CudaBackend { rt, meter, scratch: Mutex::new(scratch) })
+        Ok(CudaBackend { rt, instruments, scratch: Mutex::new(scratch) })
     }
 
     /// One line naming the device.
@@ -182,10 +131,14 @@ impl CudaBackend {
         self.rt.describe()
     }
 
-    /// (live bytes, peak bytes, allocations so far) of this backend's device memory.
-    pub fn memory(&self) -> (usize, usize, usize) {
-        let m = &self.meter;
-        (m.live.load(Ordering::Relaxed), m.peak.load(Ordering::Relaxed), m.allocations.load(Ordering::Relaxed))
+    /// This backend's device memory (live, peak, allocations) and per-kernel timing.
+    pub fn instruments(&self) -> &Instrumented {
+        &self.instruments
+    }
+
+    /// Waits for the device's work so far.
+    pub fn synchronize(&self) -> Result<()> {
+        self.rt.synchronize()
     }
 
     fn scratch(&self) -> std::sync::MutexGuard<'_, Scratch> {
@@ -678,12 +631,12 @@ mod tests {
         let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single()).unwrap();
         let batch: Vec<u32> = (0..trainer.local_batch() * 33).map(|i| (i * 7919 % 4096) as u32).collect();
         trainer.train_step(&batch);
-        let (live, peak, allocations) = backend.memory();
-        assert!(live > 0 && peak >= live && allocations > 0);
+        let after_first = backend.instruments().memory();
+        assert!(after_first.live > 0 && after_first.peak >= after_first.live && after_first.allocations > 0);
         for _ in 0..2 {
             let s = trainer.train_step(&batch);
             assert!(s.loss.is_finite() && !s.skipped, "{s:?}");
         }
-        assert_eq!(backend.memory(), (live, peak, allocations), "(live, peak, allocations) after steps 2 and 3");
+        assert_eq!(backend.instruments().memory(), after_first, "after steps 2 and 3");
     }
 }

@@ -8,7 +8,7 @@
 //! with two implementations, a real GPU (driver.rs) and its emulation on the CPU (emulated.rs);
 //! probe.rs finds the CUDA driver without panicking and picks the training device. On top,
 //! backend.rs is the training `Backend` over a runtime (bf16 activations, fp32 master weights);
-//! profile.rs times each kernel and GEMM of a runtime for the GPU benchmark.
+//! instrument.rs meters its device memory and times each kernel and GEMM for the GPU benchmark.
 
 pub mod backend;
 pub mod compile;
@@ -17,7 +17,7 @@ pub mod emu;
 pub mod emulated;
 pub mod launch;
 pub mod nvrtc;
+pub mod instrument;
 pub mod probe;
-pub mod profile;
 pub mod runtime;
 pub mod sources;

@@ -1,14 +1,16 @@
-//! Per-kernel timing of a device runtime, for the GPU benchmark: `Profiler` forwards every call
-//! to the runtime under it and, while switched on, synchronises before and after each launch and
-//! GEMM and adds the wall time to that kernel's (or GEMM kind's) total, with the GEMMs' FLOPs.
-//! Synchronising removes the overlap of consecutive launches, so profiled steps are slower than
-//! real ones: shares of the profiled step, not absolute times, are what it reports.
+//! The instruments of the CUDA backend's device runtime: `Instrumented` forwards every call to the
+//! runtime under it, meters its memory (live and peak bytes, allocations: what `swallow train`
+//! reports and the no-allocation-in-steady-state test reads) and, while timing is switched on (the
+//! GPU benchmark), synchronises before and after each launch and GEMM and adds the wall time to
+//! that kernel's (or GEMM kind's) total, with the GEMMs' FLOPs. Synchronising removes the overlap
+//! of consecutive launches, so timed steps are slower than real ones: shares of the timed step,
+//! not absolute times, are what it reports.
 
 use super::launch::{DevPtr, Launch};
 use super::runtime::{Gemm, GemmOut, Runtime};
 use anyhow::Result;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,19 +31,43 @@ pub fn gemm_name(out: GemmOut) -> &'static str {
     }
 }
 
-pub struct Profiler {
+/// Live and peak bytes and the number of allocations of a runtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUse {
+    pub live: usize,
+    pub peak: usize,
+    pub allocations: usize,
+}
+
+pub struct Instrumented {
     inner: Arc<dyn Runtime>,
+    sizes: Mutex<HashMap<DevPtr, usize>>,
+    live: AtomicUsize,
+    peak: AtomicUsize,
+    allocations: AtomicUsize,
     on: AtomicBool,
     totals: Mutex<BTreeMap<&'static str, OpTotals>>,
 }
 
-impl Profiler {
+impl Instrumented {
     pub fn new(inner: Arc<dyn Runtime>) -> Self {
-        Profiler { inner, on: AtomicBool::new(false), totals: Mutex::new(BTreeMap::new()) }
+        Instrumented {
+            inner,
+            sizes: Mutex::new(HashMap::new()),
+            live: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            allocations: AtomicUsize::new(0),
+            on: AtomicBool::new(false),
+            totals: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn memory(&self) -> MemoryUse {
+        MemoryUse { live: self.live.load(Ordering::Relaxed), peak: self.peak.load(Ordering::Relaxed), allocations: self.allocations.load(Ordering::Relaxed) }
     }
 
     /// Starts (or stops) timing every launch and GEMM.
-    pub fn enable(&self, on: bool) {
+    pub fn enable_timing(&self, on: bool) {
         self.on.store(on, Ordering::Relaxed);
     }
 
@@ -68,14 +94,22 @@ impl Profiler {
     }
 }
 
-impl Runtime for Profiler {
+impl Runtime for Instrumented {
     fn describe(&self) -> String {
         self.inner.describe()
     }
     fn alloc(&self, bytes: usize) -> Result<DevPtr> {
-        self.inner.alloc(bytes)
+        let p = self.inner.alloc(bytes)?;
+        self.sizes.lock().unwrap_or_else(|e| e.into_inner()).insert(p, bytes);
+        let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(live, Ordering::Relaxed);
+        self.allocations.fetch_add(1, Ordering::Relaxed);
+        Ok(p)
     }
     unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
+        if let Some(bytes) = self.sizes.lock().unwrap_or_else(|e| e.into_inner()).remove(&ptr) {
+            self.live.fetch_sub(bytes, Ordering::Relaxed);
+        }
         self.inner.free(ptr)
     }
     fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
@@ -103,21 +137,23 @@ mod tests {
     use crate::backend::cuda::runtime::DeviceBuf;
     use half::bf16;
 
-    /// Only what runs while profiling is on is counted, by kernel name, GEMMs with 2 m n k FLOPs.
+    /// Only what runs while timing is on is counted, by kernel name, GEMMs with 2 m n k FLOPs;
+    /// memory is metered always.
     #[test]
     fn counts_launches_and_gemm_flops_while_on() {
-        let p = Arc::new(Profiler::new(Arc::new(EmulatedRuntime::new())));
+        let p = Arc::new(Instrumented::new(Arc::new(EmulatedRuntime::new())));
         let rt: Arc<dyn Runtime> = p.clone();
         let x = DeviceBuf::from_slice(&rt, &[1.0f32; 64]).unwrap();
         let (a, c) = (DeviceBuf::from_slice(&rt, &[bf16::ONE; 6]).unwrap(), DeviceBuf::<f32>::uninit(&rt, 4).unwrap());
         let g = Gemm { m: 2, n: 2, k: 3, a: a.ptr(), lda: 3, trans_a: false, b: a.ptr(), ldb: 3, trans_b: true, c: c.ptr(), ldc: 2, out: GemmOut::F32, alpha: 1.0, beta: 0.0 };
         unsafe { rt.launch(&launch::scale(launch::Dtype::F32, x.ptr(), 2.0, 64)) }.unwrap();
-        p.enable(true);
+        assert_eq!(p.memory(), MemoryUse { live: 256 + 12 + 16, peak: 256 + 12 + 16, allocations: 3 });
+        p.enable_timing(true);
         for _ in 0..2 {
             unsafe { rt.launch(&launch::scale(launch::Dtype::F32, x.ptr(), 2.0, 64)) }.unwrap();
         }
         unsafe { rt.gemm(&g) }.unwrap();
-        p.enable(false);
+        p.enable_timing(false);
         unsafe { rt.gemm(&g) }.unwrap();
         let t = p.totals();
         assert_eq!(t.keys().copied().collect::<Vec<_>>(), [gemm_name(GemmOut::F32), "scale_f32"]);
@@ -125,5 +161,7 @@ mod tests {
         assert_eq!((t[gemm_name(GemmOut::F32)].calls, t[gemm_name(GemmOut::F32)].flops), (1, 24.0));
         assert_eq!(x.read().unwrap()[0], 8.0);
         assert_eq!(c.read().unwrap(), [3.0; 4]);
+        drop(c);
+        assert_eq!(p.memory(), MemoryUse { live: 256 + 12, peak: 256 + 12 + 16, allocations: 3 });
     }
 }
