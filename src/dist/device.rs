@@ -1,10 +1,11 @@
 //! Collectives on device memory, for the CUDA backend: the `DeviceComm` trait (sum all-reduce,
-//! sum reduce-scatter and all-gather between distinct device buffers, in the order of the
-//! device's work), `CommKind` (`--comm`: how a run's TP and DP groups reach device memory), and
-//! the CUDA-aware MPI implementation on `MpiGroup`: device addresses handed to MPI as they are,
-//! fp32 only (MPI has no bf16 sum; the backend converts bf16 buffers through fp32 scratch). The
-//! NCCL implementation is nccl.rs. Without a device communicator the model stages collectives
-//! through host memory (`Collectives`' host-slice methods).
+//! sum reduce-scatter and all-gather between distinct device buffers, and the pipeline's
+//! point-to-point send and receive, in the order of the device's work), `CommKind` (`--comm`: how
+//! a run's TP, DP and PP groups reach device memory), and the CUDA-aware MPI implementation on
+//! `MpiGroup`: device addresses handed to MPI as they are, fp32 only (MPI has no bf16 sum; the
+//! backend converts bf16 buffers through fp32 scratch, messages included). The NCCL
+//! implementation is nccl.rs. Without a device communicator the model stages collectives and
+//! messages through host memory (`Collectives`' host-slice methods).
 
 use super::comm::{Collectives, MpiGroup};
 use crate::backend::cuda::launch::{DevPtr, Dtype};
@@ -14,7 +15,7 @@ use mpi::raw::AsRaw;
 use std::ffi::c_void;
 use std::time::Instant;
 
-/// How the TP and DP groups of a CUDA run move device buffers (`--comm`).
+/// How the TP, DP and PP groups of a CUDA run move device buffers (`--comm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommKind {
     /// Through host memory: download, MPI on host slices, upload (every device; the CPU's only).
@@ -71,6 +72,24 @@ pub trait DeviceComm {
     /// # Safety
     /// `send` holds `n_send` elements, `recv` `size * n_send`.
     unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()>;
+    /// Point-to-point send of `buf[..n]` to group rank `to` (pipeline activations and gradients),
+    /// which receives it with `recv(this rank, tag, ..)`. To the caller it behaves as the host
+    /// `send_f32`: later work may overwrite `buf`. Messages between two ranks match in the order
+    /// they are issued: CUDA-aware MPI by tag, blocking on the host until the receiver has the
+    /// data or MPI has buffered it; NCCL ignores the tag and matches in issue order, returning on
+    /// the host at once while the device's stream waits for the peer's matching call. Both sides
+    /// must therefore issue their messages in one global order (the pipeline's lists do, see
+    /// pipeline/schedule.rs), else the streams deadlock.
+    ///
+    /// # Safety
+    /// `buf` is live device memory of `n` elements.
+    unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()>;
+    /// Point-to-point receive of exactly `n` elements from group rank `from` into `buf`; work
+    /// issued after it sees them (see `send` for the ordering).
+    ///
+    /// # Safety
+    /// `buf` is live device memory of `n` elements.
+    unsafe fn recv(&self, from: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()>;
 }
 
 fn mpi_count(n: usize) -> Result<i32> {
@@ -116,6 +135,22 @@ impl DeviceComm for MpiGroup {
         let rc = ffi::MPI_Allgather(send as *const c_void, n, ffi::RSMPI_FLOAT, recv as *mut c_void, n, ffi::RSMPI_FLOAT, self.comm().as_raw());
         mpi_ok("MPI_Allgather", rc)?;
         self.account(((self.size() - 1) * 4 * n_send) as f64, start);
+        Ok(())
+    }
+    unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI sends fp32 only");
+        let start = Instant::now();
+        let rc = ffi::MPI_Send(buf as *const c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, to as i32, tag, self.comm().as_raw());
+        mpi_ok("MPI_Send", rc)?;
+        self.account((4 * n) as f64, start);
+        Ok(())
+    }
+    unsafe fn recv(&self, from: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI receives fp32 only");
+        let start = Instant::now();
+        let rc = ffi::MPI_Recv(buf as *mut c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, from as i32, tag, self.comm().as_raw(), ffi::RSMPI_STATUS_IGNORE);
+        mpi_ok("MPI_Recv", rc)?;
+        self.account(0.0, start);
         Ok(())
     }
 }
