@@ -98,7 +98,7 @@ pub struct TrainConfig {
     pub log_every: u64,
     #[serde(default = "defaults::device")]
     pub device: String,
-    /// How the TP and DP groups of a CUDA run move device buffers: "auto" (NCCL on a GPU, else
+    /// How the TP, DP and PP groups of a CUDA run move device buffers: "auto" (NCCL on a GPU, else
     /// through host memory), "host", "mpi" (CUDA-aware MPI) or "nccl".
     #[serde(default = "defaults::comm")]
     pub comm: String,

@@ -215,7 +215,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
             say(format!("device: {} on every rank (rank 0: {})", backend.name(), backend.describe()));
             let comm = CommKind::choose(&cfg.train.comm, if device == TrainDevice::Cuda { "cuda" } else { "cuda-emulated" })?;
             let groups = mpi.groups_on(&topo, comm)?;
-            say(format!("collectives on device buffers (TP and DP groups): {}", comm.name()));
+            say(format!("collectives on device buffers (TP, DP and PP groups): {}", comm.name()));
             train_on(backend.clone(), cfg, mpi, &topo, groups, &sampler, validation.as_ref())?;
             crate::plan::ranks::report_device_memory(cfg, mpi, &topo, backend.instruments().memory().peak as f64)
         }

@@ -244,6 +244,17 @@ pub trait Backend: Send + Sync {
         let _ = (src, dst, group);
         false
     }
+    /// Sends `buf` to rank `to` of `group` from where it lies (pipeline activations and their
+    /// gradients; see `DeviceComm::send` for the ordering); false: the caller stages it.
+    fn send_on_device(&self, buf: &Self::Buf, group: &dyn Collectives, to: usize, tag: i32) -> bool {
+        let _ = (buf, group, to, tag);
+        false
+    }
+    /// Receives `buf` from rank `from` of `group` into where it lies (see `send_on_device`).
+    fn recv_on_device(&self, buf: &mut Self::Buf, group: &dyn Collectives, from: usize, tag: i32) -> bool {
+        let _ = (buf, group, from, tag);
+        false
+    }
 
     // ---- optimizer ----------------------------------------------------------------------
     /// One AdamW update of `param` (decoupled weight decay `lr * wd * param`), moments `m`, `v`.

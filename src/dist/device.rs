@@ -1,10 +1,11 @@
 //! Collectives on device memory, for the CUDA backend: the `DeviceComm` trait (sum all-reduce,
-//! sum reduce-scatter and all-gather between distinct device buffers, in the order of the
-//! device's work), `CommKind` (`--comm`: how a run's TP and DP groups reach device memory), and
-//! the CUDA-aware MPI implementation on `MpiGroup`: device addresses handed to MPI as they are,
-//! fp32 only (MPI has no bf16 sum; the backend converts bf16 buffers through fp32 scratch). The
-//! NCCL implementation is nccl.rs. Without a device communicator the model stages collectives
-//! through host memory (`Collectives`' host-slice methods).
+//! sum reduce-scatter and all-gather between distinct device buffers, and the pipeline's
+//! point-to-point send and receive, in the order of the device's work), `CommKind` (`--comm`: how
+//! a run's TP, DP and PP groups reach device memory), and the CUDA-aware MPI implementation on
+//! `MpiGroup`: device addresses handed to MPI as they are, fp32 only (MPI has no bf16 sum; the
+//! backend converts bf16 buffers through fp32 scratch, messages included). The NCCL
+//! implementation is nccl.rs. Without a device communicator the model stages collectives and
+//! messages through host memory (`Collectives`' host-slice methods).
 
 use super::comm::{Collectives, MpiGroup};
 use crate::backend::cuda::launch::{DevPtr, Dtype};
@@ -14,7 +15,7 @@ use mpi::raw::AsRaw;
 use std::ffi::c_void;
 use std::time::Instant;
 
-/// How the TP and DP groups of a CUDA run move device buffers (`--comm`).
+/// How the TP, DP and PP groups of a CUDA run move device buffers (`--comm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommKind {
     /// Through host memory: download, MPI on host slices, upload (every device; the CPU's only).
@@ -71,6 +72,24 @@ pub trait DeviceComm {
     /// # Safety
     /// `send` holds `n_send` elements, `recv` `size * n_send`.
     unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()>;
+    /// Point-to-point send of `buf[..n]` to group rank `to` (pipeline activations and gradients),
+    /// which receives it with `recv(this rank, tag, ..)`. To the caller it behaves as the host
+    /// `send_f32`: later work may overwrite `buf`. Messages between two ranks match in the order
+    /// they are issued: CUDA-aware MPI by tag, blocking on the host until the receiver has the
+    /// data or MPI has buffered it; NCCL ignores the tag and matches in issue order, returning on
+    /// the host at once while the device's stream waits for the peer's matching call. Both sides
+    /// must therefore issue their messages in one global order (the pipeline's lists do, see
+    /// pipeline/schedule.rs), else the streams deadlock.
+    ///
+    /// # Safety
+    /// `buf` is live device memory of `n` elements.
+    unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()>;
+    /// Point-to-point receive of exactly `n` elements from group rank `from` into `buf`; work
+    /// issued after it sees them (see `send` for the ordering).
+    ///
+    /// # Safety
+    /// `buf` is live device memory of `n` elements.
+    unsafe fn recv(&self, from: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()>;
 }
 
 fn mpi_count(n: usize) -> Result<i32> {
@@ -118,11 +137,140 @@ impl DeviceComm for MpiGroup {
         self.account(((self.size() - 1) * 4 * n_send) as f64, start);
         Ok(())
     }
+    unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI sends fp32 only");
+        let start = Instant::now();
+        let rc = ffi::MPI_Send(buf as *const c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, to as i32, tag, self.comm().as_raw());
+        mpi_ok("MPI_Send", rc)?;
+        self.account((4 * n) as f64, start);
+        Ok(())
+    }
+    unsafe fn recv(&self, from: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI receives fp32 only");
+        let start = Instant::now();
+        let rc = ffi::MPI_Recv(buf as *mut c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, from as i32, tag, self.comm().as_raw(), ffi::RSMPI_STATUS_IGNORE);
+        mpi_ok("MPI_Recv", rc)?;
+        self.account(0.0, start);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cuda::backend::CudaBackend;
+    use crate::backend::cuda::emulated::EmulatedRuntime;
+    use crate::backend::{Backend, Role};
+    use crate::dist::{CommStats, LocalGroup};
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    /// A message as sent: (peer, tag, dtype, bytes).
+    type Sent = (usize, i32, Dtype, Vec<u8>);
+
+    /// A group of two whose device messages go to a wire this test reads: the emulated device's
+    /// addresses are host addresses. Takes bf16 like NCCL, or fp32 only like CUDA-aware MPI.
+    struct Wire {
+        takes_bf16: bool,
+        sent: RefCell<Vec<Sent>>,
+    }
+
+    impl Collectives for Wire {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum_f32(&self, _: &mut [f32]) {
+            unreachable!("host path")
+        }
+        fn all_reduce_sum_f64(&self, _: &mut [f64]) {
+            unreachable!("host path")
+        }
+        fn reduce_scatter_sum_f32(&self, _: &[f32], _: &mut [f32]) {
+            unreachable!("host path")
+        }
+        fn all_gather_f32(&self, _: &[f32], _: &mut [f32]) {
+            unreachable!("host path")
+        }
+        fn split(&self, _: usize, _: usize) -> Box<dyn Collectives> {
+            unreachable!("host path")
+        }
+        fn send_f32(&self, _: usize, _: i32, _: &[f32]) {
+            unreachable!("host path")
+        }
+        fn recv_f32(&self, _: usize, _: i32, _: &mut [f32]) {
+            unreachable!("host path")
+        }
+        fn stats(&self) -> CommStats {
+            CommStats::default()
+        }
+        fn device(&self) -> Option<&dyn DeviceComm> {
+            Some(self)
+        }
+    }
+
+    impl DeviceComm for Wire {
+        fn supports(&self, dtype: Dtype) -> bool {
+            self.takes_bf16 || dtype == Dtype::F32
+        }
+        fn stream_ordered(&self) -> bool {
+            self.takes_bf16
+        }
+        unsafe fn all_reduce_sum(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize) -> Result<()> {
+            unreachable!("messages only")
+        }
+        unsafe fn reduce_scatter_sum(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize) -> Result<()> {
+            unreachable!("messages only")
+        }
+        unsafe fn all_gather(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize) -> Result<()> {
+            unreachable!("messages only")
+        }
+        unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+            let bytes = std::slice::from_raw_parts(buf as *const u8, n * dtype.bytes()).to_vec();
+            self.sent.borrow_mut().push((to, tag, dtype, bytes));
+            Ok(())
+        }
+        /// Delivers the last message sent (this test's peer echoes it back).
+        unsafe fn recv(&self, _from: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+            let sent = self.sent.borrow();
+            let (_, _, t, bytes) = sent.last().expect("a message to receive");
+            assert_eq!((*t, bytes.len()), (dtype, n * dtype.bytes()), "received as sent");
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, bytes.len());
+            Ok(())
+        }
+    }
+
+    /// An activation (bf16 on the device) goes to the communicator as bf16 where it takes bf16,
+    /// else as its exact fp32 widening, and comes back unchanged; without a device communicator
+    /// the backend leaves the message to the caller.
+    #[test]
+    fn pipeline_messages_leave_from_and_land_in_device_buffers() {
+        let be = CudaBackend::new(Arc::new(EmulatedRuntime::new())).unwrap();
+        let values = [1.0f32, -2.5, 0.15625, 30720.0, -7.0];
+        let mut act = be.zeros_as(values.len(), Role::Activation);
+        be.upload(&values, &mut act);
+        for takes_bf16 in [false, true] {
+            let wire = Wire { takes_bf16, sent: RefCell::new(Vec::new()) };
+            assert!(be.send_on_device(&act, &wire, 1, 7));
+            let (to, tag, dtype, bytes) = wire.sent.borrow()[0].clone();
+            assert_eq!((to, tag), (1, 7));
+            let on_wire: Vec<f32> = if takes_bf16 {
+                assert_eq!(dtype, Dtype::Bf16);
+                bytes.chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            } else {
+                assert_eq!(dtype, Dtype::F32);
+                bytes.chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            };
+            assert_eq!(on_wire, values, "takes bf16: {takes_bf16}");
+            let mut back = be.zeros_as(values.len(), Role::Activation);
+            assert!(be.recv_on_device(&mut back, &wire, 1, 7));
+            assert_eq!(be.download(&back), values, "takes bf16: {takes_bf16}");
+        }
+        assert!(!be.send_on_device(&act, &LocalGroup, 1, 7));
+        assert!(!be.recv_on_device(&mut act, &LocalGroup, 1, 7));
+    }
 
     #[test]
     fn comm_choice_follows_the_device() {

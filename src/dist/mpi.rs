@@ -40,9 +40,9 @@ impl MpiWorld {
         self.groups_on(t, CommKind::Host).expect("host groups need no device communicator")
     }
 
-    /// The groups, the TP and DP ones with device collectives of `comm` (NCCL communicators are
-    /// made here: this rank's CUDA device must be current). The PP group's messages and the
-    /// model-parallel group's scalar sums stay on host memory.
+    /// The groups, the TP, DP and PP ones with device collectives and messages of `comm` (NCCL
+    /// communicators are made here: this rank's CUDA device must be current). The model-parallel
+    /// group's scalar sums stay on host memory.
     pub fn groups_on(&self, t: &Topology, comm: CommKind) -> Result<ParallelGroups> {
         let world = MpiGroup::new(self.world.duplicate());
         let device = |g: MpiGroup| -> Result<Box<dyn Collectives>> {
@@ -59,7 +59,7 @@ impl MpiWorld {
             // same TP rank and stage, ordered by DP rank
             dp: device(world.split_group(t.tp_rank + t.tp * t.pp_rank, t.dp_rank))?,
             // same TP and DP rank, ordered by stage
-            pp: world.split(t.tp_rank + t.tp * t.dp_rank, t.pp_rank),
+            pp: device(world.split_group(t.tp_rank + t.tp * t.dp_rank, t.pp_rank))?,
             // same DP rank: one model replica
             mp: world.split(t.dp_rank, t.rank),
         })

@@ -1,10 +1,21 @@
-//! NCCL communicators for the TP and DP groups of a CUDA run (`--comm nccl`, the default on a
+//! NCCL communicators for the TP, DP and PP groups of a CUDA run (`--comm nccl`, the default on a
 //! GPU): `NcclGroup` is an MPI group (its host-slice collectives and point-to-point messages go
 //! through MPI as before) that also offers `DeviceComm` through NCCL, bf16 and fp32, enqueued on
 //! the device's stream in order with the backend's launches. Made collectively: rank 0 of the
 //! group asks NCCL for a unique id, MPI broadcasts its 128 bytes, every rank joins with
 //! ncclCommInitRank on its current CUDA device. libnccl.so.2 is opened at run time (cudarc),
-//! probed first so that its absence is an error, not a panic. NOT YET RUN ON HARDWARE.
+//! probed first so that its absence is an error, not a panic. NOT YET RUN ON HARDWARE: neither
+//! the collectives nor the pipeline's ncclSend/ncclRecv have run on a GPU (the CUDA-aware MPI
+//! path is the one the emulated device tests).
+//!
+//! Pipeline messages are single ncclSend/ncclRecv calls, not grouped: each returns on the host at
+//! once and blocks the stream until the peer's matching call (NCCL matches a pair of ranks' p2p
+//! calls in issue order, ignoring tags). That cannot deadlock on the pipeline's lists: they are
+//! placed for rendezvous sends (pipeline/schedule.rs), every rank's list being a projection of one
+//! global sequence of exchanges and computes, and TP collectives inside a compute are issued by
+//! ranks of one stage with identical lists; so the earliest unfinished operation in that sequence
+//! always has every participant's stream at it (all earlier ones finished), and a host waiting on
+//! its own stream waits only for operations earlier in the sequence.
 
 use super::comm::{Collectives, CommStats, MpiGroup};
 use super::device::DeviceComm;
@@ -120,6 +131,18 @@ impl DeviceComm for NcclGroup {
         let start = Instant::now();
         nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclAllGather"))?;
         self.inner.account(((self.size() - 1) * n_send * dtype.bytes()) as f64, start);
+        Ok(())
+    }
+    unsafe fn send(&self, to: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        let start = Instant::now();
+        nc::send(buf as *const c_void, n, nccl_type(dtype), to as i32, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclSend"))?;
+        self.inner.account((n * dtype.bytes()) as f64, start);
+        Ok(())
+    }
+    unsafe fn recv(&self, from: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+        let start = Instant::now();
+        nc::recv(buf as *mut c_void, n, nccl_type(dtype), from as i32, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclRecv"))?;
+        self.inner.account(0.0, start);
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! Runs one rank's pipeline action list for one optimizer step: forwards and backwards of its
 //! model chunks on micro-batches, and the activations and gradients that cross stages as blocking
 //! point-to-point messages over the pipeline group (the lists are placed for blocking sends, see
-//! schedule.rs). Each (micro-batch, chunk) gets an activation slot of the model from its first
+//! schedule.rs), between the device buffers when the group has a device communicator (CUDA-aware
+//! MPI, or NCCL whose stream-ordered sends the same placement keeps deadlock-free), else through
+//! host memory. Each (micro-batch, chunk) gets an activation slot of the model from its first
 //! receive or forward until its gradient has left (or its backward ran, on virtual stage 0); the
 //! number of slots per chunk is the most the list ever holds at once.
 
@@ -86,15 +88,22 @@ impl Executor {
         ((m.microbatch * self.pp * self.vpp + m.boundary) * 2 + m.grad as usize) as i32 % 32768
     }
 
-    /// Sends buffer `buf` of the model to pipeline rank `to` (staged through host memory).
+    /// Sends buffer `buf` of the model to pipeline rank `to`: from where it lies when the backend
+    /// and the group can (`--comm mpi|nccl` on a CUDA device), else staged through host memory.
     fn send<B: Backend>(&mut self, be: &B, pp: &dyn Collectives, to: usize, tag: i32, buf: &B::Buf) {
+        if be.send_on_device(buf, pp, to, tag) {
+            return;
+        }
         self.host.resize(be.len(buf), 0.0);
         be.download_into(buf, &mut self.host);
         pp.send_f32(to, tag, &self.host);
     }
 
-    /// Receives from pipeline rank `from` into buffer `buf` of the model.
+    /// Receives from pipeline rank `from` into buffer `buf` of the model (as `send`).
     fn recv<B: Backend>(&mut self, be: &B, pp: &dyn Collectives, from: usize, tag: i32, buf: &mut B::Buf) {
+        if be.recv_on_device(buf, pp, from, tag) {
+            return;
+        }
         self.host.resize(be.len(buf), 0.0);
         pp.recv_f32(from, tag, &mut self.host);
         be.upload(&self.host, buf);
