@@ -2,19 +2,22 @@
 //! under real mpirun runs every allocation, kernel launch (the kernels' emulation build), GEMM
 //! (cuBLASLt's contract) and collective of a GPU run, for a 2-step tiny run in the parallel
 //! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism; DP 2 with and
-//! without ZeRO-1, whose 100k-element buckets cut parameters; PP 2 with 1F1B, and PP 2 x VPP 2 interleaved over 4 layers and 4
-//! micro-batches), its TP and DP collectives and PP messages staged through host memory
-//! (`--comm host`) or on the device buffers (`--comm mpi`: CUDA-aware MPI, which the emulated
-//! device's host addresses satisfy; the same calls NCCL gets on a GPU), and must give the losses and gradient
-//! norms of the CPU backend's f32 run of the same layout within bf16 tolerance: bf16 activations and weight copies round each value to 8 significant
-//! bits (relative error 2^-9 per rounding); over two layers and two steps the loss stays within
-//! 1e-3 relative, the gradient norm (from bf16-rounded activation gradients) within 2e-2 (the
-//! four-layer interleaved layout comes to 1.9e-2 on its second step). A layout run with both
-//! `--comm host` and `--comm mpi` must give identical results: both move the same fp32 values. The
-//! first step uses the full learning rate 1e-2 (warmup of one step), so that the second step's
-//! loss depends visibly on the first update (AdamW on the fp32 masters, the bf16 copies rewritten).
-//! The flash-attention kernels exist for head dims 64 and 128, so the tiny model runs with 2
-//! heads of 64.
+//! without ZeRO-1, whose 100k-element buckets cut parameters; PP 2 with 1F1B, and PP 2 x VPP 2
+//! interleaved over 4 layers and 4 micro-batches), its TP and DP collectives and PP messages
+//! staged through host memory (`--comm host`) or on the device buffers (`--comm mpi`: CUDA-aware
+//! MPI, which the emulated device's host addresses satisfy; the same calls NCCL gets on a GPU).
+//!
+//! Each run must give the losses and gradient norms of the CPU backend's f32 run of the same
+//! layout within bf16 tolerance. bf16 activations and weight copies round each value to 8
+//! significant bits (2^-9 relative per rounding). The first step uses the full learning rate 1e-2
+//! (warmup of one step), so that the second step depends visibly on the first update (AdamW on
+//! the fp32 masters, the bf16 copies rewritten); Adam's near-sign update of the smallest gradients
+//! turns their rounding differences into whole steps of 1e-2, so the second step drifts most:
+//! measured, the loss within 5.3e-4 relative (tolerance 1e-3) and the gradient norm within 1.9e-2
+//! (four interleaved layers; tolerance 5e-2). A run whose bf16 weight copies miss the update is
+//! 29% off in that norm. A layout run with both `--comm host` and `--comm mpi` gives identical
+//! losses: both paths move the same fp32 values. The flash-attention kernels exist for head dims
+//! 64 and 128, so the tiny model runs with 2 heads of 64.
 
 mod common;
 
@@ -22,7 +25,7 @@ use common::{metrics, mpirun, sample, succeeded};
 use std::path::Path;
 
 const LOSS_TOL: f64 = 1e-3;
-const NORM_TOL: f64 = 2e-2;
+const NORM_TOL: f64 = 5e-2;
 
 /// (loss, grad norm) per step of a 2-step run of `np` ranks on `device`, and rank 0's stdout.
 fn run(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str]) -> (Vec<(f64, f64)>, String) {
@@ -70,10 +73,16 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
                 assert!(dn <= NORM_TOL, "{what}: grad norm {} vs cpu {}", g.1, c.1);
             }
             // Both paths move the same fp32 values (bf16 activations widened exactly), so a layout
-            // run both ways gives identical results.
+            // run both ways gives identical losses; the gradient norm too, except that ZeRO-1 on
+            // the device sums its squares in per-block fp32 partials (the host path in f64).
             match (*comm, &staged) {
                 ("host", _) => staged = Some(gpu),
-                (_, Some(host)) => assert_eq!(&gpu, host, "np {np} {layout:?}: --comm {comm} vs --comm host"),
+                (_, Some(host)) => {
+                    for (d, h) in gpu.iter().zip(host) {
+                        assert_eq!(d.0, h.0, "np {np} {layout:?}: loss --comm {comm} vs --comm host");
+                        assert!((d.1 - h.1).abs() <= 1e-6 * h.1, "np {np} {layout:?}: grad norm --comm {comm} {} vs --comm host {}", d.1, h.1);
+                    }
+                }
                 _ => {}
             }
         }
