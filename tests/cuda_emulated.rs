@@ -18,6 +18,11 @@
 //! 29% off in that norm. A layout run with both `--comm host` and `--comm mpi` gives identical
 //! losses: both paths move the same fp32 values. The flash-attention kernels exist for head dims
 //! 64 and 128, so the tiny model runs with 2 heads of 64.
+//!
+//! On a machine with 2 or more GPUs and the project built, `SWALLOW_CUDA_TEST_DEVICE=cuda cargo
+//! test --release --test cuda_emulated` runs the same comparison on the GPUs (`--device cuda`,
+//! `--comm nccl` in place of `mpi`), with the same tolerances: the equivalence check of the real
+//! backend against the CPU run.
 
 mod common;
 
@@ -41,8 +46,19 @@ fn run(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str]) -> (
     (steps, out)
 }
 
+/// The device under test (`SWALLOW_CUDA_TEST_DEVICE`: `cuda-emulated`, the default, or `cuda`),
+/// the `--comm` it uses for device collectives, and how rank 0 names them and the device.
+fn device_under_test() -> (&'static str, &'static str, &'static str, &'static str) {
+    match std::env::var("SWALLOW_CUDA_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("") | Ok("cuda-emulated") => ("cuda-emulated", "mpi", "CUDA-aware MPI", "emulated device"),
+        Ok("cuda") => ("cuda", "nccl", "NCCL", "CUDA device"),
+        Ok(other) => panic!("SWALLOW_CUDA_TEST_DEVICE={other:?}: expected cuda-emulated or cuda"),
+    }
+}
+
 #[test]
 fn cuda_backend_under_emulation_matches_the_cpu_backend() {
+    let (device, device_comm, comm_name, device_name) = device_under_test();
     let dir = common::tmpdir("cuda-emulated", "layouts");
     let data = sample(&dir);
     // (ranks, layout, the --comm choices run on it)
@@ -58,10 +74,10 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     for (np, layout, comms) in layouts {
         let (cpu, _) = run(&dir, &data, np, &["--device", "cpu"], layout);
         let mut staged = None;
-        for comm in comms {
-            let (gpu, out) = run(&dir, &data, np, &["--device", "cuda-emulated", "--comm", comm], layout);
-            assert!(out.contains("device: cuda-bf16 on every rank (rank 0: emulated device"), "{out}");
-            let want = if *comm == "mpi" { "CUDA-aware MPI" } else { "host" };
+        for comm in comms.iter().map(|c| if *c == "mpi" { device_comm } else { c }) {
+            let (gpu, out) = run(&dir, &data, np, &["--device", device, "--comm", comm], layout);
+            assert!(out.contains(&format!("device: cuda-bf16 on every rank (rank 0: {device_name}")), "{out}");
+            let want = if comm == "host" { "host" } else { comm_name };
             assert!(out.contains(&format!("collectives on device buffers (TP, DP and PP groups): {want}\n")), "{out}");
             assert!(out.contains("device memory per rank (peak held by the CUDA backend"), "{out}");
             assert_eq!(gpu.len(), 2, "{out}");
@@ -75,7 +91,7 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
             // Both paths move the same fp32 values (bf16 activations widened exactly), so a layout
             // run both ways gives identical losses; the gradient norm too, except that ZeRO-1 on
             // the device sums its squares in per-block fp32 partials (the host path in f64).
-            match (*comm, &staged) {
+            match (comm, &staged) {
                 ("host", _) => staged = Some(gpu),
                 (_, Some(host)) => {
                     for (d, h) in gpu.iter().zip(host) {
