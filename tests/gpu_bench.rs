@@ -34,3 +34,20 @@ fn gpu_bench_runs_on_the_emulated_device_and_counts_every_gemm() {
         assert!(out.contains(row), "no {row:?} row in:\n{out}");
     }
 }
+
+/// `--memory-only` stops before the first step with the memory the model and optimizer hold
+/// beside the plan, within 10% of it (the planner's bf16 model is what the backend allocates).
+#[test]
+fn gpu_bench_memory_only_reports_the_held_memory_beside_the_plan() {
+    let o = Command::new(env!("CARGO_BIN_EXE_swallow-gpu-bench"))
+        .args(["--emulated", "--memory-only", "--config", "tiny", "--layers", "2", "--seq", "64", "--micro-batch", "2"])
+        .args(["--accumulation", "1", "--set", "model.num_heads=2", "--set", "model.num_kv_heads=1"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let line = out.lines().find(|l| l.starts_with("device memory held before the first step: ")).unwrap_or_else(|| panic!("{out}"));
+    let pct: f64 = line.rsplit('(').next().unwrap().trim_end_matches("%)").parse().unwrap();
+    assert!(pct.abs() <= 10.0, "{line}");
+    assert!(!out.contains("warm-up step"), "no step may run:\n{out}");
+}

@@ -52,9 +52,13 @@ struct Args {
     /// CUDA device ordinal.
     #[arg(long, default_value_t = 0)]
     device: usize,
-    /// Run on the CPU emulation of the device (tests; tiny shapes only).
+    /// Run on the CPU emulation of the device (tests; tiny shapes only, or with --memory-only).
     #[arg(long)]
     emulated: bool,
+    /// Build the model and optimizer, print the device memory they hold beside the plan, and stop
+    /// before the first step (the plan's check at real shapes on the emulated device).
+    #[arg(long)]
+    memory_only: bool,
 }
 
 fn config(a: &Args, layers: usize) -> Result<Config> {
@@ -128,6 +132,12 @@ fn run(a: &Args) -> Result<()> {
     let t0 = Instant::now();
     let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single())?;
     println!("model and optimizer built and initialised in {:.1} s", t0.elapsed().as_secs_f64());
+    let planned = planned_bytes(&cfg)?;
+    if a.memory_only {
+        let held = backend.instruments().memory().live as f64;
+        println!("device memory held before the first step: {:.3} GiB, plan {:.3} GiB ({:+.1}%)", held / GIB, planned / GIB, 100.0 * (held / planned - 1.0));
+        return Ok(());
+    }
 
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let batch: Vec<u32> = (0..trainer.local_batch() * (a.seq + 1))
@@ -154,7 +164,6 @@ fn run(a: &Args) -> Result<()> {
     let tflops = swallow::metrics::flops_per_token(m, a.seq) * tokens_per_s / 1e12;
     let mfu = tflops / peak_tflops;
     let peak_mem = backend.instruments().memory().peak;
-    let planned = planned_bytes(&cfg)?;
 
     // One profiled step: shares of each kernel and GEMM kind.
     backend.instruments().enable_timing(true);
