@@ -138,18 +138,23 @@ pub fn save<B: Backend>(
         let (group, p) = (k / n, k % n);
         host.clear();
         let mut at: Vec<(Range<u64>, Range<usize>)> = Vec::new();
-        if group == 0 && !mine[p].is_empty() {
+        if group == 0 && !mine[p].is_empty() && !opt.is_sharded() {
             host.resize(be.len(&model.weights[p]), 0.0);
             be.download_into(&model.weights[p], &mut host);
             for &i in &mine[p] {
                 at.extend(global_pieces(&specs[p], topo.tp, topo.tp_rank, ranges[i].1.clone()));
             }
-        } else if group > 0 {
+        } else {
+            // Moments, and under ZeRO-1 the weights too: from the fp32 segments of this rank's
+            // block (the model's weights may be bf16 copies).
             for &i in &mine[p] {
                 let local = &ranges[i].1;
                 let base = host.len();
                 host.resize(base + local.len(), 0.0);
-                opt.download_moment_into(be, i, group == 2, &mut host[base..]);
+                match group {
+                    0 => opt.download_master_into(be, i, &mut host[base..]),
+                    _ => opt.download_moment_into(be, i, group == 2, &mut host[base..]),
+                }
                 for (g, l) in global_pieces(&specs[p], topo.tp, topo.tp_rank, local.clone()) {
                     at.push((g, base + l.start - local.start..base + l.end - local.start));
                 }
@@ -249,7 +254,7 @@ pub fn load<B: Backend>(
     for (w, host) in model.weights.iter_mut().zip(&weights) {
         be.upload(host, w);
     }
-    opt.restore(&*be, &moments, updates, &model.weights);
+    opt.restore(&*be, &moments, updates, &weights);
     if topo.rank == 0 {
         if let Some(AttrValue::U64(seed)) = attrs.get("seed") {
             if *seed != cfg.train.seed {

@@ -9,7 +9,7 @@ use crate::backend::cuda::driver::{DriverOptions, DriverRuntime};
 use crate::backend::cuda::emulated::EmulatedRuntime;
 use crate::backend::cuda::probe::{choose_device, device_for_local_rank, TrainDevice};
 use crate::backend::cuda::runtime::Runtime;
-use crate::backend::Backend;
+use crate::backend::{Backend, Role};
 use crate::config::Config;
 use crate::data::blend::{BlendedSampler, Part, Split};
 use crate::data::spec::DataSpec;
@@ -78,11 +78,14 @@ impl<B: Backend> Trainer<B> {
             );
         }
         let slots = pipeline.slots_per_chunk();
-        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute);
-        model.init_weights(t.seed);
         let zero = p.zero == 1;
+        // Under ZeRO-1 the fp32 masters live in the optimizer's segments: the model keeps copies.
+        let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
+        let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute, weight_role);
+        model.init_weights(t.seed);
+        let initial = |p: usize| model.initial_values(t.seed, p);
         let optimizer =
-            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, model.counted_in_norm(), t, zero, &*dp, p.bucket_size);
+            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size);
         Ok(Trainer {
             model,
             optimizer,

@@ -34,8 +34,14 @@ const NORM_TOL: f64 = 5e-2;
 
 /// (loss, grad norm) per step of a 2-step run of `np` ranks on `device`, and rank 0's stdout.
 fn run(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str]) -> (Vec<(f64, f64)>, String) {
-    let m = dir.join(format!("{}-{np}-{}.jsonl", device.join(""), layout.join("_")).replace(['-', '='], ""));
-    let mut args = vec!["train", "--config", "tiny", "--data", data, "--steps", "2", "--metrics", m.to_str().unwrap()];
+    run_steps(dir, data, np, device, layout, 2)
+}
+
+/// `run` up to step `steps`.
+fn run_steps(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str], steps: u64) -> (Vec<(f64, f64)>, String) {
+    let m = dir.join(format!("{}-{np}-{}-{steps}.jsonl", device.join(""), layout.join("_")).replace(['-', '=', '/'], ""));
+    let steps = steps.to_string();
+    let mut args = vec!["train", "--config", "tiny", "--data", data, "--steps", &steps, "--metrics", m.to_str().unwrap()];
     for s in ["model.num_layers=2", "model.num_heads=2", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4", "train.lr=1e-2", "train.warmup_steps=1"] {
         args.extend(["--set", s]);
     }
@@ -103,4 +109,26 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
             }
         }
     }
+}
+
+/// ZeRO-1 on the emulated device keeps the fp32 masters only in the optimizer's segments (the
+/// model holds bf16 copies): a checkpoint saved after step 1 and resumed must give steps 2 and 3
+/// exactly as the uninterrupted run does. Step 2 reads only the bf16 copies; step 3 also the
+/// masters step 2 updated, so it differs if the saved weights were the bf16 copies.
+#[test]
+fn zero1_on_the_device_resumes_exactly_from_its_fp32_masters() {
+    let (device, device_comm, _, _) = device_under_test();
+    let dir = common::tmpdir("cuda-emulated", "resume");
+    let data = sample(&dir);
+    let ckpt = dir.join("ckpt");
+    let dev = ["--device", device, "--comm", device_comm];
+    let layout = ["--zero", "1", "--set", "model.num_kv_heads=1"];
+    let (whole, _) = run_steps(&dir, &data, 2, &dev, &layout, 3);
+    let saved: Vec<&str> = layout.iter().copied().chain(["--save", ckpt.to_str().unwrap()]).collect();
+    // Step 1 (a warm-up step: the learning rate does not depend on the run's length), saved.
+    run_steps(&dir, &data, 2, &dev, &saved, 1);
+    let resumed: Vec<&str> = layout.iter().copied().chain(["--load", ckpt.to_str().unwrap()]).collect();
+    let (rest, out) = run_steps(&dir, &data, 2, &dev, &resumed, 3);
+    assert!(out.contains("checkpoint: resumed from"), "{out}");
+    assert_eq!(rest, whole[1..], "steps 2 and 3 after resuming vs the uninterrupted run");
 }

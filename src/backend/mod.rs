@@ -42,6 +42,9 @@ pub struct AdamWStep {
 pub enum Role {
     /// A model parameter (this rank's shard), read by GEMMs and kernels, updated by the optimizer.
     Weight,
+    /// A model parameter whose fp32 master the optimizer keeps elsewhere (ZeRO-1's segments): the
+    /// copy GEMMs and kernels read, overwritten after each update (bf16 only on the GPU).
+    WeightCopy,
     /// A parameter's gradient, accumulated over micro-batches.
     Grad,
     /// Residual stream, layer inputs and outputs, attention and MLP intermediates, logits, and

@@ -100,7 +100,7 @@ impl<B: Backend> Llama<B> {
     /// activations for micro-batches of `micro_batch` sequences of `seq` tokens.
     pub fn new(backend: Arc<B>, cfg: &ModelConfig, micro_batch: usize, seq: usize) -> Self {
         let chunks = layout::chunks(cfg.num_layers, 1, 1, 0).expect("one stage holds every layer");
-        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), &LocalGroup, false, chunks, &[1], Recompute::Selective)
+        Self::new_parallel(backend, cfg, micro_batch, seq, Box::new(LocalGroup), &LocalGroup, false, chunks, &[1], Recompute::Selective, Role::Weight)
     }
 
     /// This rank's part of the model: its shard within the TP group `tp` (with the residual stream
@@ -120,6 +120,7 @@ impl<B: Backend> Llama<B> {
         chunks: Vec<Chunk>,
         slots: &[usize],
         recompute: Recompute,
+        weight_role: Role,
     ) -> Self {
         let sequence_parallel = sequence_parallel && tp.size() > 1;
         let table = ParamTable::llama(cfg);
@@ -134,7 +135,7 @@ impl<B: Backend> Llama<B> {
         let embedding_group = if tied_split { Some(pp.split(ends as usize, pp.rank())).filter(|_| ends) } else { None };
         let be = &*backend;
         let numel = |p: usize| if owned[p] { table.specs[p].local_shape(local.tp).iter().product() } else { 0 };
-        let weights: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros_as(numel(p), Role::Weight)).collect();
+        let weights: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros_as(numel(p), weight_role)).collect();
         let grads: Vec<B::Buf> = (0..table.specs.len()).map(|p| be.zeros_as(numel(p), Role::Grad)).collect();
         let n = micro_batch * seq;
         let rows = if sequence_parallel { n / local.tp } else { n };
@@ -190,18 +191,21 @@ impl<B: Backend> Llama<B> {
     /// Layout-independent init: every weight from (seed, name, global element index), so each
     /// shard holds exactly its part of the single-rank model.
     pub fn init_weights(&mut self, seed: u64) {
-        let (tp, rank) = (self.local.tp, self.local.tp_rank);
-        for (p, (spec, w)) in self.table.specs.iter().zip(self.weights.iter_mut()).enumerate() {
-            if !self.owned[p] {
-                continue;
+        for p in 0..self.weights.len() {
+            if self.owned[p] {
+                let vals = self.initial_values(seed, p);
+                self.backend.upload(&vals, &mut self.weights[p]);
             }
-            let vals: Vec<f32> = spec
-                .local_ranges(tp, rank)
-                .into_iter()
-                .flat_map(|r| init::init_values(spec, seed, self.cfg.init_std, r))
-                .collect();
-            self.backend.upload(&vals, w);
         }
+    }
+
+    /// The initial values of this rank's shard of parameter `p` (empty when it holds none).
+    pub fn initial_values(&self, seed: u64, p: usize) -> Vec<f32> {
+        if !self.owned[p] {
+            return Vec::new();
+        }
+        let spec = &self.table.specs[p];
+        spec.local_ranges(self.local.tp, self.local.tp_rank).into_iter().flat_map(|r| init::init_values(spec, seed, self.cfg.init_std, r)).collect()
     }
 
     pub fn zero_grads(&mut self) {

@@ -7,7 +7,9 @@
 //!   its block; the global norm is the DP sum of the blocks' squares
 //!   (each element counted once); AdamW runs only on block r, whose master weights and moments are
 //!   the only optimizer state this rank keeps (1/DP of the whole); the updated block is
-//!   all-gathered back into every rank's weights.
+//!   all-gathered back into every rank's weights (the model's weights are then copies: bf16 on
+//!   the GPU, `Role::WeightCopy`).
+//!
 //! The flat vector is exchanged in gradient buckets (`parallel.bucket_size` elements, Megatron's
 //! 40M by default), one collective each; under ZeRO-1 each bucket is padded to a multiple of DP
 //! and every rank owns 1/DP of every bucket (Megatron's distributed-optimizer layout), so the
@@ -106,6 +108,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         backend: &B,
         table: &ParamTable,
         weights: &[B::Buf],
+        initial: &dyn Fn(usize) -> Vec<f32>,
         counted: Vec<bool>,
         t: &TrainConfig,
         zero: bool,
@@ -121,6 +124,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         let buckets = buckets(total, bucket_size, dps);
         let mode = if zero {
             let mut segments = Vec::new();
+            let mut initial_cache: Option<(usize, Vec<f32>)> = None;
             for bk in &buckets {
                 // This rank's part of the bucket, in flat (unpadded) coordinates.
                 let lo = bk.range.start + dp.rank() * bk.block_len;
@@ -131,7 +135,11 @@ impl<B: Backend> DataParallelOptimizer<B> {
                         continue;
                     }
                     let len = b - a;
-                    let all = backend.download(&weights[p]);
+                    // The fp32 initial values (the weights may be bf16 copies), once per parameter.
+                    if initial_cache.as_ref().is_none_or(|(q, _)| *q != p) {
+                        initial_cache = Some((p, initial(p)));
+                    }
+                    let all = &initial_cache.as_ref().unwrap().1;
                     let mut master = backend.zeros_as(len, Role::OptimState);
                     backend.upload(&all[a - offsets[p]..b - offsets[p]], &mut master);
                     segments.push(Segment {
@@ -201,9 +209,15 @@ impl<B: Backend> DataParallelOptimizer<B> {
         backend.download_into(if second { v } else { m }, dst);
     }
 
+    /// The fp32 master weights of ZeRO-1 segment `i` (in `state_ranges` order) into `dst`.
+    pub fn download_master_into(&self, backend: &B, i: usize, dst: &mut [f32]) {
+        let Mode::Sharded(s) = &self.mode else { panic!("download_master_into: the replicated optimizer keeps no masters") };
+        backend.download_into(&s.segments[i].master, dst);
+    }
+
     /// Restores a saved state: the moments (in `state_ranges` order), the update count and, under
     /// ZeRO, the master weights from `weights` (this rank's restored shards).
-    pub fn restore(&mut self, backend: &B, moments: &[(Vec<f32>, Vec<f32>)], updates: u64, weights: &[B::Buf]) {
+    pub fn restore(&mut self, backend: &B, moments: &[(Vec<f32>, Vec<f32>)], updates: u64, weights: &[Vec<f32>]) {
         match &mut self.mode {
             Mode::Replicated(a) => {
                 for (i, (m, v)) in moments.iter().enumerate() {
@@ -216,8 +230,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
                 for (g, (m, v)) in s.segments.iter_mut().zip(moments) {
                     backend.upload(m, &mut g.m);
                     backend.upload(v, &mut g.v);
-                    let w = backend.download(&weights[g.param]);
-                    backend.upload(&w[g.local_start..g.local_start + g.len], &mut g.master);
+                    backend.upload(&weights[g.param][g.local_start..g.local_start + g.len], &mut g.master);
                 }
                 s.updates = updates;
             }
@@ -263,8 +276,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
             return adamw.step(backend, weights, grads, lr, norm);
         }
         if let Mode::Sharded(Sharded { device: Some(dev), segments, .. }) = &mut self.mode {
-            dev.reduce_scatter(backend, grads, &self.offsets, &self.buckets, dp);
-            dev.load_grads(backend, segments);
+            dev.reduce_scatter(backend, grads, segments, &self.offsets, &self.buckets, dp);
             let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
             let outcome = sh.update_on_device(backend, &self.t, lr, dp, mp);
             if let (false, Sharded { device: Some(dev), segments, .. }) = (outcome.skipped, sh) {

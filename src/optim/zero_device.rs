@@ -1,18 +1,17 @@
 //! ZeRO-1's exchange on device buffers, for groups with a device communicator (`--comm mpi|nccl`
 //! on the CUDA backend): the same buckets, blocks and segments as zero.rs's host path, but the
 //! gradients are copied from the parameters' buffers into a padded device bucket, reduce-scattered
-//! into this rank's device block, taken by each segment for the norm, clipping and AdamW on the
-//! device, and the updated block all-gathered back into the weights (master and bf16 copy) — no
-//! host copy of gradients or weights.
+//! into this rank's part of it, taken by each segment for the norm, clipping and AdamW on the
+//! device, and the updated masters all-gathered back into the weights (the model's bf16 copies)
+//! — no host copy of gradients or weights, and no block-sized buffer beyond the segments.
 
 use super::zero::{Bucket, Segment};
 use crate::backend::{Backend, Role};
 use crate::dist::Collectives;
 
-/// The device staging of the exchange: this rank's block (every bucket's part, in order) and,
-/// per distinct bucket length, a padded bucket with its block-sized part.
+/// The device staging of the exchange: per distinct bucket length, a padded bucket and this
+/// rank's block-sized part of it.
 pub(super) struct DeviceBlock<B: Backend> {
-    block: B::Buf,
     staging: Vec<(usize, B::Buf, B::Buf)>,
 }
 
@@ -26,51 +25,51 @@ fn overlaps(offsets: &[usize], range: std::ops::Range<usize>) -> impl Iterator<I
     })
 }
 
+/// The segments inside bucket `bk`'s part of this rank's block (a segment never spans buckets),
+/// with their offsets in that part.
+fn in_bucket<'s, B: Backend>(segments: &'s mut [Segment<B>], bk: &Bucket) -> impl Iterator<Item = (usize, &'s mut Segment<B>)> + 's {
+    let (lo, hi) = (bk.block_offset, bk.block_offset + bk.block_len);
+    segments.iter_mut().filter(move |s| s.block_offset >= lo && s.block_offset < hi).map(move |s| (s.block_offset - lo, s))
+}
+
 impl<B: Backend> DeviceBlock<B> {
     pub(super) fn new(be: &B, buckets: &[Bucket], dp: usize) -> Self {
-        let block = be.zeros_as(buckets.iter().map(|b| b.block_len).sum(), Role::Grad);
         let mut staging: Vec<(usize, B::Buf, B::Buf)> = Vec::new();
         for bk in buckets {
             if !staging.iter().any(|(len, _, _)| *len == bk.block_len) {
                 staging.push((bk.block_len, be.zeros_as(bk.block_len * dp, Role::Grad), be.zeros_as(bk.block_len, Role::Grad)));
             }
         }
-        DeviceBlock { block, staging }
+        DeviceBlock { staging }
     }
 
-    fn staging(&mut self, block_len: usize) -> (&mut B::Buf, &mut B::Buf, &mut B::Buf) {
+    fn staging(&mut self, block_len: usize) -> (&mut B::Buf, &mut B::Buf) {
         let (_, padded, part) = self.staging.iter_mut().find(|(len, _, _)| *len == block_len).expect("staging for every bucket length");
-        (padded, part, &mut self.block)
+        (padded, part)
     }
 
-    /// Reduce-scatters every bucket of `grads` into this rank's block.
-    pub(super) fn reduce_scatter(&mut self, be: &B, grads: &[B::Buf], offsets: &[usize], buckets: &[Bucket], dp: &dyn Collectives) {
+    /// Reduce-scatters every bucket of `grads`; each segment takes its summed gradient.
+    pub(super) fn reduce_scatter(&mut self, be: &B, grads: &[B::Buf], segments: &mut [Segment<B>], offsets: &[usize], buckets: &[Bucket], dp: &dyn Collectives) {
         for bk in buckets {
-            let (padded, part, block) = self.staging(bk.block_len);
+            let (padded, part) = self.staging(bk.block_len);
             be.fill_zero(padded);
             for (p, at, to, n) in overlaps(offsets, bk.range.clone()) {
                 be.copy_range(padded, to, &grads[p], at, n);
             }
             assert!(be.reduce_scatter_on_device(padded, part, dp), "ZeRO-1 on the device needs the DP group's device communicator");
-            be.copy_range(block, bk.block_offset, part, 0, bk.block_len);
+            for (at, s) in in_bucket(segments, bk) {
+                be.copy_range(&mut s.grad, 0, part, at, s.len);
+            }
         }
     }
 
-    /// Each segment's gradient from the block.
-    pub(super) fn load_grads(&self, be: &B, segments: &mut [Segment<B>]) {
-        for s in segments {
-            be.copy_range(&mut s.grad, 0, &self.block, s.block_offset, s.len);
-        }
-    }
-
-    /// Each segment's updated master into the block, then every bucket all-gathered into `weights`.
-    pub(super) fn all_gather(&mut self, be: &B, segments: &[Segment<B>], weights: &mut [B::Buf], offsets: &[usize], buckets: &[Bucket], dp: &dyn Collectives) {
-        for s in segments {
-            be.copy_range(&mut self.block, s.block_offset, &s.master, 0, s.len);
-        }
+    /// Each segment's updated master into its bucket's part, every bucket all-gathered into `weights`.
+    pub(super) fn all_gather(&mut self, be: &B, segments: &mut [Segment<B>], weights: &mut [B::Buf], offsets: &[usize], buckets: &[Bucket], dp: &dyn Collectives) {
         for bk in buckets {
-            let (padded, part, block) = self.staging(bk.block_len);
-            be.copy_range(part, 0, block, bk.block_offset, bk.block_len);
+            let (padded, part) = self.staging(bk.block_len);
+            for (at, s) in in_bucket(segments, bk) {
+                be.copy_range(part, at, &s.master, 0, s.len);
+            }
             assert!(be.all_gather_on_device(part, padded, dp), "ZeRO-1 on the device needs the DP group's device communicator");
             for (p, at, from, n) in overlaps(offsets, bk.range.clone()) {
                 be.copy_range(&mut weights[p], at, padded, from, n);

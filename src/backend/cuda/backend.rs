@@ -280,7 +280,7 @@ impl Backend for CudaBackend {
 
     fn zeros_as(&self, len: usize, role: Role) -> CudaBuf {
         let st = match role {
-            Role::Activation => Storage::Bf16(self.buf(len)),
+            Role::Activation | Role::WeightCopy => Storage::Bf16(self.buf(len)),
             Role::Grad | Role::Stat | Role::OptimState => Storage::F32(self.buf(len)),
             Role::Weight => Storage::Weight { master: self.buf(len), shadow: self.buf(len) },
         };
