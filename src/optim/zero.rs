@@ -100,10 +100,12 @@ pub struct DataParallelOptimizer<B: Backend> {
 }
 
 impl<B: Backend> DataParallelOptimizer<B> {
-    /// `weights` are this rank's (TP-sharded) initial weights, copied into the master block under
-    /// ZeRO-1; `counted[p]` says whether this rank's copy of parameter p counts in the gradient
-    /// norm (one copy of every shard held by several ranks does); gradients are exchanged in
-    /// buckets of at most `bucket_size` elements.
+    /// `weights` are this rank's (TP-sharded) weights and `initial(p)` the fp32 initial values of
+    /// its shard of parameter p, copied into the master segments under ZeRO-1 (the weights may be
+    /// bf16 copies); `counted[p]` says whether this rank's copy of parameter p counts in the
+    /// gradient norm (one copy of every shard held by several ranks does); gradients are
+    /// exchanged in buckets of at most `bucket_size` elements.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: &B,
         table: &ParamTable,
