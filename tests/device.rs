@@ -11,9 +11,17 @@ fn cuda_present() -> bool {
     swallow::backend::cuda::probe::init_driver().is_ok()
 }
 
-fn train(data: &str, device: &str) -> (bool, String, String) {
-    let o = mpirun(2, &["train", "--config", "tiny", "--data", data, "--steps", "2", "--device", device]);
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+/// A 2-step run on `device` of 2 ranks: (succeeded, stdout, stderr), or None where a CUDA driver
+/// is present (these tests check the machine without one).
+fn train_without_a_driver(device: &str) -> Option<(bool, String, String)> {
+    if cuda_present() {
+        eprintln!("a CUDA driver is present: nothing to check");
+        return None;
+    }
+    let dir = common::tmpdir("device", device);
+    let data = sample(&dir);
+    let o = mpirun(2, &["train", "--config", "tiny", "--data", &data, "--steps", "2", "--device", device]);
+    Some((o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned()))
 }
 
 /// The step lines rank 0 printed.
@@ -23,13 +31,7 @@ fn steps(out: &str) -> usize {
 
 #[test]
 fn device_cuda_without_a_driver_is_a_clear_error() {
-    if cuda_present() {
-        eprintln!("a CUDA driver is present: nothing to check");
-        return;
-    }
-    let dir = common::tmpdir("device", "cuda");
-    let data = sample(&dir);
-    let (ok, out, err) = train(&data, "cuda");
+    let Some((ok, out, err)) = train_without_a_driver("cuda") else { return };
     assert!(!ok, "--device cuda must fail here:\n{out}\n{err}");
     assert!(!err.contains("panicked"), "{err}");
     let want = "--device cuda: no CUDA driver on this machine (libcuda.so.1 not found on the library path); use --device cpu (or auto)";
@@ -41,13 +43,7 @@ fn device_cuda_without_a_driver_is_a_clear_error() {
 
 #[test]
 fn device_auto_falls_back_to_the_cpu_with_one_warning() {
-    if cuda_present() {
-        eprintln!("a CUDA driver is present: nothing to check");
-        return;
-    }
-    let dir = common::tmpdir("device", "auto");
-    let data = sample(&dir);
-    let (ok, out, err) = train(&data, "auto");
+    let Some((ok, out, err)) = train_without_a_driver("auto") else { return };
     assert!(ok, "--device auto must train on the CPU:\n{out}\n{err}");
     let want = "--device auto: no CUDA driver on this machine (libcuda.so.1 not found on the library path); training on the CPU";
     assert_eq!(err.matches(want).count(), 1, "expected {want:?} once (rank 0) in:\n{err}");

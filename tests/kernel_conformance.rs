@@ -452,24 +452,30 @@ fn adamw_multi_tensor() {
     }
 }
 
+/// One table reduction (`launch::sum_squares` or `launch::sum`) over `xs` on the device, checked
+/// against `want` (the CPU backend's f64 result).
+fn table_reduction(what: &str, xs: &[Vec<f32>], want: f64, reduce: fn(DevPtr, usize, usize, DevPtr, DevPtr) -> [Launch; 2]) {
+    let mut dev: Vec<Dev<f32>> = xs.iter().map(|x| Dev::new(x)).collect();
+    let mut segs: Vec<NormSeg> = dev.iter_mut().zip(xs).map(|(d, x)| NormSeg { x: d.ptr(), n: x.len() as u64, block0: 0 }).collect();
+    let blocks = launch::norm_table(&mut segs);
+    let mut table = Dev::new(&segs);
+    let (mut partials, mut out) = (f32_nan(blocks), poisoned(1, f64::NAN));
+    for l in reduce(table.ptr(), segs.len(), blocks, partials.ptr(), out.ptr()) {
+        run(&l);
+    }
+    let got = out.read()[0];
+    let e = (got - want).abs() / want;
+    eprintln!("{what}: {got} vs {want}, rel err {e:.2e}");
+    assert!(e <= F32_TOL, "{what} {got} vs {want}");
+}
+
 #[test]
 fn grad_norm_multi_tensor() {
     let be = cpu();
     let mut rng = Rng(61);
     let xs: Vec<Vec<f32>> = TENSORS.iter().map(|&n| rng.vec(n, 3.0)).collect();
     let want: f64 = xs.iter().map(|x| be.sum_squares(x)).sum();
-    let mut dev: Vec<Dev<f32>> = xs.iter().map(|x| Dev::new(x)).collect();
-    let mut segs: Vec<NormSeg> = dev.iter_mut().zip(&xs).map(|(d, x)| NormSeg { x: d.ptr(), n: x.len() as u64, block0: 0 }).collect();
-    let blocks = launch::norm_table(&mut segs);
-    let mut table = Dev::new(&segs);
-    let (mut partials, mut out) = (f32_nan(blocks), poisoned(1, f64::NAN));
-    for l in launch::sum_squares(table.ptr(), segs.len(), blocks, partials.ptr(), out.ptr()) {
-        run(&l);
-    }
-    let sumsq = out.read()[0];
-    let e = (sumsq - want).abs() / want;
-    eprintln!("grad norm sum of squares: rel err {e:.2e}");
-    assert!(e <= F32_TOL, "sum of squares {sumsq} vs {want}");
+    table_reduction("sum of squares", &xs, want, launch::sum_squares);
 }
 
 #[test]
@@ -479,18 +485,7 @@ fn sum_multi_tensor() {
     // Losses are positive: a sum without cancellation, so the relative error is meaningful.
     let xs: Vec<Vec<f32>> = TENSORS.iter().map(|&n| rng.vec(n, 5.0).into_iter().map(|v| v + 6.0).collect()).collect();
     let want: f64 = xs.iter().map(|x| be.sum(x)).sum();
-    let mut dev: Vec<Dev<f32>> = xs.iter().map(|x| Dev::new(x)).collect();
-    let mut segs: Vec<NormSeg> = dev.iter_mut().zip(&xs).map(|(d, x)| NormSeg { x: d.ptr(), n: x.len() as u64, block0: 0 }).collect();
-    let blocks = launch::norm_table(&mut segs);
-    let mut table = Dev::new(&segs);
-    let (mut partials, mut out) = (f32_nan(blocks), poisoned(1, f64::NAN));
-    for l in launch::sum(table.ptr(), segs.len(), blocks, partials.ptr(), out.ptr()) {
-        run(&l);
-    }
-    let sum = out.read()[0];
-    let e = (sum - want).abs() / want;
-    eprintln!("sum: {sum} vs {want}, rel err {e:.2e}");
-    assert!(e <= F32_TOL, "sum {sum} vs {want}");
+    table_reduction("sum", &xs, want, launch::sum);
 }
 
 /// Lengths of the elementwise tests: 1, below, at and just above one 16-byte vector of either

@@ -19,7 +19,8 @@ use swallow::backend::cuda::runtime::Runtime;
 use swallow::config::Config;
 use swallow::dist::ParallelGroups;
 use swallow::plan::hardware::GPU_KINDS;
-use swallow::plan::{memory, Layout, Recompute};
+use swallow::dist::Topology;
+use swallow::plan::ranks::planned_device_bytes;
 use swallow::train::Trainer;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -74,11 +75,9 @@ fn config(a: &Args, layers: usize) -> Result<Config> {
     Config::load(&a.config, &sets)
 }
 
-/// Planned device bytes of one rank (bf16 model, selective recomputation, no fixed overhead).
+/// Planned device bytes of the benchmark's one rank (`swallow train`'s plan for a single rank).
 fn planned_bytes(cfg: &Config) -> Result<f64> {
-    let l = Layout::from_config(cfg, 1, Recompute::Selective)?;
-    let m = memory::gpu(cfg, &l, 0)?;
-    Ok(m.total() - m.overhead)
+    planned_device_bytes(cfg, &Topology::new(1, 0, 1, 1)?)
 }
 
 /// The most layers (up to the configuration's) whose plan fits `capacity` bytes with headroom.

@@ -23,7 +23,7 @@
 //! replicated KV heads).
 
 use super::adamw::{AdamW, StepOutcome};
-use super::zero_device::DeviceBlock;
+use super::zero_device::DeviceBuckets;
 use crate::backend::{AdamTensor, AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
 use crate::dist::Collectives;
@@ -76,7 +76,7 @@ struct Sharded<B: Backend> {
     segments: Vec<Segment<B>>,
     /// This rank's block on the host, or (`device`) on the device.
     block: Vec<f32>,
-    device: Option<DeviceBlock<B>>,
+    device: Option<DeviceBuckets<B>>,
     updates: u64,
 }
 
@@ -161,7 +161,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
             let block: usize = buckets.iter().map(|b| b.block_len).sum();
             // With a device communicator the exchange stays on the device (zero_device.rs).
             match dp.device() {
-                Some(_) if dps > 1 => Mode::Sharded(Sharded { segments, block: Vec::new(), device: Some(DeviceBlock::new(backend, &buckets, dps)), updates: 0 }),
+                Some(_) if dps > 1 => Mode::Sharded(Sharded { segments, block: Vec::new(), device: Some(DeviceBuckets::new(backend, &buckets, dps)), updates: 0 }),
                 _ => Mode::Sharded(Sharded { segments, block: vec![0.0; block], device: None, updates: 0 }),
             }
         } else {

@@ -11,7 +11,7 @@ use crate::dist::Collectives;
 
 /// The device staging of the exchange: per distinct bucket length, a padded bucket and this
 /// rank's block-sized part of it.
-pub(super) struct DeviceBlock<B: Backend> {
+pub(super) struct DeviceBuckets<B: Backend> {
     staging: Vec<(usize, B::Buf, B::Buf)>,
 }
 
@@ -32,7 +32,7 @@ fn in_bucket<'s, B: Backend>(segments: &'s mut [Segment<B>], bk: &Bucket) -> imp
     segments.iter_mut().filter(move |s| s.block_offset >= lo && s.block_offset < hi).map(move |s| (s.block_offset - lo, s))
 }
 
-impl<B: Backend> DeviceBlock<B> {
+impl<B: Backend> DeviceBuckets<B> {
     pub(super) fn new(be: &B, buckets: &[Bucket], dp: usize) -> Self {
         let mut staging: Vec<(usize, B::Buf, B::Buf)> = Vec::new();
         for bk in buckets {
@@ -40,7 +40,7 @@ impl<B: Backend> DeviceBlock<B> {
                 staging.push((bk.block_len, be.zeros_as(bk.block_len * dp, Role::Grad), be.zeros_as(bk.block_len, Role::Grad)));
             }
         }
-        DeviceBlock { staging }
+        DeviceBuckets { staging }
     }
 
     fn staging(&mut self, block_len: usize) -> (&mut B::Buf, &mut B::Buf) {

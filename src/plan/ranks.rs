@@ -24,6 +24,13 @@ fn train_layout(cfg: &Config, topo: &Topology) -> Result<Layout> {
     Layout::from_config(cfg, topo.world, cfg.train.recompute)
 }
 
+/// This rank's planned device bytes with the CUDA backend: the planner's bf16 model for the run's
+/// layout without its fixed CUDA/NCCL overhead (what the backend itself allocates).
+pub fn planned_device_bytes(cfg: &Config, topo: &Topology) -> Result<f64> {
+    let m = memory::gpu(cfg, &train_layout(cfg, topo)?, topo.pp_rank)?;
+    Ok(m.total() - m.overhead)
+}
+
 /// This rank's planned bytes with the CPU backend (f32, what `swallow train` allocates here).
 pub fn planned_cpu_bytes(cfg: &Config, topo: &Topology) -> Result<f64> {
     let l = train_layout(cfg, topo)?;
@@ -118,9 +125,7 @@ fn print_beside_plan(mpi: &MpiWorld, topo: &Topology, heading: &str, what: &str,
 /// and scratch; not the CUDA context, cuBLASLt's workspace or NCCL) beside the planner's bf16
 /// model for the same layout without its fixed CUDA/NCCL overhead (rank 0 prints one line per rank).
 pub fn report_device_memory(cfg: &Config, mpi: &MpiWorld, topo: &Topology, peak: f64) -> Result<()> {
-    let l = train_layout(cfg, topo)?;
-    let m = memory::gpu(cfg, &l, topo.pp_rank)?;
-    let planned = m.total() - m.overhead;
+    let planned = planned_device_bytes(cfg, topo)?;
     let heading = "device memory per rank (peak held by the CUDA backend, vs the planner's bf16 model without its fixed CUDA/NCCL overhead):";
     print_beside_plan(mpi, topo, heading, "peak", peak, planned);
     Ok(())

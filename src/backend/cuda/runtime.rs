@@ -182,7 +182,7 @@ impl<T: Plain> DeviceBuf<T> {
         if host.len() != self.len {
             bail!("device buffer of {} elements written with {}", self.len, host.len());
         }
-        self.rt.upload(self.ptr, bytes_of(host))
+        self.write_prefix(host)
     }
 
     /// Overwrites the first `host.len()` elements.
