@@ -2,7 +2,7 @@
 //! driver.rs, or its emulation, emulated.rs), with mixed precision chosen per buffer role
 //! (docs/GPU_PATH.md): activations bf16; gradients, statistics and optimizer state fp32; weights
 //! an fp32 master plus the bf16 shadow that GEMMs and kernels read, both written by `upload` and
-//! by the AdamW launch. Every op is one or a few launch.rs launches or one cuBLASLt-contract GEMM
+//! by the AdamW launch (weight copies, whose masters ZeRO-1's optimizer keeps: bf16 only). Every op is one or a few launch.rs launches or one cuBLASLt-contract GEMM
 //! (bf16 operands, fp32 sums; weight gradients accumulate into fp32 with beta = 1). Scratch
 //! (kernel partials, AdamW/norm segment tables, collective and host staging) is kept per backend
 //! and grows to the largest request, so a training step allocates no device memory after the
@@ -36,7 +36,7 @@ fn ok<T>(what: &str, r: Result<T>) -> T {
 
 /// How a buffer is stored on the device, by role.
 enum Storage {
-    /// Activations.
+    /// Activations, and weight copies (`Role::WeightCopy`).
     Bf16(DeviceBuf<bf16>),
     /// Gradients, statistics, optimizer state.
     F32(DeviceBuf<f32>),
