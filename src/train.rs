@@ -83,9 +83,12 @@ impl<B: Backend> Trainer<B> {
         let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
         let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute, weight_role);
         model.init_weights(t.seed);
+        let mut grads = std::mem::take(&mut model.grads);
         let initial = |p: usize| model.initial_values(t.seed, p);
-        let optimizer =
-            DataParallelOptimizer::new(&*backend, &model.table, &model.weights, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size);
+        let optimizer = DataParallelOptimizer::new(
+            &*backend, &model.table, &model.weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
+        );
+        model.grads = grads;
         Ok(Trainer {
             model,
             optimizer,
@@ -119,7 +122,7 @@ impl<B: Backend> Trainer<B> {
         let rows = m.micro_batch * (m.seq + 1);
         assert_eq!(batch.len(), rows * self.accumulation, "global batch of the wrong size");
         let grad_scale = 1.0 / self.tokens_per_step as f32;
-        m.zero_grads();
+        self.optimizer.zero_grads(&m.backend, &mut m.grads);
         let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp);
         m.reduce_replicated_grads();
         self.step += 1;

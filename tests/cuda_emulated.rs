@@ -2,7 +2,7 @@
 //! under real mpirun runs every allocation, kernel launch (the kernels' emulation build), GEMM
 //! (cuBLASLt's contract) and collective of a GPU run, for a 2-step tiny run in the parallel
 //! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism; DP 2 with and
-//! without ZeRO-1, whose 100k-element buckets cut parameters; PP 2 with 1F1B, and PP 2 x VPP 2
+//! without ZeRO-1, with 100k-element buckets of whole parameters whose DP blocks cut them; PP 2 with 1F1B, and PP 2 x VPP 2
 //! interleaved over 4 layers and 4 micro-batches), its TP and DP collectives and PP messages
 //! staged through host memory (`--comm host`) or on the device buffers (`--comm mpi`: CUDA-aware
 //! MPI, which the emulated device's host addresses satisfy; the same calls NCCL gets on a GPU).

@@ -63,8 +63,8 @@ fn tensor_and_data_parallel_layouts_match_the_single_rank_run() {
         let got = run(&dir, &data, np, tp, zero, &[]);
         assert_matches(&got, &reference, &format!("np {np} tp {tp} zero {zero}"));
     }
-    // Gradients in buckets of 100,000 elements (the tiny model has 1.8M parameters): one
-    // collective per bucket, ZeRO-1 blocks cut from every bucket.
+    // Gradients in buckets of about 100,000 elements (the tiny model has 1.8M parameters): one
+    // collective per bucket of whole parameters, ZeRO-1 blocks cut from every bucket.
     for (np, zero) in [(2, 0), (4, 1)] {
         let got = run(&dir, &data, np, 1, zero, &["--set", "parallel.bucket_size=100000"]);
         assert_matches(&got, &reference, &format!("np {np} zero {zero}, 100k-element buckets"));

@@ -82,6 +82,14 @@ pub trait Backend: Send + Sync {
         let _ = role;
         self.zeros(len)
     }
+    /// Gradient buffers that share one zero-filled fp32 allocation of `total` elements: one per
+    /// `(start, len)` of `places` (which may overlap: a parameter's gradient, and a bucket of
+    /// several), so that one collective can run on a range spanning several gradients. `None`
+    /// where buffers cannot share memory (the CPU backend): callers then allocate each one.
+    fn grad_views(&self, total: usize, places: &[(usize, usize)]) -> Option<Vec<Self::Buf>> {
+        let _ = (total, places);
+        None
+    }
     fn len(&self, buf: &Self::Buf) -> usize;
     fn upload(&self, host: &[f32], dst: &mut Self::Buf);
     fn download(&self, src: &Self::Buf) -> Vec<f32>;
@@ -245,6 +253,18 @@ pub trait Backend: Send + Sync {
     /// Block r of the sum of every rank's `src` lands in rank r's `dst`, on the device.
     fn reduce_scatter_on_device(&self, src: &Self::Buf, dst: &mut Self::Buf, group: &dyn Collectives) -> bool {
         let _ = (src, dst, group);
+        false
+    }
+    /// In place (ZeRO-1's gradient buckets): `buf` holds `group.size()` blocks; block r of the
+    /// sum of every rank's `buf` lands in block r of rank r's (the other blocks are left
+    /// undefined), on the device (see `all_reduce_on_device`).
+    fn reduce_scatter_in_place_on_device(&self, buf: &mut Self::Buf, group: &dyn Collectives) -> bool {
+        let _ = (buf, group);
+        false
+    }
+    /// In place: block r of rank r's `buf` becomes block r of every rank's, on the device.
+    fn all_gather_in_place_on_device(&self, buf: &mut Self::Buf, group: &dyn Collectives) -> bool {
+        let _ = (buf, group);
         false
     }
     /// Sends `buf` to rank `to` of `group` from where it lies (pipeline activations and their

@@ -50,10 +50,15 @@ impl CommKind {
 }
 
 /// Collectives between device buffers of one group. `send` and `recv` are distinct device
-/// addresses of `dtype` elements; work already issued to the device that writes `send` is
+/// addresses of `dtype` elements, unless `in_place()` (then also the in-place forms: `send ==
+/// recv` for the all-reduce, `recv` block rank of `send` for the reduce-scatter, `send` block
+/// rank of `recv` for the all-gather); work already issued to the device that writes `send` is
 /// complete or ordered before the collective, and work issued after it sees `recv`.
 pub trait DeviceComm {
     fn supports(&self, dtype: Dtype) -> bool;
+    /// Whether the collectives take their in-place forms (NCCL does; MPI would need MPI_IN_PLACE,
+    /// which rsmpi does not export, so the backend stages through scratch instead).
+    fn in_place(&self) -> bool;
     /// Whether the collectives are ordered with the device's work (NCCL: enqueued on its stream),
     /// or read device memory when called (CUDA-aware MPI: the caller synchronises first).
     fn stream_ordered(&self) -> bool;
@@ -108,6 +113,9 @@ fn mpi_ok(what: &str, rc: i32) -> Result<()> {
 impl DeviceComm for MpiGroup {
     fn supports(&self, dtype: Dtype) -> bool {
         dtype == Dtype::F32
+    }
+    fn in_place(&self) -> bool {
+        false
     }
     fn stream_ordered(&self) -> bool {
         false
@@ -214,6 +222,9 @@ mod tests {
     impl DeviceComm for Wire {
         fn supports(&self, dtype: Dtype) -> bool {
             self.takes_bf16 || dtype == Dtype::F32
+        }
+        fn in_place(&self) -> bool {
+            false
         }
         fn stream_ordered(&self) -> bool {
             self.takes_bf16

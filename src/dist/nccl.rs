@@ -110,6 +110,9 @@ impl DeviceComm for NcclGroup {
     fn supports(&self, _dtype: Dtype) -> bool {
         true
     }
+    fn in_place(&self) -> bool {
+        true
+    }
     fn stream_ordered(&self) -> bool {
         true
     }

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::dist::Topology;
 use crate::model::layout::{chunks, LocalDims};
 use crate::model::params::ParamTable;
+use crate::optim::grad_layout::GradLayout;
 use anyhow::Result;
 
 /// Bytes per step sent by one rank in each group.
@@ -69,26 +70,14 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
         tp_bytes += norm_params * all_reduce(tp, 4.0 * h);
     }
 
-    // Data parallel: the gradient exchange over this rank's parameters in buckets (under ZeRO-1
-    // each padded to a multiple of DP), the loss and the skip verdict (src/fault.rs; f64 each) and,
+    // Data parallel: the gradient exchange over this rank's gradient buffer (its buckets with
+    // their alignment and DP padding, optim/grad_layout.rs), the loss and the skip verdict (src/fault.rs; f64 each) and,
     // with ZeRO-1, the norm of the blocks.
     let owned = crate::model::layout::owned_params(&table, &my_chunks);
     let local = LocalDims::new(m, tp, topo.tp_rank);
-    let numel: usize = table
-        .specs
-        .iter()
-        .enumerate()
-        .filter(|(p, _)| owned[*p])
-        .map(|(_, s)| s.local_shape(local.tp).iter().product::<usize>())
-        .sum();
-    let bucket = par.bucket_size.max(1);
-    let sizes: Vec<usize> = (0..numel.div_ceil(bucket).max(1)).map(|b| (numel - b * bucket).min(bucket)).collect();
-    let grads = if par.zero == 1 {
-        let padded: usize = sizes.iter().map(|n| n.div_ceil(dp) * dp).sum();
-        2.0 * scatter_or_gather(dp, 4.0 * padded as f64) + all_reduce(dp, 8.0)
-    } else {
-        all_reduce(dp, 4.0 * numel as f64)
-    };
+    let lens: Vec<usize> = table.specs.iter().enumerate().map(|(p, s)| if owned[p] { s.local_shape(local.tp).iter().product() } else { 0 }).collect();
+    let buffer = 4.0 * GradLayout::new(&lens, par.bucket_size, dp).total as f64;
+    let grads = if par.zero == 1 { 2.0 * scatter_or_gather(dp, buffer) + all_reduce(dp, 8.0) } else { all_reduce(dp, buffer) };
     let dp_bytes = if dp > 1 { grads + 2.0 * all_reduce(dp, 8.0) } else { 0.0 };
 
     // Pipeline: each send carries one [rows, h] activation or gradient; the loss is summed (f64).

@@ -2,20 +2,24 @@
 //! batch; then either
 //! - `--zero 0`: the gradients are all-reduced (summed: each rank's loss is already scaled by
 //!   1 / global tokens) and every rank runs the same AdamW on the whole model, or
-//! - `--zero 1` (ZeRO-1, Megatron's distributed optimizer): the gradients, laid out as one flat
-//!   vector in parameter-table order, are reduce-scattered so rank r holds the summed gradient of
-//!   its block; the global norm is the DP sum of the blocks' squares
+//! - `--zero 1` (ZeRO-1, Megatron's distributed optimizer): the gradients, laid out in one
+//!   gradient buffer (below), are reduce-scattered so rank r holds the summed gradient of its
+//!   block; the global norm is the DP sum of the blocks' squares
 //!   (each element counted once); AdamW runs only on block r, whose master weights and moments are
 //!   the only optimizer state this rank keeps (1/DP of the whole); the updated block is
 //!   all-gathered back into every rank's weights (the model's weights are then copies: bf16 on
 //!   the GPU, `Role::WeightCopy`).
 //!
-//! The flat vector is exchanged in gradient buckets (`parallel.bucket_size` elements, Megatron's
-//! 40M by default), one collective each; under ZeRO-1 each bucket is padded to a multiple of DP
-//! and every rank owns 1/DP of every bucket (Megatron's distributed-optimizer layout), so the
-//! buckets can later be reduced while the backward pass still runs. Host staging buffers are
-//! allocated once; a rank's block is cut at parameter boundaries into segments so each keeps its
-//! parameter's weight-decay setting.
+//! The gradients are exchanged in buckets of whole parameters laid out in one gradient buffer
+//! (grad_layout.rs: Megatron's grad buffer, `parallel.bucket_size` elements per bucket, 40M by
+//! default), one collective each; every bucket is padded to DP blocks and under ZeRO-1 rank r
+//! owns block r of every bucket (Megatron's distributed-optimizer layout), so a bucket can be
+//! reduced as soon as the backward pass has finished its parameters. Where the backend's buffers
+//! can share memory and the DP group reaches device memory (the CUDA backend with `--comm
+//! mpi|nccl`, or DP 1), the model's gradients are views into that buffer and the exchange runs in
+//! place there (zero_device.rs); otherwise it is staged through a host copy of the buffer. A
+//! rank's block is cut at parameter boundaries into segments so each keeps its parameter's
+//! weight-decay setting.
 //!
 //! Under tensor and pipeline parallelism every rank runs this on the parameters it holds (its DP
 //! group holds the same ones); the global gradient norm then also sums over the model-parallel
@@ -23,37 +27,12 @@
 //! replicated KV heads).
 
 use super::adamw::{AdamW, StepOutcome};
-use super::zero_device::DeviceBuckets;
+use super::grad_layout::GradLayout;
+use super::zero_device::DeviceGrads;
 use crate::backend::{AdamTensor, AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
 use crate::dist::Collectives;
 use crate::model::params::ParamTable;
-
-/// One gradient bucket: a range of the flat (unpadded) parameter vector reduced by one collective;
-/// under ZeRO-1 it is padded to a multiple of DP and every rank owns `block_len` of it.
-#[derive(Clone, Debug)]
-pub(super) struct Bucket {
-    pub(super) range: std::ops::Range<usize>,
-    pub(super) block_len: usize,
-    /// Where this rank's part of the bucket starts in its block.
-    pub(super) block_offset: usize,
-}
-
-/// Splits `total` elements into buckets of at most `size` elements.
-fn buckets(total: usize, size: usize, dp: usize) -> Vec<Bucket> {
-    let size = size.max(1);
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut block_offset = 0;
-    while start < total || out.is_empty() {
-        let end = (start + size).min(total);
-        let block_len = (end - start).div_ceil(dp);
-        out.push(Bucket { range: start..end, block_len, block_offset });
-        block_offset += block_len;
-        start = end;
-    }
-    out
-}
 
 /// The part of one parameter that falls into this rank's ZeRO block.
 pub(super) struct Segment<B: Backend> {
@@ -67,6 +46,7 @@ pub(super) struct Segment<B: Backend> {
     /// Counted in the gradient norm (one copy of a shard held by several ranks is).
     counted: bool,
     pub(super) master: B::Buf,
+    /// The reduced gradient: a view into the gradient buffer on the device path.
     pub(super) grad: B::Buf,
     m: B::Buf,
     v: B::Buf,
@@ -74,9 +54,8 @@ pub(super) struct Segment<B: Backend> {
 
 struct Sharded<B: Backend> {
     segments: Vec<Segment<B>>,
-    /// This rank's block on the host, or (`device`) on the device.
+    /// This rank's blocks on the host path (empty on the device path).
     block: Vec<f32>,
-    device: Option<DeviceBuckets<B>>,
     updates: u64,
 }
 
@@ -89,27 +68,45 @@ pub struct DataParallelOptimizer<B: Backend> {
     mode: Mode<B>,
     /// Per parameter: counted in the gradient norm on this rank.
     counted: Vec<bool>,
-    /// Start of each parameter in the flat vector, and the total at the end.
-    offsets: Vec<usize>,
-    buckets: Vec<Bucket>,
-    /// Flat staging vector of all parameters, in table order.
+    layout: GradLayout,
+    /// The exchange in place on the device, when the backend's gradients are views into one buffer.
+    device: Option<DeviceGrads<B>>,
+    /// Host copy of the gradient buffer (the host path; empty on the device path).
     flat: Vec<f32>,
-    /// One bucket padded to a multiple of DP (the ZeRO-1 collectives' whole buffer).
-    bucket_buf: Vec<f32>,
     t: TrainConfig,
 }
 
+/// This rank's part of each bucket, cut at parameter boundaries: (bucket, parameter, element in
+/// the buffer, elements).
+fn block_parts(layout: &GradLayout, rank: usize) -> Vec<(usize, usize, usize, usize)> {
+    let mut parts = Vec::new();
+    for (i, bk) in layout.buckets.iter().enumerate() {
+        let lo = bk.start + rank * bk.block_len;
+        let hi = lo + bk.block_len;
+        for p in bk.params.clone() {
+            let r = layout.param_range(p);
+            let (a, b) = (r.start.max(lo), r.end.min(hi));
+            if a < b {
+                parts.push((i, p, a, b - a));
+            }
+        }
+    }
+    parts
+}
+
 impl<B: Backend> DataParallelOptimizer<B> {
-    /// `weights` are this rank's (TP-sharded) weights and `initial(p)` the fp32 initial values of
-    /// its shard of parameter p, copied into the master segments under ZeRO-1 (the weights may be
-    /// bf16 copies); `counted[p]` says whether this rank's copy of parameter p counts in the
-    /// gradient norm (one copy of every shard held by several ranks does); gradients are
-    /// exchanged in buckets of at most `bucket_size` elements.
+    /// `weights` are this rank's (TP-sharded) weights and `grads` the model's gradients (replaced
+    /// by views into one gradient buffer where the exchange runs on the device); `initial(p)` the
+    /// fp32 initial values of its shard of parameter p, copied into the master segments under
+    /// ZeRO-1 (the weights may be bf16 copies); `counted[p]` says whether this rank's copy of
+    /// parameter p counts in the gradient norm (one copy of every shard held by several ranks
+    /// does); gradients are exchanged in buckets of about `bucket_size` elements.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: &B,
         table: &ParamTable,
         weights: &[B::Buf],
+        grads: &mut Vec<B::Buf>,
         initial: &dyn Fn(usize) -> Vec<f32>,
         counted: Vec<bool>,
         t: &TrainConfig,
@@ -117,64 +114,88 @@ impl<B: Backend> DataParallelOptimizer<B> {
         dp: &dyn Collectives,
         bucket_size: usize,
     ) -> Self {
-        let mut offsets = vec![0];
-        for w in weights {
-            offsets.push(offsets.last().unwrap() + backend.len(w));
-        }
-        let total = *offsets.last().unwrap();
+        let lens: Vec<usize> = weights.iter().map(|w| backend.len(w)).collect();
         let dps = dp.size();
-        let buckets = buckets(total, bucket_size, dps);
+        let layout = GradLayout::new(&lens, bucket_size, dps);
+        let parts = if zero { block_parts(&layout, dp.rank()) } else { Vec::new() };
+        // Views: every parameter's gradient, the whole buffer, each bucket, each ZeRO segment.
+        let mut places: Vec<(usize, usize)> = (0..lens.len()).map(|p| (layout.places[p], lens[p])).collect();
+        places.push((0, layout.total));
+        places.extend(layout.buckets.iter().map(|b| (b.start, dps * b.block_len)));
+        places.extend(parts.iter().map(|&(_, _, at, n)| (at, n)));
+        let views = if dps == 1 || dp.device().is_some() {
+            grads.clear(); // freed before the buffer is allocated
+            backend.grad_views(layout.total, &places)
+        } else {
+            None
+        };
+        if views.is_none() && grads.is_empty() {
+            grads.extend(lens.iter().map(|&n| backend.zeros_as(n, Role::Grad)));
+        }
+        let mut views = views.map(|v| v.into_iter());
+        if let Some(v) = views.as_mut() {
+            grads.extend(v.by_ref().take(lens.len()));
+        }
+        let device = views.as_mut().map(|v| {
+            let whole = v.next().expect("the whole buffer's view");
+            DeviceGrads::new(whole, v.by_ref().take(layout.buckets.len()).collect())
+        });
         let mode = if zero {
             let mut segments = Vec::new();
             let mut initial_cache: Option<(usize, Vec<f32>)> = None;
-            for bk in &buckets {
-                // This rank's part of the bucket, in flat (unpadded) coordinates.
-                let lo = bk.range.start + dp.rank() * bk.block_len;
-                let hi = (lo + bk.block_len).min(bk.range.end);
-                for (p, spec) in table.specs.iter().enumerate() {
-                    let (a, b) = (offsets[p].max(lo), offsets[p + 1].min(hi));
-                    if a >= b {
-                        continue;
-                    }
-                    let len = b - a;
-                    // The fp32 initial values (the weights may be bf16 copies), once per parameter.
-                    if initial_cache.as_ref().is_none_or(|(q, _)| *q != p) {
-                        initial_cache = Some((p, initial(p)));
-                    }
-                    let all = &initial_cache.as_ref().unwrap().1;
-                    let mut master = backend.zeros_as(len, Role::OptimState);
-                    backend.upload(&all[a - offsets[p]..b - offsets[p]], &mut master);
-                    segments.push(Segment {
-                        block_offset: bk.block_offset + a - lo,
-                        param: p,
-                        local_start: a - offsets[p],
-                        len,
-                        decay: spec.weight_decay,
-                        counted: counted[p],
-                        master,
-                        grad: backend.zeros_as(len, Role::Grad),
-                        m: backend.zeros_as(len, Role::OptimState),
-                        v: backend.zeros_as(len, Role::OptimState),
-                    });
+            for &(i, p, at, len) in &parts {
+                let bk = &layout.buckets[i];
+                let local_start = at - layout.places[p];
+                // The fp32 initial values (the weights may be bf16 copies), once per parameter.
+                if initial_cache.as_ref().is_none_or(|(q, _)| *q != p) {
+                    initial_cache = Some((p, initial(p)));
                 }
+                let all = &initial_cache.as_ref().unwrap().1;
+                let mut master = backend.zeros_as(len, Role::OptimState);
+                backend.upload(&all[local_start..local_start + len], &mut master);
+                let grad = match views.as_mut() {
+                    Some(v) => v.next().expect("a view per segment"),
+                    None => backend.zeros_as(len, Role::Grad),
+                };
+                segments.push(Segment {
+                    block_offset: bk.block_offset + at - (bk.start + dp.rank() * bk.block_len),
+                    param: p,
+                    local_start,
+                    len,
+                    decay: table.specs[p].weight_decay,
+                    counted: counted[p],
+                    master,
+                    grad,
+                    m: backend.zeros_as(len, Role::OptimState),
+                    v: backend.zeros_as(len, Role::OptimState),
+                });
             }
-            let block: usize = buckets.iter().map(|b| b.block_len).sum();
-            // With a device communicator the exchange stays on the device (zero_device.rs).
-            match dp.device() {
-                Some(_) if dps > 1 => Mode::Sharded(Sharded { segments, block: Vec::new(), device: Some(DeviceBuckets::new(backend, &buckets, dps)), updates: 0 }),
-                _ => Mode::Sharded(Sharded { segments, block: vec![0.0; block], device: None, updates: 0 }),
-            }
+            let block = if device.is_some() { Vec::new() } else { vec![0.0; layout.block_total()] };
+            Mode::Sharded(Sharded { segments, block, updates: 0 })
         } else {
             Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
-        let largest = buckets.iter().map(|b| b.block_len * dps).max().unwrap_or(0);
-        DataParallelOptimizer { mode, counted, offsets, buckets, flat: vec![0.0; total], bucket_buf: vec![0.0; largest], t: t.clone() }
+        let flat = if device.is_some() { Vec::new() } else { vec![0.0; layout.total] };
+        DataParallelOptimizer { mode, counted, layout, device, flat, t: t.clone() }
+    }
+
+    /// The gradient buffer's layout (places of the parameters, buckets).
+    pub fn layout(&self) -> &GradLayout {
+        &self.layout
+    }
+
+    /// Zeroes the gradients before a step: the whole gradient buffer at once on the device path.
+    pub fn zero_grads(&mut self, backend: &B, grads: &mut [B::Buf]) {
+        match &mut self.device {
+            Some(dev) => dev.zero(backend),
+            None => grads.iter_mut().for_each(|g| backend.fill_zero(g)),
+        }
     }
 
     /// Bytes of optimizer state (master weights beyond the model's own, and the two moments) on this rank.
     pub fn state_bytes(&self) -> usize {
         match &self.mode {
-            Mode::Replicated(_) => 2 * 4 * self.offsets.last().unwrap(),
+            Mode::Replicated(_) => 2 * 4 * self.layout.lens.iter().sum::<usize>(),
             Mode::Sharded(s) => 3 * 4 * s.segments.iter().map(|g| g.len).sum::<usize>(),
         }
     }
@@ -196,7 +217,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// order of `download_moment_into` and `restore`.
     pub fn state_ranges(&self) -> Vec<(usize, std::ops::Range<usize>)> {
         match &self.mode {
-            Mode::Replicated(_) => (0..self.counted.len()).map(|p| (p, 0..self.offsets[p + 1] - self.offsets[p])).collect(),
+            Mode::Replicated(_) => (0..self.counted.len()).map(|p| (p, 0..self.layout.lens[p])).collect(),
             Mode::Sharded(s) => s.segments.iter().map(|g| (g.param, g.local_start..g.local_start + g.len)).collect(),
         }
     }
@@ -241,13 +262,14 @@ impl<B: Backend> DataParallelOptimizer<B> {
 
     fn pack(&mut self, backend: &B, bufs: &[B::Buf]) {
         for (p, b) in bufs.iter().enumerate() {
-            backend.download_into(b, &mut self.flat[self.offsets[p]..self.offsets[p + 1]]);
+            let r = self.layout.param_range(p);
+            backend.download_into(b, &mut self.flat[r]);
         }
     }
 
     fn unpack(&self, backend: &B, bufs: &mut [B::Buf]) {
         for (p, b) in bufs.iter_mut().enumerate() {
-            backend.upload(&self.flat[self.offsets[p]..self.offsets[p + 1]], b);
+            backend.upload(&self.flat[self.layout.param_range(p)], b);
         }
     }
 
@@ -263,46 +285,44 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// Reduces the gradients over the DP group and applies one update with learning rate `lr`;
     /// `mp` is this rank's model-parallel group (TP x PP), over which the global norm is summed.
     pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
-        if let Mode::Replicated(_) = self.mode {
-            // With a device communicator every gradient is all-reduced where it lies (the first
-            // call tells: without one, none is, and the buckets go through host memory).
-            if dp.size() > 1 && !grads.iter_mut().all(|g| backend.all_reduce_on_device(g, dp)) {
+        let dps = dp.size();
+        let sharded = self.is_sharded();
+        match &mut self.device {
+            Some(dev) => dev.reduce(backend, sharded, dp),
+            None if sharded || dps > 1 => {
                 self.pack(backend, grads);
-                for bk in &self.buckets {
-                    dp.all_reduce_sum_f32(&mut self.flat[bk.range.clone()]);
+                for bk in &self.layout.buckets {
+                    let range = bk.range(dps);
+                    match &mut self.mode {
+                        Mode::Replicated(_) => dp.all_reduce_sum_f32(&mut self.flat[range]),
+                        Mode::Sharded(sh) => dp.reduce_scatter_sum_f32(&self.flat[range], &mut sh.block[bk.block_offset..bk.block_offset + bk.block_len]),
+                    }
                 }
-                self.unpack(backend, grads);
+                if !sharded {
+                    self.unpack(backend, grads);
+                }
             }
-            let norm = self.replicated_norm(backend, grads, mp);
-            let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
-            return adamw.step(backend, weights, grads, lr, norm);
+            None => {}
         }
-        if let Mode::Sharded(Sharded { device: Some(dev), segments, .. }) = &mut self.mode {
-            dev.reduce_scatter(backend, grads, segments, &self.offsets, &self.buckets, dp);
-            let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
+        let sh = match &mut self.mode {
+            Mode::Replicated(_) => {
+                let norm = self.replicated_norm(backend, grads, mp);
+                let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
+                return adamw.step(backend, weights, grads, lr, norm);
+            }
+            Mode::Sharded(sh) => sh,
+        };
+        if let Some(dev) = &mut self.device {
             let outcome = sh.update_on_device(backend, &self.t, lr, dp, mp);
-            if let (false, Sharded { device: Some(dev), segments, .. }) = (outcome.skipped, sh) {
-                dev.all_gather(backend, segments, weights, &self.offsets, &self.buckets, dp);
+            if !outcome.skipped {
+                dev.all_gather(backend, &mut sh.segments, weights, &self.layout, dp);
             }
             return outcome;
         }
-        self.pack(backend, grads);
-        let Mode::Sharded(sh) = &mut self.mode else { unreachable!() };
-        let dps = dp.size();
-        for bk in &self.buckets {
-            let padded = &mut self.bucket_buf[..bk.block_len * dps];
-            let n = bk.range.len();
-            padded[..n].copy_from_slice(&self.flat[bk.range.clone()]);
-            padded[n..].fill(0.0);
-            dp.reduce_scatter_sum_f32(padded, &mut sh.block[bk.block_offset..bk.block_offset + bk.block_len]);
-        }
         let outcome = sh.update(backend, &self.t, lr, dp, mp);
         if !outcome.skipped {
-            for bk in &self.buckets {
-                let padded = &mut self.bucket_buf[..bk.block_len * dps];
-                dp.all_gather_f32(&sh.block[bk.block_offset..bk.block_offset + bk.block_len], padded);
-                let n = bk.range.len();
-                self.flat[bk.range.clone()].copy_from_slice(&padded[..n]);
+            for bk in &self.layout.buckets {
+                dp.all_gather_f32(&sh.block[bk.block_offset..bk.block_offset + bk.block_len], &mut self.flat[bk.range(dps)]);
             }
             self.unpack(backend, weights);
         }

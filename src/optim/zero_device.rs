@@ -1,92 +1,57 @@
-//! ZeRO-1's exchange on device buffers, for groups with a device communicator (`--comm mpi|nccl`
-//! on the CUDA backend): the same buckets, blocks and segments as zero.rs's host path, but the
-//! gradients are copied from the parameters' buffers into a padded device bucket, reduce-scattered
-//! into this rank's part of it, taken by each segment for the norm, clipping and AdamW on the
-//! device, and the updated masters all-gathered back into the weights (the model's bf16 copies)
-//! — no host copy of gradients or weights, and no block-sized buffer beyond the segments.
+//! The data-parallel exchange in place in the device's gradient buffer (grad_layout.rs), for
+//! backends whose gradients are views into one buffer (the CUDA backend) with a DP group that
+//! reaches device memory (`--comm mpi|nccl`) or of one rank: per bucket, an all-reduce
+//! (replicated optimizer) or a reduce-scatter into this rank's block, where the ZeRO-1
+//! segments' gradients are views; after AdamW each segment's updated master is copied into its
+//! place in the block, the bucket all-gathered in place and every parameter's part of it copied
+//! into the weights (the model's bf16 copies). No host copy, and no buffer beyond the gradient
+//! buffer (CUDA-aware MPI stages one block through the backend's scratch).
 
-use super::zero::{Bucket, Segment};
-use crate::backend::{Backend, Role};
+use super::grad_layout::GradLayout;
+use super::zero::Segment;
+use crate::backend::Backend;
 use crate::dist::Collectives;
 
-/// The device staging of the exchange: per distinct bucket length, a padded bucket and this
-/// rank's block-sized part of it.
-pub(super) struct DeviceBuckets<B: Backend> {
-    staging: Vec<(usize, B::Buf, B::Buf)>,
+/// Views of the gradient buffer: the whole, and each bucket (in exchange order).
+pub(super) struct DeviceGrads<B: Backend> {
+    whole: B::Buf,
+    buckets: Vec<B::Buf>,
 }
 
-/// The parameters overlapping `range` of the flat vector: (parameter, offset in it, offset in
-/// the range, elements).
-fn overlaps(offsets: &[usize], range: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
-    let start = range.start;
-    (0..offsets.len() - 1).filter_map(move |p| {
-        let (a, b) = (offsets[p].max(range.start), offsets[p + 1].min(range.end));
-        (a < b).then(|| (p, a - offsets[p], a - start, b - a))
-    })
-}
+impl<B: Backend> DeviceGrads<B> {
+    pub(super) fn new(whole: B::Buf, buckets: Vec<B::Buf>) -> Self {
+        DeviceGrads { whole, buckets }
+    }
 
-/// The segments inside bucket `bk`'s part of this rank's block (a segment never spans buckets),
-/// with their offsets in that part.
-fn in_bucket<'s, B: Backend>(segments: &'s mut [Segment<B>], bk: &Bucket) -> impl Iterator<Item = (usize, &'s mut Segment<B>)> + 's {
-    let (lo, hi) = (bk.block_offset, bk.block_offset + bk.block_len);
-    segments.iter_mut().filter(move |s| s.block_offset >= lo && s.block_offset < hi).map(move |s| (s.block_offset - lo, s))
-}
+    /// Zeroes the whole buffer (padding included) in one launch.
+    pub(super) fn zero(&mut self, be: &B) {
+        be.fill_zero(&mut self.whole);
+    }
 
-impl<B: Backend> DeviceBuckets<B> {
-    pub(super) fn new(be: &B, buckets: &[Bucket], dp: usize) -> Self {
-        let mut staging: Vec<(usize, B::Buf, B::Buf)> = Vec::new();
-        for bk in buckets {
-            if !staging.iter().any(|(len, _, _)| *len == bk.block_len) {
-                staging.push((bk.block_len, be.zeros_as(bk.block_len * dp, Role::Grad), be.zeros_as(bk.block_len, Role::Grad)));
-            }
+    /// Sums every bucket over `dp`: all of it, or (`sharded`) each rank's block into its own.
+    pub(super) fn reduce(&mut self, be: &B, sharded: bool, dp: &dyn Collectives) {
+        if dp.size() == 1 {
+            return;
         }
-        DeviceBuckets { staging }
-    }
-
-    fn staging(&mut self, block_len: usize) -> (&mut B::Buf, &mut B::Buf) {
-        let (_, padded, part) = self.staging.iter_mut().find(|(len, _, _)| *len == block_len).expect("staging for every bucket length");
-        (padded, part)
-    }
-
-    /// Reduce-scatters every bucket of `grads`; each segment takes its summed gradient.
-    pub(super) fn reduce_scatter(&mut self, be: &B, grads: &[B::Buf], segments: &mut [Segment<B>], offsets: &[usize], buckets: &[Bucket], dp: &dyn Collectives) {
-        for bk in buckets {
-            let (padded, part) = self.staging(bk.block_len);
-            be.fill_zero(padded);
-            for (p, at, to, n) in overlaps(offsets, bk.range.clone()) {
-                be.copy_range(padded, to, &grads[p], at, n);
-            }
-            assert!(be.reduce_scatter_on_device(padded, part, dp), "ZeRO-1 on the device needs the DP group's device communicator");
-            for (at, s) in in_bucket(segments, bk) {
-                be.copy_range(&mut s.grad, 0, part, at, s.len);
-            }
+        for bucket in &mut self.buckets {
+            let done = if sharded { be.reduce_scatter_in_place_on_device(bucket, dp) } else { be.all_reduce_on_device(bucket, dp) };
+            assert!(done, "the gradient exchange on the device needs the DP group's device communicator");
         }
     }
 
-    /// Each segment's updated master into its bucket's part, every bucket all-gathered into `weights`.
-    pub(super) fn all_gather(&mut self, be: &B, segments: &mut [Segment<B>], weights: &mut [B::Buf], offsets: &[usize], buckets: &[Bucket], dp: &dyn Collectives) {
-        for bk in buckets {
-            let (padded, part) = self.staging(bk.block_len);
-            for (at, s) in in_bucket(segments, bk) {
-                be.copy_range(part, at, &s.master, 0, s.len);
+    /// Each segment's updated master into its place in this rank's blocks, every bucket
+    /// all-gathered in place, and each parameter's part copied into `weights`.
+    pub(super) fn all_gather(&mut self, be: &B, segments: &mut [Segment<B>], weights: &mut [B::Buf], layout: &GradLayout, dp: &dyn Collectives) {
+        for s in segments.iter_mut() {
+            be.copy(&mut s.grad, &s.master);
+        }
+        for (bucket, bk) in self.buckets.iter_mut().zip(&layout.buckets) {
+            if dp.size() > 1 {
+                assert!(be.all_gather_in_place_on_device(bucket, dp), "the gradient exchange on the device needs the DP group's device communicator");
             }
-            assert!(be.all_gather_on_device(part, padded, dp), "ZeRO-1 on the device needs the DP group's device communicator");
-            for (p, at, from, n) in overlaps(offsets, bk.range.clone()) {
-                be.copy_range(&mut weights[p], at, padded, from, n);
+            for p in bk.params.clone() {
+                be.copy_range(&mut weights[p], 0, bucket, layout.places[p] - bk.start, layout.lens[p]);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlaps_cut_a_range_at_parameter_boundaries() {
-        // Parameters of 3, 5 and 4 elements: [0,3) [3,8) [8,12).
-        let offsets = [0, 3, 8, 12];
-        assert_eq!(overlaps(&offsets, 2..9).collect::<Vec<_>>(), [(0, 2, 0, 1), (1, 0, 1, 5), (2, 0, 6, 1)]);
-        assert_eq!(overlaps(&offsets, 3..8).collect::<Vec<_>>(), [(1, 0, 0, 5)]);
     }
 }

@@ -289,6 +289,12 @@ impl Backend for CudaBackend {
         b
     }
 
+    fn grad_views(&self, total: usize, places: &[(usize, usize)]) -> Option<Vec<CudaBuf>> {
+        let base = Arc::new(self.buf::<f32>(total));
+        self.zero_fill(base.ptr(), 4 * total);
+        Some(places.iter().map(|&(start, len)| CudaBuf { role: Role::Grad, len, st: Storage::F32(DeviceBuf::view(&base, start, len)) }).collect())
+    }
+
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len
     }
@@ -559,8 +565,12 @@ impl Backend for CudaBackend {
         if group.size() == 1 || n == 0 {
             return true;
         }
-        if dc.supports(t) {
-            // Collectives take distinct buffers: the sum lands in `buf` from a copy of it.
+        if dc.supports(t) && dc.in_place() {
+            self.ready_for(dc);
+            // SAFETY: `p` holds `n` elements of `t`; the communicator sums in place.
+            ok("all-reduce", unsafe { dc.all_reduce_sum(p, p, t, n) });
+        } else if dc.supports(t) {
+            // Distinct buffers: the sum lands in `buf` from a copy of it.
             let copy = grow(&self.rt, &mut self.scratch().comm_send, (n * t.bytes()).div_ceil(4));
             self.run(&launch::copy(copy, p, n * t.bytes()));
             self.ready_for(dc);
@@ -588,6 +598,52 @@ impl Backend for CudaBackend {
         let n = dst.len;
         // SAFETY: `send` holds size x n elements, `recv` n (checked above).
         self.collective(dc, "reduce-scatter", src, dst, |s, r, t| unsafe { dc.reduce_scatter_sum(s, r, t, n) });
+        true
+    }
+
+    fn reduce_scatter_in_place_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives) -> bool {
+        let Some(dc) = group.device() else { return false };
+        let (size, n) = (group.size(), buf.len / group.size());
+        assert_eq!(buf.len, n * size, "reduce-scatter in place: {} elements are not {size} blocks", buf.len);
+        let p = buf.f32("reduce-scatter in place", "buf");
+        let block = p + (4 * n * group.rank()) as DevPtr;
+        if size == 1 || n == 0 {
+            return true;
+        }
+        if dc.in_place() {
+            self.ready_for(dc);
+            // SAFETY: `p` holds size x n fp32 elements, `block` is block rank of them.
+            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, block, Dtype::F32, n) });
+        } else {
+            let r = grow(&self.rt, &mut self.scratch().comm_recv, n);
+            self.ready_for(dc);
+            // SAFETY: `p` holds size x n fp32 elements, the scratch `r` n.
+            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, r, Dtype::F32, n) });
+            self.run(&launch::copy(block, r, 4 * n));
+        }
+        true
+    }
+
+    fn all_gather_in_place_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives) -> bool {
+        let Some(dc) = group.device() else { return false };
+        let (size, n) = (group.size(), buf.len / group.size());
+        assert_eq!(buf.len, n * size, "all-gather in place: {} elements are not {size} blocks", buf.len);
+        let p = buf.f32("all-gather in place", "buf");
+        let block = p + (4 * n * group.rank()) as DevPtr;
+        if size == 1 || n == 0 {
+            return true;
+        }
+        if dc.in_place() {
+            self.ready_for(dc);
+            // SAFETY: `block` is block rank of the size x n fp32 elements at `p`.
+            ok("all-gather", unsafe { dc.all_gather(block, p, Dtype::F32, n) });
+        } else {
+            let s = grow(&self.rt, &mut self.scratch().comm_send, n);
+            self.run(&launch::copy(s, block, 4 * n));
+            self.ready_for(dc);
+            // SAFETY: the scratch `s` holds n fp32 elements, `p` size x n.
+            ok("all-gather", unsafe { dc.all_gather(s, p, Dtype::F32, n) });
+        }
         true
     }
 

@@ -5,7 +5,8 @@
 //! launches by name with launch.rs's geometry and argument order, and GEMMs (`Gemm`). All work
 //! runs in call order on one stream: copies to and from the host complete before they return;
 //! launches and GEMMs may still be running on a GPU when they return (their errors then surface
-//! at the next copy or `synchronize`). `DeviceBuf` is a typed buffer freed on drop.
+//! at the next copy or `synchronize`). `DeviceBuf` is a typed buffer freed on drop, or a view
+//! into one (sharing its memory, keeping it alive).
 
 use super::launch::{AdamSeg, DevPtr, Launch, NormSeg};
 use anyhow::{bail, Result};
@@ -144,11 +145,14 @@ fn bytes_of_mut<T: Plain>(v: &mut [T]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
 }
 
-/// `len` elements of `T` in device memory, freed when dropped.
+/// `len` elements of `T` in device memory: an allocation, freed when dropped, or a view into
+/// one, which keeps the allocation alive.
 pub struct DeviceBuf<T: Plain> {
     rt: Arc<dyn Runtime>,
     ptr: DevPtr,
     len: usize,
+    /// The allocation this buffer views (None: the buffer is the allocation).
+    base: Option<Arc<DeviceBuf<T>>>,
     _t: PhantomData<T>,
 }
 
@@ -156,7 +160,14 @@ impl<T: Plain> DeviceBuf<T> {
     /// An allocation with undefined contents (poisoned under emulation).
     pub fn uninit(rt: &Arc<dyn Runtime>, len: usize) -> Result<Self> {
         let ptr = rt.alloc((len * std::mem::size_of::<T>()).max(1))?;
-        Ok(DeviceBuf { rt: rt.clone(), ptr, len, _t: PhantomData })
+        Ok(DeviceBuf { rt: rt.clone(), ptr, len, base: None, _t: PhantomData })
+    }
+
+    /// Elements `[start, start + len)` of `base`, sharing its memory.
+    pub fn view(base: &Arc<DeviceBuf<T>>, start: usize, len: usize) -> Self {
+        assert!(start + len <= base.len, "view of {len} elements from {start} of a {}-element buffer", base.len);
+        let ptr = base.ptr + (start * std::mem::size_of::<T>()) as DevPtr;
+        DeviceBuf { rt: base.rt.clone(), ptr, len, base: Some(base.clone()), _t: PhantomData }
     }
 
     pub fn from_slice(rt: &Arc<dyn Runtime>, host: &[T]) -> Result<Self> {
@@ -203,6 +214,9 @@ impl<T: Plain> DeviceBuf<T> {
 
 impl<T: Plain> Drop for DeviceBuf<T> {
     fn drop(&mut self) {
+        if self.base.is_some() {
+            return; // a view: the allocation goes with its last holder
+        }
         // SAFETY: the buffer is gone, so nothing can name its memory any more.
         if let Err(e) = unsafe { self.rt.free(self.ptr) } {
             log::error!("freeing device memory at {:#x}: {e:#}", self.ptr);
