@@ -215,6 +215,10 @@ pub struct ParallelConfig {
     /// Elements per data-parallel gradient bucket (one collective each).
     #[serde(default = "defaults::bucket_size")]
     pub bucket_size: usize,
+    /// Start each bucket's exchange as soon as the backward pass has completed it (Megatron's
+    /// --overlap-grad-reduce; on the CUDA backend's device path), else all at the optimizer step.
+    #[serde(default = "defaults::yes")]
+    pub overlap_grad_reduce: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -258,6 +262,7 @@ mod defaults {
     pub fn eval_iters() -> u64 { 10 }
     pub fn one() -> usize { 1 }
     pub fn bucket_size() -> usize { 40_000_000 }
+    pub fn yes() -> bool { true }
     pub fn train() -> TrainConfig {
         toml::Table::new().try_into().expect("train defaults")
     }

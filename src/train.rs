@@ -87,6 +87,7 @@ impl<B: Backend> Trainer<B> {
         let initial = |p: usize| model.initial_values(t.seed, p);
         let optimizer = DataParallelOptimizer::new(
             &*backend, &model.table, &model.weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
+            p.overlap_grad_reduce,
         );
         model.grads = grads;
         Ok(Trainer {
@@ -122,20 +123,26 @@ impl<B: Backend> Trainer<B> {
         let rows = m.micro_batch * (m.seq + 1);
         assert_eq!(batch.len(), rows * self.accumulation, "global batch of the wrong size");
         let grad_scale = 1.0 / self.tokens_per_step as f32;
-        self.optimizer.zero_grads(&m.backend, &mut m.grads);
-        let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp);
+        let backend = m.backend.clone();
+        self.optimizer.zero_grads(&backend, &mut m.grads);
+        let (optimizer, dp) = (&mut self.optimizer, &*self.dp);
+        // Each bucket's DP exchange starts as soon as the backward pass completes it.
+        let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut |params| optimizer.grads_complete(&*backend, params, dp));
         m.reduce_replicated_grads();
+        optimizer.grads_complete(&*backend, &m.reduced_after_backward(), dp);
         self.step += 1;
         let lr = self.schedule.lr(self.step);
         let mut total = [loss_sum];
         self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
         let loss = total[0] / self.tokens_per_step as f64;
-        let backend = m.backend.clone();
         let verdict = crate::fault::agree(self.guard.check(loss), &*self.mp, &*self.dp);
         let outcome = match verdict {
             None => self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*self.mp),
-            Some(_) => StepOutcome { grad_norm: f64::NAN, skipped: true },
+            Some(_) => {
+                self.optimizer.discard_exchange(&*backend);
+                StepOutcome { grad_norm: f64::NAN, skipped: true }
+            }
         };
         let skip_reason = verdict.or(outcome.skipped.then_some(SkipReason::NonFiniteGradients));
         self.guard.record(loss, skip_reason.is_some());
@@ -150,7 +157,7 @@ impl<B: Backend> Trainer<B> {
     pub fn eval_loss(&mut self, batch: &[u32]) -> f64 {
         let m = &mut self.model;
         let grad_scale = 1.0 / self.tokens_per_step as f32;
-        let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp)];
+        let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut |_| {})];
         self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
         total[0] / self.tokens_per_step as f64
@@ -287,6 +294,9 @@ fn train_on<B: Backend>(
         crate::data::batches::fill(sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
         let s = trainer.train_step(&batch);
         let dt = t0.elapsed().as_secs_f64();
+        if let (true, Some((buckets, early))) = (step == first_step && topo.dp > 1, trainer.optimizer.overlapped_buckets()) {
+            say(format!("DP gradient exchange on the device: {buckets} buckets, {early} started as the backward pass completed them"));
+        }
         let tokens_per_s = (t.global_batch * t.seq_len) as f64 / dt;
         let tflops = flops_tok * tokens_per_s / topo.world as f64 / 1e12;
         let rec = StepRecord {

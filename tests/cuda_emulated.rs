@@ -2,8 +2,10 @@
 //! under real mpirun runs every allocation, kernel launch (the kernels' emulation build), GEMM
 //! (cuBLASLt's contract) and collective of a GPU run, for a 2-step tiny run in the parallel
 //! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism; DP 2 with and
-//! without ZeRO-1, with 100k-element buckets of whole parameters whose DP blocks cut them; PP 2 with 1F1B, and PP 2 x VPP 2
-//! interleaved over 4 layers and 4 micro-batches), its TP and DP collectives and PP messages
+//! without ZeRO-1, with 100k-element buckets of whole parameters whose DP blocks cut them; PP 2
+//! with 1F1B, and PP 2 x VPP 2 interleaved over 4 layers and 4 micro-batches; ZeRO-1 over DP 2
+//! with PP 2, and with TP 2 + SP and replicated KV heads, every bucket exchanged as soon as the
+//! backward pass completes it), its TP and DP collectives and PP messages
 //! staged through host memory (`--comm host`) or on the device buffers (`--comm mpi`: CUDA-aware
 //! MPI, which the emulated device's host addresses satisfy; the same calls NCCL gets on a GPU).
 //!
@@ -52,6 +54,12 @@ fn run_steps(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str]
     (steps, out)
 }
 
+/// The DP size of a layout of `np` ranks (`--tp` and `--pp` among its arguments).
+fn data_parallel(np: usize, layout: &[&str]) -> usize {
+    let size = |flag: &str| layout.iter().position(|a| *a == flag).map_or(1, |i| layout[i + 1].parse::<usize>().unwrap());
+    np / (size("--tp") * size("--pp"))
+}
+
 /// The device under test (`SWALLOW_CUDA_TEST_DEVICE`: `cuda-emulated`, the default, or `cuda`),
 /// the `--comm` it uses for device collectives, and how rank 0 names them and the device.
 fn device_under_test() -> (&'static str, &'static str, &'static str, &'static str) {
@@ -68,14 +76,19 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     let dir = common::tmpdir("cuda-emulated", "layouts");
     let data = sample(&dir);
     // (ranks, layout, the --comm choices run on it)
-    let layouts: [(usize, &[&str], &[&str]); 7] = [
+    let bucket = "parallel.bucket_size=100000";
+    let layouts: [(usize, &[&str], &[&str]); 9] = [
         (1, &["--set", "model.num_kv_heads=1"], &["host"]),
         (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi"]),
         (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi"]),
-        (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", "parallel.bucket_size=100000"], &["host", "mpi"]),
+        (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["host", "mpi"]),
         (2, &["--set", "model.num_kv_heads=1"], &["mpi"]),
         (2, &["--pp", "2", "--set", "model.num_kv_heads=1"], &["host", "mpi"]),
         (2, &["--pp", "2", "--vpp", "2", "--set", "model.num_layers=4", "--set", "train.global_batch=8", "--set", "model.num_kv_heads=1"], &["host", "mpi"]),
+        // DP with PP, and with TP + SP and replicated KV heads (whose gradients complete only
+        // after the TP sums): buckets exchanged between the pipeline's and TP's messages.
+        (4, &["--pp", "2", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi"]),
+        (4, &["--tp", "2", "--sequence-parallel", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi"]),
     ];
     for (np, layout, comms) in layouts {
         let (cpu, _) = run(&dir, &data, np, &["--device", "cpu"], layout);
@@ -86,6 +99,12 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
             let want = if comm == "host" { "host" } else { comm_name };
             assert!(out.contains(&format!("collectives on device buffers (TP, DP and PP groups): {want}\n")), "{out}");
             assert!(out.contains("device memory per rank (peak held by the CUDA backend"), "{out}");
+            if comm != "host" && data_parallel(np, layout) > 1 {
+                // Every bucket's exchange started as soon as the backward pass completed it.
+                let line = out.lines().find(|l| l.starts_with("DP gradient exchange on the device: ")).unwrap_or_else(|| panic!("{out}"));
+                let counts: Vec<&str> = line.split(' ').filter(|w| w.parse::<usize>().is_ok()).collect();
+                assert!(counts.len() == 2 && counts[0] == counts[1] && counts[0] != "0", "{line}");
+            }
             assert_eq!(gpu.len(), 2, "{out}");
             for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
                 let (dl, dn) = ((g.0 - c.0).abs() / c.0, (g.1 - c.1).abs() / c.1);

@@ -267,6 +267,14 @@ pub trait Backend: Send + Sync {
         let _ = (buf, group);
         false
     }
+    /// Runs `f`, whose device collectives (one DP gradient bucket's exchange) then go to a side
+    /// stream that first waits for the work issued so far, so that they overlap the work issued
+    /// after `f` (NCCL on a GPU); `join_side_work` makes later work wait for them. Backends that
+    /// run everything in call order keep the defaults.
+    fn side_work(&self, f: &mut dyn FnMut()) {
+        f()
+    }
+    fn join_side_work(&self) {}
     /// Sends `buf` to rank `to` of `group` from where it lies (pipeline activations and their
     /// gradients; see `DeviceComm::send` for the ordering); false: the caller stages it.
     fn send_on_device(&self, buf: &Self::Buf, group: &dyn Collectives, to: usize, tag: i32) -> bool {

@@ -49,7 +49,9 @@ impl CommKind {
     }
 }
 
-/// Collectives between device buffers of one group. `send` and `recv` are distinct device
+/// Collectives between device buffers of one group, issued to device stream `stream` when
+/// `stream_ordered` (0: the default stream, where the backend's launches go; else the runtime's
+/// side stream), else run when called. `send` and `recv` are distinct device
 /// addresses of `dtype` elements, unless `in_place()` (then also the in-place forms: `send ==
 /// recv` for the all-reduce, `recv` block rank of `send` for the reduce-scatter, `send` block
 /// rank of `recv` for the all-gather); work already issued to the device that writes `send` is
@@ -66,17 +68,17 @@ pub trait DeviceComm {
     ///
     /// # Safety
     /// Both addresses are live device memory of `n` elements.
-    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize) -> Result<()>;
+    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize, stream: u64) -> Result<()>;
     /// `send` holds `size` blocks of `n_recv`; block r of the sum lands in rank r's `recv`.
     ///
     /// # Safety
     /// `send` holds `size * n_recv` elements, `recv` `n_recv`.
-    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize) -> Result<()>;
+    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize, stream: u64) -> Result<()>;
     /// Rank r's `send[..n_send]` becomes block r of every rank's `recv`.
     ///
     /// # Safety
     /// `send` holds `n_send` elements, `recv` `size * n_send`.
-    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()>;
+    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize, stream: u64) -> Result<()>;
     /// Point-to-point send of `buf[..n]` to group rank `to` (pipeline activations and gradients),
     /// which receives it with `recv(this rank, tag, ..)`. To the caller it behaves as the host
     /// `send_f32`: later work may overwrite `buf`. Messages between two ranks match in the order
@@ -120,7 +122,7 @@ impl DeviceComm for MpiGroup {
     fn stream_ordered(&self) -> bool {
         false
     }
-    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize, _stream: u64) -> Result<()> {
         assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI sums fp32 only");
         let start = Instant::now();
         let rc = ffi::MPI_Allreduce(send as *const c_void, recv as *mut c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm().as_raw());
@@ -128,7 +130,7 @@ impl DeviceComm for MpiGroup {
         self.account(self.all_reduce_bytes(4 * n), start);
         Ok(())
     }
-    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize) -> Result<()> {
+    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize, _stream: u64) -> Result<()> {
         assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI sums fp32 only");
         let start = Instant::now();
         let rc = ffi::MPI_Reduce_scatter_block(send as *const c_void, recv as *mut c_void, mpi_count(n_recv)?, ffi::RSMPI_FLOAT, ffi::RSMPI_SUM, self.comm().as_raw());
@@ -136,7 +138,7 @@ impl DeviceComm for MpiGroup {
         self.account(((self.size() - 1) * 4 * n_recv) as f64, start);
         Ok(())
     }
-    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()> {
+    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize, _stream: u64) -> Result<()> {
         assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI gathers fp32 only");
         let start = Instant::now();
         let n = mpi_count(n_send)?;
@@ -229,13 +231,13 @@ mod tests {
         fn stream_ordered(&self) -> bool {
             self.takes_bf16
         }
-        unsafe fn all_reduce_sum(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize) -> Result<()> {
+        unsafe fn all_reduce_sum(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize, _: u64) -> Result<()> {
             unreachable!("messages only")
         }
-        unsafe fn reduce_scatter_sum(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize) -> Result<()> {
+        unsafe fn reduce_scatter_sum(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize, _: u64) -> Result<()> {
             unreachable!("messages only")
         }
-        unsafe fn all_gather(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize) -> Result<()> {
+        unsafe fn all_gather(&self, _: DevPtr, _: DevPtr, _: Dtype, _: usize, _: u64) -> Result<()> {
             unreachable!("messages only")
         }
         unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {

@@ -15,7 +15,10 @@
 //! global sequence of exchanges and computes, and TP collectives inside a compute are issued by
 //! ranks of one stage with identical lists; so the earliest unfinished operation in that sequence
 //! always has every participant's stream at it (all earlier ones finished), and a host waiting on
-//! its own stream waits only for operations earlier in the sequence.
+//! its own stream waits only for operations earlier in the sequence. The DP gradient exchange,
+//! issued to the runtime's side stream while the backward pass goes on, cannot close a cycle:
+//! DP peers run identical lists, and no launch waits for the side stream before the optimizer
+//! step joins it.
 
 use super::comm::{Collectives, CommStats, MpiGroup};
 use super::device::DeviceComm;
@@ -104,7 +107,8 @@ impl Collectives for NcclGroup {
     }
 }
 
-/// Enqueued on the legacy default stream, after the backend's launches; the time accounted is
+/// Enqueued on `stream` (point-to-point messages on the legacy default stream), after the
+/// backend's launches; the time accounted is
 /// the enqueueing, not the transfer.
 impl DeviceComm for NcclGroup {
     fn supports(&self, _dtype: Dtype) -> bool {
@@ -116,23 +120,23 @@ impl DeviceComm for NcclGroup {
     fn stream_ordered(&self) -> bool {
         true
     }
-    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
+    unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize, stream: u64) -> Result<()> {
         let start = Instant::now();
         let sum = nc_sys::ncclRedOp_t::ncclSum;
-        nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclAllReduce"))?;
+        nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, self.comm, stream as _).map_err(nccl_err("ncclAllReduce"))?;
         self.inner.account(self.inner.all_reduce_bytes(n * dtype.bytes()), start);
         Ok(())
     }
-    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize) -> Result<()> {
+    unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize, stream: u64) -> Result<()> {
         let start = Instant::now();
         let sum = nc_sys::ncclRedOp_t::ncclSum;
-        nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclReduceScatter"))?;
+        nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, self.comm, stream as _).map_err(nccl_err("ncclReduceScatter"))?;
         self.inner.account(((self.size() - 1) * n_recv * dtype.bytes()) as f64, start);
         Ok(())
     }
-    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize) -> Result<()> {
+    unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize, stream: u64) -> Result<()> {
         let start = Instant::now();
-        nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclAllGather"))?;
+        nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), self.comm, stream as _).map_err(nccl_err("ncclAllGather"))?;
         self.inner.account(((self.size() - 1) * n_send * dtype.bytes()) as f64, start);
         Ok(())
     }

@@ -63,6 +63,8 @@ pub struct Llama<B: Backend> {
     first_stage: bool,
     /// Host staging for `reduce_replicated_grads` (norm weights, k/v weights, tied embeddings).
     host_grad: Vec<f32>,
+    /// Per parameter: its gradient is summed over other ranks by `reduce_replicated_grads`.
+    reduced_after_backward: Vec<bool>,
     slots: Vec<Slot<B>>,
     /// Full recomputation: the one set of layer activations every slot and layer shares.
     recomputed: Option<LayerActs<B>>,
@@ -156,6 +158,13 @@ impl<B: Backend> Llama<B> {
                 });
             }
         }
+        let reduced_after_backward = (0..table.specs.len())
+            .map(|p| {
+                let tied = p == table.embed && embedding_group.is_some();
+                let kv = matches!(table.specs[p].shard, super::ShardKind::KvHeads { .. }) && kv_group.is_some();
+                owned[p] && (tied || kv || (table.specs[p].shard == super::ShardKind::Replicated && sequence_parallel))
+            })
+            .collect();
         let (cos, sin) = rope::tables(cfg, seq);
         let mut rope_cos = be.zeros_as(cos.len(), Role::Stat);
         let mut rope_sin = be.zeros_as(sin.len(), Role::Stat);
@@ -179,6 +188,7 @@ impl<B: Backend> Llama<B> {
             host_inputs: vec![0; n],
             host_targets: vec![0; n],
             host_grad: vec![0.0; (h * cfg.head_dim() * local.kv_heads).max(if tied_split { local.vocab * h } else { 0 })],
+            reduced_after_backward,
             kv_group,
             embedding_group,
             first_stage: pp.rank() == 0,
@@ -234,24 +244,13 @@ impl<B: Backend> Llama<B> {
     pub fn reduce_replicated_grads(&mut self) {
         let be = &*self.backend;
         for (p, g) in self.grads.iter_mut().enumerate() {
-            if !self.owned[p] {
+            if !self.reduced_after_backward[p] {
                 continue;
             }
-            if p == self.table.embed {
-                if let Some(group) = &self.embedding_group {
-                    let host = &mut self.host_grad[..be.len(g)];
-                    be.download_into(g, host);
-                    group.all_reduce_sum_f32(host);
-                    be.upload(host, g);
-                }
-            }
-            let group: &dyn Collectives = match self.table.specs[p].shard {
-                super::ShardKind::Replicated if self.sequence_parallel => &*self.tp,
-                super::ShardKind::KvHeads { .. } => match &self.kv_group {
-                    Some(kv) => &**kv,
-                    None => continue,
-                },
-                _ => continue,
+            let group: &dyn Collectives = match (&self.embedding_group, &self.kv_group) {
+                (Some(tied), _) if p == self.table.embed => &**tied,
+                (_, Some(kv)) if matches!(self.table.specs[p].shard, super::ShardKind::KvHeads { .. }) => &**kv,
+                _ => &*self.tp, // a replicated norm weight under sequence parallelism
             };
             let host = &mut self.host_grad[..be.len(g)];
             be.download_into(g, host);
@@ -321,14 +320,30 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Backward of slot `s`'s chunk, accumulating into `grads`; leaves the gradient of the chunk's
-    /// input in the slot's grad buffer (unless the chunk starts with the embedding).
-    pub fn backward_slot(&mut self, s: usize) {
+    /// input in the slot's grad buffer (unless the chunk starts with the embedding). With
+    /// `final_grads` (the chunk's last backward of the step), each group of parameters whose
+    /// gradients are then complete is passed to it as soon as they are (the head's, each
+    /// layer's from the last, the embedding's), so their DP exchange can start; parameters
+    /// `reduce_replicated_grads` still sums are left out (`reduced_after_backward`).
+    pub fn backward_slot(&mut self, s: usize, mut final_grads: Option<&mut dyn FnMut(&[usize])>) {
         let cx = cx!(self);
         let slot = &mut self.slots[s];
         let ch = &self.chunks[slot.chunk];
         let (sc, gr) = (&mut self.scratch, &mut self.grads);
+        let later = &self.reduced_after_backward;
+        let mut done = |params: &[usize]| {
+            if let Some(f) = final_grads.as_mut() {
+                let complete: Vec<usize> = params.iter().copied().filter(|&p| !later[p]).collect();
+                f(&complete);
+            }
+        };
         match slot.head.as_ref() {
-            Some(hd) => layer::head_bwd(&cx, sc, gr, slot.resid.last().unwrap(), hd),
+            Some(hd) => {
+                layer::head_bwd(&cx, sc, gr, slot.resid.last().unwrap(), hd);
+                // A tied LM head is the embedding, complete after the embedding's backward.
+                let head = [cx.table.final_norm, cx.table.lm_head];
+                done(if cx.table.lm_head == cx.table.embed { &head[..1] } else { &head });
+            }
             None => cx.be.copy(&mut sc.resid, &slot.grad),
         }
         for (i, l) in ch.layers.clone().enumerate().rev() {
@@ -341,12 +356,20 @@ impl<B: Backend> Llama<B> {
                 None => &slot.layers[i],
             };
             layer::layer_bwd(&cx, sc, gr, ids, &slot.resid[i], acts);
+            done(&ids.all());
         }
         if ch.embed {
             layer::embed_bwd(&cx, sc, gr, &slot.inputs);
+            done(&[cx.table.embed]);
         } else {
             cx.be.copy(&mut slot.grad, &sc.resid);
         }
+    }
+
+    /// The parameters held here whose gradients `reduce_replicated_grads` sums over other ranks
+    /// (complete only after it).
+    pub fn reduced_after_backward(&self) -> Vec<usize> {
+        (0..self.reduced_after_backward.len()).filter(|&p| self.reduced_after_backward[p]).collect()
     }
 
     /// Forward of one micro-batch through the whole model (one rank, one chunk); returns the
@@ -359,7 +382,7 @@ impl<B: Backend> Llama<B> {
 
     /// Backward of the last `forward`.
     pub fn backward(&mut self) {
-        self.backward_slot(0);
+        self.backward_slot(0, None);
     }
 
     /// The logits `[B*T, vocab]` of a micro-batch (tests, tools): a forward, then the LM head

@@ -115,6 +115,13 @@ pub struct LayerIds {
     pub down: usize,
 }
 
+impl LayerIds {
+    /// Every parameter of the layer.
+    pub fn all(&self) -> [usize; 9] {
+        [self.input_norm, self.q, self.k, self.v, self.o, self.post_norm, self.gate, self.up, self.down]
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ParamTable {
     pub specs: Vec<ParamSpec>,

@@ -90,6 +90,24 @@ impl GradLayout {
         self.buckets.iter().map(|b| b.block_len).sum()
     }
 
+    /// Rank `rank`'s part of each bucket (its ZeRO-1 block) cut at parameter boundaries, as
+    /// (bucket, parameter, first element in the buffer, elements).
+    pub fn block_parts(&self, rank: usize) -> Vec<(usize, usize, usize, usize)> {
+        let mut parts = Vec::new();
+        for (i, bk) in self.buckets.iter().enumerate() {
+            let lo = bk.start + rank * bk.block_len;
+            let hi = lo + bk.block_len;
+            for p in bk.params.clone() {
+                let r = self.param_range(p);
+                let (a, b) = (r.start.max(lo), r.end.min(hi));
+                if a < b {
+                    parts.push((i, p, a, b - a));
+                }
+            }
+        }
+        parts
+    }
+
     /// The bucket holding parameter `p`.
     pub fn bucket_of(&self, p: usize) -> usize {
         self.buckets.iter().position(|b| b.params.contains(&p)).expect("every parameter is in a bucket")
@@ -126,6 +144,26 @@ mod tests {
                     assert_eq!(r.start % GRAD_ALIGN, 0);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_element_of_every_parameter_is_in_exactly_one_ranks_block() {
+        let lens = [300, 0, 70, 5, 1000, 64];
+        for (size, dp) in [(100, 2), (100, 3), (10_000, 4), (1, 8)] {
+            let l = GradLayout::new(&lens, size, dp);
+            let mut seen: Vec<Vec<bool>> = lens.iter().map(|&n| vec![false; n]).collect();
+            for rank in 0..dp {
+                for (b, p, at, n) in l.block_parts(rank) {
+                    let bk = &l.buckets[b];
+                    assert!(at >= bk.start + rank * bk.block_len && at + n <= bk.start + (rank + 1) * bk.block_len);
+                    for e in at - l.places[p]..at - l.places[p] + n {
+                        assert!(!seen[p][e], "param {p} element {e} twice");
+                        seen[p][e] = true;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|s| s.iter().all(|&x| x)), "size {size} dp {dp}: an element in no block");
         }
     }
 

@@ -71,27 +71,11 @@ pub struct DataParallelOptimizer<B: Backend> {
     layout: GradLayout,
     /// The exchange in place on the device, when the backend's gradients are views into one buffer.
     device: Option<DeviceGrads<B>>,
+    /// Start each bucket's exchange when its gradients are complete (`parallel.overlap_grad_reduce`).
+    overlap: bool,
     /// Host copy of the gradient buffer (the host path; empty on the device path).
     flat: Vec<f32>,
     t: TrainConfig,
-}
-
-/// This rank's part of each bucket, cut at parameter boundaries: (bucket, parameter, element in
-/// the buffer, elements).
-fn block_parts(layout: &GradLayout, rank: usize) -> Vec<(usize, usize, usize, usize)> {
-    let mut parts = Vec::new();
-    for (i, bk) in layout.buckets.iter().enumerate() {
-        let lo = bk.start + rank * bk.block_len;
-        let hi = lo + bk.block_len;
-        for p in bk.params.clone() {
-            let r = layout.param_range(p);
-            let (a, b) = (r.start.max(lo), r.end.min(hi));
-            if a < b {
-                parts.push((i, p, a, b - a));
-            }
-        }
-    }
-    parts
 }
 
 impl<B: Backend> DataParallelOptimizer<B> {
@@ -100,7 +84,8 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// fp32 initial values of its shard of parameter p, copied into the master segments under
     /// ZeRO-1 (the weights may be bf16 copies); `counted[p]` says whether this rank's copy of
     /// parameter p counts in the gradient norm (one copy of every shard held by several ranks
-    /// does); gradients are exchanged in buckets of about `bucket_size` elements.
+    /// does); gradients are exchanged in buckets of about `bucket_size` elements, each started
+    /// as soon as its gradients are complete when `overlap` (`grads_complete`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: &B,
@@ -113,11 +98,12 @@ impl<B: Backend> DataParallelOptimizer<B> {
         zero: bool,
         dp: &dyn Collectives,
         bucket_size: usize,
+        overlap: bool,
     ) -> Self {
         let lens: Vec<usize> = weights.iter().map(|w| backend.len(w)).collect();
         let dps = dp.size();
         let layout = GradLayout::new(&lens, bucket_size, dps);
-        let parts = if zero { block_parts(&layout, dp.rank()) } else { Vec::new() };
+        let parts = if zero { layout.block_parts(dp.rank()) } else { Vec::new() };
         // Views: every parameter's gradient, the whole buffer, each bucket, each ZeRO segment.
         let mut places: Vec<(usize, usize)> = (0..lens.len()).map(|p| (layout.places[p], lens[p])).collect();
         places.push((0, layout.total));
@@ -138,7 +124,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         }
         let device = views.as_mut().map(|v| {
             let whole = v.next().expect("the whole buffer's view");
-            DeviceGrads::new(whole, v.by_ref().take(layout.buckets.len()).collect())
+            DeviceGrads::new(whole, v.by_ref().take(layout.buckets.len()).collect(), &layout)
         });
         let mode = if zero {
             let mut segments = Vec::new();
@@ -176,12 +162,35 @@ impl<B: Backend> DataParallelOptimizer<B> {
             Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
         let flat = if device.is_some() { Vec::new() } else { vec![0.0; layout.total] };
-        DataParallelOptimizer { mode, counted, layout, device, flat, t: t.clone() }
+        DataParallelOptimizer { mode, counted, layout, device, overlap, flat, t: t.clone() }
     }
 
     /// The gradient buffer's layout (places of the parameters, buckets).
     pub fn layout(&self) -> &GradLayout {
         &self.layout
+    }
+
+    /// The gradients of `params` are complete for this step (the backward pass, then
+    /// `Llama::reduce_replicated_grads`): on the device path with `overlap_grad_reduce`, each
+    /// bucket they complete starts its exchange now; `step` starts the rest and waits for all.
+    pub fn grads_complete(&mut self, backend: &B, params: &[usize], dp: &dyn Collectives) {
+        let sharded = self.is_sharded();
+        if let (Some(dev), true) = (&mut self.device, self.overlap) {
+            dev.complete(backend, params, &self.layout, sharded, dp);
+        }
+    }
+
+    /// A step that will not update (src/fault.rs): waits for the exchange already started.
+    pub fn discard_exchange(&mut self, backend: &B) {
+        if let Some(dev) = &mut self.device {
+            dev.abandon(backend, &self.layout);
+        }
+    }
+
+    /// Buckets, and how many of them started their exchange before the last optimizer step (on
+    /// the device path; None on the host path).
+    pub fn overlapped_buckets(&self) -> Option<(usize, usize)> {
+        self.device.as_ref().map(|d| (self.layout.buckets.len(), d.started_early))
     }
 
     /// Zeroes the gradients before a step: the whole gradient buffer at once on the device path.
@@ -288,7 +297,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         let dps = dp.size();
         let sharded = self.is_sharded();
         match &mut self.device {
-            Some(dev) => dev.reduce(backend, sharded, dp),
+            Some(dev) => dev.finish(backend, &self.layout, sharded, dp),
             None if sharded || dps > 1 => {
                 self.pack(backend, grads);
                 for bk in &self.layout.buckets {

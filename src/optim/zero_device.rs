@@ -1,6 +1,9 @@
 //! The data-parallel exchange in place in the device's gradient buffer (grad_layout.rs), for
 //! backends whose gradients are views into one buffer (the CUDA backend) with a DP group that
-//! reaches device memory (`--comm mpi|nccl`) or of one rank: per bucket, an all-reduce
+//! reaches device memory (`--comm mpi|nccl`) or of one rank. Each bucket's exchange starts as
+//! soon as the backward pass has completed its gradients (Megatron's overlap-grad-reduce, on the
+//! backend's side stream: with NCCL it overlaps the rest of the backward pass; CUDA-aware MPI
+//! runs it when called), the rest at the optimizer step, which waits for all of them: an all-reduce
 //! (replicated optimizer) or a reduce-scatter into this rank's block, where the ZeRO-1
 //! segments' gradients are views; after AdamW each segment's updated master is copied into its
 //! place in the block, the bucket all-gathered in place and every parameter's part of it copied
@@ -12,15 +15,31 @@ use super::zero::Segment;
 use crate::backend::Backend;
 use crate::dist::Collectives;
 
-/// Views of the gradient buffer: the whole, and each bucket (in exchange order).
+/// Views of the gradient buffer (the whole, and each bucket in exchange order), and the state of
+/// this step's exchange.
 pub(super) struct DeviceGrads<B: Backend> {
     whole: B::Buf,
     buckets: Vec<B::Buf>,
+    /// Per parameter: its bucket.
+    bucket_of: Vec<usize>,
+    /// Per bucket: its parameters (held here) whose gradients are not complete yet this step.
+    pending: Vec<usize>,
+    started: Vec<bool>,
+    /// Buckets started before the optimizer step, in the last finished step.
+    pub(super) started_early: usize,
 }
 
 impl<B: Backend> DeviceGrads<B> {
-    pub(super) fn new(whole: B::Buf, buckets: Vec<B::Buf>) -> Self {
-        DeviceGrads { whole, buckets }
+    pub(super) fn new(whole: B::Buf, buckets: Vec<B::Buf>, layout: &GradLayout) -> Self {
+        let bucket_of: Vec<usize> = (0..layout.lens.len()).map(|p| layout.bucket_of(p)).collect();
+        let mut dev = DeviceGrads { whole, bucket_of, pending: Vec::new(), started: vec![false; buckets.len()], buckets, started_early: 0 };
+        dev.reset(layout);
+        dev
+    }
+
+    fn reset(&mut self, layout: &GradLayout) {
+        self.pending = layout.buckets.iter().map(|b| b.params.clone().filter(|&p| layout.lens[p] > 0).count()).collect();
+        self.started.fill(false);
     }
 
     /// Zeroes the whole buffer (padding included) in one launch.
@@ -28,15 +47,53 @@ impl<B: Backend> DeviceGrads<B> {
         be.fill_zero(&mut self.whole);
     }
 
-    /// Sums every bucket over `dp`: all of it, or (`sharded`) each rank's block into its own.
-    pub(super) fn reduce(&mut self, be: &B, sharded: bool, dp: &dyn Collectives) {
+    /// Starts bucket `b`'s exchange over `dp` on the backend's side stream: an all-reduce, or
+    /// (`sharded`) a reduce-scatter of each rank's block into its own.
+    fn start(&mut self, be: &B, b: usize, sharded: bool, dp: &dyn Collectives) {
+        self.started[b] = true;
         if dp.size() == 1 {
             return;
         }
-        for bucket in &mut self.buckets {
+        let bucket = &mut self.buckets[b];
+        be.side_work(&mut || {
             let done = if sharded { be.reduce_scatter_in_place_on_device(bucket, dp) } else { be.all_reduce_on_device(bucket, dp) };
             assert!(done, "the gradient exchange on the device needs the DP group's device communicator");
+        });
+    }
+
+    /// The gradients of `params` are complete: starts every bucket this completes (DP ranks
+    /// complete their buckets in the same order, which their collectives need).
+    pub(super) fn complete(&mut self, be: &B, params: &[usize], layout: &GradLayout, sharded: bool, dp: &dyn Collectives) {
+        for &p in params {
+            if layout.lens[p] == 0 {
+                continue;
+            }
+            let b = self.bucket_of[p];
+            assert!(self.pending[b] > 0 && !self.started[b], "the gradient of {} was completed twice in one step", p);
+            self.pending[b] -= 1;
+            if self.pending[b] == 0 {
+                self.start(be, b, sharded, dp);
+            }
         }
+    }
+
+    /// Starts the buckets not started yet (in bucket order) and waits for the whole exchange.
+    pub(super) fn finish(&mut self, be: &B, layout: &GradLayout, sharded: bool, dp: &dyn Collectives) {
+        self.started_early = self.started.iter().filter(|&&s| s).count();
+        for b in 0..self.buckets.len() {
+            if !self.started[b] {
+                self.start(be, b, sharded, dp);
+            }
+        }
+        be.join_side_work();
+        self.reset(layout);
+    }
+
+    /// A skipped step: waits for the buckets already started (every DP rank started the same
+    /// ones) and starts no other.
+    pub(super) fn abandon(&mut self, be: &B, layout: &GradLayout) {
+        be.join_side_work();
+        self.reset(layout);
     }
 
     /// Each segment's updated master into its place in this rank's blocks, every bucket

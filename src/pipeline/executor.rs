@@ -23,6 +23,8 @@ pub struct Executor {
     free: Vec<Vec<usize>>,
     /// Slot of each (micro-batch, chunk) in flight.
     slot_of: HashMap<(usize, usize), usize>,
+    /// Per chunk: the index in `actions` of its last backward (its gradients complete after it).
+    last_backward: Vec<usize>,
     host: Vec<f32>,
 }
 
@@ -38,8 +40,16 @@ fn slot_event(a: &Action, pp: usize, stage: usize) -> Option<(usize, usize, i32)
 
 impl Executor {
     pub fn new(kind: ScheduleKind, pp: usize, vpp: usize, stage: usize, microbatches: usize) -> Result<Self> {
+        let actions = schedule(kind, pp, vpp, microbatches, stage)?;
+        let mut last_backward = vec![usize::MAX; vpp];
+        for (i, a) in actions.iter().enumerate() {
+            if let Action::Backward { chunk, .. } = *a {
+                last_backward[chunk] = i;
+            }
+        }
         Ok(Executor {
-            actions: schedule(kind, pp, vpp, microbatches, stage)?,
+            actions,
+            last_backward,
             pp,
             stage,
             vpp,
@@ -111,7 +121,9 @@ impl Executor {
 
     /// One step over `batch` (the rank's micro-batches, each `micro_batch` rows of `seq + 1`
     /// tokens); returns the summed token loss computed on this rank (non-zero on the last stage).
-    pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives) -> f64 {
+    /// Each chunk's last backward passes the parameters whose gradients it completes to
+    /// `final_grads` as it goes (`Llama::backward_slot`).
+    pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives, final_grads: &mut dyn FnMut(&[usize])) -> f64 {
         if self.free.iter().all(Vec::is_empty) {
             // First step: the model's slots become this executor's free lists.
             for (s, c) in model.slot_chunks().into_iter().enumerate() {
@@ -134,7 +146,7 @@ impl Executor {
                 }
                 Action::Backward { microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);
-                    model.backward_slot(s);
+                    model.backward_slot(s, (i == self.last_backward[chunk]).then_some(&mut *final_grads));
                 }
                 Action::SendActivation { to_stage, microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);

@@ -13,6 +13,7 @@ use super::{Layout, Recompute};
 use crate::config::{Config, ModelConfig};
 use crate::model::layout::{chunks, owned_params, Chunk, LocalDims};
 use crate::model::params::ParamTable;
+use crate::optim::grad_layout::GradLayout;
 use crate::pipeline::Executor;
 use anyhow::Result;
 
@@ -63,6 +64,8 @@ pub struct StageShape {
     pub local: LocalDims,
     /// Elements of this rank's parameters (TP shards of the parameters its chunks own).
     pub params: usize,
+    /// Elements of each parameter of the table on this rank (0 for those it does not hold).
+    pub param_lens: Vec<usize>,
     pub slots: Vec<usize>,
 }
 
@@ -73,16 +76,12 @@ impl StageShape {
         let table = ParamTable::llama(m);
         let local = LocalDims::new(m, l.tp, 0);
         let owned = owned_params(&table, &chunks);
-        let params = table
-            .specs
-            .iter()
-            .zip(&owned)
-            .filter(|(_, o)| **o)
-            .map(|(s, _)| s.local_shape(l.tp).iter().product::<usize>())
-            .sum();
+        let param_lens: Vec<usize> =
+            table.specs.iter().zip(&owned).map(|(s, &o)| if o { s.local_shape(l.tp).iter().product() } else { 0 }).collect();
+        let params = param_lens.iter().sum();
         let microbatches = l.microbatches(cfg.train.global_batch);
         let slots = Executor::new(l.schedule, l.pp, l.vpp, stage, microbatches)?.slots_per_chunk();
-        Ok(StageShape { chunks, local, params, slots })
+        Ok(StageShape { chunks, local, params, param_lens, slots })
     }
 
     /// Layer-activation sets held at once: slots x layers, over the chunks.
@@ -175,7 +174,9 @@ pub fn gpu(cfg: &Config, l: &Layout, stage: usize) -> Result<Memory> {
         buffers += 6.0 * x.n * x.vocab; // bf16 logits + fp32 softmax/gradient of one micro-batch
     }
     if l.dp > 1 {
-        buffers += 4.0 * p.min(cfg.parallel.bucket_size as f64); // one fp32 gradient bucket
+        // The exchange runs in place in the gradient buffer; CUDA-aware MPI stages one block of
+        // the largest bucket each way (NCCL's own buffers are in the fixed overhead).
+        buffers += 2.0 * 4.0 * p.min(cfg.parallel.bucket_size as f64) / l.dp as f64;
     }
     // Backward of one layer: the gradients of its activations; under full recomputation also
     // the recomputed activations themselves.
@@ -217,34 +218,30 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     let slots: f64 = st.slots.iter().sum::<usize>() as f64;
     let activations = f * (st.layer_sets() * kept_per_layer + slots * per_slot_fixed + st.head_slots() * head);
 
-    // Optimizer (optim/zero.rs): flat staging, one padded bucket, and the state.
-    let (bucket_elems, dp) = (cfg.parallel.bucket_size.max(1), l.dp);
-    let bucket_sizes: Vec<usize> =
-        (0..st.params.div_ceil(bucket_elems).max(1)).map(|b| (st.params - b * bucket_elems).min(bucket_elems)).collect();
-    let largest_padded = bucket_sizes.iter().map(|s| s.div_ceil(dp) * dp).max().unwrap_or(0) as f64;
+    // Optimizer (optim/zero.rs): the state, over the gradient buffer's layout (grad_layout.rs).
+    let grads = GradLayout::new(&st.param_lens, cfg.parallel.bucket_size, l.dp);
     let optimizer = if l.zero {
-        // This rank's block: its part of every bucket (the last rank's parts end at the bucket's end).
-        let block: usize = bucket_sizes.iter().map(|s| s.div_ceil(dp)).sum();
-        let owned: usize = bucket_sizes.iter().map(|s| s.saturating_sub(dp_rank * s.div_ceil(dp)).min(s.div_ceil(dp))).sum();
-        f * (4.0 * owned as f64 + block as f64) // master, gradient, m, v per segment + the block
+        // Per segment of this rank's blocks: master, gradient, m, v; and the blocks on the host.
+        let owned: usize = grads.block_parts(dp_rank).iter().map(|part| part.3).sum();
+        f * (4.0 * owned as f64 + grads.block_total() as f64)
     } else {
         f * 2.0 * p // m and v
     };
 
-    // Staging for communication: optimizer flat vector and bucket; pipeline host buffer; the
+    // Staging for communication: the host copy of the gradient buffer; pipeline host buffer; the
     // all-reduce send copy (comm.rs) of the TP group (without sequence parallelism, [n, h]), of
-    // the DP group (without ZeRO, a bucket), of a replicated-KV group and of the tied-embedding
-    // group; the host copies of layer.rs's Scratch and of llama.rs.
+    // the DP group (without ZeRO, the largest bucket), of a replicated-KV group and of the
+    // tied-embedding group; the host copies of layer.rs's Scratch and of llama.rs.
     let sp = l.sequence_parallel;
-    let mut buffers = p + largest_padded;
+    let mut buffers = grads.total as f64;
     if l.pp > 1 {
         buffers += rows * h;
     }
     if l.tp > 1 && !sp {
         buffers += n * h;
     }
-    if dp > 1 && !l.zero {
-        buffers += *bucket_sizes.iter().max().unwrap_or(&0) as f64;
+    if l.dp > 1 && !l.zero {
+        buffers += grads.buckets.iter().map(|b| l.dp * b.block_len).max().unwrap_or(0) as f64;
     }
     let kv_replicated = l.tp > m.num_kv_heads;
     let kv_grad = h * x.kvd;
@@ -277,7 +274,7 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
         kv_heads: st.local.kv_heads,
         head_dim: m.head_dim(),
     }) as f64;
-    let batch = (t.global_batch / dp * (t.seq_len + 1)) as f64;
+    let batch = (t.global_batch / l.dp * (t.seq_len + 1)) as f64;
     let workspace = f * (scratch + rope + attention + batch);
     Ok(Memory { weights: f * p, grads: f * p, optimizer, activations, buffers, workspace, overhead: 0.0 })
 }

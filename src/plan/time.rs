@@ -2,7 +2,9 @@
 //! FLOPs at the kind's sustained rate, the tensor-parallel collectives and pipeline sends on the
 //! critical path, the pipeline schedule itself run by the simulator (the bubble is what the real
 //! schedule leaves idle, not a formula), then the data-parallel gradient exchange and the
-//! optimizer step (bound by HBM bandwidth), neither overlapped with compute (as this trainer runs).
+//! optimizer step (bound by HBM bandwidth), neither overlapped with compute: the trainer starts
+//! each bucket's reduce-scatter during the backward pass (NCCL, side stream), but until that is
+//! measured on GPUs the plan keeps the whole exchange on the critical path (an upper bound).
 
 use super::hardware::GpuKind;
 use super::memory::StageShape;

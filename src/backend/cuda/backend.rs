@@ -20,6 +20,7 @@ use crate::dist::device::DeviceComm;
 use crate::dist::Collectives;
 use anyhow::Result;
 use half::bf16;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Ends the process after a device call failed: not a bug in swallow, so no panic backtrace.
@@ -107,6 +108,8 @@ pub struct CudaBackend {
     rt: Arc<dyn Runtime>,
     instruments: Arc<Instrumented>,
     scratch: Mutex<Scratch>,
+    /// Inside `side_work`: stream-ordered collectives go to the runtime's side stream.
+    on_side: AtomicBool,
 }
 
 impl CudaBackend {
@@ -123,7 +126,7 @@ impl CudaBackend {
             norm_table: None,
             host_bf16: Vec::new(),
         };
-        Ok(CudaBackend { rt, instruments, scratch: Mutex::new(scratch) })
+        Ok(CudaBackend { rt, instruments, scratch: Mutex::new(scratch), on_side: AtomicBool::new(false) })
     }
 
     /// One line naming the device.
@@ -179,6 +182,16 @@ impl CudaBackend {
                 self.run(&launch::cast_bf16_to_f32(w, b.ptr(), buf.len));
                 w
             }
+        }
+    }
+
+    /// The stream a collective of `dc` goes to: the side stream inside `side_work` when `dc` is
+    /// stream-ordered (NCCL), else the default stream (0; CUDA-aware MPI runs when called).
+    fn stream_for(&self, dc: &dyn DeviceComm) -> u64 {
+        if dc.stream_ordered() && self.on_side.load(Ordering::Relaxed) {
+            ok("opening the side stream", self.rt.side_stream())
+        } else {
+            0
         }
     }
 
@@ -568,17 +581,17 @@ impl Backend for CudaBackend {
         if dc.supports(t) && dc.in_place() {
             self.ready_for(dc);
             // SAFETY: `p` holds `n` elements of `t`; the communicator sums in place.
-            ok("all-reduce", unsafe { dc.all_reduce_sum(p, p, t, n) });
+            ok("all-reduce", unsafe { dc.all_reduce_sum(p, p, t, n, self.stream_for(dc)) });
         } else if dc.supports(t) {
             // Distinct buffers: the sum lands in `buf` from a copy of it.
             let copy = grow(&self.rt, &mut self.scratch().comm_send, (n * t.bytes()).div_ceil(4));
             self.run(&launch::copy(copy, p, n * t.bytes()));
             self.ready_for(dc);
             // SAFETY: `copy` and `p` hold `n` elements of `t`.
-            ok("all-reduce", unsafe { dc.all_reduce_sum(copy, p, t, n) });
+            ok("all-reduce", unsafe { dc.all_reduce_sum(copy, p, t, n, 0) });
         } else {
             // SAFETY: `send` and `recv` are the fp32 copies of `n` elements.
-            self.collective(dc, "all-reduce", buf, buf, |s, r, t| unsafe { dc.all_reduce_sum(s, r, t, n) });
+            self.collective(dc, "all-reduce", buf, buf, |s, r, t| unsafe { dc.all_reduce_sum(s, r, t, n, 0) });
         }
         true
     }
@@ -588,7 +601,7 @@ impl Backend for CudaBackend {
         assert_eq!(dst.len, src.len * group.size(), "all-gather: dst is not size x src");
         let n = src.len;
         // SAFETY: `send` holds `n` elements, `recv` size x n (checked above).
-        self.collective(dc, "all-gather", src, dst, |s, r, t| unsafe { dc.all_gather(s, r, t, n) });
+        self.collective(dc, "all-gather", src, dst, |s, r, t| unsafe { dc.all_gather(s, r, t, n, 0) });
         true
     }
 
@@ -597,7 +610,7 @@ impl Backend for CudaBackend {
         assert_eq!(src.len, dst.len * group.size(), "reduce-scatter: src is not size x dst");
         let n = dst.len;
         // SAFETY: `send` holds size x n elements, `recv` n (checked above).
-        self.collective(dc, "reduce-scatter", src, dst, |s, r, t| unsafe { dc.reduce_scatter_sum(s, r, t, n) });
+        self.collective(dc, "reduce-scatter", src, dst, |s, r, t| unsafe { dc.reduce_scatter_sum(s, r, t, n, 0) });
         true
     }
 
@@ -613,12 +626,12 @@ impl Backend for CudaBackend {
         if dc.in_place() {
             self.ready_for(dc);
             // SAFETY: `p` holds size x n fp32 elements, `block` is block rank of them.
-            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, block, Dtype::F32, n) });
+            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, block, Dtype::F32, n, self.stream_for(dc)) });
         } else {
             let r = grow(&self.rt, &mut self.scratch().comm_recv, n);
             self.ready_for(dc);
             // SAFETY: `p` holds size x n fp32 elements, the scratch `r` n.
-            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, r, Dtype::F32, n) });
+            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, r, Dtype::F32, n, 0) });
             self.run(&launch::copy(block, r, 4 * n));
         }
         true
@@ -636,15 +649,26 @@ impl Backend for CudaBackend {
         if dc.in_place() {
             self.ready_for(dc);
             // SAFETY: `block` is block rank of the size x n fp32 elements at `p`.
-            ok("all-gather", unsafe { dc.all_gather(block, p, Dtype::F32, n) });
+            ok("all-gather", unsafe { dc.all_gather(block, p, Dtype::F32, n, 0) });
         } else {
             let s = grow(&self.rt, &mut self.scratch().comm_send, n);
             self.run(&launch::copy(s, block, 4 * n));
             self.ready_for(dc);
             // SAFETY: the scratch `s` holds n fp32 elements, `p` size x n.
-            ok("all-gather", unsafe { dc.all_gather(s, p, Dtype::F32, n) });
+            ok("all-gather", unsafe { dc.all_gather(s, p, Dtype::F32, n, 0) });
         }
         true
+    }
+
+    fn side_work(&self, f: &mut dyn FnMut()) {
+        ok("ordering the side stream", self.rt.fork_side());
+        self.on_side.store(true, Ordering::Relaxed);
+        f();
+        self.on_side.store(false, Ordering::Relaxed);
+    }
+
+    fn join_side_work(&self) {
+        ok("joining the side stream", self.rt.join_side());
     }
 
     fn send_on_device(&self, buf: &CudaBuf, group: &dyn Collectives, to: usize, tag: i32) -> bool {

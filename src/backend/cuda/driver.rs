@@ -3,7 +3,8 @@
 //! primary context on the chosen device; every kernels/*.cu module compiled for the device's
 //! architecture by compile.rs (or read from its cache) and loaded from its CUBIN; launches with
 //! launch.rs's geometry and argument array on the legacy default stream; GEMMs through
-//! cuBLASLt with fp32 compute (`Gemm` row-major, mapped onto cuBLASLt's column-major layouts).
+//! cuBLASLt with fp32 compute (`Gemm` row-major, mapped onto cuBLASLt's column-major layouts);
+//! a non-blocking side stream for overlapped collectives, ordered by events.
 //! Launches and GEMMs are asynchronous in stream order (copies to and from the host wait for
 //! them); `SWALLOW_CUDA_SYNC=1` synchronises after each, so an error names its kernel. Each GEMM
 //! shape's cuBLASLt descriptors and algorithm are made once and cached. NOT YET RUN ON HARDWARE: it compiles and is
@@ -53,6 +54,18 @@ pub struct DriverRuntime {
     plans: Mutex<HashMap<GemmKey, GemmPlan>>,
     /// Synchronise after every launch and GEMM (`SWALLOW_CUDA_SYNC=1`).
     synchronous: bool,
+    /// The side stream, made on first use.
+    side: Mutex<Option<SideStream>>,
+}
+
+/// A non-blocking stream (the legacy default stream, where launches go, does not wait for it
+/// implicitly) and the two events that order it against the default stream.
+struct SideStream {
+    stream: cu_sys::CUstream,
+    /// Recorded on the default stream by `fork_side`, waited for by the side stream.
+    forked: cu_sys::CUevent,
+    /// Recorded on the side stream by `join_side`, waited for by the default stream.
+    joined: cu_sys::CUevent,
 }
 
 /// What a GEMM's cuBLASLt descriptors depend on.
@@ -118,6 +131,7 @@ impl DriverRuntime {
                 lock: Mutex::new(()),
                 plans: Mutex::new(HashMap::new()),
                 synchronous: std::env::var("SWALLOW_CUDA_SYNC").is_ok_and(|v| v == "1"),
+                side: Mutex::new(None),
             };
             rt.lt = lt::create_handle().map_err(lt_err("cublasLtCreate"))?;
             rt.workspace = cu::malloc_sync(WORKSPACE_BYTES).map_err(cu_err("cuMemAlloc (cuBLASLt workspace)"))?;
@@ -212,6 +226,11 @@ impl Drop for DriverRuntime {
             let _ = cu::ctx::set_current(self.ctx);
             let _ = cu::ctx::synchronize();
             self.plans.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+            if let Some(side) = self.side.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = cu::event::destroy(side.forked);
+                let _ = cu::event::destroy(side.joined);
+                let _ = cu::stream::destroy(side.stream);
+            }
             for &m in &self.modules {
                 let _ = cu::module::unload(m);
             }
@@ -303,6 +322,42 @@ impl Runtime for DriverRuntime {
     fn synchronize(&self) -> Result<()> {
         self.make_current()?;
         cu::ctx::synchronize().map_err(|e| anyhow::anyhow!("CUDA: a launch or GEMM failed: {e:?}"))
+    }
+
+    fn side_stream(&self) -> Result<u64> {
+        self.with_side(|side| Ok(side.stream as u64))
+    }
+
+    fn fork_side(&self) -> Result<()> {
+        // SAFETY: the events and the stream live until Drop.
+        self.with_side(|side| unsafe {
+            cu::event::record(side.forked, cu::stream::null()).map_err(cu_err("cuEventRecord (fork)"))?;
+            cu::stream::wait_event(side.stream, side.forked, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT).map_err(cu_err("cuStreamWaitEvent (fork)"))
+        })
+    }
+
+    fn join_side(&self) -> Result<()> {
+        // SAFETY: as in `fork_side`.
+        self.with_side(|side| unsafe {
+            cu::event::record(side.joined, side.stream).map_err(cu_err("cuEventRecord (join)"))?;
+            cu::stream::wait_event(cu::stream::null(), side.joined, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT).map_err(cu_err("cuStreamWaitEvent (join)"))
+        })
+    }
+}
+
+impl DriverRuntime {
+    /// Runs `f` on the side stream, made (with its events) on first use.
+    fn with_side<T>(&self, f: impl FnOnce(&SideStream) -> Result<T>) -> Result<T> {
+        self.make_current()?;
+        let mut side = self.side.lock().unwrap_or_else(|e| e.into_inner());
+        if side.is_none() {
+            let flags = cu_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING;
+            let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking).map_err(cu_err("cuStreamCreate"))?;
+            let forked = cu::event::create(flags).map_err(cu_err("cuEventCreate"))?;
+            let joined = cu::event::create(flags).map_err(cu_err("cuEventCreate"))?;
+            *side = Some(SideStream { stream, forked, joined });
+        }
+        f(side.as_ref().unwrap())
     }
 }
 

@@ -127,6 +127,15 @@ impl Runtime for Instrumented {
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
     }
+    fn side_stream(&self) -> Result<u64> {
+        self.inner.side_stream()
+    }
+    fn fork_side(&self) -> Result<()> {
+        self.inner.fork_side()
+    }
+    fn join_side(&self) -> Result<()> {
+        self.inner.join_side()
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! orchestration runs on a real GPU (driver.rs: the CUDA driver API and cuBLASLt) and on the CPU
 //! (emulated.rs: host memory, the kernels' emulation build, a host GEMM with cuBLASLt's rounding
 //! contract). It owns device memory (allocate, free, copies to and from the host), kernel
-//! launches by name with launch.rs's geometry and argument order, and GEMMs (`Gemm`). All work
+//! launches by name with launch.rs's geometry and argument order, GEMMs (`Gemm`), and a side
+//! stream for collectives that overlap compute (fork and join by events). All other work
 //! runs in call order on one stream: copies to and from the host complete before they return;
 //! launches and GEMMs may still be running on a GPU when they return (their errors then surface
 //! at the next copy or `synchronize`). `DeviceBuf` is a typed buffer freed on drop, or a view
@@ -116,6 +117,20 @@ pub trait Runtime: Send + Sync {
     unsafe fn gemm(&self, g: &Gemm) -> Result<()>;
     /// Waits until every launch and GEMM issued so far has finished; reports their errors.
     fn synchronize(&self) -> Result<()>;
+    /// The side stream: collectives issued to it (NCCL's DP bucket exchange) overlap the
+    /// launches and GEMMs issued after them. Its handle for NCCL; 0 (the default stream) where
+    /// the device runs all work in call order (the emulation, whose defaults these are).
+    fn side_stream(&self) -> Result<u64> {
+        Ok(0)
+    }
+    /// The side stream waits for every launch and GEMM issued so far before its next work.
+    fn fork_side(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Launches and GEMMs issued from now on wait for all work issued to the side stream so far.
+    fn join_side(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Element types that may be copied to and from device memory as raw bytes.
