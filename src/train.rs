@@ -7,6 +7,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::cuda::backend::CudaBackend;
 use crate::backend::cuda::driver::{DriverOptions, DriverRuntime};
 use crate::backend::cuda::emulated::EmulatedRuntime;
+use crate::backend::cuda::launch::ATT_HEAD_DIMS;
 use crate::backend::cuda::probe::{choose_device, device_for_local_rank, TrainDevice};
 use crate::backend::cuda::runtime::Runtime;
 use crate::backend::{Backend, Role};
@@ -181,6 +182,14 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
         }
         Err(e) => return Err(e),
     };
+    let on_cuda = matches!(device, TrainDevice::Cuda | TrainDevice::CudaEmulated) || cfg.train.device == "cuda";
+    let head_dim = cfg.model.head_dim();
+    if on_cuda && !ATT_HEAD_DIMS.contains(&head_dim) {
+        bail!(
+            "--device {}: head dim {head_dim} (model.hidden_size {} / model.num_heads {}); the CUDA flash-attention kernels take head dims {ATT_HEAD_DIMS:?}",
+            cfg.train.device, cfg.model.hidden_size, cfg.model.num_heads
+        );
+    }
     let t = &cfg.train;
     let spec = t.data.as_deref().context("no training data: pass --data PREFIX (or set train.data)")?;
     let data = DataSpec::parse(spec)?;

@@ -1,7 +1,8 @@
 //! `--device cuda|auto` with real MPI processes (2 ranks) on a machine without a CUDA driver:
 //! `cuda` ends the job with an error naming the missing library (no panic, no training step) and
 //! `auto` warns once (rank 0) and trains on the CPU. (Where a driver is present both train on the
-//! GPU; these tests then have nothing to check and say so.)
+//! GPU; these tests then have nothing to check and say so.) A model whose head dim the CUDA
+//! attention kernels do not take is a one-line error on any machine.
 
 mod common;
 
@@ -48,4 +49,17 @@ fn device_auto_falls_back_to_the_cpu_with_one_warning() {
     let want = "--device auto: no CUDA driver on this machine (libcuda.so.1 not found on the library path); training on the CPU";
     assert_eq!(err.matches(want).count(), 1, "expected {want:?} once (rank 0) in:\n{err}");
     assert_eq!(steps(&out), 2, "two training steps expected:\n{out}");
+}
+
+#[test]
+fn a_head_dim_without_cuda_kernels_is_a_clear_error() {
+    let dir = common::tmpdir("device", "head-dim");
+    let data = sample(&dir);
+    // The tiny preset: hidden 128 over 4 heads, head dim 32.
+    let o = mpirun(2, &["train", "--config", "tiny", "--data", &data, "--steps", "1", "--device", "cuda-emulated"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    let want = "--device cuda-emulated: head dim 32 (model.hidden_size 128 / model.num_heads 4); the CUDA flash-attention kernels take head dims [64, 128]";
+    assert!(err.lines().any(|l| l.starts_with("error") && l.contains(want)), "expected {want:?} in:\n{err}");
 }

@@ -3,7 +3,7 @@
 //! point-to-point send and receive, in the order of the device's work), `CommKind` (`--comm`: how
 //! a run's TP, DP and PP groups reach device memory), and the CUDA-aware MPI implementation on
 //! `MpiGroup`: device addresses handed to MPI as they are, fp32 only (MPI has no bf16 sum; the
-//! backend converts bf16 buffers through fp32 scratch, messages included). The NCCL
+//! backend converts bf16 buffers through fp32 scratch; messages go as 16-bit units). The NCCL
 //! implementation is nccl.rs. Without a device communicator the model stages collectives and
 //! messages through host memory (`Collectives`' host-slice methods).
 
@@ -57,6 +57,7 @@ impl CommKind {
 /// rank of `recv` for the all-gather); work already issued to the device that writes `send` is
 /// complete or ordered before the collective, and work issued after it sees `recv`.
 pub trait DeviceComm {
+    /// Whether the collectives sum `dtype` (messages take every dtype: they are not summed).
     fn supports(&self, dtype: Dtype) -> bool;
     /// Whether the collectives take their in-place forms (NCCL does; MPI would need MPI_IN_PLACE,
     /// which rsmpi does not export, so the backend stages through scratch instead).
@@ -101,6 +102,16 @@ pub trait DeviceComm {
 
 fn mpi_count(n: usize) -> Result<i32> {
     i32::try_from(n).map_err(|_| anyhow::anyhow!("CUDA-aware MPI: {n} elements exceed MPI's int count"))
+}
+
+/// The MPI type a message of `dtype` travels as: a message is not summed, so bf16 goes as its
+/// 16-bit patterns.
+fn message_type(dtype: Dtype) -> ffi::MPI_Datatype {
+    // SAFETY: rsmpi's datatype handles are constants set when the library loads.
+    match dtype {
+        Dtype::F32 => unsafe { ffi::RSMPI_FLOAT },
+        Dtype::Bf16 => unsafe { ffi::RSMPI_UINT16_T },
+    }
 }
 
 fn mpi_ok(what: &str, rc: i32) -> Result<()> {
@@ -148,17 +159,15 @@ impl DeviceComm for MpiGroup {
         Ok(())
     }
     unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
-        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI sends fp32 only");
         let start = Instant::now();
-        let rc = ffi::MPI_Send(buf as *const c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, to as i32, tag, self.comm().as_raw());
+        let rc = ffi::MPI_Send(buf as *const c_void, mpi_count(n)?, message_type(dtype), to as i32, tag, self.comm().as_raw());
         mpi_ok("MPI_Send", rc)?;
-        self.account((4 * n) as f64, start);
+        self.account((dtype.bytes() * n) as f64, start);
         Ok(())
     }
     unsafe fn recv(&self, from: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
-        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI receives fp32 only");
         let start = Instant::now();
-        let rc = ffi::MPI_Recv(buf as *mut c_void, mpi_count(n)?, ffi::RSMPI_FLOAT, from as i32, tag, self.comm().as_raw(), ffi::RSMPI_STATUS_IGNORE);
+        let rc = ffi::MPI_Recv(buf as *mut c_void, mpi_count(n)?, message_type(dtype), from as i32, tag, self.comm().as_raw(), ffi::RSMPI_STATUS_IGNORE);
         mpi_ok("MPI_Recv", rc)?;
         self.account(0.0, start);
         Ok(())
@@ -179,7 +188,7 @@ mod tests {
     type Sent = (usize, i32, Dtype, Vec<u8>);
 
     /// A group of two whose device messages go to a wire this test reads: the emulated device's
-    /// addresses are host addresses. Takes bf16 like NCCL, or fp32 only like CUDA-aware MPI.
+    /// addresses are host addresses. Sums bf16 like NCCL, or fp32 only like CUDA-aware MPI.
     struct Wire {
         takes_bf16: bool,
         sent: RefCell<Vec<Sent>>,
@@ -255,11 +264,11 @@ mod tests {
         }
     }
 
-    /// An activation (bf16 on the device) goes to the communicator as bf16 where it takes bf16,
-    /// else as its exact fp32 widening, and comes back unchanged; without a device communicator
-    /// the backend leaves the message to the caller.
+    /// An activation (bf16 on the device) goes to the communicator as its bf16 bits, also where
+    /// its collectives sum fp32 only (a message is not summed), and comes back unchanged; without
+    /// a device communicator the backend leaves the message to the caller.
     #[test]
-    fn pipeline_messages_leave_from_and_land_in_device_buffers() {
+    fn pipeline_messages_leave_from_and_land_in_device_buffers_as_bf16() {
         let be = CudaBackend::new(Arc::new(EmulatedRuntime::new())).unwrap();
         let values = [1.0f32, -2.5, 0.15625, 30720.0, -7.0];
         let mut act = be.zeros_as(values.len(), Role::Activation);
@@ -268,18 +277,12 @@ mod tests {
             let wire = Wire { takes_bf16, sent: RefCell::new(Vec::new()) };
             assert!(be.send_on_device(&act, &wire, 1, 7));
             let (to, tag, dtype, bytes) = wire.sent.borrow()[0].clone();
-            assert_eq!((to, tag), (1, 7));
-            let on_wire: Vec<f32> = if takes_bf16 {
-                assert_eq!(dtype, Dtype::Bf16);
-                bytes.chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            } else {
-                assert_eq!(dtype, Dtype::F32);
-                bytes.chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-            };
-            assert_eq!(on_wire, values, "takes bf16: {takes_bf16}");
+            assert_eq!((to, tag, dtype, bytes.len()), (1, 7, Dtype::Bf16, 2 * values.len()));
+            let on_wire: Vec<f32> = bytes.chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+            assert_eq!(on_wire, values, "sums bf16: {takes_bf16}");
             let mut back = be.zeros_as(values.len(), Role::Activation);
             assert!(be.recv_on_device(&mut back, &wire, 1, 7));
-            assert_eq!(be.download(&back), values, "takes bf16: {takes_bf16}");
+            assert_eq!(be.download(&back), values, "sums bf16: {takes_bf16}");
         }
         assert!(!be.send_on_device(&act, &LocalGroup, 1, 7));
         assert!(!be.recv_on_device(&mut act, &LocalGroup, 1, 7));

@@ -674,38 +674,19 @@ impl Backend for CudaBackend {
     fn send_on_device(&self, buf: &CudaBuf, group: &dyn Collectives, to: usize, tag: i32) -> bool {
         let Some(dc) = group.device() else { return false };
         let (t, p) = buf.plain("send");
-        let n = buf.len;
-        if dc.supports(t) {
-            self.ready_for(dc);
-            // SAFETY: `p` holds `n` elements of `t`.
-            ok("send", unsafe { dc.send(to, tag, p, t, n) });
-        } else {
-            let mut s = self.scratch();
-            let f = grow(&self.rt, &mut s.comm_send, n);
-            self.run(&launch::cast_bf16_to_f32(f, p, n));
-            self.ready_for(dc);
-            // SAFETY: `f` is the fp32 copy of `n` elements.
-            ok("send", unsafe { dc.send(to, tag, f, Dtype::F32, n) });
-        }
+        self.ready_for(dc);
+        // SAFETY: `p` holds `buf.len` elements of `t` (a message is not summed: any type goes).
+        ok("send", unsafe { dc.send(to, tag, p, t, buf.len) });
         true
     }
 
     fn recv_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives, from: usize, tag: i32) -> bool {
         let Some(dc) = group.device() else { return false };
         let (t, p) = buf.plain("receive");
-        let n = buf.len;
-        // Also for a receive: work issued before it may still read `buf` or the scratch.
+        // Also for a receive: work issued before it may still read `buf`.
         self.ready_for(dc);
-        if dc.supports(t) {
-            // SAFETY: `p` holds `n` elements of `t`.
-            ok("receive", unsafe { dc.recv(from, tag, p, t, n) });
-        } else {
-            let mut s = self.scratch();
-            let f = grow(&self.rt, &mut s.comm_recv, n);
-            // SAFETY: `f` holds `n` fp32 elements, cast into `buf` once received.
-            ok("receive", unsafe { dc.recv(from, tag, f, Dtype::F32, n) });
-            self.run(&launch::cast_f32_to_bf16(p, f, n));
-        }
+        // SAFETY: `p` holds `buf.len` elements of `t`.
+        ok("receive", unsafe { dc.recv(from, tag, p, t, buf.len) });
         true
     }
 
