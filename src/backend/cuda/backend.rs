@@ -78,6 +78,14 @@ impl CudaBuf {
     }
 }
 
+/// `buf` (fp32) as the group's blocks: (elements per block, its address, this rank's block's).
+fn own_block(op: &str, buf: &CudaBuf, group: &dyn Collectives) -> (usize, DevPtr, DevPtr) {
+    let n = buf.len / group.size();
+    assert_eq!(buf.len, n * group.size(), "{op}: {} elements are not {} blocks", buf.len, group.size());
+    let p = buf.f32(op, "buf");
+    (n, p, p + (4 * n * group.rank()) as DevPtr)
+}
+
 /// Per-backend scratch, grown to the largest request.
 struct Scratch {
     /// fp32 kernel scratch (RMSNorm dw partials, attention row dots, bf16 → fp32 casts).
@@ -616,11 +624,8 @@ impl Backend for CudaBackend {
 
     fn reduce_scatter_in_place_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives) -> bool {
         let Some(dc) = group.device() else { return false };
-        let (size, n) = (group.size(), buf.len / group.size());
-        assert_eq!(buf.len, n * size, "reduce-scatter in place: {} elements are not {size} blocks", buf.len);
-        let p = buf.f32("reduce-scatter in place", "buf");
-        let block = p + (4 * n * group.rank()) as DevPtr;
-        if size == 1 || n == 0 {
+        let (n, p, block) = own_block("reduce-scatter in place", buf, group);
+        if group.size() == 1 || n == 0 {
             return true;
         }
         if dc.in_place() {
@@ -639,11 +644,8 @@ impl Backend for CudaBackend {
 
     fn all_gather_in_place_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives) -> bool {
         let Some(dc) = group.device() else { return false };
-        let (size, n) = (group.size(), buf.len / group.size());
-        assert_eq!(buf.len, n * size, "all-gather in place: {} elements are not {size} blocks", buf.len);
-        let p = buf.f32("all-gather in place", "buf");
-        let block = p + (4 * n * group.rank()) as DevPtr;
-        if size == 1 || n == 0 {
+        let (n, p, block) = own_block("all-gather in place", buf, group);
+        if group.size() == 1 || n == 0 {
             return true;
         }
         if dc.in_place() {
