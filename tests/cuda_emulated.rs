@@ -6,8 +6,11 @@
 //! with 1F1B, and PP 2 x VPP 2 interleaved over 4 layers and 4 micro-batches; ZeRO-1 over DP 2
 //! with PP 2, and with TP 2 + SP and replicated KV heads, every bucket exchanged as soon as the
 //! backward pass completes it), its TP and DP collectives and PP messages
-//! staged through host memory (`--comm host`) or on the device buffers (`--comm mpi`: CUDA-aware
-//! MPI, which the emulated device's host addresses satisfy; the same calls NCCL gets on a GPU).
+//! staged through host memory (`--comm host`) or on the device buffers: `--comm mpi`, CUDA-aware
+//! MPI, which the emulated device's host addresses satisfy (each DP bucket exchanged when
+//! started), and `--comm nccl-emulated`, the backend's NCCL calls emulated over MPI (bf16 sums,
+//! the in-place forms, messages matched in issue order, and the DP buckets' exchange held on the
+//! emulated side stream until the optimizer step joins it: a missing join reads stale gradients).
 //!
 //! Each run must give the losses and gradient norms of the CPU backend's f32 run of the same
 //! layout within bf16 tolerance. bf16 activations and weight copies round each value to 8
@@ -73,30 +76,35 @@ fn device_under_test() -> (&'static str, &'static str, &'static str, &'static st
 #[test]
 fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     let (device, device_comm, comm_name, device_name) = device_under_test();
+    // The layouts' --comm choices as run here, and how rank 0 names them: on the emulated device
+    // CUDA-aware MPI and NCCL emulated over MPI; on GPUs NCCL (once).
+    let mut comm_kinds = vec![("host", ("host", "host")), ("mpi", (device_comm, comm_name))];
+    if device == "cuda-emulated" {
+        comm_kinds.push(("nccl", ("nccl-emulated", "NCCL emulated over MPI")));
+    }
     let dir = common::tmpdir("cuda-emulated", "layouts");
     let data = sample(&dir);
     // (ranks, layout, the --comm choices run on it)
     let bucket = "parallel.bucket_size=100000";
     let layouts: [(usize, &[&str], &[&str]); 9] = [
         (1, &["--set", "model.num_kv_heads=1"], &["host"]),
-        (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi"]),
-        (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi"]),
-        (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["host", "mpi"]),
-        (2, &["--set", "model.num_kv_heads=1"], &["mpi"]),
-        (2, &["--pp", "2", "--set", "model.num_kv_heads=1"], &["host", "mpi"]),
-        (2, &["--pp", "2", "--vpp", "2", "--set", "model.num_layers=4", "--set", "train.global_batch=8", "--set", "model.num_kv_heads=1"], &["host", "mpi"]),
+        (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi", "nccl"]),
+        (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi", "nccl"]),
+        (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["host", "mpi", "nccl"]),
+        (2, &["--set", "model.num_kv_heads=1"], &["mpi", "nccl"]),
+        (2, &["--pp", "2", "--set", "model.num_kv_heads=1"], &["host", "mpi", "nccl"]),
+        (2, &["--pp", "2", "--vpp", "2", "--set", "model.num_layers=4", "--set", "train.global_batch=8", "--set", "model.num_kv_heads=1"], &["host", "mpi", "nccl"]),
         // DP with PP, and with TP + SP and replicated KV heads (whose gradients complete only
         // after the TP sums): buckets exchanged between the pipeline's and TP's messages.
-        (4, &["--pp", "2", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi"]),
-        (4, &["--tp", "2", "--sequence-parallel", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi"]),
+        (4, &["--pp", "2", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi", "nccl"]),
+        (4, &["--tp", "2", "--sequence-parallel", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi", "nccl"]),
     ];
     for (np, layout, comms) in layouts {
         let (cpu, _) = run(&dir, &data, np, &["--device", "cpu"], layout);
         let mut staged = None;
-        for comm in comms.iter().map(|c| if *c == "mpi" { device_comm } else { c }) {
+        for &(comm, want) in comms.iter().filter_map(|c| comm_kinds.iter().find(|k| k.0 == *c).map(|k| &k.1)) {
             let (gpu, out) = run(&dir, &data, np, &["--device", device, "--comm", comm], layout);
             assert!(out.contains(&format!("device: cuda-bf16 on every rank (rank 0: {device_name}")), "{out}");
-            let want = if comm == "host" { "host" } else { comm_name };
             assert!(out.contains(&format!("collectives on device buffers (TP, DP and PP groups): {want}\n")), "{out}");
             assert!(out.contains("device memory per rank (peak held by the CUDA backend"), "{out}");
             if comm != "host" && data_parallel(np, layout) > 1 {

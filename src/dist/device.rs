@@ -24,6 +24,8 @@ pub enum CommKind {
     Mpi,
     /// NCCL communicators, their unique ids broadcast over MPI.
     Nccl,
+    /// NCCL's calls emulated over MPI on the emulated device (CI's check of the NCCL path).
+    NcclEmulated,
 }
 
 impl CommKind {
@@ -32,19 +34,23 @@ impl CommKind {
             CommKind::Host => "host",
             CommKind::Mpi => "CUDA-aware MPI",
             CommKind::Nccl => "NCCL",
+            CommKind::NcclEmulated => "NCCL emulated over MPI",
         }
     }
 
-    /// `--comm auto|host|mpi|nccl` for a run on `device` (`cpu`, `cuda`, `cuda-emulated`):
-    /// auto is NCCL on a GPU, else host; NCCL needs a GPU, mpi a CUDA device or its emulation.
+    /// `--comm auto|host|mpi|nccl|nccl-emulated` for a run on `device` (`cpu`, `cuda`,
+    /// `cuda-emulated`): auto is NCCL on a GPU, else host; NCCL needs a GPU, mpi a CUDA device or
+    /// its emulation, nccl-emulated the emulation.
     pub fn choose(requested: &str, device: &str) -> Result<CommKind> {
         Ok(match (requested, device) {
             ("auto", "cuda") => CommKind::Nccl,
             ("auto", _) | ("host", _) => CommKind::Host,
             ("mpi", "cuda" | "cuda-emulated") => CommKind::Mpi,
             ("nccl", "cuda") => CommKind::Nccl,
+            ("nccl-emulated", "cuda-emulated") => CommKind::NcclEmulated,
+            ("nccl-emulated", _) => bail!("--comm nccl-emulated emulates NCCL for the emulated device: it needs --device cuda-emulated"),
             ("mpi" | "nccl", _) => bail!("--comm {requested} moves device buffers: it needs --device cuda{}", if requested == "mpi" { " (or cuda-emulated)" } else { "" }),
-            (other, _) => bail!("--comm {other:?}: expected auto, host, mpi or nccl"),
+            (other, _) => bail!("--comm {other:?}: expected auto, host, mpi, nccl or nccl-emulated"),
         })
     }
 }
@@ -106,7 +112,7 @@ fn mpi_count(n: usize) -> Result<i32> {
 
 /// The MPI type a message of `dtype` travels as: a message is not summed, so bf16 goes as its
 /// 16-bit patterns.
-fn message_type(dtype: Dtype) -> ffi::MPI_Datatype {
+pub(super) fn message_type(dtype: Dtype) -> ffi::MPI_Datatype {
     // SAFETY: rsmpi's datatype handles are constants set when the library loads.
     match dtype {
         Dtype::F32 => unsafe { ffi::RSMPI_FLOAT },

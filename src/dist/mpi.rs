@@ -51,6 +51,7 @@ impl MpiWorld {
                 CommKind::Host => Box::new(g),
                 CommKind::Mpi => Box::new(g.cuda_aware()),
                 CommKind::Nccl => Box::new(NcclGroup::new(g)?),
+                CommKind::NcclEmulated => Box::new(NcclGroup::emulated(g)),
             })
         };
         Ok(ParallelGroups {

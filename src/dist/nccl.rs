@@ -5,8 +5,8 @@
 //! group asks NCCL for a unique id, MPI broadcasts its 128 bytes, every rank joins with
 //! ncclCommInitRank on its current CUDA device. libnccl.so.2 is opened at run time (cudarc),
 //! probed first so that its absence is an error, not a panic. NOT YET RUN ON HARDWARE: neither
-//! the collectives nor the pipeline's ncclSend/ncclRecv have run on a GPU (the CUDA-aware MPI
-//! path is the one the emulated device tests).
+//! the collectives nor the pipeline's ncclSend/ncclRecv have run on a GPU; the emulated device
+//! runs the same calls with NCCL emulated over MPI (`--comm nccl-emulated`, nccl_emulated.rs).
 //!
 //! Pipeline messages are single ncclSend/ncclRecv calls, not grouped: each returns on the host at
 //! once and blocks the stream until the peer's matching call (NCCL matches a pair of ranks' p2p
@@ -22,6 +22,7 @@
 
 use super::comm::{Collectives, CommStats, MpiGroup};
 use super::device::DeviceComm;
+use super::nccl_emulated as emulated;
 use crate::backend::cuda::launch::{DevPtr, Dtype};
 use anyhow::{bail, Result};
 use cudarc::nccl::{result as nc, sys as nc_sys};
@@ -32,7 +33,14 @@ use std::time::Instant;
 
 pub struct NcclGroup {
     inner: MpiGroup,
-    comm: nc_sys::ncclComm_t,
+    transport: Transport,
+}
+
+/// What carries the device collectives: an NCCL communicator, or its emulation over MPI for the
+/// emulated device (nccl_emulated.rs).
+enum Transport {
+    Nccl(nc_sys::ncclComm_t),
+    Emulated,
 }
 
 fn nccl_err(what: &str) -> impl Fn(nc::NcclError) -> anyhow::Error + '_ {
@@ -60,14 +68,21 @@ impl NcclGroup {
         let mut comm = std::ptr::null_mut();
         // SAFETY: `comm` receives the new communicator; every rank of the group makes this call.
         unsafe { nc::comm_init_rank(&mut comm, inner.size() as i32, id, inner.rank() as i32) }.map_err(nccl_err("ncclCommInitRank"))?;
-        Ok(NcclGroup { inner, comm })
+        Ok(NcclGroup { inner, transport: Transport::Nccl(comm) })
+    }
+
+    /// The same group with NCCL emulated over MPI (`--comm nccl-emulated`, emulated device only).
+    pub fn emulated(inner: MpiGroup) -> NcclGroup {
+        NcclGroup { inner, transport: Transport::Emulated }
     }
 }
 
 impl Drop for NcclGroup {
     fn drop(&mut self) {
-        // SAFETY: made in `new`, destroyed once.
-        let _ = unsafe { nc::comm_destroy(self.comm) };
+        if let Transport::Nccl(comm) = self.transport {
+            // SAFETY: made in `new`, destroyed once.
+            let _ = unsafe { nc::comm_destroy(comm) };
+        }
     }
 }
 
@@ -122,33 +137,54 @@ impl DeviceComm for NcclGroup {
     }
     unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize, stream: u64) -> Result<()> {
         let start = Instant::now();
-        let sum = nc_sys::ncclRedOp_t::ncclSum;
-        nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, self.comm, stream as _).map_err(nccl_err("ncclAllReduce"))?;
+        match self.transport {
+            Transport::Nccl(comm) => {
+                let sum = nc_sys::ncclRedOp_t::ncclSum;
+                nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, comm, stream as _).map_err(nccl_err("ncclAllReduce"))?;
+            }
+            Transport::Emulated => emulated::all_reduce(&self.inner, send, recv, dtype, n, stream)?,
+        }
         self.inner.account(self.inner.all_reduce_bytes(n * dtype.bytes()), start);
         Ok(())
     }
     unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize, stream: u64) -> Result<()> {
         let start = Instant::now();
-        let sum = nc_sys::ncclRedOp_t::ncclSum;
-        nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, self.comm, stream as _).map_err(nccl_err("ncclReduceScatter"))?;
+        match self.transport {
+            Transport::Nccl(comm) => {
+                let sum = nc_sys::ncclRedOp_t::ncclSum;
+                nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, comm, stream as _).map_err(nccl_err("ncclReduceScatter"))?;
+            }
+            Transport::Emulated => emulated::reduce_scatter(&self.inner, send, recv, dtype, n_recv, stream)?,
+        }
         self.inner.account(((self.size() - 1) * n_recv * dtype.bytes()) as f64, start);
         Ok(())
     }
     unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize, stream: u64) -> Result<()> {
         let start = Instant::now();
-        nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), self.comm, stream as _).map_err(nccl_err("ncclAllGather"))?;
+        match self.transport {
+            Transport::Nccl(comm) => {
+                nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), comm, stream as _).map_err(nccl_err("ncclAllGather"))?;
+            }
+            Transport::Emulated => emulated::all_gather(&self.inner, send, recv, dtype, n_send, stream)?,
+        }
         self.inner.account(((self.size() - 1) * n_send * dtype.bytes()) as f64, start);
         Ok(())
     }
     unsafe fn send(&self, to: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
         let start = Instant::now();
-        nc::send(buf as *const c_void, n, nccl_type(dtype), to as i32, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclSend"))?;
+        match self.transport {
+            Transport::Nccl(comm) => nc::send(buf as *const c_void, n, nccl_type(dtype), to as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclSend"))?,
+            Transport::Emulated => emulated::send(&self.inner, to, buf, dtype, n)?,
+        }
         self.inner.account((n * dtype.bytes()) as f64, start);
         Ok(())
     }
     unsafe fn recv(&self, from: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
         let start = Instant::now();
-        nc::recv(buf as *mut c_void, n, nccl_type(dtype), from as i32, self.comm, std::ptr::null_mut()).map_err(nccl_err("ncclRecv"))?;
+        match self.transport {
+            Transport::Nccl(comm) => nc::recv(buf as *mut c_void, n, nccl_type(dtype), from as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclRecv"))?,
+            Transport::Emulated => emulated::recv(&self.inner, from, buf, dtype, n)?,
+        }
         self.inner.account(0.0, start);
         Ok(())
     }

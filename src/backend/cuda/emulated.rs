@@ -4,6 +4,7 @@
 //! allocated; copies and GEMM operands are checked to lie inside one live allocation; kernels
 //! run through the emulation build (emu.rs); the GEMM is a host loop with cuBLASLt's rounding
 //! contract (bf16 operands, fp32 sums, alpha/beta in fp32, one rounding to the output type).
+//! Its side stream holds the work issued to it until joined (`issue`).
 
 use super::emu;
 use super::launch::{DevPtr, Launch};
@@ -20,6 +21,33 @@ use std::sync::Mutex;
 pub struct EmulatedRuntime {
     /// Live allocations: base address -> size in bytes.
     allocs: Mutex<BTreeMap<DevPtr, usize>>,
+    /// The side stream (boxed: its address is the stream's handle).
+    side: Box<SideQueue>,
+}
+
+/// Work issued to the emulated side stream (by the emulated NCCL, dist/nccl_emulated.rs): held
+/// until the default stream joins it or the device synchronises, the latest moment a GPU may
+/// run it, so that a missing join shows as stale data.
+#[derive(Default)]
+pub struct SideQueue(Mutex<Vec<Box<dyn FnOnce() + Send>>>);
+
+impl SideQueue {
+    fn drain(&self) {
+        let work = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        work.into_iter().for_each(|w| w());
+    }
+}
+
+/// Issues `work` to emulated stream `stream`: the default stream (0) runs it now, a side stream
+/// holds it until joined.
+///
+/// # Safety
+/// `stream` is 0 or a handle `EmulatedRuntime::side_stream` returned, of a runtime still alive.
+pub unsafe fn issue(stream: u64, work: Box<dyn FnOnce() + Send>) {
+    match stream {
+        0 => work(),
+        side => (*(side as *const SideQueue)).0.lock().unwrap_or_else(|e| e.into_inner()).push(work),
+    }
 }
 
 impl EmulatedRuntime {
@@ -68,6 +96,7 @@ impl Runtime for EmulatedRuntime {
     }
 
     unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
+        self.side.drain(); // as cuMemFree after synchronising: no queued work may use the memory
         let Some(size) = self.allocs.lock().unwrap_or_else(|e| e.into_inner()).remove(&ptr) else {
             bail!("emulated device: free of {ptr:#x}, which is not a live allocation");
         };
@@ -94,8 +123,23 @@ impl Runtime for EmulatedRuntime {
         Ok(())
     }
 
-    /// Launches and GEMMs complete before they return.
+    /// Launches and GEMMs complete before they return; the side stream's work runs now.
     fn synchronize(&self) -> Result<()> {
+        self.side.drain();
+        Ok(())
+    }
+
+    fn side_stream(&self) -> Result<u64> {
+        Ok(&*self.side as *const SideQueue as u64)
+    }
+
+    /// Everything issued so far has run (launches complete when issued).
+    fn fork_side(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn join_side(&self) -> Result<()> {
+        self.side.drain();
         Ok(())
     }
 

@@ -118,19 +118,12 @@ pub trait Runtime: Send + Sync {
     /// Waits until every launch and GEMM issued so far has finished; reports their errors.
     fn synchronize(&self) -> Result<()>;
     /// The side stream: collectives issued to it (NCCL's DP bucket exchange) overlap the
-    /// launches and GEMMs issued after them. Its handle for NCCL; 0 (the default stream) where
-    /// the device runs all work in call order (the emulation, whose defaults these are).
-    fn side_stream(&self) -> Result<u64> {
-        Ok(0)
-    }
+    /// launches and GEMMs issued after them. Its handle, for the communicator.
+    fn side_stream(&self) -> Result<u64>;
     /// The side stream waits for every launch and GEMM issued so far before its next work.
-    fn fork_side(&self) -> Result<()> {
-        Ok(())
-    }
+    fn fork_side(&self) -> Result<()>;
     /// Launches and GEMMs issued from now on wait for all work issued to the side stream so far.
-    fn join_side(&self) -> Result<()> {
-        Ok(())
-    }
+    fn join_side(&self) -> Result<()>;
 }
 
 /// Element types that may be copied to and from device memory as raw bytes.
