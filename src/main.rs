@@ -191,7 +191,8 @@ struct TrainArgs {
     metrics: Option<String>,
     #[arg(long)]
     device: Option<String>,
-    /// Collectives on device buffers: auto (NCCL on a GPU), host, mpi (CUDA-aware MPI), nccl.
+    /// Collectives on device buffers: auto (NCCL on a GPU), host, mpi (CUDA-aware MPI), nccl,
+    /// nccl-emulated (NCCL's calls over MPI on the emulated device: CI's check of the NCCL path).
     #[arg(long)]
     comm: Option<String>,
     /// Check configuration, topology, layout and data, print every rank's memory plan, exit.
