@@ -305,6 +305,9 @@ mod tests {
         assert_eq!(e, "--comm nccl moves device buffers: it needs --device cuda");
         let e = CommKind::choose("mpi", "cpu").unwrap_err().to_string();
         assert_eq!(e, "--comm mpi moves device buffers: it needs --device cuda (or cuda-emulated)");
-        assert!(CommKind::choose("gloo", "cuda").unwrap_err().to_string().contains("expected auto, host, mpi or nccl"));
+        assert_eq!(CommKind::choose("nccl-emulated", "cuda-emulated").unwrap(), CommKind::NcclEmulated);
+        let e = CommKind::choose("nccl-emulated", "cuda").unwrap_err().to_string();
+        assert_eq!(e, "--comm nccl-emulated emulates NCCL for the emulated device: it needs --device cuda-emulated");
+        assert!(CommKind::choose("gloo", "cuda").unwrap_err().to_string().contains("expected auto, host, mpi, nccl or nccl-emulated"));
     }
 }
