@@ -84,13 +84,13 @@ impl<B: Backend> Trainer<B> {
         let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
         let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute, weight_role);
         model.init_weights(t.seed);
-        let mut grads = std::mem::take(&mut model.grads);
+        let (mut weights, mut grads) = (std::mem::take(&mut model.weights), std::mem::take(&mut model.grads));
         let initial = |p: usize| model.initial_values(t.seed, p);
         let optimizer = DataParallelOptimizer::new(
-            &*backend, &model.table, &model.weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
+            &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
             p.overlap_grad_reduce,
         );
-        model.grads = grads;
+        (model.weights, model.grads) = (weights, grads);
         Ok(Trainer {
             model,
             optimizer,

@@ -82,12 +82,13 @@ pub trait Backend: Send + Sync {
         let _ = role;
         self.zeros(len)
     }
-    /// Gradient buffers that share one zero-filled fp32 allocation of `total` elements: one per
-    /// `(start, len)` of `places` (which may overlap: a parameter's gradient, and a bucket of
-    /// several), so that one collective can run on a range spanning several gradients. `None`
-    /// where buffers cannot share memory (the CPU backend): callers then allocate each one.
-    fn grad_views(&self, total: usize, places: &[(usize, usize)]) -> Option<Vec<Self::Buf>> {
-        let _ = (total, places);
+    /// Buffers of `role` (gradients, or weight copies) that share one zero-filled allocation of
+    /// `total` elements: one per `(start, len)` of `places` (which may overlap: a parameter's
+    /// gradient, and a bucket of several), so that one collective can run on a range spanning
+    /// several of them. `None` where buffers cannot share memory (the CPU backend): callers then
+    /// allocate each one.
+    fn shared_views(&self, total: usize, places: &[(usize, usize)], role: Role) -> Option<Vec<Self::Buf>> {
+        let _ = (total, places, role);
         None
     }
     fn len(&self, buf: &Self::Buf) -> usize;

@@ -63,7 +63,8 @@ impl CommKind {
 /// rank of `recv` for the all-gather); work already issued to the device that writes `send` is
 /// complete or ordered before the collective, and work issued after it sees `recv`.
 pub trait DeviceComm {
-    /// Whether the collectives sum `dtype` (messages take every dtype: they are not summed).
+    /// Whether the collectives sum `dtype` (all-gathers and messages take every dtype: they do
+    /// not sum).
     fn supports(&self, dtype: Dtype) -> bool;
     /// Whether the collectives take their in-place forms (NCCL does; MPI would need MPI_IN_PLACE,
     /// which rsmpi does not export, so the backend stages through scratch instead).
@@ -156,12 +157,11 @@ impl DeviceComm for MpiGroup {
         Ok(())
     }
     unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize, _stream: u64) -> Result<()> {
-        assert_eq!(dtype, Dtype::F32, "CUDA-aware MPI gathers fp32 only");
         let start = Instant::now();
-        let n = mpi_count(n_send)?;
-        let rc = ffi::MPI_Allgather(send as *const c_void, n, ffi::RSMPI_FLOAT, recv as *mut c_void, n, ffi::RSMPI_FLOAT, self.comm().as_raw());
+        let (n, t) = (mpi_count(n_send)?, message_type(dtype));
+        let rc = ffi::MPI_Allgather(send as *const c_void, n, t, recv as *mut c_void, n, t, self.comm().as_raw());
         mpi_ok("MPI_Allgather", rc)?;
-        self.account(((self.size() - 1) * 4 * n_send) as f64, start);
+        self.account(((self.size() - 1) * dtype.bytes() * n_send) as f64, start);
         Ok(())
     }
     unsafe fn send(&self, to: usize, tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {

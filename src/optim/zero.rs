@@ -48,6 +48,9 @@ pub(super) struct Segment<B: Backend> {
     pub(super) master: B::Buf,
     /// The reduced gradient: a view into the gradient buffer on the device path.
     pub(super) grad: B::Buf,
+    /// This rank's part of the weight copies on the device path: a view into the bf16 buffer the
+    /// all-gather fills.
+    pub(super) copy: Option<B::Buf>,
     m: B::Buf,
     v: B::Buf,
 }
@@ -80,7 +83,8 @@ pub struct DataParallelOptimizer<B: Backend> {
 
 impl<B: Backend> DataParallelOptimizer<B> {
     /// `weights` are this rank's (TP-sharded) weights and `grads` the model's gradients (replaced
-    /// by views into one gradient buffer where the exchange runs on the device); `initial(p)` the
+    /// by views into one gradient buffer where the exchange runs on the device; the weights too,
+    /// by views into one bf16 buffer, under ZeRO-1 there); `initial(p)` the
     /// fp32 initial values of its shard of parameter p, copied into the master segments under
     /// ZeRO-1 (the weights may be bf16 copies); `counted[p]` says whether this rank's copy of
     /// parameter p counts in the gradient norm (one copy of every shard held by several ranks
@@ -90,7 +94,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
     pub fn new(
         backend: &B,
         table: &ParamTable,
-        weights: &[B::Buf],
+        weights: &mut Vec<B::Buf>,
         grads: &mut Vec<B::Buf>,
         initial: &dyn Fn(usize) -> Vec<f32>,
         counted: Vec<bool>,
@@ -111,9 +115,23 @@ impl<B: Backend> DataParallelOptimizer<B> {
         places.extend(parts.iter().map(|&(_, _, at, n)| (at, n)));
         let views = if dps == 1 || dp.device().is_some() {
             grads.clear(); // freed before the buffer is allocated
-            backend.grad_views(layout.total, &places)
+            backend.shared_views(layout.total, &places, Role::Grad)
         } else {
             None
+        };
+        // Under ZeRO-1 there, the weight copies share one bf16 buffer of the same layout, which
+        // the all-gather fills in place: every parameter, each bucket, each segment's part.
+        let mut weight_views = match (zero, &views) {
+            (true, Some(_)) => {
+                weights.clear();
+                let mut places: Vec<(usize, usize)> = (0..lens.len()).map(|p| (layout.places[p], lens[p])).collect();
+                places.extend(layout.buckets.iter().map(|b| (b.start, dps * b.block_len)));
+                places.extend(parts.iter().map(|&(_, _, at, n)| (at, n)));
+                let mut v = backend.shared_views(layout.total, &places, Role::WeightCopy).expect("views of both roles").into_iter();
+                weights.extend(v.by_ref().take(lens.len()));
+                Some(v)
+            }
+            _ => None,
         };
         if views.is_none() && grads.is_empty() {
             grads.extend(lens.iter().map(|&n| backend.zeros_as(n, Role::Grad)));
@@ -122,9 +140,10 @@ impl<B: Backend> DataParallelOptimizer<B> {
         if let Some(v) = views.as_mut() {
             grads.extend(v.by_ref().take(lens.len()));
         }
-        let device = views.as_mut().map(|v| {
+        let mut device = views.as_mut().map(|v| {
             let whole = v.next().expect("the whole buffer's view");
-            DeviceGrads::new(whole, v.by_ref().take(layout.buckets.len()).collect(), &layout)
+            let weight_buckets = weight_views.as_mut().map_or(Vec::new(), |w| w.by_ref().take(layout.buckets.len()).collect());
+            DeviceGrads::new(whole, v.by_ref().take(layout.buckets.len()).collect(), weight_buckets, &layout)
         });
         let mode = if zero {
             let mut segments = Vec::new();
@@ -152,12 +171,18 @@ impl<B: Backend> DataParallelOptimizer<B> {
                     counted: counted[p],
                     master,
                     grad,
+                    copy: weight_views.as_mut().map(|w| w.next().expect("a weight view per segment")),
                     m: backend.zeros_as(len, Role::OptimState),
                     v: backend.zeros_as(len, Role::OptimState),
                 });
             }
             let block = if device.is_some() { Vec::new() } else { vec![0.0; layout.block_total()] };
-            Mode::Sharded(Sharded { segments, block, updates: 0 })
+            let mut sharded = Sharded { segments, block, updates: 0 };
+            if let Some(dev) = &mut device {
+                // The weight copies from the masters: the step's all-gather.
+                dev.all_gather(backend, &mut sharded.segments, dp);
+            }
+            Mode::Sharded(sharded)
         } else {
             Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
@@ -324,7 +349,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         if let Some(dev) = &mut self.device {
             let outcome = sh.update_on_device(backend, &self.t, lr, dp, mp);
             if !outcome.skipped {
-                dev.all_gather(backend, &mut sh.segments, weights, &self.layout, dp);
+                dev.all_gather(backend, &mut sh.segments, dp);
             }
             return outcome;
         }

@@ -5,10 +5,10 @@
 //! backend's side stream: with NCCL it overlaps the rest of the backward pass; CUDA-aware MPI
 //! runs it when called), the rest at the optimizer step, which waits for all of them: an all-reduce
 //! (replicated optimizer) or a reduce-scatter into this rank's block, where the ZeRO-1
-//! segments' gradients are views; after AdamW each segment's updated master is copied into its
-//! place in the block, the bucket all-gathered in place and every parameter's part of it copied
-//! into the weights (the model's bf16 copies). No host copy, and no buffer beyond the gradient
-//! buffer (CUDA-aware MPI stages one block through the backend's scratch).
+//! segments' gradients are views. Under ZeRO-1 the model's bf16 weight copies are views into a
+//! second buffer of the same layout: after AdamW each segment's updated master is rounded into
+//! its part of it and each bucket all-gathered in place in bf16 (Megatron's param buffer). No host
+//! copy, no buffer beyond these two (CUDA-aware MPI stages one block through the backend's scratch).
 
 use super::grad_layout::GradLayout;
 use super::zero::Segment;
@@ -20,6 +20,8 @@ use crate::dist::Collectives;
 pub(super) struct DeviceGrads<B: Backend> {
     whole: B::Buf,
     buckets: Vec<B::Buf>,
+    /// Under ZeRO-1: each bucket of the bf16 weight copies (the same layout in their own buffer).
+    weight_buckets: Vec<B::Buf>,
     /// Per parameter: its bucket.
     bucket_of: Vec<usize>,
     /// Per bucket: its parameters (held here) whose gradients are not complete yet this step.
@@ -30,9 +32,9 @@ pub(super) struct DeviceGrads<B: Backend> {
 }
 
 impl<B: Backend> DeviceGrads<B> {
-    pub(super) fn new(whole: B::Buf, buckets: Vec<B::Buf>, layout: &GradLayout) -> Self {
+    pub(super) fn new(whole: B::Buf, buckets: Vec<B::Buf>, weight_buckets: Vec<B::Buf>, layout: &GradLayout) -> Self {
         let bucket_of: Vec<usize> = (0..layout.lens.len()).map(|p| layout.bucket_of(p)).collect();
-        let mut dev = DeviceGrads { whole, bucket_of, pending: Vec::new(), started: vec![false; buckets.len()], buckets, started_early: 0 };
+        let mut dev = DeviceGrads { whole, weight_buckets, bucket_of, pending: Vec::new(), started: vec![false; buckets.len()], buckets, started_early: 0 };
         dev.reset(layout);
         dev
     }
@@ -96,18 +98,16 @@ impl<B: Backend> DeviceGrads<B> {
         self.reset(layout);
     }
 
-    /// Each segment's updated master into its place in this rank's blocks, every bucket
-    /// all-gathered in place, and each parameter's part copied into `weights`.
-    pub(super) fn all_gather(&mut self, be: &B, segments: &mut [Segment<B>], weights: &mut [B::Buf], layout: &GradLayout, dp: &dyn Collectives) {
+    /// Each segment's updated master into its part of the bf16 weight copies, every bucket of
+    /// them all-gathered in place (bf16: half the bytes of the fp32 masters).
+    pub(super) fn all_gather(&mut self, be: &B, segments: &mut [Segment<B>], dp: &dyn Collectives) {
         for s in segments.iter_mut() {
-            be.copy(&mut s.grad, &s.master);
+            let copy = s.copy.as_mut().expect("ZeRO-1 on the device keeps its weight copies in the shared buffer");
+            be.copy_range(copy, 0, &s.master, 0, s.len);
         }
-        for (bucket, bk) in self.buckets.iter_mut().zip(&layout.buckets) {
-            if dp.size() > 1 {
+        if dp.size() > 1 {
+            for bucket in &mut self.weight_buckets {
                 assert!(be.all_gather_in_place_on_device(bucket, dp), "the gradient exchange on the device needs the DP group's device communicator");
-            }
-            for p in bk.params.clone() {
-                be.copy_range(&mut weights[p], 0, bucket, layout.places[p] - bk.start, layout.lens[p]);
             }
         }
     }

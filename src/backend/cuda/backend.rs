@@ -78,12 +78,13 @@ impl CudaBuf {
     }
 }
 
-/// `buf` (fp32) as the group's blocks: (elements per block, its address, this rank's block's).
-fn own_block(op: &str, buf: &CudaBuf, group: &dyn Collectives) -> (usize, DevPtr, DevPtr) {
+/// `buf` (not a weight) as the group's blocks: (element type, elements per block, its address,
+/// this rank's block's).
+fn own_block(op: &str, buf: &CudaBuf, group: &dyn Collectives) -> (Dtype, usize, DevPtr, DevPtr) {
     let n = buf.len / group.size();
     assert_eq!(buf.len, n * group.size(), "{op}: {} elements are not {} blocks", buf.len, group.size());
-    let p = buf.f32(op, "buf");
-    (n, p, p + (4 * n * group.rank()) as DevPtr)
+    let (t, p) = buf.plain(op);
+    (t, n, p, p + (t.bytes() * n * group.rank()) as DevPtr)
 }
 
 /// Per-backend scratch, grown to the largest request.
@@ -310,10 +311,21 @@ impl Backend for CudaBackend {
         b
     }
 
-    fn grad_views(&self, total: usize, places: &[(usize, usize)]) -> Option<Vec<CudaBuf>> {
-        let base = Arc::new(self.buf::<f32>(total));
-        self.zero_fill(base.ptr(), 4 * total);
-        Some(places.iter().map(|&(start, len)| CudaBuf { role: Role::Grad, len, st: Storage::F32(DeviceBuf::view(&base, start, len)) }).collect())
+    fn shared_views(&self, total: usize, places: &[(usize, usize)], role: Role) -> Option<Vec<CudaBuf>> {
+        let st: Box<dyn Fn(usize, usize) -> Storage> = match role {
+            Role::Grad => {
+                let base = Arc::new(self.buf::<f32>(total));
+                self.zero_fill(base.ptr(), 4 * total);
+                Box::new(move |start, len| Storage::F32(DeviceBuf::view(&base, start, len)))
+            }
+            Role::WeightCopy => {
+                let base = Arc::new(self.buf::<bf16>(total));
+                self.zero_fill(base.ptr(), 2 * total);
+                Box::new(move |start, len| Storage::Bf16(DeviceBuf::view(&base, start, len)))
+            }
+            _ => panic!("shared_views: {role:?} buffers are not shared"),
+        };
+        Some(places.iter().map(|&(start, len)| CudaBuf { role, len, st: st(start, len) }).collect())
     }
 
     fn len(&self, buf: &CudaBuf) -> usize {
@@ -607,9 +619,12 @@ impl Backend for CudaBackend {
     fn all_gather_on_device(&self, src: &CudaBuf, dst: &mut CudaBuf, group: &dyn Collectives) -> bool {
         let Some(dc) = group.device() else { return false };
         assert_eq!(dst.len, src.len * group.size(), "all-gather: dst is not size x src");
-        let n = src.len;
-        // SAFETY: `send` holds `n` elements, `recv` size x n (checked above).
-        self.collective(dc, "all-gather", src, dst, |s, r, t| unsafe { dc.all_gather(s, r, t, n, 0) });
+        let ((t, s), (dt, d)) = (src.plain("all-gather"), dst.plain("all-gather"));
+        assert_eq!(t, dt, "all-gather: a {:?} buffer into a {:?} one", src.role, dst.role);
+        self.ready_for(dc);
+        // SAFETY: `s` holds `src.len` elements of `t`, `d` size x that (checked above); a gather
+        // does not sum, so every communicator takes bf16.
+        ok("all-gather", unsafe { dc.all_gather(s, d, t, src.len, 0) });
         true
     }
 
@@ -624,40 +639,43 @@ impl Backend for CudaBackend {
 
     fn reduce_scatter_in_place_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives) -> bool {
         let Some(dc) = group.device() else { return false };
-        let (n, p, block) = own_block("reduce-scatter in place", buf, group);
+        let (t, n, p, block) = own_block("reduce-scatter in place", buf, group);
+        assert_eq!(t, Dtype::F32, "reduce-scatter in place: gradients are fp32");
         if group.size() == 1 || n == 0 {
             return true;
         }
         if dc.in_place() {
             self.ready_for(dc);
             // SAFETY: `p` holds size x n fp32 elements, `block` is block rank of them.
-            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, block, Dtype::F32, n, self.stream_for(dc)) });
+            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, block, t, n, self.stream_for(dc)) });
         } else {
             let r = grow(&self.rt, &mut self.scratch().comm_recv, n);
             self.ready_for(dc);
             // SAFETY: `p` holds size x n fp32 elements, the scratch `r` n.
-            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, r, Dtype::F32, n, 0) });
+            ok("reduce-scatter", unsafe { dc.reduce_scatter_sum(p, r, t, n, 0) });
             self.run(&launch::copy(block, r, 4 * n));
         }
         true
     }
 
+    /// Any element type: a gather does not sum (bf16 weight copies go as 16-bit units).
     fn all_gather_in_place_on_device(&self, buf: &mut CudaBuf, group: &dyn Collectives) -> bool {
         let Some(dc) = group.device() else { return false };
-        let (n, p, block) = own_block("all-gather in place", buf, group);
+        let (t, n, p, block) = own_block("all-gather in place", buf, group);
         if group.size() == 1 || n == 0 {
             return true;
         }
         if dc.in_place() {
             self.ready_for(dc);
-            // SAFETY: `block` is block rank of the size x n fp32 elements at `p`.
-            ok("all-gather", unsafe { dc.all_gather(block, p, Dtype::F32, n, 0) });
+            // SAFETY: `block` is block rank of the size x n elements of `t` at `p`.
+            ok("all-gather", unsafe { dc.all_gather(block, p, t, n, 0) });
         } else {
-            let s = grow(&self.rt, &mut self.scratch().comm_send, n);
-            self.run(&launch::copy(s, block, 4 * n));
+            let bytes = t.bytes() * n;
+            let s = grow(&self.rt, &mut self.scratch().comm_send, bytes.div_ceil(4));
+            self.run(&launch::copy(s, block, bytes));
             self.ready_for(dc);
-            // SAFETY: the scratch `s` holds n fp32 elements, `p` size x n.
-            ok("all-gather", unsafe { dc.all_gather(s, p, Dtype::F32, n, 0) });
+            // SAFETY: the scratch `s` holds n elements of `t`, `p` size x n.
+            ok("all-gather", unsafe { dc.all_gather(s, p, t, n, 0) });
         }
         true
     }
