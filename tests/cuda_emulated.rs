@@ -4,8 +4,8 @@
 //! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism; DP 2 with and
 //! without ZeRO-1, with 100k-element buckets of whole parameters whose DP blocks cut them; PP 2
 //! with 1F1B, and PP 2 x VPP 2 interleaved over 4 layers and 4 micro-batches; ZeRO-1 over DP 2
-//! with PP 2, and with TP 2 + SP and replicated KV heads, every bucket exchanged as soon as the
-//! backward pass completes it), its TP and DP collectives and PP messages
+//! with PP 2, with PP 2 x VPP 2, and with TP 2 + SP and replicated KV heads, every bucket
+//! exchanged as soon as the backward pass completes it), its TP and DP collectives and PP messages
 //! staged through host memory (`--comm host`) or on the device buffers: `--comm mpi`, CUDA-aware
 //! MPI, which the emulated device's host addresses satisfy (each DP bucket exchanged when
 //! started), and `--comm nccl-emulated`, the backend's NCCL calls emulated over MPI (bf16 sums,
@@ -86,7 +86,7 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     let data = sample(&dir);
     // (ranks, layout, the --comm choices run on it)
     let bucket = "parallel.bucket_size=100000";
-    let layouts: [(usize, &[&str], &[&str]); 9] = [
+    let layouts: [(usize, &[&str], &[&str]); 10] = [
         (1, &["--set", "model.num_kv_heads=1"], &["host"]),
         (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi", "nccl"]),
         (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi", "nccl"]),
@@ -98,6 +98,8 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
         // after the TP sums): buckets exchanged between the pipeline's and TP's messages.
         (4, &["--pp", "2", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi", "nccl"]),
         (4, &["--tp", "2", "--sequence-parallel", "--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi", "nccl"]),
+        // Interleaved: a stage's two chunks complete their parameters at different times.
+        (4, &["--pp", "2", "--vpp", "2", "--zero", "1", "--set", "model.num_layers=4", "--set", "train.global_batch=8", "--set", "model.num_kv_heads=1", "--set", bucket], &["mpi", "nccl"]),
     ];
     for (np, layout, comms) in layouts {
         let (cpu, _) = run(&dir, &data, np, &["--device", "cpu"], layout);
