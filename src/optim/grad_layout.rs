@@ -44,7 +44,6 @@ pub struct GradLayout {
     pub buckets: Vec<Bucket>,
     /// Elements of the whole buffer (every bucket with its padding).
     pub total: usize,
-    pub dp: usize,
 }
 
 impl GradLayout {
@@ -77,7 +76,7 @@ impl GradLayout {
             start += dp * block_len;
             block_offset += block_len;
         }
-        GradLayout { places, lens: lens.to_vec(), buckets, total: start, dp }
+        GradLayout { places, lens: lens.to_vec(), buckets, total: start }
     }
 
     /// Parameter `p`'s gradient in buffer coordinates.

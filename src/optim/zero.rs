@@ -190,11 +190,6 @@ impl<B: Backend> DataParallelOptimizer<B> {
         DataParallelOptimizer { mode, counted, layout, device, overlap, flat, t: t.clone() }
     }
 
-    /// The gradient buffer's layout (places of the parameters, buckets).
-    pub fn layout(&self) -> &GradLayout {
-        &self.layout
-    }
-
     /// The gradients of `params` are complete for this step (the backward pass, then
     /// `Llama::reduce_replicated_grads`): on the device path with `overlap_grad_reduce`, each
     /// bucket they complete starts its exchange now; `step` starts the rest and waits for all.
