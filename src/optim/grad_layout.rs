@@ -3,15 +3,17 @@
 //! gathered from the end of the parameter table (the backward pass finishes the last ones
 //! first, so that is the order buckets become ready and are exchanged), each closed once it
 //! holds `bucket_size` elements. Inside a bucket the parameters keep table order, each starting
-//! on a `GRAD_ALIGN` boundary (256 bytes, what cuBLASLt assumes of the gradient GEMMs' outputs);
-//! a bucket is padded to DP blocks of a multiple of `GRAD_ALIGN` elements, so under ZeRO-1
-//! rank r owns block r of every bucket. The host path (zero.rs) uses the same layout in a host
-//! vector, and dist/traffic.rs prices the exchange from it.
+//! on a `GRAD_ALIGN` boundary (at least 256 bytes, what cuBLASLt assumes of its operands, in the
+//! fp32 gradients and in the bf16 weight copies ZeRO-1 lays out the same way); a bucket is padded
+//! to DP blocks of a multiple of `GRAD_ALIGN` elements, so under ZeRO-1 rank r owns block r of
+//! every bucket. The host path (zero.rs) uses the same layout in a host vector, and
+//! dist/traffic.rs and the CPU planner count from it.
 
 use std::ops::Range;
 
-/// Alignment of every parameter's and every DP block's start, in fp32 elements (256 bytes).
-pub const GRAD_ALIGN: usize = 64;
+/// Alignment of every parameter's and every DP block's start, in elements: 256 bytes of bf16
+/// (the weight copies under ZeRO-1), 512 of fp32 (the gradients).
+pub const GRAD_ALIGN: usize = 128;
 
 /// One bucket: whole parameters exchanged by one collective.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,15 +126,15 @@ mod tests {
         let l = GradLayout::new(&lens, 100, 2);
         let params: Vec<_> = l.buckets.iter().map(|b| b.params.clone()).collect();
         assert_eq!(params, [4..5, 2..4, 0..2], "from the end; closed at 100 elements");
-        // Bucket 0: [100] -> 100 elements, blocks of 64 (50 rounded up).
-        assert_eq!((l.buckets[0].start, l.buckets[0].block_len, l.places[4]), (0, 64, 0));
-        // Bucket 1: param 2 at 128, param 3 at 128 + 128 (70 rounded up to 64s); 178 -> blocks of 128.
-        assert_eq!((l.buckets[1].start, l.places[2], l.places[3], l.buckets[1].block_len), (128, 128, 256, 128));
-        // Bucket 2: param 0 at 384, the empty param 1 right after it; 30 -> blocks of 64.
-        assert_eq!((l.buckets[2].start, l.places[0], l.places[1], l.buckets[2].block_len), (384, 384, 414, 64));
-        assert_eq!(l.total, 384 + 128);
-        assert_eq!(l.buckets.iter().map(|b| b.block_offset).collect::<Vec<_>>(), [0, 64, 192]);
-        assert_eq!(l.block_total(), 256);
+        // Bucket 0: [100] -> 100 elements, blocks of 128 (50 rounded up).
+        assert_eq!((l.buckets[0].start, l.buckets[0].block_len, l.places[4]), (0, 128, 0));
+        // Bucket 1 at 256: param 2 there, param 3 at 256 + 128 (70 rounded up); 178 -> blocks of 128.
+        assert_eq!((l.buckets[1].start, l.places[2], l.places[3], l.buckets[1].block_len), (256, 256, 384, 128));
+        // Bucket 2 at 512: param 0 there, the empty param 1 right after it; 30 -> blocks of 128.
+        assert_eq!((l.buckets[2].start, l.places[0], l.places[1], l.buckets[2].block_len), (512, 512, 542, 128));
+        assert_eq!(l.total, 512 + 256);
+        assert_eq!(l.buckets.iter().map(|b| b.block_offset).collect::<Vec<_>>(), [0, 128, 256]);
+        assert_eq!(l.block_total(), 384);
         // Every parameter inside its bucket, none overlapping, every start aligned.
         for (i, b) in l.buckets.iter().enumerate() {
             for p in b.params.clone() {
@@ -171,7 +173,7 @@ mod tests {
         let l = GradLayout::new(&[10, 20, 30], 1_000_000, 4);
         assert_eq!(l.buckets.len(), 1);
         assert_eq!(l.buckets[0].params, 0..3);
-        // 10 at 0, 20 at 64, 30 at 128: 158 elements in 4 blocks of 64.
-        assert_eq!((l.places.clone(), l.buckets[0].block_len, l.total), (vec![0, 64, 128], 64, 256));
+        // 10 at 0, 20 at 128, 30 at 256: 286 elements in 4 blocks of 128.
+        assert_eq!((l.places.clone(), l.buckets[0].block_len, l.total), (vec![0, 128, 256], 128, 512));
     }
 }

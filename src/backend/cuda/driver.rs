@@ -80,6 +80,15 @@ struct GemmKey {
     trans_a: bool,
     trans_b: bool,
     out: GemmOut,
+    /// `alignment` of a, b and c: the algorithm must work with them.
+    align: [u32; 3],
+}
+
+/// The largest power of two up to 256 dividing `ptr`: the alignment cuBLASLt may assume of an
+/// operand (its heuristic assumes 256 unless told less, and an algorithm needing more than an
+/// operand has fails).
+fn alignment(ptr: DevPtr) -> u32 {
+    1 << ptr.trailing_zeros().min(8)
 }
 
 struct GemmPlan {
@@ -187,9 +196,20 @@ impl DriverRuntime {
         for (attr, t) in [(CUBLASLT_MATMUL_DESC_TRANSA, op(g.trans_b)), (CUBLASLT_MATMUL_DESC_TRANSB, op(g.trans_a))] {
             lt::set_matmul_desc_attribute(desc, attr, &t as *const i32 as *const c_void, 4).map_err(lt_err("cublasLtMatmulDescSetAttribute"))?;
         }
+        use lt_sys::cublasLtMatmulPreferenceAttributes_t::*;
         let ws = WORKSPACE_BYTES as u64;
-        let pref_attr = lt_sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES;
-        lt::set_matmul_pref_attribute(pref, pref_attr, &ws as *const u64 as *const c_void, 8).map_err(lt_err("cublasLtMatmulPreferenceSetAttribute"))?;
+        lt::set_matmul_pref_attribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const u64 as *const c_void, 8)
+            .map_err(lt_err("cublasLtMatmulPreferenceSetAttribute"))?;
+        // The operands' alignments (cuBLASLt's A is our b, its B our a; C and D are our c).
+        let [a, b, c] = [g.a, g.b, g.c].map(alignment);
+        for (attr, bytes) in [
+            (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, b),
+            (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, a),
+            (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, c),
+            (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, c),
+        ] {
+            lt::set_matmul_pref_attribute(pref, attr, &bytes as *const u32 as *const c_void, 4).map_err(lt_err("cublasLtMatmulPreferenceSetAttribute"))?;
+        }
         let heuristic = lt::get_matmul_algo_heuristic(self.lt, desc, la, lb, lc, lc, pref).map_err(lt_err("no algorithm for this GEMM"))?;
         Ok(GemmPlan { d, algo: heuristic.algo })
     }
@@ -289,7 +309,8 @@ impl Runtime for DriverRuntime {
         g.extents()?;
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.make_current()?;
-        let key = GemmKey { m: g.m, n: g.n, k: g.k, lda: g.lda, ldb: g.ldb, ldc: g.ldc, trans_a: g.trans_a, trans_b: g.trans_b, out: g.out };
+        let align = [g.a, g.b, g.c].map(alignment);
+        let key = GemmKey { m: g.m, n: g.n, k: g.k, lda: g.lda, ldb: g.ldb, ldc: g.ldc, trans_a: g.trans_a, trans_b: g.trans_b, out: g.out, align };
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         let p = match plans.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -389,6 +410,11 @@ impl Drop for LtDescriptors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operand_alignment_is_the_largest_power_of_two_up_to_256() {
+        assert_eq!([0x1000, 0x1100, 0x1080, 0x1002, 0x1010, 0].map(alignment), [256, 256, 128, 2, 16, 256]);
+    }
 
     /// cuBLASLt loads through cudarc and answers, or its absence is an error naming it (this
     /// machine has no libcublasLt on the library path unless one is put there).
