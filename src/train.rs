@@ -264,6 +264,7 @@ fn train_on<B: Backend>(
     };
     let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let heap_before = crate::memstat::live();
+    let wire = traffic::Wire::of(&groups);
     let mut trainer = Trainer::new(backend, cfg, groups)?;
     let (_, ranks_per_node) = mpi.node_local();
     if topo.rank == 0 {
@@ -275,7 +276,7 @@ fn train_on<B: Backend>(
         );
     }
     if topo.world > 1 && topo.rank == 0 {
-        let x = traffic::per_step(cfg, &topo, trainer.pipeline.sends())?;
+        let x = traffic::per_step(cfg, &topo, trainer.pipeline.sends(), wire)?;
         println!(
             "expected traffic per step on rank 0 (ring model): tp {:.2} MB, dp {:.2} MB, pp {:.2} MB",
             x.tp / 1e6, x.dp / 1e6, x.pp / 1e6

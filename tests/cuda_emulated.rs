@@ -33,9 +33,17 @@ mod common;
 
 use common::{metrics, mpirun, sample, succeeded};
 use std::path::Path;
+use swallow::config::Config;
+use swallow::dist::traffic::{self, Wire};
+use swallow::dist::Topology;
+use swallow::pipeline::Executor;
 
 const LOSS_TOL: f64 = 1e-3;
 const NORM_TOL: f64 = 5e-2;
+
+/// The tiny model as these runs train it (before each layout's own settings).
+const SETTINGS: [&str; 7] =
+    ["model.num_layers=2", "model.num_heads=2", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4", "train.lr=1e-2", "train.warmup_steps=1"];
 
 /// (loss, grad norm) per step of a 2-step run of `np` ranks on `device`, and rank 0's stdout.
 fn run(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str]) -> (Vec<(f64, f64)>, String) {
@@ -44,17 +52,44 @@ fn run(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str]) -> (
 
 /// `run` up to step `steps`.
 fn run_steps(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str], steps: u64) -> (Vec<(f64, f64)>, String) {
+    let (records, out) = run_records(dir, data, np, device, layout, steps);
+    (records.iter().map(|r| (r["loss"].as_f64().unwrap(), r["grad_norm"].as_f64().unwrap())).collect(), out)
+}
+
+/// Rank 0's metrics records of the run, and its stdout.
+fn run_records(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&str], steps: u64) -> (Vec<serde_json::Value>, String) {
     let m = dir.join(format!("{}-{np}-{}-{steps}.jsonl", device.join(""), layout.join("_")).replace(['-', '=', '/'], ""));
     let steps = steps.to_string();
     let mut args = vec!["train", "--config", "tiny", "--data", data, "--steps", &steps, "--metrics", m.to_str().unwrap()];
-    for s in ["model.num_layers=2", "model.num_heads=2", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4", "train.lr=1e-2", "train.warmup_steps=1"] {
+    for s in SETTINGS {
         args.extend(["--set", s]);
     }
     args.extend(device);
     args.extend(layout);
     let out = succeeded(&mpirun(np, &args), &format!("{device:?} np {np} {layout:?}"));
-    let steps = metrics(&m).iter().map(|r| (r["loss"].as_f64().unwrap(), r["grad_norm"].as_f64().unwrap())).collect();
-    (steps, out)
+    (metrics(&m), out)
+}
+
+/// Rank 0's bytes per step in the TP, DP and PP groups by the analytic count (dist/traffic.rs)
+/// for a layout of `np` ranks whose exchanges move elements as `wire` says.
+fn expected_traffic(np: usize, layout: &[&str], wire: Wire) -> [f64; 3] {
+    let mut sets: Vec<String> = SETTINGS.iter().map(|s| s.to_string()).collect();
+    let mut args = layout.iter();
+    while let Some(&a) = args.next() {
+        let mut value = || args.next().unwrap().to_string();
+        match a {
+            "--set" => sets.push(value()),
+            "--sequence-parallel" => sets.push("parallel.sequence_parallel=true".into()),
+            flag => sets.push(format!("parallel.{}={}", flag.trim_start_matches("--"), value())),
+        }
+    }
+    let cfg = Config::load("tiny", &sets).unwrap();
+    let (tp, pp, vpp) = (cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.vpp);
+    let topo = Topology::new(np, 0, tp, pp).unwrap();
+    let microbatches = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
+    let sends = Executor::new(cfg.schedule_kind().unwrap(), pp, vpp, 0, microbatches).unwrap().sends();
+    let t = traffic::per_step(&cfg, &topo, sends, wire).unwrap();
+    [t.tp, t.dp, t.pp]
 }
 
 /// The DP size of a layout of `np` ranks (`--tp` and `--pp` among its arguments).
@@ -78,9 +113,13 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     let (device, device_comm, comm_name, device_name) = device_under_test();
     // The layouts' --comm choices as run here, and how rank 0 names them: on the emulated device
     // CUDA-aware MPI and NCCL emulated over MPI; on GPUs NCCL (once).
-    let mut comm_kinds = vec![("host", ("host", "host")), ("mpi", (device_comm, comm_name))];
+    // What each moves per element: host f32; CUDA-aware MPI sums fp32 and gathers and sends
+    // bf16 as it lies; NCCL sums bf16 too.
+    let mpi_wire = Wire { tp_sum: 4.0, tp_gather: 2.0, pp_message: 2.0, dp_gather: 2.0 };
+    let nccl_wire = Wire { tp_sum: 2.0, ..mpi_wire };
+    let mut comm_kinds = vec![("host", ("host", "host", Wire::HOST)), ("mpi", (device_comm, comm_name, if device_comm == "mpi" { mpi_wire } else { nccl_wire }))];
     if device == "cuda-emulated" {
-        comm_kinds.push(("nccl", ("nccl-emulated", "NCCL emulated over MPI")));
+        comm_kinds.push(("nccl", ("nccl-emulated", "NCCL emulated over MPI", nccl_wire)));
     }
     let dir = common::tmpdir("cuda-emulated", "layouts");
     let data = sample(&dir);
@@ -104,8 +143,17 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     for (np, layout, comms) in layouts {
         let (cpu, _) = run(&dir, &data, np, &["--device", "cpu"], layout);
         let mut staged = None;
-        for &(comm, want) in comms.iter().filter_map(|c| comm_kinds.iter().find(|k| k.0 == *c).map(|k| &k.1)) {
-            let (gpu, out) = run(&dir, &data, np, &["--device", device, "--comm", comm], layout);
+        for &(comm, want, wire) in comms.iter().filter_map(|c| comm_kinds.iter().find(|k| k.0 == *c).map(|k| &k.1)) {
+            let (records, out) = run_records(&dir, &data, np, &["--device", device, "--comm", comm], layout, 2);
+            let gpu: Vec<(f64, f64)> = records.iter().map(|r| (r["loss"].as_f64().unwrap(), r["grad_norm"].as_f64().unwrap())).collect();
+            // Every byte each group moved, as the analytic count says for this communicator.
+            let expected = expected_traffic(np, layout, wire);
+            for r in &records {
+                for (group, want) in ["tp_bytes", "dp_bytes", "pp_bytes"].into_iter().zip(expected) {
+                    let got = r[group].as_f64().unwrap();
+                    assert!((got - want).abs() <= 1e-9 * want.max(1.0), "np {np} {layout:?} --comm {comm}: {group} {got} vs {want} counted");
+                }
+            }
             assert!(out.contains(&format!("device: cuda-bf16 on every rank (rank 0: {device_name}")), "{out}");
             assert!(out.contains(&format!("collectives on device buffers (TP, DP and PP groups): {want}\n")), "{out}");
             assert!(out.contains("device memory per rank (peak held by the CUDA backend"), "{out}");

@@ -152,7 +152,7 @@ fn measured_traffic_equals_the_analytic_count() {
         let topo = Topology::new(np, 0, tp, pp).unwrap();
         let m = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
         let sends = Executor::new(cfg.schedule_kind().unwrap(), pp, vpp, 0, m).unwrap().sends();
-        let want = traffic::per_step(&cfg, &topo, sends).unwrap();
+        let want = traffic::per_step(&cfg, &topo, sends, traffic::Wire::HOST).unwrap();
         for v in common::metrics(&metrics) {
             for (group, expected) in [("tp_bytes", want.tp), ("dp_bytes", want.dp), ("pp_bytes", want.pp)] {
                 let got = v[group].as_f64().unwrap();

@@ -8,8 +8,37 @@ use crate::config::Config;
 use crate::dist::Topology;
 use crate::model::layout::{chunks, LocalDims};
 use crate::model::params::ParamTable;
+use crate::backend::cuda::launch::Dtype;
 use crate::optim::grad_layout::GradLayout;
 use anyhow::Result;
+
+/// Bytes per element of each kind of exchange: 4 (fp32) through host memory; on device buffers
+/// (the CUDA backend with `--comm mpi|nccl`) the bf16 activations go as 2 bytes wherever no
+/// sum needs fp32 (all-gathers and pipeline messages always, sums where the communicator sums
+/// bf16: NCCL), and ZeRO-1 all-gathers bf16 weight copies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Wire {
+    pub tp_sum: f64,
+    pub tp_gather: f64,
+    pub pp_message: f64,
+    pub dp_gather: f64,
+}
+
+impl Wire {
+    /// Everything staged through host memory as f32.
+    pub const HOST: Wire = Wire { tp_sum: 4.0, tp_gather: 4.0, pp_message: 4.0, dp_gather: 4.0 };
+
+    /// What `groups` move: per group, host f32 without a device communicator.
+    pub fn of(groups: &crate::dist::ParallelGroups) -> Wire {
+        let device = |g: &dyn crate::dist::Collectives| g.device().is_some();
+        let tp_sum = match groups.tp.device() {
+            Some(dc) if dc.supports(Dtype::Bf16) => 2.0,
+            _ => 4.0,
+        };
+        let bf16_if = |on_device: bool| if on_device { 2.0 } else { 4.0 };
+        Wire { tp_sum, tp_gather: bf16_if(device(&*groups.tp)), pp_message: bf16_if(device(&*groups.pp)), dp_gather: bf16_if(device(&*groups.dp)) }
+    }
+}
 
 /// Bytes per step sent by one rank in each group.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -29,8 +58,9 @@ fn scatter_or_gather(p: usize, bytes: f64) -> f64 {
 }
 
 /// Expected traffic of rank `topo.rank` in one step; `pipeline_sends` is the number of send
-/// actions in its pipeline schedule (activations and gradients).
-pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<Traffic> {
+/// actions in its pipeline schedule (activations and gradients), `wire` what each exchange's
+/// elements weigh.
+pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize, wire: Wire) -> Result<Traffic> {
     let (m, t, par) = (&cfg.model, &cfg.train, &cfg.parallel);
     let (tp, dp, pp) = (topo.tp, topo.dp, topo.pp);
     let n = (t.micro_batch * t.seq_len) as f64;
@@ -42,7 +72,7 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
     let my_chunks = chunks(m.num_layers, pp, par.vpp, topo.pp_rank)?;
 
     // Tensor parallel: per micro-batch and chunk, what layer.rs exchanges.
-    let act = 4.0 * n * h; // one [n, h] f32 activation
+    let (act_sum, act_gather) = (wire.tp_sum * n * h, wire.tp_gather * n * h); // one [n, h] activation
     let mut tp_mb = 0.0;
     let mut norm_params = 0.0;
     for ch in &my_chunks {
@@ -51,17 +81,16 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
         if sp {
             // forward: 2 gathers + 2 reduce-scatters per layer; embedding reduce-scatter; head
             // gather; backward: the same per layer; head reduce-scatter; embedding gather.
-            let per_layer = 8.0 * scatter_or_gather(tp, act);
-            tp_mb += layers * per_layer;
-            tp_mb += (ch.embed as u8 as f64) * 2.0 * scatter_or_gather(tp, act);
-            tp_mb += (ch.head as u8 as f64) * 2.0 * scatter_or_gather(tp, act);
+            let (sum, gather) = (scatter_or_gather(tp, act_sum), scatter_or_gather(tp, act_gather));
+            tp_mb += layers * 4.0 * (sum + gather);
+            tp_mb += (ch.embed as u8 as f64 + ch.head as u8 as f64) * (sum + gather);
         } else {
             // 2 all-reduces per layer forward and 2 backward; embedding forward; head backward.
-            tp_mb += layers * 4.0 * all_reduce(tp, act);
-            tp_mb += (ch.embed as u8 as f64 + ch.head as u8 as f64) * all_reduce(tp, act);
+            tp_mb += layers * 4.0 * all_reduce(tp, act_sum);
+            tp_mb += (ch.embed as u8 as f64 + ch.head as u8 as f64) * all_reduce(tp, act_sum);
         }
         if ch.head {
-            // vocab-parallel cross-entropy: all-gather of (max, sum-exp, target) per token
+            // vocab-parallel cross-entropy: all-gather of (max, sum-exp, target) per token (host f32)
             tp_mb += scatter_or_gather(tp, 4.0 * 3.0 * n * tp as f64);
         }
     }
@@ -77,10 +106,11 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize) -> Result<
     let local = LocalDims::new(m, tp, topo.tp_rank);
     let lens: Vec<usize> = table.specs.iter().enumerate().map(|(p, s)| if owned[p] { s.local_shape(local.tp).iter().product() } else { 0 }).collect();
     let buffer = 4.0 * GradLayout::new(&lens, par.bucket_size, dp).total as f64;
-    let grads = if par.zero == 1 { 2.0 * scatter_or_gather(dp, buffer) + all_reduce(dp, 8.0) } else { all_reduce(dp, buffer) };
+    let gather = buffer / 4.0 * wire.dp_gather;
+    let grads = if par.zero == 1 { scatter_or_gather(dp, buffer) + scatter_or_gather(dp, gather) + all_reduce(dp, 8.0) } else { all_reduce(dp, buffer) };
     let dp_bytes = if dp > 1 { grads + 2.0 * all_reduce(dp, 8.0) } else { 0.0 };
 
     // Pipeline: each send carries one [rows, h] activation or gradient; the loss is summed (f64).
-    let pp_bytes = pipeline_sends as f64 * 4.0 * rows * h + all_reduce(pp, 8.0);
+    let pp_bytes = pipeline_sends as f64 * wire.pp_message * rows * h + all_reduce(pp, 8.0);
     Ok(Traffic { tp: tp_bytes, dp: dp_bytes, pp: pp_bytes })
 }
