@@ -219,6 +219,11 @@ pub struct ParallelConfig {
     /// --overlap-grad-reduce; on the CUDA backend's device path), else all at the optimizer step.
     #[serde(default = "defaults::yes")]
     pub overlap_grad_reduce: bool,
+    /// Under ZeRO-1 leave each bucket's weight all-gather running until the next forward pass
+    /// first reads it (Megatron's --overlap-param-gather; on the CUDA backend's device path),
+    /// else wait for all of them at the optimizer step.
+    #[serde(default = "defaults::yes")]
+    pub overlap_param_gather: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

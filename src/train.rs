@@ -21,7 +21,7 @@ use crate::model::Llama;
 use crate::dist::device::CommKind;
 use crate::dist::{traffic, Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
-use crate::pipeline::Executor;
+use crate::pipeline::{Executor, ParamEvents};
 use crate::optim::adamw::StepOutcome;
 use crate::optim::{DataParallelOptimizer, LrSchedule};
 use anyhow::{bail, Context, Result};
@@ -46,6 +46,22 @@ pub struct Trainer<B: Backend> {
     tokens_per_step: usize,
     /// Which steps skip their update, and when to give up.
     pub guard: LossGuard,
+}
+
+/// The optimizer listening to a training step's pipeline (`ParamEvents`).
+struct OptimizerEvents<'a, B: Backend> {
+    optimizer: &'a mut DataParallelOptimizer<B>,
+    backend: &'a B,
+    dp: &'a dyn Collectives,
+}
+
+impl<B: Backend> ParamEvents for OptimizerEvents<'_, B> {
+    fn weights_needed(&mut self, params: &[usize]) {
+        self.optimizer.weights_needed(self.backend, params);
+    }
+    fn grads_complete(&mut self, params: &[usize]) {
+        self.optimizer.grads_complete(self.backend, params, self.dp);
+    }
 }
 
 /// What one optimizer step did.
@@ -88,7 +104,7 @@ impl<B: Backend> Trainer<B> {
         let initial = |p: usize| model.initial_values(t.seed, p);
         let optimizer = DataParallelOptimizer::new(
             &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
-            p.overlap_grad_reduce,
+            (p.overlap_grad_reduce, p.overlap_param_gather),
         );
         (model.weights, model.grads) = (weights, grads);
         Ok(Trainer {
@@ -126,11 +142,12 @@ impl<B: Backend> Trainer<B> {
         let grad_scale = 1.0 / self.tokens_per_step as f32;
         let backend = m.backend.clone();
         self.optimizer.zero_grads(&backend, &mut m.grads);
-        let (optimizer, dp) = (&mut self.optimizer, &*self.dp);
-        // Each bucket's DP exchange starts as soon as the backward pass completes it.
-        let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut |params| optimizer.grads_complete(&*backend, params, dp));
+        // The forward pass waits for each bucket's weight all-gather as it reaches it; each
+        // bucket's gradient exchange starts as soon as the backward pass completes it.
+        let mut events = OptimizerEvents { optimizer: &mut self.optimizer, backend: &*backend, dp: &*self.dp };
+        let loss_sum = self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut events);
         m.reduce_replicated_grads();
-        optimizer.grads_complete(&*backend, &m.reduced_after_backward(), dp);
+        events.grads_complete(&m.reduced_after_backward());
         self.step += 1;
         let lr = self.schedule.lr(self.step);
         let mut total = [loss_sum];
@@ -158,7 +175,8 @@ impl<B: Backend> Trainer<B> {
     pub fn eval_loss(&mut self, batch: &[u32]) -> f64 {
         let m = &mut self.model;
         let grad_scale = 1.0 / self.tokens_per_step as f32;
-        let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut |_| {})];
+        self.optimizer.all_weights_needed(&m.backend);
+        let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut ())];
         self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
         total[0] / self.tokens_per_step as f64

@@ -276,6 +276,14 @@ pub trait Backend: Send + Sync {
         f()
     }
     fn join_side_work(&self) {}
+    /// Marks the side work issued so far as mark `slot`; `wait_side_mark(slot)` makes later work
+    /// wait for it (one DP bucket's weight all-gather before the forward pass reads them).
+    fn mark_side_work(&self, slot: usize) {
+        let _ = slot;
+    }
+    fn wait_side_mark(&self, slot: usize) {
+        let _ = slot;
+    }
     /// Sends `buf` to rank `to` of `group` from where it lies (pipeline activations and their
     /// gradients; see `DeviceComm::send` for the ordering); false: the caller stages it.
     fn send_on_device(&self, buf: &Self::Buf, group: &dyn Collectives, to: usize, tag: i32) -> bool {

@@ -299,22 +299,35 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Forward of slot `s`'s chunk; returns the summed token loss on the head chunk (0 elsewhere)
-    /// and leaves `grad_scale * dloss/dlogits` for the backward.
-    pub fn forward_slot(&mut self, s: usize, grad_scale: f32) -> f64 {
+    /// and leaves `grad_scale * dloss/dlogits` for the backward. With `weights_needed` (the
+    /// chunk's first forward of the step), each group of parameters is passed to it just before
+    /// their weights are first read (the embedding's, each layer's, the head's), so a weight
+    /// all-gather still in flight can be waited for bucket by bucket.
+    pub fn forward_slot(&mut self, s: usize, grad_scale: f32, mut weights_needed: Option<&mut dyn FnMut(&[usize])>) -> f64 {
         let cx = cx!(self);
         let slot = &mut self.slots[s];
         let ch = &self.chunks[slot.chunk];
         let sc = &mut self.scratch;
+        let mut need = |params: &[usize]| {
+            if let Some(f) = weights_needed.as_mut() {
+                f(params)
+            }
+        };
         if ch.embed {
+            need(&[cx.table.embed]);
             layer::embed_fwd(&cx, sc, &slot.inputs, &mut slot.resid[0]);
         }
         for (i, l) in ch.layers.clone().enumerate() {
             let (before, after) = slot.resid.split_at_mut(i + 1);
             let acts = self.recomputed.as_mut().unwrap_or_else(|| &mut slot.layers[i]);
+            need(&cx.table.layers[l].all());
             layer::layer_fwd(&cx, sc, &cx.table.layers[l], &before[i], &mut after[0], acts);
         }
         match slot.head.as_mut() {
-            Some(hd) => layer::head_fwd(&cx, sc, slot.resid.last().unwrap(), &slot.targets, hd, grad_scale),
+            Some(hd) => {
+                need(&[cx.table.final_norm, cx.table.lm_head]);
+                layer::head_fwd(&cx, sc, slot.resid.last().unwrap(), &slot.targets, hd, grad_scale)
+            }
             None => 0.0,
         }
     }
@@ -377,7 +390,7 @@ impl<B: Backend> Llama<B> {
     pub fn forward(&mut self, samples: &[u32], grad_scale: f32) -> f64 {
         assert!(self.chunks.len() == 1 && self.chunks[0].embed && self.chunks[0].head, "forward needs the whole model");
         self.load_slot(0, samples);
-        self.forward_slot(0, grad_scale)
+        self.forward_slot(0, grad_scale, None)
     }
 
     /// Backward of the last `forward`.

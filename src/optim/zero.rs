@@ -76,6 +76,9 @@ pub struct DataParallelOptimizer<B: Backend> {
     device: Option<DeviceGrads<B>>,
     /// Start each bucket's exchange when its gradients are complete (`parallel.overlap_grad_reduce`).
     overlap: bool,
+    /// Leave ZeRO-1's weight all-gather in flight until the forward pass reads each bucket
+    /// (`parallel.overlap_param_gather`).
+    overlap_gather: bool,
     /// Host copy of the gradient buffer (the host path; empty on the device path).
     flat: Vec<f32>,
     t: TrainConfig,
@@ -89,7 +92,9 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// ZeRO-1 (the weights may be bf16 copies); `counted[p]` says whether this rank's copy of
     /// parameter p counts in the gradient norm (one copy of every shard held by several ranks
     /// does); gradients are exchanged in buckets of about `bucket_size` elements, each started
-    /// as soon as its gradients are complete when `overlap` (`grads_complete`).
+    /// as soon as its gradients are complete when `overlap` (`grads_complete`), and under ZeRO-1
+    /// the weights all-gathered while the next forward pass runs when `overlap_gather`
+    /// (`weights_needed`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: &B,
@@ -102,7 +107,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         zero: bool,
         dp: &dyn Collectives,
         bucket_size: usize,
-        overlap: bool,
+        (overlap, overlap_gather): (bool, bool),
     ) -> Self {
         let lens: Vec<usize> = weights.iter().map(|w| backend.len(w)).collect();
         let dps = dp.size();
@@ -181,13 +186,14 @@ impl<B: Backend> DataParallelOptimizer<B> {
             if let Some(dev) = &mut device {
                 // The weight copies from the masters: the step's all-gather.
                 dev.all_gather(backend, &mut sharded.segments, dp);
+                dev.all_weights_needed(backend);
             }
             Mode::Sharded(sharded)
         } else {
             Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
         let flat = if device.is_some() { Vec::new() } else { vec![0.0; layout.total] };
-        DataParallelOptimizer { mode, counted, layout, device, overlap, flat, t: t.clone() }
+        DataParallelOptimizer { mode, counted, layout, device, overlap, overlap_gather, flat, t: t.clone() }
     }
 
     /// The gradients of `params` are complete for this step (the backward pass, then
@@ -197,6 +203,22 @@ impl<B: Backend> DataParallelOptimizer<B> {
         let sharded = self.is_sharded();
         if let (Some(dev), true) = (&mut self.device, self.overlap) {
             dev.complete(backend, params, &self.layout, sharded, dp);
+        }
+    }
+
+    /// The forward pass is about to read the weights of `params`: under ZeRO-1 on the device
+    /// path, waits for the all-gathers of their buckets still in flight.
+    pub fn weights_needed(&mut self, backend: &B, params: &[usize]) {
+        if let Some(dev) = &mut self.device {
+            dev.weights_needed(backend, params, &self.layout);
+        }
+    }
+
+    /// Waits for every weight all-gather still in flight (before reading the weights outside a
+    /// training step's forward pass).
+    pub fn all_weights_needed(&mut self, backend: &B) {
+        if let Some(dev) = &mut self.device {
+            dev.all_weights_needed(backend);
         }
     }
 
@@ -345,6 +367,9 @@ impl<B: Backend> DataParallelOptimizer<B> {
             let outcome = sh.update_on_device(backend, &self.t, lr, dp, mp);
             if !outcome.skipped {
                 dev.all_gather(backend, &mut sh.segments, dp);
+                if !self.overlap_gather {
+                    dev.all_weights_needed(backend);
+                }
             }
             return outcome;
         }

@@ -7,8 +7,10 @@
 //! (replicated optimizer) or a reduce-scatter into this rank's block, where the ZeRO-1
 //! segments' gradients are views. Under ZeRO-1 the model's bf16 weight copies are views into a
 //! second buffer of the same layout: after AdamW each segment's updated master is rounded into
-//! its part of it and each bucket all-gathered in place in bf16 (Megatron's param buffer). No host
-//! copy, no buffer beyond these two (CUDA-aware MPI stages one block through the backend's scratch).
+//! its part of it and each bucket all-gathered in place in bf16 (Megatron's param buffer), on the
+//! side stream, the next forward pass waiting for each bucket as it first reads it (Megatron's
+//! overlap-param-gather). No host copy, no buffer beyond these two (CUDA-aware MPI stages one
+//! block through the backend's scratch).
 
 use super::grad_layout::GradLayout;
 use super::zero::Segment;
@@ -29,19 +31,24 @@ pub(super) struct DeviceGrads<B: Backend> {
     started: Vec<bool>,
     /// Buckets started before the optimizer step, in the last finished step.
     pub(super) started_early: usize,
+    /// Per bucket: its weight copies' all-gather is in flight on the side stream (mark = bucket).
+    gathering: Vec<bool>,
 }
 
 impl<B: Backend> DeviceGrads<B> {
     pub(super) fn new(whole: B::Buf, buckets: Vec<B::Buf>, weight_buckets: Vec<B::Buf>, layout: &GradLayout) -> Self {
         let bucket_of: Vec<usize> = (0..layout.lens.len()).map(|p| layout.bucket_of(p)).collect();
-        let mut dev = DeviceGrads { whole, weight_buckets, bucket_of, pending: Vec::new(), started: vec![false; buckets.len()], buckets, started_early: 0 };
+        let n = buckets.len();
+        let mut dev = DeviceGrads { whole, weight_buckets, bucket_of, pending: Vec::new(), started: vec![false; n], buckets, started_early: 0, gathering: vec![false; n] };
         dev.reset(layout);
         dev
     }
 
+    /// After a join: nothing in flight.
     fn reset(&mut self, layout: &GradLayout) {
         self.pending = layout.buckets.iter().map(|b| b.params.clone().filter(|&p| layout.lens[p] > 0).count()).collect();
         self.started.fill(false);
+        self.gathering.fill(false);
     }
 
     /// Zeroes the whole buffer (padding included) in one launch.
@@ -98,16 +105,47 @@ impl<B: Backend> DeviceGrads<B> {
         self.reset(layout);
     }
 
-    /// Each segment's updated master into its part of the bf16 weight copies, every bucket of
-    /// them all-gathered in place (bf16: half the bytes of the fp32 masters).
+    /// Each segment's updated master into its part of the bf16 weight copies, then every bucket
+    /// of them all-gathered in place (bf16: half the bytes of the fp32 masters) on the side
+    /// stream, marked with the bucket's index for `weights_needed` (Megatron's
+    /// overlap-param-gather: the next forward pass waits for each bucket when it first reads it).
     pub(super) fn all_gather(&mut self, be: &B, segments: &mut [Segment<B>], dp: &dyn Collectives) {
         for s in segments.iter_mut() {
             let copy = s.copy.as_mut().expect("ZeRO-1 on the device keeps its weight copies in the shared buffer");
             be.copy_range(copy, 0, &s.master, 0, s.len);
         }
-        if dp.size() > 1 {
-            for bucket in &mut self.weight_buckets {
+        if dp.size() == 1 {
+            return;
+        }
+        // In the forward pass's order: the buckets hold the table from its end.
+        for b in (0..self.weight_buckets.len()).rev() {
+            let bucket = &mut self.weight_buckets[b];
+            be.side_work(&mut || {
                 assert!(be.all_gather_in_place_on_device(bucket, dp), "the gradient exchange on the device needs the DP group's device communicator");
+            });
+            be.mark_side_work(b);
+            self.gathering[b] = true;
+        }
+    }
+
+    /// The forward pass is about to read the weight copies of `params`: waits for their buckets'
+    /// all-gathers still in flight.
+    pub(super) fn weights_needed(&mut self, be: &B, params: &[usize], layout: &GradLayout) {
+        for &p in params {
+            let b = self.bucket_of[p];
+            if layout.lens[p] > 0 && self.gathering[b] {
+                be.wait_side_mark(b);
+                self.gathering[b] = false;
+            }
+        }
+    }
+
+    /// Waits for every all-gather in flight.
+    pub(super) fn all_weights_needed(&mut self, be: &B) {
+        for b in 0..self.gathering.len() {
+            if self.gathering[b] {
+                be.wait_side_mark(b);
+                self.gathering[b] = false;
             }
         }
     }

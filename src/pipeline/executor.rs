@@ -14,6 +14,21 @@ use crate::model::Llama;
 use anyhow::Result;
 use std::collections::HashMap;
 
+/// What the optimizer learns from the pipeline as a step runs (the DP exchange's overlap).
+pub trait ParamEvents {
+    /// A chunk's first forward of the step is about to read the weights of `params`.
+    fn weights_needed(&mut self, params: &[usize]) {
+        let _ = params;
+    }
+    /// A chunk's last backward of the step has completed the gradients of `params`.
+    fn grads_complete(&mut self, params: &[usize]) {
+        let _ = params;
+    }
+}
+
+/// No one listening (evaluation).
+impl ParamEvents for () {}
+
 pub struct Executor {
     actions: Vec<Action>,
     pp: usize,
@@ -23,7 +38,9 @@ pub struct Executor {
     free: Vec<Vec<usize>>,
     /// Slot of each (micro-batch, chunk) in flight.
     slot_of: HashMap<(usize, usize), usize>,
-    /// Per chunk: the index in `actions` of its last backward (its gradients complete after it).
+    /// Per chunk: the index in `actions` of its first forward (its weights first read) and of
+    /// its last backward (its gradients complete after it).
+    first_forward: Vec<usize>,
     last_backward: Vec<usize>,
     host: Vec<f32>,
 }
@@ -41,7 +58,12 @@ fn slot_event(a: &Action, pp: usize, stage: usize) -> Option<(usize, usize, i32)
 impl Executor {
     pub fn new(kind: ScheduleKind, pp: usize, vpp: usize, stage: usize, microbatches: usize) -> Result<Self> {
         let actions = schedule(kind, pp, vpp, microbatches, stage)?;
-        let mut last_backward = vec![usize::MAX; vpp];
+        let (mut first_forward, mut last_backward) = (vec![usize::MAX; vpp], vec![usize::MAX; vpp]);
+        for (i, a) in actions.iter().enumerate().rev() {
+            if let Action::Forward { chunk, .. } = *a {
+                first_forward[chunk] = i;
+            }
+        }
         for (i, a) in actions.iter().enumerate() {
             if let Action::Backward { chunk, .. } = *a {
                 last_backward[chunk] = i;
@@ -49,6 +71,7 @@ impl Executor {
         }
         Ok(Executor {
             actions,
+            first_forward,
             last_backward,
             pp,
             stage,
@@ -121,9 +144,10 @@ impl Executor {
 
     /// One step over `batch` (the rank's micro-batches, each `micro_batch` rows of `seq + 1`
     /// tokens); returns the summed token loss computed on this rank (non-zero on the last stage).
-    /// Each chunk's last backward passes the parameters whose gradients it completes to
-    /// `final_grads` as it goes (`Llama::backward_slot`).
-    pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives, final_grads: &mut dyn FnMut(&[usize])) -> f64 {
+    /// Each chunk's first forward tells `events` which weights it is about to read, its last
+    /// backward which gradients it has completed, as it goes (`Llama::forward_slot`,
+    /// `Llama::backward_slot`).
+    pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives, events: &mut dyn ParamEvents) -> f64 {
         if self.free.iter().all(Vec::is_empty) {
             // First step: the model's slots become this executor's free lists.
             for (s, c) in model.slot_chunks().into_iter().enumerate() {
@@ -142,11 +166,13 @@ impl Executor {
                     if ch.embed || ch.head {
                         model.load_slot(s, &batch[microbatch * rows..(microbatch + 1) * rows]);
                     }
-                    loss += model.forward_slot(s, grad_scale);
+                    let mut needed = |params: &[usize]| events.weights_needed(params);
+                    loss += model.forward_slot(s, grad_scale, (i == self.first_forward[chunk]).then_some(&mut needed));
                 }
                 Action::Backward { microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);
-                    model.backward_slot(s, (i == self.last_backward[chunk]).then_some(&mut *final_grads));
+                    let mut complete = |params: &[usize]| events.grads_complete(params);
+                    model.backward_slot(s, (i == self.last_backward[chunk]).then_some(&mut complete));
                 }
                 Action::SendActivation { to_stage, microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);

@@ -13,5 +13,5 @@ pub use schedule::{
     layers_per_stage, schedule, schedule_all, stage_layers, virtual_stage, Action, Message,
     ScheduleKind, SendMode,
 };
-pub use executor::Executor;
+pub use executor::{Executor, ParamEvents};
 pub use simulate::{simulate, SimConfig, SimReport};

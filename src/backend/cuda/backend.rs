@@ -691,6 +691,14 @@ impl Backend for CudaBackend {
         ok("joining the side stream", self.rt.join_side());
     }
 
+    fn mark_side_work(&self, slot: usize) {
+        ok("marking the side stream", self.rt.mark_side(slot));
+    }
+
+    fn wait_side_mark(&self, slot: usize) {
+        ok("waiting for the side stream", self.rt.wait_side(slot));
+    }
+
     fn send_on_device(&self, buf: &CudaBuf, group: &dyn Collectives, to: usize, tag: i32) -> bool {
         let Some(dc) = group.device() else { return false };
         let (t, p) = buf.plain("send");

@@ -66,6 +66,8 @@ struct SideStream {
     forked: cu_sys::CUevent,
     /// Recorded on the side stream by `join_side`, waited for by the default stream.
     joined: cu_sys::CUevent,
+    /// `mark_side`'s events, by slot (made on first use).
+    marks: Vec<cu_sys::CUevent>,
 }
 
 /// What a GEMM's cuBLASLt descriptors depend on.
@@ -247,8 +249,9 @@ impl Drop for DriverRuntime {
             let _ = cu::ctx::synchronize();
             self.plans.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
             if let Some(side) = self.side.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-                let _ = cu::event::destroy(side.forked);
-                let _ = cu::event::destroy(side.joined);
+                for e in [side.forked, side.joined].into_iter().chain(side.marks) {
+                    let _ = cu::event::destroy(e);
+                }
                 let _ = cu::stream::destroy(side.stream);
             }
             for &m in &self.modules {
@@ -364,11 +367,29 @@ impl Runtime for DriverRuntime {
             cu::stream::wait_event(cu::stream::null(), side.joined, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT).map_err(cu_err("cuStreamWaitEvent (join)"))
         })
     }
+
+    fn mark_side(&self, slot: usize) -> Result<()> {
+        self.with_side(|side| {
+            while side.marks.len() <= slot {
+                side.marks.push(cu::event::create(cu_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).map_err(cu_err("cuEventCreate"))?);
+            }
+            // SAFETY: the event and the stream live until Drop.
+            unsafe { cu::event::record(side.marks[slot], side.stream) }.map_err(cu_err("cuEventRecord (mark)"))
+        })
+    }
+
+    fn wait_side(&self, slot: usize) -> Result<()> {
+        self.with_side(|side| {
+            let Some(&mark) = side.marks.get(slot) else { bail!("wait for side-stream mark {slot}, never recorded") };
+            // SAFETY: as in `mark_side`.
+            unsafe { cu::stream::wait_event(cu::stream::null(), mark, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT) }.map_err(cu_err("cuStreamWaitEvent (mark)"))
+        })
+    }
 }
 
 impl DriverRuntime {
     /// Runs `f` on the side stream, made (with its events) on first use.
-    fn with_side<T>(&self, f: impl FnOnce(&SideStream) -> Result<T>) -> Result<T> {
+    fn with_side<T>(&self, f: impl FnOnce(&mut SideStream) -> Result<T>) -> Result<T> {
         self.make_current()?;
         let mut side = self.side.lock().unwrap_or_else(|e| e.into_inner());
         if side.is_none() {
@@ -376,9 +397,9 @@ impl DriverRuntime {
             let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking).map_err(cu_err("cuStreamCreate"))?;
             let forked = cu::event::create(flags).map_err(cu_err("cuEventCreate"))?;
             let joined = cu::event::create(flags).map_err(cu_err("cuEventCreate"))?;
-            *side = Some(SideStream { stream, forked, joined });
+            *side = Some(SideStream { stream, forked, joined, marks: Vec::new() });
         }
-        f(side.as_ref().unwrap())
+        f(side.as_mut().unwrap())
     }
 }
 

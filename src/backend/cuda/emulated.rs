@@ -4,7 +4,7 @@
 //! allocated; copies and GEMM operands are checked to lie inside one live allocation; kernels
 //! run through the emulation build (emu.rs); the GEMM is a host loop with cuBLASLt's rounding
 //! contract (bf16 operands, fp32 sums, alpha/beta in fp32, one rounding to the output type).
-//! Its side stream holds the work issued to it until joined (`issue`).
+//! Its side stream holds the work issued to it until waited for (`issue`).
 
 use super::emu;
 use super::launch::{DevPtr, Launch};
@@ -26,15 +26,32 @@ pub struct EmulatedRuntime {
 }
 
 /// Work issued to the emulated side stream (by the emulated NCCL, dist/nccl_emulated.rs): held
-/// until the default stream joins it or the device synchronises, the latest moment a GPU may
-/// run it, so that a missing join shows as stale data.
+/// until the default stream waits for it (a join, or a mark's wait) or the device synchronises,
+/// the latest moment a GPU may run it, so that a missing wait shows as stale data.
 #[derive(Default)]
-pub struct SideQueue(Mutex<Vec<Box<dyn FnOnce() + Send>>>);
+pub struct SideQueue(Mutex<Vec<SideItem>>);
+
+enum SideItem {
+    Work(Box<dyn FnOnce() + Send>),
+    Mark(usize),
+}
 
 impl SideQueue {
-    fn drain(&self) {
-        let work = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        work.into_iter().for_each(|w| w());
+    /// Runs the queued work up to the last mark `slot` (all of it for `None`).
+    fn drain(&self, upto: Option<usize>) {
+        let work = {
+            let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let end = match upto {
+                None => q.len(),
+                Some(slot) => q.iter().rposition(|i| matches!(i, SideItem::Mark(m) if *m == slot)).map_or(0, |at| at + 1),
+            };
+            q.drain(..end).collect::<Vec<_>>()
+        };
+        for item in work {
+            if let SideItem::Work(w) = item {
+                w()
+            }
+        }
     }
 }
 
@@ -46,7 +63,7 @@ impl SideQueue {
 pub unsafe fn issue(stream: u64, work: Box<dyn FnOnce() + Send>) {
     match stream {
         0 => work(),
-        side => (*(side as *const SideQueue)).0.lock().unwrap_or_else(|e| e.into_inner()).push(work),
+        side => (*(side as *const SideQueue)).0.lock().unwrap_or_else(|e| e.into_inner()).push(SideItem::Work(work)),
     }
 }
 
@@ -96,7 +113,7 @@ impl Runtime for EmulatedRuntime {
     }
 
     unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
-        self.side.drain(); // as cuMemFree after synchronising: no queued work may use the memory
+        self.side.drain(None); // as cuMemFree after synchronising: no queued work may use the memory
         let Some(size) = self.allocs.lock().unwrap_or_else(|e| e.into_inner()).remove(&ptr) else {
             bail!("emulated device: free of {ptr:#x}, which is not a live allocation");
         };
@@ -125,7 +142,7 @@ impl Runtime for EmulatedRuntime {
 
     /// Launches and GEMMs complete before they return; the side stream's work runs now.
     fn synchronize(&self) -> Result<()> {
-        self.side.drain();
+        self.side.drain(None);
         Ok(())
     }
 
@@ -139,7 +156,17 @@ impl Runtime for EmulatedRuntime {
     }
 
     fn join_side(&self) -> Result<()> {
-        self.side.drain();
+        self.side.drain(None);
+        Ok(())
+    }
+
+    fn mark_side(&self, slot: usize) -> Result<()> {
+        self.side.0.lock().unwrap_or_else(|e| e.into_inner()).push(SideItem::Mark(slot));
+        Ok(())
+    }
+
+    fn wait_side(&self, slot: usize) -> Result<()> {
+        self.side.drain(Some(slot));
         Ok(())
     }
 

@@ -136,6 +136,12 @@ impl Runtime for Instrumented {
     fn join_side(&self) -> Result<()> {
         self.inner.join_side()
     }
+    fn mark_side(&self, slot: usize) -> Result<()> {
+        self.inner.mark_side(slot)
+    }
+    fn wait_side(&self, slot: usize) -> Result<()> {
+        self.inner.wait_side(slot)
+    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,10 @@ pub trait Runtime: Send + Sync {
     fn fork_side(&self) -> Result<()>;
     /// Launches and GEMMs issued from now on wait for all work issued to the side stream so far.
     fn join_side(&self) -> Result<()>;
+    /// Marks the side stream's work issued so far as mark `slot` (replacing an earlier one).
+    fn mark_side(&self, slot: usize) -> Result<()>;
+    /// Launches and GEMMs issued from now on wait for the side stream's work up to mark `slot`.
+    fn wait_side(&self, slot: usize) -> Result<()>;
 }
 
 /// Element types that may be copied to and from device memory as raw bytes.
