@@ -668,7 +668,7 @@ impl Backend for CudaBackend {
         if dc.in_place() {
             self.ready_for(dc);
             // SAFETY: `block` is block rank of the size x n elements of `t` at `p`.
-            ok("all-gather", unsafe { dc.all_gather(block, p, t, n, 0) });
+            ok("all-gather", unsafe { dc.all_gather(block, p, t, n, self.stream_for(dc)) });
         } else {
             let bytes = t.bytes() * n;
             let s = grow(&self.rt, &mut self.scratch().comm_send, bytes.div_ceil(4));
