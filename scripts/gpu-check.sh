@@ -4,7 +4,9 @@
 # libc/libstdc++ and open CUDA at run time):
 #   1. kernel_conformance with SWALLOW_CONFORMANCE_DEVICE=cuda: every kernel and the cuBLASLt
 #      GEMM on the GPU against the CPU backend;
-#   2. swallow-gpu-bench: Llama-2-7B-shaped layers at seq 4096, TP 1, as many as fit, trained
+#   2. swallow-gpu-bench --compare-cpu: the tiny model (2 layers, 2 heads of 64) trained 2 steps
+#      on the GPU and on the CPU backend, losses and gradient norms within the bf16 tolerances;
+#   3. swallow-gpu-bench: Llama-2-7B-shaped layers at seq 4096, TP 1, as many as fit, trained
 #      through the CUDA backend: tokens/s, TFLOP/s, MFU, each kernel's share, a closing table.
 # Logs go to $OUT (when set) or out/gpu/logs; the summary table ends the output.
 #
@@ -18,11 +20,12 @@
 # The binaries' cudarc looks libraries up by CUDA 12 names, the unversioned name first
 # (libnvrtc.so, libcublasLt.so), so a directory of unversioned links to the files found is put
 # first on LD_LIBRARY_PATH: that is how a CUDA 13 libnvrtc.so.13 / libcublasLt.so.13 is used.
-# Usage: scripts/gpu-check.sh [conformance|bench|all] [ARGS for that binary ...]   (default all)
+# Usage: scripts/gpu-check.sh [conformance|equivalence|bench|all] [ARGS for that binary ...]
+# (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:-all}
-case "$stage" in conformance|bench|all) shift || true ;; *) echo "error: stage $stage: expected conformance, bench or all" >&2; exit 2 ;; esac
+case "$stage" in conformance|equivalence|bench|all) shift || true ;; *) echo "error: stage $stage: expected conformance, equivalence, bench or all" >&2; exit 2 ;; esac
 if [ "$stage" = all ] && [ $# -gt 0 ]; then
     echo "error: arguments go to one binary: name its stage (conformance TEST-FILTER..., bench --layers N ...)" >&2
     exit 2
@@ -71,7 +74,7 @@ export LD_LIBRARY_PATH="$shim:$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # One kernel cache for both binaries: the bench reuses what the conformance run compiled.
 export SWALLOW_CUDA_INCLUDE="$include" SWALLOW_KERNEL_CACHE="$cache"
 status=0 summary=()
-if [ "$stage" != bench ]; then
+if [ "$stage" = all ] || [ "$stage" = conformance ]; then
     echo "== kernel conformance on the GPU"
     if SWALLOW_CONFORMANCE_DEVICE=cuda out/gpu/kernel_conformance --test-threads 1 "$@" 2>&1 | tee "$logs/conformance.log"; then
         summary+=("conformance: passed")
@@ -79,7 +82,17 @@ if [ "$stage" != bench ]; then
         status=1 summary+=("conformance: FAILED ($(grep -c '\.\.\. FAILED' "$logs/conformance.log") tests; $logs/conformance.log)")
     fi
 fi
-if [ "$stage" != conformance ]; then
+if [ "$stage" = all ] || [ "$stage" = equivalence ]; then
+    echo "== the tiny model on the GPU against the CPU backend"
+    tiny=(--compare-cpu --config tiny --layers 2 --seq 32 --micro-batch 2 --accumulation 2 --steps 2
+          --set model.num_heads=2 --set model.num_kv_heads=1 --set train.lr=1e-2 --set train.warmup_steps=1)
+    if out/gpu/swallow-gpu-bench "${tiny[@]}" "$@" 2>&1 | tee "$logs/equivalence.log"; then
+        summary+=("equivalence: $(tail -n 1 "$logs/equivalence.log")")
+    else
+        status=1 summary+=("equivalence: FAILED ($logs/equivalence.log)")
+    fi
+fi
+if [ "$stage" = all ] || [ "$stage" = bench ]; then
     echo "== training benchmark"
     if out/gpu/swallow-gpu-bench "$@" 2>&1 | tee "$logs/bench.log"; then
         summary+=("benchmark: done (table above; $logs/bench.log)")

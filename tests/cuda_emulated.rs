@@ -33,13 +33,11 @@ mod common;
 
 use common::{metrics, mpirun, sample, succeeded};
 use std::path::Path;
+use swallow::backend::cuda::{GRAD_NORM_TOLERANCE as NORM_TOL, LOSS_TOLERANCE as LOSS_TOL};
 use swallow::config::Config;
 use swallow::dist::traffic::{self, Wire};
 use swallow::dist::Topology;
 use swallow::pipeline::Executor;
-
-const LOSS_TOL: f64 = 1e-3;
-const NORM_TOL: f64 = 5e-2;
 
 /// The tiny model as these runs train it (before each layout's own settings).
 const SETTINGS: [&str; 7] =

@@ -2,6 +2,8 @@
 //! it trains, profiles one step, and its counted GEMM FLOPs equal the model's linear layers'
 //! 6 x parameters x tokens (forward, input gradient, weight gradient: 2 m n k each), computed
 //! here from the layer shapes; the kernel shares add up to 100% and the closing table is printed.
+//! Its equivalence mode (`--compare-cpu`, the GPU check's second stage, with the script's
+//! arguments) passes on the emulated device.
 
 use std::process::Command;
 
@@ -50,4 +52,20 @@ fn gpu_bench_memory_only_reports_the_held_memory_beside_the_plan() {
     let pct: f64 = line.rsplit('(').next().unwrap().trim_end_matches("%)").parse().unwrap();
     assert!(pct.abs() <= 10.0, "{line}");
     assert!(!out.contains("warm-up step"), "no step may run:\n{out}");
+}
+
+/// The GPU check's equivalence stage as scripts/gpu-check.sh runs it, on the emulated device:
+/// two steps of the tiny model on the device and on the CPU backend agree within the bf16
+/// tolerances, and the table shows both runs.
+#[test]
+fn gpu_bench_compare_cpu_agrees_on_the_emulated_device() {
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gpu-check.sh")).unwrap();
+    let args: Vec<&str> = script.split("tiny=(").nth(1).unwrap().split(')').next().unwrap().split_whitespace().collect();
+    assert!(args.contains(&"--compare-cpu"), "{args:?}");
+    let o = Command::new(env!("CARGO_BIN_EXE_swallow-gpu-bench")).arg("--emulated").args(&args).env("RAYON_NUM_THREADS", "1").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let rows = out.lines().filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |")).count();
+    assert_eq!(rows, 2, "one row per step in:\n{out}");
+    assert!(out.lines().last().unwrap().starts_with("device and CPU runs agree: loss within"), "{out}");
 }

@@ -5,13 +5,17 @@
 //! replicated AdamW). Prints tokens/s, TFLOP/s and MFU (PaLM formula, src/metrics.rs), peak device
 //! memory beside the plan, then one profiled step (each launch and GEMM synchronised and timed):
 //! every kernel's and GEMM kind's share of the step, the GEMM rate and the flash-attention
-//! kernels' rate, and a short table. `--emulated` runs it on the CPU emulation (tests).
+//! kernels' rate, and a short table. `--compare-cpu` instead trains a few steps on the device and
+//! on the CPU backend and checks they agree within the bf16 tolerances (the GPU check's
+//! equivalence stage). `--emulated` runs it on the CPU emulation (tests).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Instant;
+use swallow::backend::cpu::CpuBackend;
 use swallow::backend::cuda::backend::CudaBackend;
+use swallow::backend::cuda::{GRAD_NORM_TOLERANCE, LOSS_TOLERANCE};
 use swallow::backend::cuda::driver::{DriverOptions, DriverRuntime};
 use swallow::backend::cuda::emulated::EmulatedRuntime;
 use swallow::backend::cuda::probe::device_info;
@@ -60,6 +64,11 @@ struct Args {
     /// before the first step (the plan's check at real shapes on the emulated device).
     #[arg(long)]
     memory_only: bool,
+    /// Train `--steps` steps on the device and on the CPU backend from the same initial weights
+    /// and batch, print both runs' losses and gradient norms, and fail unless they agree within
+    /// the bf16 tolerances (the GPU check's equivalence stage; needs --layers).
+    #[arg(long)]
+    compare_cpu: bool,
 }
 
 fn config(a: &Args, layers: usize) -> Result<Config> {
@@ -104,6 +113,28 @@ fn main() {
     }
 }
 
+/// `--compare-cpu`: the device run against the CPU backend's f32 run, step by step.
+fn compare_with_cpu(a: &Args, cfg: &Config, device: &mut Trainer<CudaBackend>, batch: &[u32]) -> Result<()> {
+    let mut cpu = Trainer::new(Arc::new(CpuBackend::<f32>::new()), cfg, ParallelGroups::single())?;
+    println!("| step | loss (device) | loss (CPU) | rel. diff | grad norm (device) | grad norm (CPU) | rel. diff |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut worst = (0.0f64, 0.0f64);
+    for step in 1..=a.steps {
+        let (d, c) = (device.train_step(batch), cpu.train_step(batch));
+        let (dl, dn) = ((d.loss - c.loss).abs() / c.loss.abs(), (d.grad_norm - c.grad_norm).abs() / c.grad_norm.abs());
+        println!("| {step} | {:.6} | {:.6} | {dl:.1e} | {:.5} | {:.5} | {dn:.1e} |", d.loss, c.loss, d.grad_norm, c.grad_norm);
+        worst = (worst.0.max(dl), worst.1.max(dn));
+    }
+    if !(worst.0 <= LOSS_TOLERANCE && worst.1 <= GRAD_NORM_TOLERANCE) {
+        bail!(
+            "the device run strays from the CPU run: loss by {:.1e} (tolerance {LOSS_TOLERANCE:.0e}), grad norm by {:.1e} (tolerance {GRAD_NORM_TOLERANCE:.0e})",
+            worst.0, worst.1
+        );
+    }
+    println!("device and CPU runs agree: loss within {:.1e}, grad norm within {:.1e} (tolerances {LOSS_TOLERANCE:.0e}, {GRAD_NORM_TOLERANCE:.0e})", worst.0, worst.1);
+    Ok(())
+}
+
 fn run(a: &Args) -> Result<()> {
     let t_start = Instant::now();
     // The device, its peak bf16 rate (for MFU), and the layer count.
@@ -145,6 +176,9 @@ fn run(a: &Args) -> Result<()> {
             ((state >> 33) % m.vocab_size as u64) as u32
         })
         .collect();
+    if a.compare_cpu {
+        return compare_with_cpu(a, &cfg, &mut trainer, &batch);
+    }
     let sync = || backend.synchronize().context("device");
     let t0 = Instant::now();
     let warm = trainer.train_step(&batch);
