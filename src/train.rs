@@ -99,7 +99,9 @@ impl<B: Backend> Trainer<B> {
         // Under ZeRO-1 the fp32 masters live in the optimizer's segments: the model keeps copies.
         let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
         let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute, weight_role);
-        model.init_weights(t.seed);
+        if !zero {
+            model.init_weights(t.seed); // under ZeRO-1 the optimizer writes them from its masters
+        }
         let (mut weights, mut grads) = (std::mem::take(&mut model.weights), std::mem::take(&mut model.grads));
         let initial = |p: usize| model.initial_values(t.seed, p);
         let optimizer = DataParallelOptimizer::new(

@@ -71,6 +71,15 @@ impl NcclGroup {
         Ok(NcclGroup { inner, transport: Transport::Nccl(comm) })
     }
 
+    /// Runs `op` on this group's transport and accounts `bytes` sent, with the time the call took
+    /// (NCCL's: the enqueueing).
+    fn accounted(&self, bytes: f64, op: impl FnOnce(&Transport) -> Result<()>) -> Result<()> {
+        let start = Instant::now();
+        op(&self.transport)?;
+        self.inner.account(bytes, start);
+        Ok(())
+    }
+
     /// The same group with NCCL emulated over MPI (`--comm nccl-emulated`, emulated device only).
     pub fn emulated(inner: MpiGroup) -> NcclGroup {
         NcclGroup { inner, transport: Transport::Emulated }
@@ -136,56 +145,35 @@ impl DeviceComm for NcclGroup {
         true
     }
     unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize, stream: u64) -> Result<()> {
-        let start = Instant::now();
-        match self.transport {
-            Transport::Nccl(comm) => {
-                let sum = nc_sys::ncclRedOp_t::ncclSum;
-                nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, comm, stream as _).map_err(nccl_err("ncclAllReduce"))?;
-            }
-            Transport::Emulated => emulated::all_reduce(&self.inner, send, recv, dtype, n, stream)?,
-        }
-        self.inner.account(self.inner.all_reduce_bytes(n * dtype.bytes()), start);
-        Ok(())
+        let sum = nc_sys::ncclRedOp_t::ncclSum;
+        self.accounted(self.inner.all_reduce_bytes(n * dtype.bytes()), |t| match *t {
+            Transport::Nccl(comm) => nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, comm, stream as _).map(drop).map_err(nccl_err("ncclAllReduce")),
+            Transport::Emulated => emulated::all_reduce(&self.inner, send, recv, dtype, n, stream),
+        })
     }
     unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize, stream: u64) -> Result<()> {
-        let start = Instant::now();
-        match self.transport {
-            Transport::Nccl(comm) => {
-                let sum = nc_sys::ncclRedOp_t::ncclSum;
-                nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, comm, stream as _).map_err(nccl_err("ncclReduceScatter"))?;
-            }
-            Transport::Emulated => emulated::reduce_scatter(&self.inner, send, recv, dtype, n_recv, stream)?,
-        }
-        self.inner.account(((self.size() - 1) * n_recv * dtype.bytes()) as f64, start);
-        Ok(())
+        let sum = nc_sys::ncclRedOp_t::ncclSum;
+        self.accounted(((self.size() - 1) * n_recv * dtype.bytes()) as f64, |t| match *t {
+            Transport::Nccl(comm) => nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, comm, stream as _).map(drop).map_err(nccl_err("ncclReduceScatter")),
+            Transport::Emulated => emulated::reduce_scatter(&self.inner, send, recv, dtype, n_recv, stream),
+        })
     }
     unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize, stream: u64) -> Result<()> {
-        let start = Instant::now();
-        match self.transport {
-            Transport::Nccl(comm) => {
-                nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), comm, stream as _).map_err(nccl_err("ncclAllGather"))?;
-            }
-            Transport::Emulated => emulated::all_gather(&self.inner, send, recv, dtype, n_send, stream)?,
-        }
-        self.inner.account(((self.size() - 1) * n_send * dtype.bytes()) as f64, start);
-        Ok(())
+        self.accounted(((self.size() - 1) * n_send * dtype.bytes()) as f64, |t| match *t {
+            Transport::Nccl(comm) => nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), comm, stream as _).map(drop).map_err(nccl_err("ncclAllGather")),
+            Transport::Emulated => emulated::all_gather(&self.inner, send, recv, dtype, n_send, stream),
+        })
     }
     unsafe fn send(&self, to: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
-        let start = Instant::now();
-        match self.transport {
-            Transport::Nccl(comm) => nc::send(buf as *const c_void, n, nccl_type(dtype), to as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclSend"))?,
-            Transport::Emulated => emulated::send(&self.inner, to, buf, dtype, n)?,
-        }
-        self.inner.account((n * dtype.bytes()) as f64, start);
-        Ok(())
+        self.accounted((n * dtype.bytes()) as f64, |t| match *t {
+            Transport::Nccl(comm) => nc::send(buf as *const c_void, n, nccl_type(dtype), to as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclSend")),
+            Transport::Emulated => emulated::send(&self.inner, to, buf, dtype, n),
+        })
     }
     unsafe fn recv(&self, from: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
-        let start = Instant::now();
-        match self.transport {
-            Transport::Nccl(comm) => nc::recv(buf as *mut c_void, n, nccl_type(dtype), from as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclRecv"))?,
-            Transport::Emulated => emulated::recv(&self.inner, from, buf, dtype, n)?,
-        }
-        self.inner.account(0.0, start);
-        Ok(())
+        self.accounted(0.0, |t| match *t {
+            Transport::Nccl(comm) => nc::recv(buf as *mut c_void, n, nccl_type(dtype), from as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclRecv")),
+            Transport::Emulated => emulated::recv(&self.inner, from, buf, dtype, n),
+        })
     }
 }

@@ -89,7 +89,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// by views into one gradient buffer where the exchange runs on the device; the weights too,
     /// by views into one bf16 buffer, under ZeRO-1 there); `initial(p)` the
     /// fp32 initial values of its shard of parameter p, copied into the master segments under
-    /// ZeRO-1 (the weights may be bf16 copies); `counted[p]` says whether this rank's copy of
+    /// ZeRO-1, whose all-gather then writes every weight (the model need not initialise them); `counted[p]` says whether this rank's copy of
     /// parameter p counts in the gradient norm (one copy of every shard held by several ranks
     /// does); gradients are exchanged in buckets of about `bucket_size` elements, each started
     /// as soon as its gradients are complete when `overlap` (`grads_complete`), and under ZeRO-1
@@ -118,40 +118,40 @@ impl<B: Backend> DataParallelOptimizer<B> {
         places.push((0, layout.total));
         places.extend(layout.buckets.iter().map(|b| (b.start, dps * b.block_len)));
         places.extend(parts.iter().map(|&(_, _, at, n)| (at, n)));
-        let views = if dps == 1 || dp.device().is_some() {
-            grads.clear(); // freed before the buffer is allocated
-            backend.shared_views(layout.total, &places, Role::Grad)
+        // Each buffer is freed before its shared replacement is allocated.
+        let mut views = if dps == 1 || dp.device().is_some() {
+            grads.clear();
+            backend.shared_views(layout.total, &places, Role::Grad).map(Vec::into_iter)
         } else {
             None
         };
         // Under ZeRO-1 there, the weight copies share one bf16 buffer of the same layout, which
-        // the all-gather fills in place: every parameter, each bucket, each segment's part.
+        // the all-gather fills in place (its whole-buffer view goes unused).
         let mut weight_views = match (zero, &views) {
             (true, Some(_)) => {
                 weights.clear();
-                let mut places: Vec<(usize, usize)> = (0..lens.len()).map(|p| (layout.places[p], lens[p])).collect();
-                places.extend(layout.buckets.iter().map(|b| (b.start, dps * b.block_len)));
-                places.extend(parts.iter().map(|&(_, _, at, n)| (at, n)));
-                let mut v = backend.shared_views(layout.total, &places, Role::WeightCopy).expect("views of both roles").into_iter();
-                weights.extend(v.by_ref().take(lens.len()));
-                Some(v)
+                backend.shared_views(layout.total, &places, Role::WeightCopy).map(Vec::into_iter)
             }
             _ => None,
         };
-        if views.is_none() && grads.is_empty() {
-            grads.extend(lens.iter().map(|&n| backend.zeros_as(n, Role::Grad)));
+        match views.as_mut() {
+            Some(v) => grads.extend(v.by_ref().take(lens.len())),
+            None if grads.is_empty() => grads.extend(lens.iter().map(|&n| backend.zeros_as(n, Role::Grad))),
+            None => {}
         }
-        let mut views = views.map(|v| v.into_iter());
-        if let Some(v) = views.as_mut() {
-            grads.extend(v.by_ref().take(lens.len()));
+        if let Some(w) = weight_views.as_mut() {
+            weights.extend(w.by_ref().take(lens.len()));
+            w.next();
         }
-        let mut device = views.as_mut().map(|v| {
+        let device = views.as_mut().map(|v| {
             let whole = v.next().expect("the whole buffer's view");
             let weight_buckets = weight_views.as_mut().map_or(Vec::new(), |w| w.by_ref().take(layout.buckets.len()).collect());
             DeviceGrads::new(whole, v.by_ref().take(layout.buckets.len()).collect(), weight_buckets, &layout)
         });
         let mode = if zero {
             let mut segments = Vec::new();
+            // This rank's blocks on the host path, holding the masters between updates.
+            let mut block = if device.is_some() { Vec::new() } else { vec![0.0; layout.block_total()] };
             let mut initial_cache: Option<(usize, Vec<f32>)> = None;
             for &(i, p, at, len) in &parts {
                 let bk = &layout.buckets[i];
@@ -161,14 +161,19 @@ impl<B: Backend> DataParallelOptimizer<B> {
                     initial_cache = Some((p, initial(p)));
                 }
                 let all = &initial_cache.as_ref().unwrap().1;
+                let initial = &all[local_start..local_start + len];
                 let mut master = backend.zeros_as(len, Role::OptimState);
-                backend.upload(&all[local_start..local_start + len], &mut master);
+                backend.upload(initial, &mut master);
+                let block_offset = bk.block_offset + at - (bk.start + dp.rank() * bk.block_len);
+                if !block.is_empty() {
+                    block[block_offset..block_offset + len].copy_from_slice(initial);
+                }
                 let grad = match views.as_mut() {
                     Some(v) => v.next().expect("a view per segment"),
                     None => backend.zeros_as(len, Role::Grad),
                 };
                 segments.push(Segment {
-                    block_offset: bk.block_offset + at - (bk.start + dp.rank() * bk.block_len),
+                    block_offset,
                     param: p,
                     local_start,
                     len,
@@ -181,19 +186,19 @@ impl<B: Backend> DataParallelOptimizer<B> {
                     v: backend.zeros_as(len, Role::OptimState),
                 });
             }
-            let block = if device.is_some() { Vec::new() } else { vec![0.0; layout.block_total()] };
-            let mut sharded = Sharded { segments, block, updates: 0 };
-            if let Some(dev) = &mut device {
-                // The weight copies from the masters: the step's all-gather.
-                dev.all_gather(backend, &mut sharded.segments, dp);
-                dev.all_weights_needed(backend);
-            }
-            Mode::Sharded(sharded)
+            Mode::Sharded(Sharded { segments, block, updates: 0 })
         } else {
             Mode::Replicated(AdamW::new(backend, table, weights, t))
         };
         let flat = if device.is_some() { Vec::new() } else { vec![0.0; layout.total] };
-        DataParallelOptimizer { mode, counted, layout, device, overlap, overlap_gather, flat, t: t.clone() }
+        let mut opt = DataParallelOptimizer { mode, counted, layout, device, overlap, overlap_gather, flat, t: t.clone() };
+        if zero {
+            // The weights are copies of the masters: the step's all-gather writes them, waited
+            // for here (a checkpoint may overwrite them next).
+            opt.gather_weights(backend, weights, dp);
+            opt.all_weights_needed(backend);
+        }
+        opt
     }
 
     /// The gradients of `params` are complete for this step (the backward pass, then
@@ -363,24 +368,29 @@ impl<B: Backend> DataParallelOptimizer<B> {
             }
             Mode::Sharded(sh) => sh,
         };
-        if let Some(dev) = &mut self.device {
-            let outcome = sh.update_on_device(backend, &self.t, lr, dp, mp);
-            if !outcome.skipped {
-                dev.all_gather(backend, &mut sh.segments, dp);
-                if !self.overlap_gather {
-                    dev.all_weights_needed(backend);
-                }
-            }
-            return outcome;
-        }
-        let outcome = sh.update(backend, &self.t, lr, dp, mp);
+        let outcome = if self.device.is_some() { sh.update_on_device(backend, &self.t, lr, dp, mp) } else { sh.update(backend, &self.t, lr, dp, mp) };
         if !outcome.skipped {
-            for bk in &self.layout.buckets {
-                dp.all_gather_f32(&sh.block[bk.block_offset..bk.block_offset + bk.block_len], &mut self.flat[bk.range(dps)]);
+            self.gather_weights(backend, weights, dp);
+            if !self.overlap_gather {
+                self.all_weights_needed(backend);
             }
-            self.unpack(backend, weights);
         }
         outcome
+    }
+
+    /// ZeRO-1: every rank's weights (copies) from the masters of all ranks' blocks, all-gathered
+    /// bucket by bucket (on the device path left in flight: `weights_needed`).
+    fn gather_weights(&mut self, backend: &B, weights: &mut [B::Buf], dp: &dyn Collectives) {
+        let Mode::Sharded(sh) = &mut self.mode else { unreachable!("only ZeRO-1 gathers weights") };
+        match &mut self.device {
+            Some(dev) => dev.all_gather(backend, &mut sh.segments, dp),
+            None => {
+                for bk in &self.layout.buckets {
+                    dp.all_gather_f32(&sh.block[bk.block_offset..bk.block_offset + bk.block_len], &mut self.flat[bk.range(dp.size())]);
+                }
+                self.unpack(backend, weights);
+            }
+        }
     }
 }
 

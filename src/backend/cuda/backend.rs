@@ -167,6 +167,13 @@ impl CudaBackend {
         ok("allocating device memory", DeviceBuf::uninit(&self.rt, len))
     }
 
+    /// Views at `places` into one zero-filled allocation of `total` elements of `T`.
+    fn views_of<T: Plain>(&self, total: usize, places: &[(usize, usize)], role: Role, storage: fn(DeviceBuf<T>) -> Storage) -> Vec<CudaBuf> {
+        let base = Arc::new(self.buf::<T>(total));
+        self.zero_fill(base.ptr(), std::mem::size_of::<T>() * total);
+        places.iter().map(|&(start, len)| CudaBuf { role, len, st: storage(DeviceBuf::view(&base, start, len)) }).collect()
+    }
+
     fn zero_fill(&self, ptr: DevPtr, bytes: usize) {
         if bytes > 0 {
             self.run(&launch::fill_zero(ptr, bytes));
@@ -312,20 +319,11 @@ impl Backend for CudaBackend {
     }
 
     fn shared_views(&self, total: usize, places: &[(usize, usize)], role: Role) -> Option<Vec<CudaBuf>> {
-        let st: Box<dyn Fn(usize, usize) -> Storage> = match role {
-            Role::Grad => {
-                let base = Arc::new(self.buf::<f32>(total));
-                self.zero_fill(base.ptr(), 4 * total);
-                Box::new(move |start, len| Storage::F32(DeviceBuf::view(&base, start, len)))
-            }
-            Role::WeightCopy => {
-                let base = Arc::new(self.buf::<bf16>(total));
-                self.zero_fill(base.ptr(), 2 * total);
-                Box::new(move |start, len| Storage::Bf16(DeviceBuf::view(&base, start, len)))
-            }
+        Some(match role {
+            Role::Grad => self.views_of(total, places, role, Storage::F32),
+            Role::WeightCopy => self.views_of(total, places, role, Storage::Bf16),
             _ => panic!("shared_views: {role:?} buffers are not shared"),
-        };
-        Some(places.iter().map(|&(start, len)| CudaBuf { role, len, st: st(start, len) }).collect())
+        })
     }
 
     fn len(&self, buf: &CudaBuf) -> usize {
