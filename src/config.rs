@@ -224,6 +224,11 @@ pub struct ParallelConfig {
     /// else wait for all of them at the optimizer step.
     #[serde(default = "defaults::yes")]
     pub overlap_param_gather: bool,
+    /// Issue the TP reduction of each column-parallel layer's input gradient to its own stream
+    /// and compute the layer's weight gradients meanwhile (Megatron's async tensor-parallel
+    /// all-reduce; on the CUDA backend with `--comm nccl`), else in line.
+    #[serde(default = "defaults::yes")]
+    pub overlap_tp_input_grad: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

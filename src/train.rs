@@ -10,7 +10,7 @@ use crate::backend::cuda::emulated::EmulatedRuntime;
 use crate::backend::cuda::launch::ATT_HEAD_DIMS;
 use crate::backend::cuda::probe::{choose_device, device_for_local_rank, TrainDevice};
 use crate::backend::cuda::runtime::Runtime;
-use crate::backend::{Backend, Role};
+use crate::backend::{Backend, Role, SideLane};
 use crate::config::Config;
 use crate::data::blend::{BlendedSampler, Part, Split};
 use crate::data::spec::DataSpec;
@@ -99,6 +99,7 @@ impl<B: Backend> Trainer<B> {
         // Under ZeRO-1 the fp32 masters live in the optimizer's segments: the model keeps copies.
         let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
         let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute, weight_role);
+        model.overlap_tp_input_grad = p.overlap_tp_input_grad;
         if !zero {
             model.init_weights(t.seed); // under ZeRO-1 the optimizer writes them from its masters
         }
@@ -319,13 +320,20 @@ fn train_on<B: Backend>(
     let start = Instant::now();
     crate::memstat::reset_peak();
     let first_step = trainer.step + 1;
+    let backend = trainer.model.backend.clone();
+    let tp_on_side = || backend.side_collectives(SideLane::TensorParallel);
     for step in first_step..=t.steps {
+        let tp_on_side_before = tp_on_side();
         let t0 = Instant::now();
         crate::data::batches::fill(sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
         let s = trainer.train_step(&batch);
         let dt = t0.elapsed().as_secs_f64();
         if let (true, Some((buckets, early))) = (step == first_step && topo.dp > 1, trainer.optimizer.overlapped_buckets()) {
             say(format!("DP gradient exchange on the device: {buckets} buckets, {early} started as the backward pass completed them"));
+        }
+        if step == first_step && topo.tp > 1 {
+            let n = tp_on_side() - tp_on_side_before;
+            say(format!("TP input-gradient reductions on the device's TP stream, overlapping weight-gradient GEMMs: {n} in step {step}"));
         }
         let tokens_per_s = (t.global_batch * t.seq_len) as f64 / dt;
         let tflops = flops_tok * tokens_per_s / topo.world as f64 / 1e12;

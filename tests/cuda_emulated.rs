@@ -1,7 +1,8 @@
 //! The CUDA backend's whole orchestration without a GPU: `swallow train --device cuda-emulated`
 //! under real mpirun runs every allocation, kernel launch (the kernels' emulation build), GEMM
 //! (cuBLASLt's contract) and collective of a GPU run, for a 2-step tiny run in the parallel
-//! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism; DP 2 with and
+//! tests' layouts (one rank with GQA; TP 2 with and without sequence parallelism, and with the
+//! TP input-gradient reductions in line instead of on their own stream; DP 2 with and
 //! without ZeRO-1, with 100k-element buckets of whole parameters whose DP blocks cut them; PP 2
 //! with 1F1B, and PP 2 x VPP 2 interleaved over 4 layers and 4 micro-batches; ZeRO-1 over DP 2
 //! with PP 2, with PP 2 x VPP 2, and with TP 2 + SP and replicated KV heads, every bucket
@@ -10,7 +11,9 @@
 //! MPI, which the emulated device's host addresses satisfy (each DP bucket exchanged when
 //! started), and `--comm nccl-emulated`, the backend's NCCL calls emulated over MPI (bf16 sums,
 //! the in-place forms, messages matched in issue order, and the DP buckets' exchange held on the
-//! emulated side stream until the optimizer step joins it: a missing join reads stale gradients).
+//! emulated side stream until the optimizer step joins it: a missing join reads stale gradients;
+//! likewise each column-parallel input gradient's TP reduction on the TP stream, held until the
+//! RMSNorm backward joins it).
 //!
 //! Each run must give the losses and gradient norms of the CPU backend's f32 run of the same
 //! layout within bf16 tolerance. bf16 activations and weight copies round each value to 8
@@ -68,9 +71,8 @@ fn run_records(dir: &Path, data: &str, np: usize, device: &[&str], layout: &[&st
     (metrics(&m), out)
 }
 
-/// Rank 0's bytes per step in the TP, DP and PP groups by the analytic count (dist/traffic.rs)
-/// for a layout of `np` ranks whose exchanges move elements as `wire` says.
-fn expected_traffic(np: usize, layout: &[&str], wire: Wire) -> [f64; 3] {
+/// The configuration a layout's run trains with.
+fn layout_config(layout: &[&str]) -> Config {
     let mut sets: Vec<String> = SETTINGS.iter().map(|s| s.to_string()).collect();
     let mut args = layout.iter();
     while let Some(&a) = args.next() {
@@ -81,7 +83,13 @@ fn expected_traffic(np: usize, layout: &[&str], wire: Wire) -> [f64; 3] {
             flag => sets.push(format!("parallel.{}={}", flag.trim_start_matches("--"), value())),
         }
     }
-    let cfg = Config::load("tiny", &sets).unwrap();
+    Config::load("tiny", &sets).unwrap()
+}
+
+/// Rank 0's bytes per step in the TP, DP and PP groups by the analytic count (dist/traffic.rs)
+/// for a layout of `np` ranks whose exchanges move elements as `wire` says.
+fn expected_traffic(np: usize, layout: &[&str], wire: Wire) -> [f64; 3] {
+    let cfg = layout_config(layout);
     let (tp, pp, vpp) = (cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.vpp);
     let topo = Topology::new(np, 0, tp, pp).unwrap();
     let microbatches = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
@@ -123,10 +131,11 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     let data = sample(&dir);
     // (ranks, layout, the --comm choices run on it)
     let bucket = "parallel.bucket_size=100000";
-    let layouts: [(usize, &[&str], &[&str]); 10] = [
+    let layouts: [(usize, &[&str], &[&str]); 11] = [
         (1, &["--set", "model.num_kv_heads=1"], &["host"]),
         (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi", "nccl"]),
         (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi", "nccl"]),
+        (2, &["--tp", "2", "--set", "model.num_kv_heads=2", "--set", "parallel.overlap_tp_input_grad=false"], &["nccl"]),
         (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["host", "mpi", "nccl"]),
         (2, &["--set", "model.num_kv_heads=1"], &["mpi", "nccl"]),
         (2, &["--pp", "2", "--set", "model.num_kv_heads=1"], &["host", "mpi", "nccl"]),
@@ -160,6 +169,17 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
                 let line = out.lines().find(|l| l.starts_with("DP gradient exchange on the device: ")).unwrap_or_else(|| panic!("{out}"));
                 let counts: Vec<&str> = line.split(' ').filter(|w| w.parse::<usize>().is_ok()).collect();
                 assert!(counts.len() == 2 && counts[0] == counts[1] && counts[0] != "0", "{line}");
+            }
+            if layout.contains(&"--tp") {
+                // Rank 0 (the whole model, pp 1) reduces two column-parallel input gradients per
+                // layer and the LM head's per micro-batch, on the TP stream where NCCL is (unless
+                // switched off).
+                let cfg = layout_config(layout);
+                let micro_batches = cfg.train.global_batch / (cfg.train.micro_batch * data_parallel(np, layout));
+                let reductions = (2 * cfg.model.num_layers + 1) * micro_batches;
+                let on_stream = if want.starts_with("NCCL") && cfg.parallel.overlap_tp_input_grad { reductions } else { 0 };
+                let line = format!("TP input-gradient reductions on the device's TP stream, overlapping weight-gradient GEMMs: {on_stream} in step 1\n");
+                assert!(out.contains(&line), "expected {line:?} in\n{out}");
             }
             assert_eq!(gpu.len(), 2, "{out}");
             for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {

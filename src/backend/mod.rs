@@ -23,6 +23,21 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+/// A side stream of the device (`Backend::side_work`): collectives issued to one run while the
+/// work issued after them does. Each lane is a stream of its own, so that a TP reduction the
+/// backward pass needs soon never queues behind a DP bucket's exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideLane {
+    /// The DP gradient buckets' exchange and ZeRO-1's weight all-gather.
+    DataParallel = 0,
+    /// The TP reduction of a column-parallel layer's input gradient (model/layer.rs).
+    TensorParallel = 1,
+}
+
+impl SideLane {
+    pub const ALL: [SideLane; 2] = [SideLane::DataParallel, SideLane::TensorParallel];
+}
+
 /// AdamW hyper-parameters for one update of one tensor.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWStep {
@@ -268,21 +283,29 @@ pub trait Backend: Send + Sync {
         let _ = (buf, group);
         false
     }
-    /// Runs `f`, whose device collectives (one DP gradient bucket's exchange) then go to a side
-    /// stream that first waits for the work issued so far, so that they overlap the work issued
-    /// after `f` (NCCL on a GPU); `join_side_work` makes later work wait for them. Backends that
-    /// run everything in call order keep the defaults.
-    fn side_work(&self, f: &mut dyn FnMut()) {
+    /// Runs `f`, whose device collectives then go to side stream `lane`, which first waits for
+    /// the work issued so far, so that they overlap the work issued after `f` (NCCL on a GPU);
+    /// `join_side_work(lane)` makes later work wait for them. Backends that run everything in
+    /// call order keep the defaults.
+    fn side_work(&self, lane: SideLane, f: &mut dyn FnMut()) {
+        let _ = lane;
         f()
     }
-    fn join_side_work(&self) {}
-    /// Marks the side work issued so far as mark `slot`; `wait_side_mark(slot)` makes later work
-    /// wait for it (one DP bucket's weight all-gather before the forward pass reads them).
-    fn mark_side_work(&self, slot: usize) {
-        let _ = slot;
+    fn join_side_work(&self, lane: SideLane) {
+        let _ = lane;
     }
-    fn wait_side_mark(&self, slot: usize) {
-        let _ = slot;
+    /// Marks the work issued to `lane` so far as mark `slot`; `wait_side_mark(lane, slot)` makes
+    /// later work wait for it (one DP bucket's weight all-gather before the forward pass reads it).
+    fn mark_side_work(&self, lane: SideLane, slot: usize) {
+        let _ = (lane, slot);
+    }
+    fn wait_side_mark(&self, lane: SideLane, slot: usize) {
+        let _ = (lane, slot);
+    }
+    /// How many collectives went to side stream `lane` so far (0 where none is).
+    fn side_collectives(&self, lane: SideLane) -> usize {
+        let _ = lane;
+        0
     }
     /// Sends `buf` to rank `to` of `group` from where it lies (pipeline activations and their
     /// gradients; see `DeviceComm::send` for the ordering); false: the caller stages it.

@@ -3,7 +3,10 @@
 //! q/k/v and gate/up are column-parallel (no communication), o_proj and down_proj row-parallel
 //! (partial outputs all-reduced before the residual add), the LM head vocab-parallel with a
 //! cross-entropy that combines per-shard (max, sum-exp, target logit) and never gathers logits;
-//! in backward the input gradients of the column-parallel layers are all-reduced.
+//! in backward the input gradients of the column-parallel layers are all-reduced, each
+//! reduction started before the layer's weight-gradient GEMMs, which need not wait for it, and
+//! (`overlap_tp`) issued to the backend's TP side stream so that those GEMMs run meanwhile
+//! (Megatron's async tensor-parallel all-reduce).
 //!
 //! With sequence parallelism the residual stream, the norms and their saved inputs hold only this
 //! rank's `n / tp` rows: the normalised rows are all-gathered before a column-parallel layer and
@@ -14,7 +17,7 @@
 
 use super::layout::LocalDims;
 use super::params::{LayerIds, ParamTable};
-use crate::backend::{AttnShape, Backend, Role};
+use crate::backend::{AttnShape, Backend, Role, SideLane};
 use crate::config::ModelConfig;
 use crate::dist::Collectives;
 
@@ -33,10 +36,17 @@ pub struct Cx<'a, B: Backend> {
     pub shape: AttnShape,
     /// Sequence parallelism: the residual stream holds `n / tp` rows.
     pub sp: bool,
+    /// Reduce column-parallel input gradients on the TP side stream.
+    pub overlap_tp: bool,
 }
 
 impl<B: Backend> Cx<'_, B> {
     /// Rows of the residual stream on this rank.
+    /// Column-parallel input gradients are reduced on the TP side stream.
+    fn reduce_on_side(&self) -> bool {
+        self.overlap_tp && self.tp.size() > 1
+    }
+
     pub fn rows(&self) -> usize {
         if self.sp {
             self.n / self.lc.tp
@@ -229,17 +239,35 @@ fn row_parallel<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, out: &mut B::Buf, x:
     }
 }
 
-/// Reduces the column-parallel input gradient `s.ln` (all rows, partial over TP) and adds the
-/// RMSNorm backward into the residual gradient `s.resid`.
+/// Starts the TP reduction of the column-parallel input gradient `s.ln` (all rows, partial over
+/// TP): a reduce-scatter into `s.ln_local` under sequence parallelism, else an all-reduce in
+/// place; on the TP side stream when `cx.overlap_tp`. Nothing may touch those buffers until
+/// `norm_bwd_from_full`.
+fn start_input_grad_reduce<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>) {
+    let be = cx.be;
+    let mut reduce = || {
+        if cx.sp {
+            scatter_sum(be, cx.tp, &mut s.host, &mut s.host_local, &s.ln, &mut s.ln_local);
+        } else {
+            tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
+        }
+    };
+    if cx.reduce_on_side() {
+        be.side_work(SideLane::TensorParallel, &mut reduce);
+    } else {
+        reduce();
+    }
+}
+
+/// Waits for `start_input_grad_reduce` and adds the RMSNorm backward of the reduced input
+/// gradient into the residual gradient `s.resid`.
 fn norm_bwd_from_full<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, dw: &mut B::Buf, x: &B::Buf, w: &B::Buf, rstd: &B::Buf) {
     let (be, h) = (cx.be, cx.cfg.hidden_size);
-    if cx.sp {
-        scatter_sum(be, cx.tp, &mut s.host, &mut s.host_local, &s.ln, &mut s.ln_local);
-        be.rmsnorm_bwd(&mut s.resid, dw, &s.ln_local, x, w, rstd, h);
-    } else {
-        tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
-        be.rmsnorm_bwd(&mut s.resid, dw, &s.ln, x, w, rstd, h);
+    if cx.reduce_on_side() {
+        be.join_side_work(SideLane::TensorParallel);
     }
+    let dln = if cx.sp { &s.ln_local } else { &s.ln };
+    be.rmsnorm_bwd(&mut s.resid, dw, dln, x, w, rstd, h);
 }
 
 /// The residual gradient over all rows (gathered under sequence parallelism) in `s.resid_full`,
@@ -294,6 +322,7 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     be.swiglu_bwd(&mut s.gate, &mut s.up, &s.swiglu, &a.gate, &a.up);
     be.gemm(&mut s.ln, &s.gate, &w[ids.gate], n, f, h, false, false, 1.0, 0.0);
     be.gemm(&mut s.ln, &s.up, &w[ids.up], n, f, h, false, false, 1.0, 1.0);
+    start_input_grad_reduce(cx, s);
     be.gemm(&mut gr[ids.gate], &s.gate, &a.ln2, f, n, h, true, false, 1.0, 1.0);
     be.gemm(&mut gr[ids.up], &s.up, &a.ln2, f, n, h, true, false, 1.0, 1.0);
     norm_bwd_from_full(cx, s, &mut gr[ids.post_norm], &a.resid_mid, &w[ids.post_norm], &a.rstd2);
@@ -308,6 +337,7 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     be.gemm(&mut s.ln, &s.q, &w[ids.q], n, qd, h, false, false, 1.0, 0.0);
     be.gemm(&mut s.ln, &s.k, &w[ids.k], n, kvd, h, false, false, 1.0, 1.0);
     be.gemm(&mut s.ln, &s.v, &w[ids.v], n, kvd, h, false, false, 1.0, 1.0);
+    start_input_grad_reduce(cx, s);
     be.gemm(&mut gr[ids.q], &s.q, &a.ln1, qd, n, h, true, false, 1.0, 1.0);
     be.gemm(&mut gr[ids.k], &s.k, &a.ln1, kvd, n, h, true, false, 1.0, 1.0);
     be.gemm(&mut gr[ids.v], &s.v, &a.ln1, kvd, n, h, true, false, 1.0, 1.0);
@@ -354,6 +384,7 @@ pub fn head_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], x
     let (be, w, t, n, lc) = (cx.be, cx.w, cx.table, cx.n, cx.lc);
     let h = cx.cfg.hidden_size;
     be.gemm(&mut s.ln, &hd.logits, &w[t.lm_head], n, lc.vocab, h, false, false, 1.0, 0.0);
+    start_input_grad_reduce(cx, s);
     be.gemm(&mut gr[t.lm_head], &hd.logits, &hd.final_ln, lc.vocab, n, h, true, false, 1.0, 1.0);
     be.fill_zero(&mut s.resid);
     norm_bwd_from_full(cx, s, &mut gr[t.final_norm], x, &w[t.final_norm], &hd.final_rstd);

@@ -52,6 +52,9 @@ pub struct Llama<B: Backend> {
     pub seq: usize,
     /// Residual stream split over the TP group along the tokens.
     pub sequence_parallel: bool,
+    /// Column-parallel input gradients reduced on the backend's TP side stream, overlapping the
+    /// weight-gradient GEMMs (`parallel.overlap_tp_input_grad`; default on).
+    pub overlap_tp_input_grad: bool,
     rope_cos: B::Buf,
     rope_sin: B::Buf,
     host_inputs: Vec<u32>,
@@ -93,6 +96,7 @@ macro_rules! cx {
                 head_dim: $m.cfg.head_dim(),
             },
             sp: $m.sequence_parallel,
+            overlap_tp: $m.overlap_tp_input_grad,
         }
     };
 }
@@ -173,6 +177,7 @@ impl<B: Backend> Llama<B> {
         Llama {
             scratch: Scratch::new(be, cfg, &local, n, rows),
             sequence_parallel,
+            overlap_tp_input_grad: true,
             cfg: cfg.clone(),
             table,
             local,

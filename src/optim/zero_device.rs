@@ -14,8 +14,11 @@
 
 use super::grad_layout::GradLayout;
 use super::zero::Segment;
-use crate::backend::Backend;
+use crate::backend::{Backend, SideLane};
 use crate::dist::Collectives;
+
+/// The side stream every exchange here goes to.
+const LANE: SideLane = SideLane::DataParallel;
 
 /// Views of the gradient buffer (the whole, and each bucket in exchange order), and the state of
 /// this step's exchange.
@@ -64,7 +67,7 @@ impl<B: Backend> DeviceGrads<B> {
             return;
         }
         let bucket = &mut self.buckets[b];
-        be.side_work(&mut || {
+        be.side_work(LANE, &mut || {
             let done = if sharded { be.reduce_scatter_in_place_on_device(bucket, dp) } else { be.all_reduce_on_device(bucket, dp) };
             assert!(done, "the gradient exchange on the device needs the DP group's device communicator");
         });
@@ -94,14 +97,14 @@ impl<B: Backend> DeviceGrads<B> {
                 self.start(be, b, sharded, dp);
             }
         }
-        be.join_side_work();
+        be.join_side_work(LANE);
         self.reset(layout);
     }
 
     /// A skipped step: waits for the buckets already started (every DP rank started the same
     /// ones) and starts no other.
     pub(super) fn abandon(&mut self, be: &B, layout: &GradLayout) {
-        be.join_side_work();
+        be.join_side_work(LANE);
         self.reset(layout);
     }
 
@@ -120,10 +123,10 @@ impl<B: Backend> DeviceGrads<B> {
         // In the forward pass's order: the buckets hold the table from its end.
         for b in (0..self.weight_buckets.len()).rev() {
             let bucket = &mut self.weight_buckets[b];
-            be.side_work(&mut || {
+            be.side_work(LANE, &mut || {
                 assert!(be.all_gather_in_place_on_device(bucket, dp), "the gradient exchange on the device needs the DP group's device communicator");
             });
-            be.mark_side_work(b);
+            be.mark_side_work(LANE, b);
             self.gathering[b] = true;
         }
     }
@@ -134,7 +137,7 @@ impl<B: Backend> DeviceGrads<B> {
         for &p in params {
             let b = self.bucket_of[p];
             if layout.lens[p] > 0 && self.gathering[b] {
-                be.wait_side_mark(b);
+                be.wait_side_mark(LANE, b);
                 self.gathering[b] = false;
             }
         }
@@ -144,7 +147,7 @@ impl<B: Backend> DeviceGrads<B> {
     pub(super) fn all_weights_needed(&mut self, be: &B) {
         for b in 0..self.gathering.len() {
             if self.gathering[b] {
-                be.wait_side_mark(b);
+                be.wait_side_mark(LANE, b);
                 self.gathering[b] = false;
             }
         }

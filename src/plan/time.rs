@@ -4,7 +4,8 @@
 //! schedule leaves idle, not a formula), then the data-parallel gradient exchange and the
 //! optimizer step (bound by HBM bandwidth), neither overlapped with compute: the trainer starts
 //! each bucket's reduce-scatter during the backward pass (NCCL, side stream), but until that is
-//! measured on GPUs the plan keeps the whole exchange on the critical path (an upper bound).
+//! measured on GPUs the plan keeps the whole exchange on the critical path (an upper bound), and
+//! likewise the TP input-gradient reductions the backward pass overlaps with weight-gradient GEMMs.
 
 use super::hardware::GpuKind;
 use super::memory::StageShape;

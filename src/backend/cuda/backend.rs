@@ -15,12 +15,12 @@
 use super::instrument::Instrumented;
 use super::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
 use super::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
-use crate::backend::{AdamTensor, AdamWStep, AttnShape, Backend, Role};
+use crate::backend::{AdamTensor, AdamWStep, AttnShape, Backend, Role, SideLane};
 use crate::dist::device::DeviceComm;
 use crate::dist::Collectives;
 use anyhow::Result;
 use half::bf16;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Ends the process after a device call failed: not a bug in swallow, so no panic backtrace.
@@ -117,8 +117,11 @@ pub struct CudaBackend {
     rt: Arc<dyn Runtime>,
     instruments: Arc<Instrumented>,
     scratch: Mutex<Scratch>,
-    /// Inside `side_work`: stream-ordered collectives go to the runtime's side stream.
-    on_side: AtomicBool,
+    /// Inside `side_work(lane)`: 1 + the lane, whose side stream stream-ordered collectives go
+    /// to; 0 outside.
+    on_side: AtomicUsize,
+    /// Collectives issued to each lane's side stream so far.
+    side_issued: [AtomicUsize; 2],
 }
 
 impl CudaBackend {
@@ -135,7 +138,7 @@ impl CudaBackend {
             norm_table: None,
             host_bf16: Vec::new(),
         };
-        Ok(CudaBackend { rt, instruments, scratch: Mutex::new(scratch), on_side: AtomicBool::new(false) })
+        Ok(CudaBackend { rt, instruments, scratch: Mutex::new(scratch), on_side: AtomicUsize::new(0), side_issued: Default::default() })
     }
 
     /// One line naming the device.
@@ -201,13 +204,16 @@ impl CudaBackend {
         }
     }
 
-    /// The stream a collective of `dc` goes to: the side stream inside `side_work` when `dc` is
-    /// stream-ordered (NCCL), else the default stream (0; CUDA-aware MPI runs when called).
+    /// The stream a collective of `dc` goes to: the lane's side stream inside `side_work` when
+    /// `dc` is stream-ordered (NCCL), else the default stream (0; CUDA-aware MPI runs when called).
     fn stream_for(&self, dc: &dyn DeviceComm) -> u64 {
-        if dc.stream_ordered() && self.on_side.load(Ordering::Relaxed) {
-            ok("opening the side stream", self.rt.side_stream())
-        } else {
-            0
+        match self.on_side.load(Ordering::Relaxed) {
+            on if on > 0 && dc.stream_ordered() => {
+                let lane = SideLane::ALL[on - 1];
+                self.side_issued[lane as usize].fetch_add(1, Ordering::Relaxed);
+                ok("opening a side stream", self.rt.side_stream(lane))
+            }
+            _ => 0,
         }
     }
 
@@ -219,21 +225,21 @@ impl CudaBackend {
         }
     }
 
-    /// Runs collective `op(send, recv, dtype)` of `src` (`n_src` elements) into `dst` (`n_dst`),
-    /// directly when `dc` takes the buffers' type, else through fp32 copies.
-    fn collective(&self, dc: &dyn DeviceComm, what: &str, src: &CudaBuf, dst: &CudaBuf, op: impl FnOnce(DevPtr, DevPtr, Dtype) -> Result<()>) {
+    /// Runs collective `op(send, recv, dtype, stream)` of `src` into `dst`, directly when `dc`
+    /// takes the buffers' type (on a side stream inside `side_work`), else through fp32 copies.
+    fn collective(&self, dc: &dyn DeviceComm, what: &str, src: &CudaBuf, dst: &CudaBuf, op: impl FnOnce(DevPtr, DevPtr, Dtype, u64) -> Result<()>) {
         let ((t, s_ptr), (dt, d_ptr)) = (src.plain(what), dst.plain(what));
         assert_eq!(t, dt, "{what}: a {:?} buffer into a {:?} one", src.role, dst.role);
         if dc.supports(t) {
             self.ready_for(dc);
-            return ok(what, op(s_ptr, d_ptr, t));
+            return ok(what, op(s_ptr, d_ptr, t, self.stream_for(dc)));
         }
         let mut s = self.scratch();
         let a = grow(&self.rt, &mut s.comm_send, src.len);
         let b = grow(&self.rt, &mut s.comm_recv, dst.len);
         self.run(&launch::cast_bf16_to_f32(a, s_ptr, src.len));
         self.ready_for(dc);
-        ok(what, op(a, b, Dtype::F32));
+        ok(what, op(a, b, Dtype::F32, 0));
         self.run(&launch::cast_f32_to_bf16(d_ptr, b, dst.len));
     }
 
@@ -609,7 +615,7 @@ impl Backend for CudaBackend {
             ok("all-reduce", unsafe { dc.all_reduce_sum(copy, p, t, n, 0) });
         } else {
             // SAFETY: `send` and `recv` are the fp32 copies of `n` elements.
-            self.collective(dc, "all-reduce", buf, buf, |s, r, t| unsafe { dc.all_reduce_sum(s, r, t, n, 0) });
+            self.collective(dc, "all-reduce", buf, buf, |s, r, t, stream| unsafe { dc.all_reduce_sum(s, r, t, n, stream) });
         }
         true
     }
@@ -622,7 +628,7 @@ impl Backend for CudaBackend {
         self.ready_for(dc);
         // SAFETY: `s` holds `src.len` elements of `t`, `d` size x that (checked above); a gather
         // does not sum, so every communicator takes bf16.
-        ok("all-gather", unsafe { dc.all_gather(s, d, t, src.len, 0) });
+        ok("all-gather", unsafe { dc.all_gather(s, d, t, src.len, self.stream_for(dc)) });
         true
     }
 
@@ -631,7 +637,7 @@ impl Backend for CudaBackend {
         assert_eq!(src.len, dst.len * group.size(), "reduce-scatter: src is not size x dst");
         let n = dst.len;
         // SAFETY: `send` holds size x n elements, `recv` n (checked above).
-        self.collective(dc, "reduce-scatter", src, dst, |s, r, t| unsafe { dc.reduce_scatter_sum(s, r, t, n, 0) });
+        self.collective(dc, "reduce-scatter", src, dst, |s, r, t, stream| unsafe { dc.reduce_scatter_sum(s, r, t, n, stream) });
         true
     }
 
@@ -678,23 +684,27 @@ impl Backend for CudaBackend {
         true
     }
 
-    fn side_work(&self, f: &mut dyn FnMut()) {
-        ok("ordering the side stream", self.rt.fork_side());
-        self.on_side.store(true, Ordering::Relaxed);
+    fn side_work(&self, lane: SideLane, f: &mut dyn FnMut()) {
+        ok("ordering a side stream", self.rt.fork_side(lane));
+        assert_eq!(self.on_side.swap(1 + lane as usize, Ordering::Relaxed), 0, "side work within side work");
         f();
-        self.on_side.store(false, Ordering::Relaxed);
+        self.on_side.store(0, Ordering::Relaxed);
     }
 
-    fn join_side_work(&self) {
-        ok("joining the side stream", self.rt.join_side());
+    fn join_side_work(&self, lane: SideLane) {
+        ok("joining a side stream", self.rt.join_side(lane));
     }
 
-    fn mark_side_work(&self, slot: usize) {
-        ok("marking the side stream", self.rt.mark_side(slot));
+    fn mark_side_work(&self, lane: SideLane, slot: usize) {
+        ok("marking a side stream", self.rt.mark_side(lane, slot));
     }
 
-    fn wait_side_mark(&self, slot: usize) {
-        ok("waiting for the side stream", self.rt.wait_side(slot));
+    fn wait_side_mark(&self, lane: SideLane, slot: usize) {
+        ok("waiting for a side stream", self.rt.wait_side(lane, slot));
+    }
+
+    fn side_collectives(&self, lane: SideLane) -> usize {
+        self.side_issued[lane as usize].load(Ordering::Relaxed)
     }
 
     fn send_on_device(&self, buf: &CudaBuf, group: &dyn Collectives, to: usize, tag: i32) -> bool {

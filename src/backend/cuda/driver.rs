@@ -4,7 +4,7 @@
 //! architecture by compile.rs (or read from its cache) and loaded from its CUBIN; launches with
 //! launch.rs's geometry and argument array on the legacy default stream; GEMMs through
 //! cuBLASLt with fp32 compute (`Gemm` row-major, mapped onto cuBLASLt's column-major layouts);
-//! a non-blocking side stream for overlapped collectives, ordered by events.
+//! a non-blocking side stream per `SideLane` for overlapped collectives, ordered by events.
 //! Launches and GEMMs are asynchronous in stream order (copies to and from the host wait for
 //! them); `SWALLOW_CUDA_SYNC=1` synchronises after each, so an error names its kernel. Each GEMM
 //! shape's cuBLASLt descriptors and algorithm are made once and cached. NOT YET RUN ON HARDWARE: it compiles and is
@@ -15,6 +15,7 @@ use super::compile::{self, Arch, CompileOptions};
 use super::launch::{DevPtr, Launch};
 use super::probe;
 use super::runtime::{Gemm, GemmOut, Runtime};
+use crate::backend::SideLane;
 use anyhow::{bail, Context, Result};
 use cudarc::cublaslt::{result as lt, sys as lt_sys};
 use cudarc::driver::{result as cu, sys as cu_sys};
@@ -54,8 +55,8 @@ pub struct DriverRuntime {
     plans: Mutex<HashMap<GemmKey, GemmPlan>>,
     /// Synchronise after every launch and GEMM (`SWALLOW_CUDA_SYNC=1`).
     synchronous: bool,
-    /// The side stream, made on first use.
-    side: Mutex<Option<SideStream>>,
+    /// The side streams, by `SideLane`, each made on first use.
+    side: Mutex<[Option<SideStream>; 2]>,
 }
 
 /// A non-blocking stream (the legacy default stream, where launches go, does not wait for it
@@ -142,7 +143,7 @@ impl DriverRuntime {
                 lock: Mutex::new(()),
                 plans: Mutex::new(HashMap::new()),
                 synchronous: std::env::var("SWALLOW_CUDA_SYNC").is_ok_and(|v| v == "1"),
-                side: Mutex::new(None),
+                side: Mutex::new([None, None]),
             };
             rt.lt = lt::create_handle().map_err(lt_err("cublasLtCreate"))?;
             rt.workspace = cu::malloc_sync(WORKSPACE_BYTES).map_err(cu_err("cuMemAlloc (cuBLASLt workspace)"))?;
@@ -248,7 +249,7 @@ impl Drop for DriverRuntime {
             let _ = cu::ctx::set_current(self.ctx);
             let _ = cu::ctx::synchronize();
             self.plans.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
-            if let Some(side) = self.side.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            for side in self.side.get_mut().unwrap_or_else(|e| e.into_inner()).iter_mut().filter_map(Option::take) {
                 for e in [side.forked, side.joined].into_iter().chain(side.marks) {
                     let _ = cu::event::destroy(e);
                 }
@@ -348,28 +349,28 @@ impl Runtime for DriverRuntime {
         cu::ctx::synchronize().map_err(|e| anyhow::anyhow!("CUDA: a launch or GEMM failed: {e:?}"))
     }
 
-    fn side_stream(&self) -> Result<u64> {
-        self.with_side(|side| Ok(side.stream as u64))
+    fn side_stream(&self, lane: SideLane) -> Result<u64> {
+        self.with_side(lane, |side| Ok(side.stream as u64))
     }
 
-    fn fork_side(&self) -> Result<()> {
+    fn fork_side(&self, lane: SideLane) -> Result<()> {
         // SAFETY: the events and the stream live until Drop.
-        self.with_side(|side| unsafe {
+        self.with_side(lane, |side| unsafe {
             cu::event::record(side.forked, cu::stream::null()).map_err(cu_err("cuEventRecord (fork)"))?;
             cu::stream::wait_event(side.stream, side.forked, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT).map_err(cu_err("cuStreamWaitEvent (fork)"))
         })
     }
 
-    fn join_side(&self) -> Result<()> {
+    fn join_side(&self, lane: SideLane) -> Result<()> {
         // SAFETY: as in `fork_side`.
-        self.with_side(|side| unsafe {
+        self.with_side(lane, |side| unsafe {
             cu::event::record(side.joined, side.stream).map_err(cu_err("cuEventRecord (join)"))?;
             cu::stream::wait_event(cu::stream::null(), side.joined, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT).map_err(cu_err("cuStreamWaitEvent (join)"))
         })
     }
 
-    fn mark_side(&self, slot: usize) -> Result<()> {
-        self.with_side(|side| {
+    fn mark_side(&self, lane: SideLane, slot: usize) -> Result<()> {
+        self.with_side(lane, |side| {
             while side.marks.len() <= slot {
                 side.marks.push(cu::event::create(cu_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).map_err(cu_err("cuEventCreate"))?);
             }
@@ -378,9 +379,9 @@ impl Runtime for DriverRuntime {
         })
     }
 
-    fn wait_side(&self, slot: usize) -> Result<()> {
-        self.with_side(|side| {
-            let Some(&mark) = side.marks.get(slot) else { bail!("wait for side-stream mark {slot}, never recorded") };
+    fn wait_side(&self, lane: SideLane, slot: usize) -> Result<()> {
+        self.with_side(lane, |side| {
+            let Some(&mark) = side.marks.get(slot) else { bail!("wait for side-stream mark {slot} of {lane:?}, never recorded") };
             // SAFETY: as in `mark_side`.
             unsafe { cu::stream::wait_event(cu::stream::null(), mark, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT) }.map_err(cu_err("cuStreamWaitEvent (mark)"))
         })
@@ -388,10 +389,11 @@ impl Runtime for DriverRuntime {
 }
 
 impl DriverRuntime {
-    /// Runs `f` on the side stream, made (with its events) on first use.
-    fn with_side<T>(&self, f: impl FnOnce(&mut SideStream) -> Result<T>) -> Result<T> {
+    /// Runs `f` on side stream `lane`, made (with its events) on first use.
+    fn with_side<T>(&self, lane: SideLane, f: impl FnOnce(&mut SideStream) -> Result<T>) -> Result<T> {
         self.make_current()?;
-        let mut side = self.side.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sides = self.side.lock().unwrap_or_else(|e| e.into_inner());
+        let side = &mut sides[lane as usize];
         if side.is_none() {
             let flags = cu_sys::CUevent_flags::CU_EVENT_DISABLE_TIMING;
             let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking).map_err(cu_err("cuStreamCreate"))?;

@@ -4,11 +4,12 @@
 //! allocated; copies and GEMM operands are checked to lie inside one live allocation; kernels
 //! run through the emulation build (emu.rs); the GEMM is a host loop with cuBLASLt's rounding
 //! contract (bf16 operands, fp32 sums, alpha/beta in fp32, one rounding to the output type).
-//! Its side stream holds the work issued to it until waited for (`issue`).
+//! Its side streams (one per `SideLane`) hold the work issued to them until waited for (`issue`).
 
 use super::emu;
 use super::launch::{DevPtr, Launch};
 use super::runtime::{Gemm, GemmOut, Runtime, ALLOC_ALIGN};
+use crate::backend::SideLane;
 use anyhow::{bail, Result};
 use half::bf16;
 use rayon::prelude::*;
@@ -21,8 +22,8 @@ use std::sync::Mutex;
 pub struct EmulatedRuntime {
     /// Live allocations: base address -> size in bytes.
     allocs: Mutex<BTreeMap<DevPtr, usize>>,
-    /// The side stream (boxed: its address is the stream's handle).
-    side: Box<SideQueue>,
+    /// The side streams, by `SideLane` (boxed: an address is a stream's handle).
+    side: [Box<SideQueue>; 2],
 }
 
 /// Work issued to the emulated side stream (by the emulated NCCL, dist/nccl_emulated.rs): held
@@ -72,6 +73,13 @@ impl EmulatedRuntime {
         Self::default()
     }
 
+    /// Runs every side stream's queued work, lane by lane (every rank in the same order).
+    fn drain_sides(&self) {
+        for side in &self.side {
+            side.drain(None);
+        }
+    }
+
     /// Fails unless `[ptr, ptr + bytes)` lies inside one live allocation.
     fn check_range(&self, what: &str, ptr: DevPtr, bytes: usize) -> Result<()> {
         let allocs = self.allocs.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,7 +121,7 @@ impl Runtime for EmulatedRuntime {
     }
 
     unsafe fn free(&self, ptr: DevPtr) -> Result<()> {
-        self.side.drain(None); // as cuMemFree after synchronising: no queued work may use the memory
+        self.drain_sides(); // as cuMemFree after synchronising: no queued work may use the memory
         let Some(size) = self.allocs.lock().unwrap_or_else(|e| e.into_inner()).remove(&ptr) else {
             bail!("emulated device: free of {ptr:#x}, which is not a live allocation");
         };
@@ -140,33 +148,33 @@ impl Runtime for EmulatedRuntime {
         Ok(())
     }
 
-    /// Launches and GEMMs complete before they return; the side stream's work runs now.
+    /// Launches and GEMMs complete before they return; the side streams' work runs now.
     fn synchronize(&self) -> Result<()> {
-        self.side.drain(None);
+        self.drain_sides();
         Ok(())
     }
 
-    fn side_stream(&self) -> Result<u64> {
-        Ok(&*self.side as *const SideQueue as u64)
+    fn side_stream(&self, lane: SideLane) -> Result<u64> {
+        Ok(&*self.side[lane as usize] as *const SideQueue as u64)
     }
 
     /// Everything issued so far has run (launches complete when issued).
-    fn fork_side(&self) -> Result<()> {
+    fn fork_side(&self, _lane: SideLane) -> Result<()> {
         Ok(())
     }
 
-    fn join_side(&self) -> Result<()> {
-        self.side.drain(None);
+    fn join_side(&self, lane: SideLane) -> Result<()> {
+        self.side[lane as usize].drain(None);
         Ok(())
     }
 
-    fn mark_side(&self, slot: usize) -> Result<()> {
-        self.side.0.lock().unwrap_or_else(|e| e.into_inner()).push(SideItem::Mark(slot));
+    fn mark_side(&self, lane: SideLane, slot: usize) -> Result<()> {
+        self.side[lane as usize].0.lock().unwrap_or_else(|e| e.into_inner()).push(SideItem::Mark(slot));
         Ok(())
     }
 
-    fn wait_side(&self, slot: usize) -> Result<()> {
-        self.side.drain(Some(slot));
+    fn wait_side(&self, lane: SideLane, slot: usize) -> Result<()> {
+        self.side[lane as usize].drain(Some(slot));
         Ok(())
     }
 

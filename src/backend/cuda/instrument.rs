@@ -8,6 +8,7 @@
 
 use super::launch::{DevPtr, Launch};
 use super::runtime::{Gemm, GemmOut, Runtime};
+use crate::backend::SideLane;
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -127,20 +128,20 @@ impl Runtime for Instrumented {
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
     }
-    fn side_stream(&self) -> Result<u64> {
-        self.inner.side_stream()
+    fn side_stream(&self, lane: SideLane) -> Result<u64> {
+        self.inner.side_stream(lane)
     }
-    fn fork_side(&self) -> Result<()> {
-        self.inner.fork_side()
+    fn fork_side(&self, lane: SideLane) -> Result<()> {
+        self.inner.fork_side(lane)
     }
-    fn join_side(&self) -> Result<()> {
-        self.inner.join_side()
+    fn join_side(&self, lane: SideLane) -> Result<()> {
+        self.inner.join_side(lane)
     }
-    fn mark_side(&self, slot: usize) -> Result<()> {
-        self.inner.mark_side(slot)
+    fn mark_side(&self, lane: SideLane, slot: usize) -> Result<()> {
+        self.inner.mark_side(lane, slot)
     }
-    fn wait_side(&self, slot: usize) -> Result<()> {
-        self.inner.wait_side(slot)
+    fn wait_side(&self, lane: SideLane, slot: usize) -> Result<()> {
+        self.inner.wait_side(lane, slot)
     }
 }
 

@@ -10,6 +10,7 @@
 //! into one (sharing its memory, keeping it alive).
 
 use super::launch::{AdamSeg, DevPtr, Launch, NormSeg};
+use crate::backend::SideLane;
 use anyhow::{bail, Result};
 use half::bf16;
 use std::marker::PhantomData;
@@ -117,17 +118,18 @@ pub trait Runtime: Send + Sync {
     unsafe fn gemm(&self, g: &Gemm) -> Result<()>;
     /// Waits until every launch and GEMM issued so far has finished; reports their errors.
     fn synchronize(&self) -> Result<()>;
-    /// The side stream: collectives issued to it (NCCL's DP bucket exchange) overlap the
-    /// launches and GEMMs issued after them. Its handle, for the communicator.
-    fn side_stream(&self) -> Result<u64>;
-    /// The side stream waits for every launch and GEMM issued so far before its next work.
-    fn fork_side(&self) -> Result<()>;
-    /// Launches and GEMMs issued from now on wait for all work issued to the side stream so far.
-    fn join_side(&self) -> Result<()>;
-    /// Marks the side stream's work issued so far as mark `slot` (replacing an earlier one).
-    fn mark_side(&self, slot: usize) -> Result<()>;
-    /// Launches and GEMMs issued from now on wait for the side stream's work up to mark `slot`.
-    fn wait_side(&self, slot: usize) -> Result<()>;
+    /// Side stream `lane`: collectives issued to it (NCCL's DP bucket exchange, the TP input
+    /// gradient's reduction) overlap the launches and GEMMs issued after them. Its handle, for
+    /// the communicator.
+    fn side_stream(&self, lane: SideLane) -> Result<u64>;
+    /// Side stream `lane` waits for every launch and GEMM issued so far before its next work.
+    fn fork_side(&self, lane: SideLane) -> Result<()>;
+    /// Launches and GEMMs issued from now on wait for all work issued to side stream `lane` so far.
+    fn join_side(&self, lane: SideLane) -> Result<()>;
+    /// Marks side stream `lane`'s work issued so far as mark `slot` (replacing an earlier one).
+    fn mark_side(&self, lane: SideLane, slot: usize) -> Result<()>;
+    /// Launches and GEMMs issued from now on wait for side stream `lane`'s work up to mark `slot`.
+    fn wait_side(&self, lane: SideLane, slot: usize) -> Result<()>;
 }
 
 /// Element types that may be copied to and from device memory as raw bytes.
