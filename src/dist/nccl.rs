@@ -15,10 +15,16 @@
 //! global sequence of exchanges and computes, and TP collectives inside a compute are issued by
 //! ranks of one stage with identical lists; so the earliest unfinished operation in that sequence
 //! always has every participant's stream at it (all earlier ones finished), and a host waiting on
-//! its own stream waits only for operations earlier in the sequence. The DP gradient exchange,
-//! issued to the runtime's side stream while the backward pass goes on, cannot close a cycle:
-//! DP peers run identical lists, and no launch waits for the side stream before the optimizer
-//! step joins it.
+//! its own stream waits only for operations earlier in the sequence. The side streams' work
+//! cannot close a cycle either: the DP gradient exchange and ZeRO-1's weight all-gather (DP side
+//! lane) are issued by DP peers with identical lists, and waited for (the optimizer step's join,
+//! the forward pass's mark waits) only after every peer has issued them; a TP input-gradient
+//! reduction (TP side lane) is joined within the same layer's backward, by TP peers with
+//! identical lists, before the TP communicator is used again.
+//!
+//! The environment must leave NCCL blocking and the bootstrap to us: `NCCL_COMM_ID` (one root for
+//! every communicator) and `NCCL_COMM_BLOCKING=0` (calls that return before they are enqueued)
+//! are refused with a message.
 
 use super::comm::{Collectives, CommStats, MpiGroup};
 use super::device::DeviceComm;
@@ -61,13 +67,17 @@ impl NcclGroup {
         if !unsafe { nc_sys::is_culib_present() } {
             bail!("--comm nccl: NCCL (libnccl.so.2) not found on the library path (PyTorch's nvidia-nccl wheel has it); or use --comm mpi (CUDA-aware MPI) or --comm host");
         }
+        check_environment(|k| std::env::var(k).ok())?;
         let mut id = if inner.rank() == 0 { nc::get_uniqueid().map_err(nccl_err("ncclGetUniqueId"))? } else { nc_sys::ncclUniqueId { internal: [0; 128] } };
         // SAFETY: the id is 128 plain bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(id.internal.as_mut_ptr() as *mut u8, id.internal.len()) };
         inner.comm().process_at_rank(0).broadcast_into(bytes);
         let mut comm = std::ptr::null_mut();
         // SAFETY: `comm` receives the new communicator; every rank of the group makes this call.
-        unsafe { nc::comm_init_rank(&mut comm, inner.size() as i32, id, inner.rank() as i32) }.map_err(nccl_err("ncclCommInitRank"))?;
+        let status = unsafe { nc::comm_init_rank(&mut comm, inner.size() as i32, id, inner.rank() as i32) }.map_err(nccl_err("ncclCommInitRank"))?;
+        if status != nc::NcclStatus::Success {
+            bail!("NCCL: ncclCommInitRank returned before the communicator was ready (ncclInProgress: a non-blocking communicator)");
+        }
         Ok(NcclGroup { inner, transport: Transport::Nccl(comm) })
     }
 
@@ -86,10 +96,24 @@ impl NcclGroup {
     }
 }
 
+/// Fails when the environment (`var`) sets what breaks how swallow makes and drives its
+/// communicators.
+fn check_environment(var: impl Fn(&str) -> Option<String>) -> Result<()> {
+    if let Some(id) = var("NCCL_COMM_ID") {
+        bail!("--comm nccl: NCCL_COMM_ID is set ({id}): it gives every communicator one bootstrap root, but swallow makes one per TP, DP and PP group with its own unique id broadcast over MPI; unset it");
+    }
+    if var("NCCL_COMM_BLOCKING").as_deref() == Some("0") {
+        bail!("--comm nccl: NCCL_COMM_BLOCKING=0 makes NCCL calls return before they are enqueued, which swallow does not poll for; unset it or set it to 1");
+    }
+    Ok(())
+}
+
 impl Drop for NcclGroup {
     fn drop(&mut self) {
         if let Transport::Nccl(comm) = self.transport {
-            // SAFETY: made in `new`, destroyed once.
+            // SAFETY: made in `new`, destroyed once, after the device has finished the work
+            // issued to it (an error here means no context is current: nothing to wait for).
+            let _ = cudarc::driver::result::ctx::synchronize();
             let _ = unsafe { nc::comm_destroy(comm) };
         }
     }
@@ -175,5 +199,21 @@ impl DeviceComm for NcclGroup {
             Transport::Nccl(comm) => nc::recv(buf as *mut c_void, n, nccl_type(dtype), from as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclRecv")),
             Transport::Emulated => emulated::recv(&self.inner, from, buf, dtype, n),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_environment;
+
+    #[test]
+    fn a_shared_bootstrap_root_or_non_blocking_calls_are_refused() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.to_string());
+        assert!(check_environment(env(&[])).is_ok());
+        assert!(check_environment(env(&[("NCCL_COMM_BLOCKING", "1"), ("NCCL_DEBUG", "INFO")])).is_ok());
+        let err = check_environment(env(&[("NCCL_COMM_ID", "10.0.0.1:5555")])).unwrap_err().to_string();
+        assert!(err.contains("NCCL_COMM_ID is set (10.0.0.1:5555)") && err.contains("unset it"), "{err}");
+        let err = check_environment(env(&[("NCCL_COMM_BLOCKING", "0")])).unwrap_err().to_string();
+        assert!(err.contains("NCCL_COMM_BLOCKING=0"), "{err}");
     }
 }
