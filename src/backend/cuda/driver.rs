@@ -125,6 +125,7 @@ impl DriverRuntime {
             None => compile::default_cache_dir()?,
         };
         let compiled = compile::compile_all(&CompileOptions { arch, cache_dir, nvrtc: opts.nvrtc.clone(), cuda_include: opts.cuda_include.clone() })?;
+        check_driver_takes(compiled.nvrtc.version, &compiled.nvrtc.path.display().to_string())?;
         // SAFETY: the driver is initialised and `ordinal` exists (checked above).
         unsafe {
             let dev = cu::device::get(opts.ordinal as i32).map_err(cu_err("cuDeviceGet"))?;
@@ -151,10 +152,12 @@ impl DriverRuntime {
                 if m.cubin.is_empty() {
                     bail!("{}: NVRTC produced no CUBIN for {}", m.source.file, arch.name());
                 }
-                let module = cu::module::load_data(m.cubin.as_ptr() as *const c_void).map_err(cu_err("cuModuleLoadData"))?;
+                let module = cu::module::load_data(m.cubin.as_ptr() as *const c_void)
+                    .map_err(|e| anyhow::anyhow!("CUDA driver: cuModuleLoadData of {}'s CUBIN for {}: {e:?}", m.source.file, arch.name()))?;
                 rt.modules.push(module);
                 for &k in m.source.kernels {
-                    let f = cu::module::get_function(module, CString::new(k)?).map_err(cu_err("cuModuleGetFunction"))?;
+                    let f = cu::module::get_function(module, CString::new(k)?)
+                        .map_err(|e| anyhow::anyhow!("CUDA driver: cuModuleGetFunction {k} in {}: {e:?}", m.source.file))?;
                     rt.functions.insert(k, f);
                 }
             }
@@ -213,9 +216,41 @@ impl DriverRuntime {
         ] {
             lt::set_matmul_pref_attribute(pref, attr, &bytes as *const u32 as *const c_void, 4).map_err(lt_err("cublasLtMatmulPreferenceSetAttribute"))?;
         }
-        let heuristic = lt::get_matmul_algo_heuristic(self.lt, desc, la, lb, lc, lc, pref).map_err(lt_err("no algorithm for this GEMM"))?;
+        // Split-K partial sums are added in fp32 only: not in the output type (bf16 would be rounded
+        // more than once, unlike `Gemm`'s contract), nor in place with atomics (run-to-run
+        // differences, which full recomputation must not have).
+        let scheme = lt_sys::cublasLtReductionScheme_t::CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE as u32;
+        lt::set_matmul_pref_attribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &scheme as *const u32 as *const c_void, 4)
+            .map_err(lt_err("cublasLtMatmulPreferenceSetAttribute"))?;
+        let heuristic = lt::get_matmul_algo_heuristic(self.lt, desc, la, lb, lc, lc, pref).map_err(|e| {
+            anyhow::anyhow!(
+                "cuBLASLt: no algorithm for the GEMM m {} n {} k {} (lda {} ldb {} ldc {}, trans a {} b {}, {:?} out, operand alignments {a}/{b}/{c} bytes): {e:?}",
+                g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.trans_a, g.trans_b, g.out
+            )
+        })?;
         Ok(GemmPlan { d, algo: heuristic.algo })
     }
+}
+
+/// Fails unless the driver runs code of NVRTC `nvrtc` (major, minor) at `path`: a driver takes
+/// the CUBINs of its own CUDA major version and older.
+fn check_driver_takes(nvrtc: (i32, i32), path: &str) -> Result<()> {
+    let mut v = 0;
+    // SAFETY: writes one int; the driver is initialised.
+    unsafe { cu_sys::cuDriverGetVersion(&mut v) }.result().map_err(cu_err("cuDriverGetVersion"))?;
+    nvrtc_fits_driver(nvrtc, v, path)
+}
+
+/// `check_driver_takes` for a driver reporting version `v` (1000 x major + 10 x minor).
+fn nvrtc_fits_driver(nvrtc: (i32, i32), v: i32, path: &str) -> Result<()> {
+    let driver = (v / 1000, v % 1000 / 10);
+    if nvrtc.0 > driver.0 {
+        bail!(
+            "NVRTC {}.{} ({path}) is newer than the CUDA driver, which runs CUDA {}.{} code: use an NVRTC of CUDA {} or older (SWALLOW_NVRTC / --nvrtc)",
+            nvrtc.0, nvrtc.1, driver.0, driver.1, driver.0
+        );
+    }
+    Ok(())
 }
 
 /// Makes cuBLASLt loadable by cudarc: opens `explicit` or `$SWALLOW_CUBLASLT` (the library or
@@ -223,8 +258,10 @@ impl DriverRuntime {
 /// cudarc finds a library by its names (libcublasLt.so, .so.12, ...).
 fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
     let env = std::env::var_os("SWALLOW_CUBLASLT").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut opened = None;
     if let Some(p) = explicit.or(env) {
         let file = if p.is_dir() { p.join("libcublasLt.so.12") } else { p.clone() };
+        opened = Some(file.clone());
         let c = CString::new(file.as_os_str().as_encoded_bytes()).context("cuBLASLt path with a NUL byte")?;
         // SAFETY: dlopen of a path; the handle is kept for the life of the process.
         if unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null() {
@@ -238,6 +275,14 @@ fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
              directory; a CUDA 13 libcublasLt.so.13 loads when linked as libcublasLt.so on the library path \
              (scripts/gpu-check.sh does that)"
         );
+    }
+    if let Some(want) = opened.and_then(|f| f.canonicalize().ok()) {
+        // SAFETY: the library is known to load (checked above).
+        let create = unsafe { lt_sys::culib().get::<unsafe extern "C" fn()>(b"cublasLtCreate") };
+        let used = create.ok().and_then(|f| super::nvrtc::file_at(*f as *const c_void));
+        if used.as_ref().is_some_and(|u| *u != want) {
+            log::warn!("cuBLASLt: {} was opened, but cudarc found {} by name first and uses it", want.display(), used.unwrap().display());
+        }
     }
     Ok(())
 }
@@ -381,7 +426,8 @@ impl Runtime for DriverRuntime {
 
     fn wait_side(&self, lane: SideLane, slot: usize) -> Result<()> {
         self.with_side(lane, |side| {
-            let Some(&mark) = side.marks.get(slot) else { bail!("wait for side-stream mark {slot} of {lane:?}, never recorded") };
+            // A mark never recorded has no work before it (as on the emulated runtime).
+            let Some(&mark) = side.marks.get(slot) else { return Ok(()) };
             // SAFETY: as in `mark_side`.
             unsafe { cu::stream::wait_event(cu::stream::null(), mark, cu_sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT) }.map_err(cu_err("cuStreamWaitEvent (mark)"))
         })
@@ -454,5 +500,14 @@ mod tests {
         }
         let e = open_cublaslt(Some(PathBuf::from("/nonexistent/libcublasLt.so.12"))).unwrap_err().to_string();
         assert!(e.contains("cannot load /nonexistent/libcublasLt.so.12"), "{e}");
+    }
+
+    #[test]
+    fn an_nvrtc_newer_than_the_driver_is_refused_by_name() {
+        assert!(nvrtc_fits_driver((13, 0), 13000, "n").is_ok());
+        assert!(nvrtc_fits_driver((12, 9), 13000, "n").is_ok());
+        assert!(nvrtc_fits_driver((12, 9), 12020, "n").is_ok(), "CUBINs of a newer minor version run (minor version compatibility)");
+        let err = nvrtc_fits_driver((13, 0), 12080, "/x/libnvrtc.so.13").unwrap_err().to_string();
+        assert!(err.contains("NVRTC 13.0 (/x/libnvrtc.so.13)") && err.contains("runs CUDA 12.8 code") && err.contains("CUDA 12 or older"), "{err}");
     }
 }

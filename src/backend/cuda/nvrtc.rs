@@ -190,19 +190,29 @@ fn open_at(p: &Path) -> Result<PathBuf> {
     }
     // SAFETY: only probes library names with dlopen.
     if !unsafe { sys::is_culib_present() } {
-        bail!("NVRTC: loaded {}, but it is not a CUDA 12 libnvrtc (its soname is not libnvrtc.so.12)", file.display());
+        bail!(
+            "NVRTC: loaded {}, but cudarc looks NVRTC up by its CUDA 12 names (libnvrtc.so.12, libnvrtc.so): for a CUDA 13 \
+             libnvrtc.so.13, link it as libnvrtc.so in a directory first on LD_LIBRARY_PATH, set before the process starts \
+             (scripts/gpu-check.sh does that)",
+            file.display()
+        );
     }
     Ok(file)
 }
 
 /// The file of the library cudarc calls into (where its `nvrtcVersion` lives).
 fn cudarc_lib_path() -> Option<PathBuf> {
-    // SAFETY: only called once the library is known to load; the symbol address is only passed
-    // to dladdr, which fills `info` with static strings of the loader.
+    // SAFETY: only called once the library is known to load.
+    let sym = unsafe { sys::culib().get::<unsafe extern "C" fn()>(b"nvrtcVersion") }.ok()?;
+    file_at(*sym as *const libc::c_void)
+}
+
+/// The file (canonical) of the loaded library that holds address `addr`.
+pub(super) fn file_at(addr: *const libc::c_void) -> Option<PathBuf> {
+    // SAFETY: dladdr only reads the loader's tables and fills `info` with its static strings.
     unsafe {
-        let sym = sys::culib().get::<unsafe extern "C" fn()>(b"nvrtcVersion").ok()?;
         let mut info: libc::Dl_info = std::mem::zeroed();
-        if libc::dladdr(*sym as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+        if libc::dladdr(addr, &mut info) == 0 || info.dli_fname.is_null() {
             return None;
         }
         let name = std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned();
