@@ -9,6 +9,9 @@
 #   3. swallow-gpu-bench: Llama-2-7B-shaped layers at seq 4096, TP 1, as many as fit, trained
 #      through the CUDA backend: tokens/s, TFLOP/s, MFU, each kernel's share, a closing table.
 # Logs go to $OUT (when set) or out/gpu/logs; the summary table ends the output.
+# Each stage runs under a time limit (seconds; SWALLOW_GPU_CHECK_LIMITS="conformance equivalence
+# bench", default "150 90 210": 7.5 minutes in all), so that a hung kernel or collective costs
+# one stage, not the machine's whole lease, and the summary still prints.
 #
 # It finds what the binaries open at run time and says which files it uses:
 # - NVRTC: $SWALLOW_NVRTC, else the CUDA toolkit's ($CUDA_HOME or /usr/local/cuda; libnvrtc.so.13
@@ -73,31 +76,53 @@ libdirs="$(dirname "$(realpath "$nvrtc")"):$(dirname "$(realpath "$cublaslt")")"
 export LD_LIBRARY_PATH="$shim:$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # One kernel cache for both binaries: the bench reuses what the conformance run compiled.
 export SWALLOW_CUDA_INCLUDE="$include" SWALLOW_KERNEL_CACHE="$cache"
+read -r limit_conformance limit_equivalence limit_bench <<<"${SWALLOW_GPU_CHECK_LIMITS:-150 90 210}"
+for l in "$limit_conformance" "$limit_equivalence" "$limit_bench"; do
+    [[ "$l" =~ ^[0-9]+$ ]] || { echo "error: SWALLOW_GPU_CHECK_LIMITS=\"${SWALLOW_GPU_CHECK_LIMITS:-}\": expected three whole numbers of seconds" >&2; exit 2; }
+done
+# Runs a stage's command under `limit` seconds (then TERM, and KILL 10 s later), its output also
+# in `log`; returns its exit status (124 or 137: stopped at the limit).
+limited() {
+    local limit=$1 log=$2
+    shift 2
+    set +e
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    return "$rc"
+}
+# Why a stage failed: stopped at its limit, or its exit status.
+failure() {
+    case $1 in 124|137) echo "TIMED OUT after $2 s" ;; *) echo "FAILED (exit $1)" ;; esac
+}
 status=0 summary=()
 if [ "$stage" = all ] || [ "$stage" = conformance ]; then
-    echo "== kernel conformance on the GPU"
-    if SWALLOW_CONFORMANCE_DEVICE=cuda out/gpu/kernel_conformance --test-threads 1 "$@" 2>&1 | tee "$logs/conformance.log"; then
+    echo "== kernel conformance on the GPU (limit ${limit_conformance} s)"
+    if SWALLOW_CONFORMANCE_DEVICE=cuda limited "$limit_conformance" "$logs/conformance.log" out/gpu/kernel_conformance --test-threads 1 "$@"; then
         summary+=("conformance: passed")
     else
-        status=1 summary+=("conformance: FAILED ($(grep -c '\.\.\. FAILED' "$logs/conformance.log") tests; $logs/conformance.log)")
+        rc=$? status=1
+        summary+=("conformance: $(failure $rc "$limit_conformance") ($(grep -c '\.\.\. FAILED' "$logs/conformance.log" || true) tests failed; $logs/conformance.log)")
     fi
 fi
 if [ "$stage" = all ] || [ "$stage" = equivalence ]; then
-    echo "== the tiny model on the GPU against the CPU backend"
+    echo "== the tiny model on the GPU against the CPU backend (limit ${limit_equivalence} s)"
     tiny=(--compare-cpu --config tiny --layers 2 --seq 32 --micro-batch 2 --accumulation 2 --steps 2
           --set model.num_heads=2 --set model.num_kv_heads=1 --set train.lr=1e-2 --set train.warmup_steps=1)
-    if out/gpu/swallow-gpu-bench "${tiny[@]}" "$@" 2>&1 | tee "$logs/equivalence.log"; then
+    if limited "$limit_equivalence" "$logs/equivalence.log" out/gpu/swallow-gpu-bench "${tiny[@]}" "$@"; then
         summary+=("equivalence: $(tail -n 1 "$logs/equivalence.log")")
     else
-        status=1 summary+=("equivalence: FAILED ($logs/equivalence.log)")
+        rc=$? status=1
+        summary+=("equivalence: $(failure $rc "$limit_equivalence") ($logs/equivalence.log)")
     fi
 fi
 if [ "$stage" = all ] || [ "$stage" = bench ]; then
-    echo "== training benchmark"
-    if out/gpu/swallow-gpu-bench "$@" 2>&1 | tee "$logs/bench.log"; then
+    echo "== training benchmark (limit ${limit_bench} s)"
+    if limited "$limit_bench" "$logs/bench.log" out/gpu/swallow-gpu-bench "$@"; then
         summary+=("benchmark: done (table above; $logs/bench.log)")
     else
-        status=1 summary+=("benchmark: FAILED ($logs/bench.log)")
+        rc=$? status=1
+        summary+=("benchmark: $(failure $rc "$limit_bench") ($logs/bench.log)")
     fi
 fi
 printf 'gpu-check: %s\n' "${summary[@]}"
