@@ -331,7 +331,7 @@ fn train_on<B: Backend>(
         if let (true, Some((buckets, early))) = (step == first_step && topo.dp > 1, trainer.optimizer.overlapped_buckets()) {
             say(format!("DP gradient exchange on the device: {buckets} buckets, {early} started as the backward pass completed them"));
         }
-        if step == first_step && topo.tp > 1 {
+        if step == first_step && trainer.model.tp.size() > 1 && trainer.model.tp.device().is_some() {
             let n = tp_on_side() - tp_on_side_before;
             say(format!("TP input-gradient reductions on the device's TP stream, overlapping weight-gradient GEMMs: {n} in step {step}"));
         }
