@@ -63,7 +63,7 @@ impl Job {
 /// node-local GPU, the dry run passing.
 fn assert_dry_launch(out: &str, config: &str, tp_pp: &str, ranks: usize) {
     let launch = out.lines().find(|l| l.contains("launching: mpirun")).unwrap_or_else(|| panic!("no mpirun launch:\n{out}"));
-    for flag in [&format!("-np {ranks} "), tp_pp, "--device cuda", "--load auto", "--save ", "--metrics ", "--dry-run", "bind-gpu.sh"] {
+    for flag in [&format!("-np {ranks} "), tp_pp, "--device cuda", "--load auto", "--save ", "--metrics ", "--dry-run", "bind-gpu.sh", "-x CUDA_DEVICE_MAX_CONNECTIONS "] {
         assert!(launch.contains(flag), "{flag:?} missing from: {launch}");
     }
     assert!(out.contains(&format!("swallow train: {config} |")), "{out}");

@@ -83,6 +83,11 @@ swallow_init() {
     fi
     swallow_say "job $SWALLOW_JOB: layout $SWALLOW_LAYOUT (config $SWALLOW_CONFIG, tp $SWALLOW_TP x pp $SWALLOW_PP x dp $(( SWALLOW_NP / (SWALLOW_TP * SWALLOW_PP) )) = $SWALLOW_NP ranks on $SWALLOW_NODES nodes of $SWALLOW_PER_NODE GPUs); log $SWALLOW_LOG"
     swallow_network_env
+    # One hardware work queue per GPU: kernels start in the order they were issued across
+    # streams, so a collective issued to a side stream (the TP input-gradient reduction, a DP
+    # bucket) gets its SMs before the GEMMs issued after it take them all (Megatron-LM asks for
+    # the same setting for the same reason).
+    export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}
     # CPU threads per rank (the CPU backend's rayon pool): the node's cores shared by its ranks.
     SWALLOW_CPUS_PER_RANK=$(( $(nproc) / SWALLOW_PER_NODE ))
     export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-$(( SWALLOW_CPUS_PER_RANK > 0 ? SWALLOW_CPUS_PER_RANK : 1 ))}
@@ -152,7 +157,7 @@ swallow_mpirun_command() {
     fi
     for v in $(compgen -e); do
         case $v in
-            NCCL_* | UCX_* | SWALLOW_* | RAYON_* | OMP_* | HDF5_* | RUST_* | PATH | LD_LIBRARY_PATH) vars+=(-x "$v") ;;
+            NCCL_* | UCX_* | CUDA_DEVICE_MAX_CONNECTIONS | SWALLOW_* | RAYON_* | OMP_* | HDF5_* | RUST_* | PATH | LD_LIBRARY_PATH) vars+=(-x "$v") ;;
         esac
     done
     read -r -a extra <<< "${SWALLOW_MPIRUN_ARGS:-}"
