@@ -224,11 +224,12 @@ pub struct ParallelConfig {
     /// else wait for all of them at the optimizer step.
     #[serde(default = "defaults::yes")]
     pub overlap_param_gather: bool,
-    /// Issue the TP reduction of each column-parallel layer's input gradient to its own stream
-    /// and compute the layer's weight gradients meanwhile (Megatron's async tensor-parallel
+    /// In backward, issue the TP reduction of each column-parallel layer's input gradient, and
+    /// under sequence parallelism the re-gather of its saved normalised input, to a stream of
+    /// their own while the layer's other GEMMs run (Megatron's asynchronous tensor-parallel
     /// all-reduce; on the CUDA backend with `--comm nccl`), else in line.
     #[serde(default = "defaults::yes")]
-    pub overlap_tp_input_grad: bool,
+    pub overlap_tp_backward: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -99,7 +99,7 @@ impl<B: Backend> Trainer<B> {
         // Under ZeRO-1 the fp32 masters live in the optimizer's segments: the model keeps copies.
         let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
         let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute, weight_role);
-        model.overlap_tp_input_grad = p.overlap_tp_input_grad;
+        model.overlap_tp_backward = p.overlap_tp_backward;
         if !zero {
             model.init_weights(t.seed); // under ZeRO-1 the optimizer writes them from its masters
         }
@@ -333,7 +333,7 @@ fn train_on<B: Backend>(
         }
         if step == first_step && trainer.model.tp.size() > 1 && trainer.model.tp.device().is_some() {
             let n = tp_on_side() - tp_on_side_before;
-            say(format!("TP input-gradient reductions on the device's TP stream, overlapping weight-gradient GEMMs: {n} in step {step}"));
+            say(format!("TP collectives of the backward pass on the device's TP stream, overlapping its GEMMs: {n} in step {step}"));
         }
         let tokens_per_s = (t.global_batch * t.seq_len) as f64 / dt;
         let tflops = flops_tok * tokens_per_s / topo.world as f64 / 1e12;

@@ -135,7 +135,7 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
         (1, &["--set", "model.num_kv_heads=1"], &["host"]),
         (2, &["--tp", "2", "--sequence-parallel", "--set", "model.num_kv_heads=2"], &["host", "mpi", "nccl"]),
         (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &["mpi", "nccl"]),
-        (2, &["--tp", "2", "--set", "model.num_kv_heads=2", "--set", "parallel.overlap_tp_input_grad=false"], &["nccl"]),
+        (2, &["--tp", "2", "--set", "model.num_kv_heads=2", "--set", "parallel.overlap_tp_backward=false"], &["nccl"]),
         (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", bucket], &["host", "mpi", "nccl"]),
         (2, &["--set", "model.num_kv_heads=1"], &["mpi", "nccl"]),
         (2, &["--pp", "2", "--set", "model.num_kv_heads=1"], &["host", "mpi", "nccl"]),
@@ -172,15 +172,16 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
             }
             if layout.contains(&"--tp") {
                 // Rank 0 (the whole model, pp 1) reduces two column-parallel input gradients per
-                // layer and the LM head's per micro-batch, on the TP stream where NCCL is (unless
-                // switched off).
+                // layer and the LM head's per micro-batch, and under SP gathers their saved
+                // normalised inputs again, on the TP stream where NCCL is (unless switched off).
                 let cfg = layout_config(layout);
                 let micro_batches = cfg.train.global_batch / (cfg.train.micro_batch * data_parallel(np, layout));
-                let reductions = (2 * cfg.model.num_layers + 1) * micro_batches;
-                let on_stream = if want.starts_with("NCCL") && cfg.parallel.overlap_tp_input_grad { reductions } else { 0 };
-                let line = format!("TP input-gradient reductions on the device's TP stream, overlapping weight-gradient GEMMs: {on_stream} in step 1\n");
+                let per_input = if cfg.parallel.sequence_parallel { 2 } else { 1 };
+                let collectives = per_input * (2 * cfg.model.num_layers + 1) * micro_batches;
+                let on_stream = if want.starts_with("NCCL") && cfg.parallel.overlap_tp_backward { collectives } else { 0 };
+                let line = format!("TP collectives of the backward pass on the device's TP stream, overlapping its GEMMs: {on_stream} in step 1\n");
                 // Printed where the TP group has a device communicator.
-                let printed = out.lines().any(|l| l.starts_with("TP input-gradient reductions"));
+                let printed = out.lines().any(|l| l.starts_with("TP collectives of the backward pass"));
                 assert_eq!(printed, comm != "host", "{out}");
                 assert!(comm == "host" || out.contains(&line), "expected {line:?} in\n{out}");
             }

@@ -80,10 +80,13 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize, wire: Wire
         norm_params += 2.0 * layers + ch.head as u8 as f64;
         if sp {
             // forward: 2 gathers + 2 reduce-scatters per layer; embedding reduce-scatter; head
-            // gather; backward: the same per layer; head reduce-scatter; embedding gather.
+            // gather; backward: the same per layer; head reduce-scatter; embedding gather; and
+            // the saved normalised rows gathered again for the weight gradients (2 per layer,
+            // the head's).
             let (sum, gather) = (scatter_or_gather(tp, act_sum), scatter_or_gather(tp, act_gather));
             tp_mb += layers * 4.0 * (sum + gather);
             tp_mb += (ch.embed as u8 as f64 + ch.head as u8 as f64) * (sum + gather);
+            tp_mb += (2.0 * layers + ch.head as u8 as f64) * gather;
         } else {
             // 2 all-reduces per layer forward and 2 backward; embedding forward; head backward.
             tp_mb += layers * 4.0 * all_reduce(tp, act_sum);

@@ -6,14 +6,16 @@
 //! in backward the input gradients of the column-parallel layers are all-reduced, each
 //! reduction started before the layer's weight-gradient GEMMs, which need not wait for it, and
 //! (`overlap_tp`) issued to the backend's TP side stream so that those GEMMs run meanwhile
-//! (Megatron's async tensor-parallel all-reduce).
+//! (Megatron's asynchronous tensor-parallel all-reduce).
 //!
-//! With sequence parallelism the residual stream, the norms and their saved inputs hold only this
-//! rank's `n / tp` rows: the normalised rows are all-gathered before a column-parallel layer and
-//! the row-parallel partial outputs reduce-scattered (instead of all-reduced) back to rows; in
-//! backward the mirror images (reduce-scatter of column input gradients, all-gather of the
-//! residual gradient). Norm-weight gradients are then partial per rank and summed over TP
-//! (`Llama::reduce_sequence_parallel_grads`).
+//! With sequence parallelism the residual stream, the norms and their saved inputs and outputs
+//! hold only this rank's `n / tp` rows: the normalised rows are all-gathered before a
+//! column-parallel layer (into scratch, not kept) and the row-parallel partial outputs
+//! reduce-scattered (instead of all-reduced) back to rows; in backward the mirror images
+//! (reduce-scatter of column input gradients, all-gather of the residual gradient), and the saved
+//! normalised rows all-gathered again for the weight gradients, as Megatron-LM does (on the TP
+//! side stream while the layer's other backward GEMMs run). Norm-weight gradients are then
+//! partial per rank and summed over TP (`Llama::reduce_sequence_parallel_grads`).
 
 use super::layout::LocalDims;
 use super::params::{LayerIds, ParamTable};
@@ -36,17 +38,18 @@ pub struct Cx<'a, B: Backend> {
     pub shape: AttnShape,
     /// Sequence parallelism: the residual stream holds `n / tp` rows.
     pub sp: bool,
-    /// Reduce column-parallel input gradients on the TP side stream.
+    /// Issue the backward pass's TP collectives (input-gradient reductions, the normalised rows'
+    /// re-gather under SP) to the TP side stream.
     pub overlap_tp: bool,
 }
 
 impl<B: Backend> Cx<'_, B> {
-    /// Rows of the residual stream on this rank.
-    /// Column-parallel input gradients are reduced on the TP side stream.
-    fn reduce_on_side(&self) -> bool {
+    /// The backward pass's TP collectives go to the TP side stream.
+    fn tp_collectives_on_side(&self) -> bool {
         self.overlap_tp && self.tp.size() > 1
     }
 
+    /// Rows of the residual stream on this rank.
     pub fn rows(&self) -> usize {
         if self.sp {
             self.n / self.lc.tp
@@ -56,7 +59,7 @@ impl<B: Backend> Cx<'_, B> {
     }
 }
 
-/// Saved activations of one decoder layer, `[B*T, ...]`.
+/// Saved activations of one decoder layer, `[B*T, ...]` (the norms' `[rows, ...]`).
 pub struct LayerActs<B: Backend> {
     ln1: B::Buf,
     rstd1: B::Buf,
@@ -98,11 +101,13 @@ pub struct Scratch<B: Backend> {
     /// Vocab-parallel cross-entropy statistics `[rows, 3]`: this shard's and the combined ones.
     ce_stats: B::Buf,
     ce_global: B::Buf,
-    /// Sequence parallelism: normalised local rows, column input gradients reduced to local rows,
-    /// the residual gradient gathered to all rows.
+    /// Sequence parallelism: row-parallel outputs reduced to local rows, column input gradients
+    /// reduced to local rows, the residual gradient gathered to all rows, and the normalised rows
+    /// gathered to all rows (a column-parallel layer's input, forward and weight gradient).
     local: B::Buf,
     ln_local: B::Buf,
     resid_full: B::Buf,
+    ln_full: B::Buf,
     /// Host staging for TP collectives.
     host: Vec<f32>,
     host_local: Vec<f32>,
@@ -120,7 +125,7 @@ impl<B: Backend> LayerActs<B> {
         let n = micro_batch * seq;
         let (h, f, _, qd, kvd) = dims::<B>(cfg, lc);
         LayerActs {
-            ln1: be.zeros_as(n * h, Role::Activation),
+            ln1: be.zeros_as(rows * h, Role::Activation),
             rstd1: be.zeros_as(rows, Role::Stat),
             q: be.zeros_as(n * qd, Role::Activation),
             k: be.zeros_as(n * kvd, Role::Activation),
@@ -128,7 +133,7 @@ impl<B: Backend> LayerActs<B> {
             attn: be.zeros_as(n * qd, Role::Activation),
             lse: be.zeros_as(micro_batch * lc.heads * seq, Role::Stat),
             resid_mid: be.zeros_as(rows * h, Role::Activation),
-            ln2: be.zeros_as(n * h, Role::Activation),
+            ln2: be.zeros_as(rows * h, Role::Activation),
             rstd2: be.zeros_as(rows, Role::Stat),
             gate: be.zeros_as(n * f, Role::Activation),
             up: be.zeros_as(n * f, Role::Activation),
@@ -140,7 +145,7 @@ impl<B: Backend> LayerActs<B> {
 impl<B: Backend> HeadActs<B> {
     pub fn new(be: &B, cfg: &ModelConfig, lc: &LocalDims, n: usize, rows: usize) -> Self {
         HeadActs {
-            final_ln: be.zeros_as(n * cfg.hidden_size, Role::Activation),
+            final_ln: be.zeros_as(rows * cfg.hidden_size, Role::Activation),
             final_rstd: be.zeros_as(rows, Role::Stat),
             logits: be.zeros_as(n * lc.vocab, Role::Activation),
             losses: be.zeros_as(n, Role::Stat),
@@ -168,6 +173,7 @@ impl<B: Backend> Scratch<B> {
             local: be.zeros_as(if sp { rows * h } else { 0 }, Role::Activation),
             ln_local: be.zeros_as(if sp { rows * h } else { 0 }, Role::Activation),
             resid_full: be.zeros_as(if sp { n * h } else { 0 }, Role::Activation),
+            ln_full: be.zeros_as(if sp { n * h } else { 0 }, Role::Activation),
             host: vec![0.0; n * h.max(3)],
             host_local: vec![0.0; if sp { rows * h } else { 0 }],
             host_stats: vec![0.0; 3 * n * lc.tp],
@@ -209,14 +215,53 @@ fn scatter_sum<B: Backend>(be: &B, tp: &dyn Collectives, host: &mut [f32], host_
     be.upload(&host_local[..l], dst);
 }
 
-/// RMSNorm of this rank's rows `x` into the full input `full` of a column-parallel layer.
-fn norm_to_full<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, x: &B::Buf, w: &B::Buf, rstd: &mut B::Buf, full: &mut B::Buf) {
+/// RMSNorm of this rank's rows `x` into `normed` (kept for backward), all-gathered into
+/// `s.ln_full` under sequence parallelism; the input of the column-parallel layer is then
+/// `column_input(cx, s, normed)`.
+fn norm_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, x: &B::Buf, w: &B::Buf, rstd: &mut B::Buf, normed: &mut B::Buf) {
     let (be, h, eps) = (cx.be, cx.cfg.hidden_size, cx.cfg.norm_eps as f32);
+    be.rmsnorm_fwd(normed, rstd, x, w, h, eps);
     if cx.sp {
-        be.rmsnorm_fwd(&mut s.local, rstd, x, w, h, eps);
-        gather(be, cx.tp, &mut s.host_local, &mut s.host, &s.local, full);
+        gather(be, cx.tp, &mut s.host_local, &mut s.host, normed, &mut s.ln_full);
+    }
+}
+
+/// All rows of the normalised input `normed` of a column-parallel layer: `normed` itself, or its
+/// all-gather in `s.ln_full` under sequence parallelism (`norm_fwd`, `start_normed_gather`).
+fn column_input<'a, B: Backend>(cx: &Cx<B>, s: &'a Scratch<B>, normed: &'a B::Buf) -> &'a B::Buf {
+    if cx.sp {
+        &s.ln_full
     } else {
-        be.rmsnorm_fwd(full, rstd, x, w, h, eps);
+        normed
+    }
+}
+
+/// The side-stream mark of the gather `start_normed_gather` issues.
+const NORMED_GATHERED: usize = 0;
+
+/// Under sequence parallelism, starts all-gathering the saved normalised rows `normed` into
+/// `s.ln_full` for a column-parallel layer's weight gradients: on the TP side stream when
+/// `cx.overlap_tp`, marked, so that the backward GEMMs issued before `wait_normed_gather` run
+/// meanwhile. Issued after the residual gradient's gather, the TP group's last collective on the
+/// default stream: one communicator's collectives never run on two streams at once.
+fn start_normed_gather<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, normed: &B::Buf) {
+    if !cx.sp {
+        return;
+    }
+    let be = cx.be;
+    let mut all_gather = || gather(be, cx.tp, &mut s.host_local, &mut s.host, normed, &mut s.ln_full);
+    if cx.tp_collectives_on_side() {
+        be.side_work(SideLane::TensorParallel, &mut all_gather);
+        be.mark_side_work(SideLane::TensorParallel, NORMED_GATHERED);
+    } else {
+        all_gather();
+    }
+}
+
+/// Waits for `start_normed_gather`.
+fn wait_normed_gather<B: Backend>(cx: &Cx<B>) {
+    if cx.sp && cx.tp_collectives_on_side() {
+        cx.be.wait_side_mark(SideLane::TensorParallel, NORMED_GATHERED);
     }
 }
 
@@ -252,7 +297,7 @@ fn start_input_grad_reduce<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>) {
             tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
         }
     };
-    if cx.reduce_on_side() {
+    if cx.tp_collectives_on_side() {
         be.side_work(SideLane::TensorParallel, &mut reduce);
     } else {
         reduce();
@@ -263,7 +308,7 @@ fn start_input_grad_reduce<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>) {
 /// gradient into the residual gradient `s.resid`.
 fn norm_bwd_from_full<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, dw: &mut B::Buf, x: &B::Buf, w: &B::Buf, rstd: &B::Buf) {
     let (be, h) = (cx.be, cx.cfg.hidden_size);
-    if cx.reduce_on_side() {
+    if cx.tp_collectives_on_side() {
         be.join_side_work(SideLane::TensorParallel);
     }
     let dln = if cx.sp { &s.ln_local } else { &s.ln };
@@ -294,17 +339,19 @@ pub fn layer_saved_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &LayerId
     let (be, w, n, sh) = (cx.be, cx.w, cx.n, cx.shape);
     let (h, f, _, qd, kvd) = dims::<B>(cx.cfg, &cx.lc);
     let d = cx.cfg.head_dim();
-    norm_to_full(cx, s, x, &w[ids.input_norm], &mut a.rstd1, &mut a.ln1);
-    be.gemm(&mut a.q, &a.ln1, &w[ids.q], n, h, qd, false, true, 1.0, 0.0);
-    be.gemm(&mut a.k, &a.ln1, &w[ids.k], n, h, kvd, false, true, 1.0, 0.0);
-    be.gemm(&mut a.v, &a.ln1, &w[ids.v], n, h, kvd, false, true, 1.0, 0.0);
+    norm_fwd(cx, s, x, &w[ids.input_norm], &mut a.rstd1, &mut a.ln1);
+    let ln1 = column_input(cx, s, &a.ln1);
+    be.gemm(&mut a.q, ln1, &w[ids.q], n, h, qd, false, true, 1.0, 0.0);
+    be.gemm(&mut a.k, ln1, &w[ids.k], n, h, kvd, false, true, 1.0, 0.0);
+    be.gemm(&mut a.v, ln1, &w[ids.v], n, h, kvd, false, true, 1.0, 0.0);
     be.rope_fwd(&mut a.q, cx.cos, cx.sin, sh.batch, sh.seq, sh.heads, d);
     be.rope_fwd(&mut a.k, cx.cos, cx.sin, sh.batch, sh.seq, sh.kv_heads, d);
     be.attention_fwd(&mut a.attn, &mut a.lse, &a.q, &a.k, &a.v, sh);
     row_parallel(cx, s, &mut a.resid_mid, x, &a.attn, &w[ids.o], qd);
-    norm_to_full(cx, s, &a.resid_mid, &w[ids.post_norm], &mut a.rstd2, &mut a.ln2);
-    be.gemm(&mut a.gate, &a.ln2, &w[ids.gate], n, h, f, false, true, 1.0, 0.0);
-    be.gemm(&mut a.up, &a.ln2, &w[ids.up], n, h, f, false, true, 1.0, 0.0);
+    norm_fwd(cx, s, &a.resid_mid, &w[ids.post_norm], &mut a.rstd2, &mut a.ln2);
+    let ln2 = column_input(cx, s, &a.ln2);
+    be.gemm(&mut a.gate, ln2, &w[ids.gate], n, h, f, false, true, 1.0, 0.0);
+    be.gemm(&mut a.up, ln2, &w[ids.up], n, h, f, false, true, 1.0, 0.0);
     be.swiglu_fwd(&mut a.swiglu, &a.gate, &a.up);
 }
 
@@ -316,6 +363,7 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     let d = cx.cfg.head_dim();
     // MLP: out = mid + down(swiglu(gate(ln2), up(ln2)))
     let full = gather_resid_grad(cx, s);
+    start_normed_gather(cx, s, &a.ln2);
     let dout = if full { &s.resid_full } else { &s.resid };
     be.gemm(&mut s.swiglu, dout, &w[ids.down], n, h, f, false, false, 1.0, 0.0);
     be.gemm(&mut gr[ids.down], dout, &a.swiglu, h, n, f, true, false, 1.0, 1.0);
@@ -323,11 +371,14 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     be.gemm(&mut s.ln, &s.gate, &w[ids.gate], n, f, h, false, false, 1.0, 0.0);
     be.gemm(&mut s.ln, &s.up, &w[ids.up], n, f, h, false, false, 1.0, 1.0);
     start_input_grad_reduce(cx, s);
-    be.gemm(&mut gr[ids.gate], &s.gate, &a.ln2, f, n, h, true, false, 1.0, 1.0);
-    be.gemm(&mut gr[ids.up], &s.up, &a.ln2, f, n, h, true, false, 1.0, 1.0);
+    wait_normed_gather(cx);
+    let ln2 = column_input(cx, s, &a.ln2);
+    be.gemm(&mut gr[ids.gate], &s.gate, ln2, f, n, h, true, false, 1.0, 1.0);
+    be.gemm(&mut gr[ids.up], &s.up, ln2, f, n, h, true, false, 1.0, 1.0);
     norm_bwd_from_full(cx, s, &mut gr[ids.post_norm], &a.resid_mid, &w[ids.post_norm], &a.rstd2);
     // Attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1)))
     let full = gather_resid_grad(cx, s);
+    start_normed_gather(cx, s, &a.ln1);
     let dmid = if full { &s.resid_full } else { &s.resid };
     be.gemm(&mut s.attn, dmid, &w[ids.o], n, h, qd, false, false, 1.0, 0.0);
     be.gemm(&mut gr[ids.o], dmid, &a.attn, h, n, qd, true, false, 1.0, 1.0);
@@ -338,9 +389,11 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     be.gemm(&mut s.ln, &s.k, &w[ids.k], n, kvd, h, false, false, 1.0, 1.0);
     be.gemm(&mut s.ln, &s.v, &w[ids.v], n, kvd, h, false, false, 1.0, 1.0);
     start_input_grad_reduce(cx, s);
-    be.gemm(&mut gr[ids.q], &s.q, &a.ln1, qd, n, h, true, false, 1.0, 1.0);
-    be.gemm(&mut gr[ids.k], &s.k, &a.ln1, kvd, n, h, true, false, 1.0, 1.0);
-    be.gemm(&mut gr[ids.v], &s.v, &a.ln1, kvd, n, h, true, false, 1.0, 1.0);
+    wait_normed_gather(cx);
+    let ln1 = column_input(cx, s, &a.ln1);
+    be.gemm(&mut gr[ids.q], &s.q, ln1, qd, n, h, true, false, 1.0, 1.0);
+    be.gemm(&mut gr[ids.k], &s.k, ln1, kvd, n, h, true, false, 1.0, 1.0);
+    be.gemm(&mut gr[ids.v], &s.v, ln1, kvd, n, h, true, false, 1.0, 1.0);
     norm_bwd_from_full(cx, s, &mut gr[ids.input_norm], x, &w[ids.input_norm], &a.rstd1);
 }
 
@@ -349,8 +402,8 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
 pub fn head_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, x: &B::Buf, targets: &B::Ids, hd: &mut HeadActs<B>, grad_scale: f32) -> f64 {
     let (be, w, t, n, lc) = (cx.be, cx.w, cx.table, cx.n, cx.lc);
     let h = cx.cfg.hidden_size;
-    norm_to_full(cx, s, x, &w[t.final_norm], &mut hd.final_rstd, &mut hd.final_ln);
-    be.gemm(&mut hd.logits, &hd.final_ln, &w[t.lm_head], n, h, lc.vocab, false, true, 1.0, 0.0);
+    norm_fwd(cx, s, x, &w[t.final_norm], &mut hd.final_rstd, &mut hd.final_ln);
+    be.gemm(&mut hd.logits, column_input(cx, s, &hd.final_ln), &w[t.lm_head], n, h, lc.vocab, false, true, 1.0, 0.0);
     if cx.tp.size() == 1 {
         be.cross_entropy_fwd_bwd(&mut hd.logits, &mut hd.losses, targets, lc.vocab, lc.valid_vocab, grad_scale);
     } else {
@@ -383,9 +436,11 @@ fn vocab_parallel_cross_entropy<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, targ
 pub fn head_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], x: &B::Buf, hd: &HeadActs<B>) {
     let (be, w, t, n, lc) = (cx.be, cx.w, cx.table, cx.n, cx.lc);
     let h = cx.cfg.hidden_size;
+    start_normed_gather(cx, s, &hd.final_ln);
     be.gemm(&mut s.ln, &hd.logits, &w[t.lm_head], n, lc.vocab, h, false, false, 1.0, 0.0);
     start_input_grad_reduce(cx, s);
-    be.gemm(&mut gr[t.lm_head], &hd.logits, &hd.final_ln, lc.vocab, n, h, true, false, 1.0, 1.0);
+    wait_normed_gather(cx);
+    be.gemm(&mut gr[t.lm_head], &hd.logits, column_input(cx, s, &hd.final_ln), lc.vocab, n, h, true, false, 1.0, 1.0);
     be.fill_zero(&mut s.resid);
     norm_bwd_from_full(cx, s, &mut gr[t.final_norm], x, &w[t.final_norm], &hd.final_rstd);
 }

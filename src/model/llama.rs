@@ -52,9 +52,9 @@ pub struct Llama<B: Backend> {
     pub seq: usize,
     /// Residual stream split over the TP group along the tokens.
     pub sequence_parallel: bool,
-    /// Column-parallel input gradients reduced on the backend's TP side stream, overlapping the
-    /// weight-gradient GEMMs (`parallel.overlap_tp_input_grad`; default on).
-    pub overlap_tp_input_grad: bool,
+    /// The backward pass's TP collectives on the backend's TP side stream, overlapping the
+    /// layers' other GEMMs (`parallel.overlap_tp_backward`; default on).
+    pub overlap_tp_backward: bool,
     rope_cos: B::Buf,
     rope_sin: B::Buf,
     host_inputs: Vec<u32>,
@@ -96,7 +96,7 @@ macro_rules! cx {
                 head_dim: $m.cfg.head_dim(),
             },
             sp: $m.sequence_parallel,
-            overlap_tp: $m.overlap_tp_input_grad,
+            overlap_tp: $m.overlap_tp_backward,
         }
     };
 }
@@ -177,7 +177,7 @@ impl<B: Backend> Llama<B> {
         Llama {
             scratch: Scratch::new(be, cfg, &local, n, rows),
             sequence_parallel,
-            overlap_tp_input_grad: true,
+            overlap_tp_backward: true,
             cfg: cfg.clone(),
             table,
             local,
@@ -407,6 +407,7 @@ impl<B: Backend> Llama<B> {
     /// again, since the forward turns its logits into gradients.
     pub fn logits(&mut self, samples: &[u32]) -> Vec<f32> {
         self.forward(samples, 0.0);
+        assert!(!self.sequence_parallel, "logits needs the final norm's output whole (no sequence parallelism)");
         let (n, h, v) = (self.micro_batch * self.seq, self.cfg.hidden_size, self.local.vocab);
         let hd = self.slots[0].head.as_mut().expect("the whole model has a head");
         self.backend.gemm(&mut hd.logits, &hd.final_ln, &self.weights[self.table.lm_head], n, h, v, false, true, 1.0, 0.0);

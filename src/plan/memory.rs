@@ -210,10 +210,10 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     // input and its activations, or under full recomputation its input only and one set of
     // activations for the rank (counted as workspace below). None and selective are the same
     // here: the attention never keeps its probabilities.
-    let layer = n * h + rows + n * x.qd + 2.0 * n * x.kvd + n * x.qd + x.batch * x.heads * x.seq + rows * h + n * h + rows + 3.0 * n * x.ffn;
+    let layer = rows * h + rows + n * x.qd + 2.0 * n * x.kvd + n * x.qd + x.batch * x.heads * x.seq + rows * h + rows * h + rows + 3.0 * n * x.ffn;
     let full = l.recompute == Recompute::Full;
     let kept_per_layer = if full { rows * h } else { layer + rows * h };
-    let head = n * h + rows + n * x.vocab + n;
+    let head = rows * h + rows + n * x.vocab + n;
     let per_slot_fixed = 2.0 * n + 2.0 * rows * h; // ids, targets, the chunk's output and gradient
     let slots: f64 = st.slots.iter().sum::<usize>() as f64;
     let activations = f * (st.layer_sets() * kept_per_layer + slots * per_slot_fixed + st.head_slots() * head);
@@ -264,7 +264,7 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
         scratch += layer;
     }
     if sp {
-        scratch += 2.0 * rows * h + n * h;
+        scratch += 2.0 * rows * h + 2.0 * n * h;
     }
     let rope = 2.0 * x.seq * (m.head_dim() / 2) as f64;
     let attention = crate::backend::cpu::attention_scratch_elems(&crate::backend::AttnShape {
