@@ -30,7 +30,8 @@ pub struct AttnShape {
 pub enum SideLane {
     /// The DP gradient buckets' exchange and ZeRO-1's weight all-gather.
     DataParallel = 0,
-    /// The TP reduction of a column-parallel layer's input gradient (model/layer.rs).
+    /// The backward pass's TP collectives (model/layer.rs): a column-parallel layer's
+    /// input-gradient reduction and, under sequence parallelism, its normalised input's re-gather.
     TensorParallel = 1,
 }
 

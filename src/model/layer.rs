@@ -248,14 +248,21 @@ fn start_normed_gather<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, normed: &B::B
     if !cx.sp {
         return;
     }
-    let be = cx.be;
-    let mut all_gather = || gather(be, cx.tp, &mut s.host_local, &mut s.host, normed, &mut s.ln_full);
-    if cx.tp_collectives_on_side() {
-        be.side_work(SideLane::TensorParallel, &mut all_gather);
-        be.mark_side_work(SideLane::TensorParallel, NORMED_GATHERED);
-    } else {
-        all_gather();
+    if on_tp_lane(cx, &mut || gather(cx.be, cx.tp, &mut s.host_local, &mut s.host, normed, &mut s.ln_full)) {
+        cx.be.mark_side_work(SideLane::TensorParallel, NORMED_GATHERED);
     }
+}
+
+/// Runs `collective` (a TP collective of the backward pass) on the TP side stream when
+/// `cx.overlap_tp` (returns true), else in line.
+fn on_tp_lane<B: Backend>(cx: &Cx<B>, collective: &mut dyn FnMut()) -> bool {
+    let on_side = cx.tp_collectives_on_side();
+    if on_side {
+        cx.be.side_work(SideLane::TensorParallel, collective);
+    } else {
+        collective();
+    }
+    on_side
 }
 
 /// Waits for `start_normed_gather`.
@@ -290,18 +297,13 @@ fn row_parallel<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, out: &mut B::Buf, x:
 /// `norm_bwd_from_full`.
 fn start_input_grad_reduce<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>) {
     let be = cx.be;
-    let mut reduce = || {
+    on_tp_lane(cx, &mut || {
         if cx.sp {
             scatter_sum(be, cx.tp, &mut s.host, &mut s.host_local, &s.ln, &mut s.ln_local);
         } else {
             tp_all_reduce(be, cx.tp, &mut s.host, &mut s.ln);
         }
-    };
-    if cx.tp_collectives_on_side() {
-        be.side_work(SideLane::TensorParallel, &mut reduce);
-    } else {
-        reduce();
-    }
+    });
 }
 
 /// Waits for `start_input_grad_reduce` and adds the RMSNorm backward of the reduced input
