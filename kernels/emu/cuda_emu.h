@@ -444,3 +444,9 @@ inline T atomicAdd(T* p, T v) {
     *p = old + v;
     return old;
 }
+template <class T>
+inline T atomicMax(T* p, T v) {
+    T old = *p;
+    *p = old > v ? old : v;
+    return old;
+}

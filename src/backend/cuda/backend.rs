@@ -499,7 +499,11 @@ impl Backend for CudaBackend {
     fn embedding_bwd(&self, dtable: &mut CudaBuf, dout: &CudaBuf, ids: &DeviceBuf<u32>, dim: usize, vocab_start: usize) {
         assert!(dout.len == ids.len() * dim && dtable.len.is_multiple_of(dim), "embedding_bwd: dout {} dtable {} for {} ids of dim {dim}", dout.len, dtable.len, ids.len());
         let d = dtable.f32("embedding_bwd", "dtable");
-        self.run(&launch::embedding_bwd(d, dout.bf16("embedding_bwd", "dout"), ids.ptr(), ids.len(), dim, dtable.len / dim, vocab_start));
+        let mut s = self.scratch();
+        let links = grow(&self.rt, &mut s.work, launch::embedding_bwd_scratch(ids.len()));
+        for l in launch::embedding_bwd(d, dout.bf16("embedding_bwd", "dout"), ids.ptr(), links, ids.len(), dim, dtable.len / dim, vocab_start) {
+            self.run(&l);
+        }
     }
 
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {

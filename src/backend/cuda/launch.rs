@@ -13,6 +13,9 @@ pub type DevPtr = u64;
 
 /// Threads per block of the RMSNorm kernels (one warp per row in the forward).
 const RMSNORM_THREADS: u32 = 128;
+/// Threads per block of the RMSNorm backward: 8 warps, 4 of its rows each, so that the one
+/// block per SM that 4096 rows give keeps twice the loads in flight of 4 warps.
+const RMSNORM_BWD_THREADS: u32 = 256;
 /// Rows per block of the RMSNorm backward: one dw partial per this many rows.
 pub const RMSNORM_BWD_ROWS: usize = 32;
 const ELEMWISE_THREADS: u32 = 256;
@@ -42,6 +45,7 @@ pub const KERNELS: &[&str] = &[
     "fill_zero_bytes",
     "copy_bytes",
     "embedding_fwd",
+    "embedding_bwd_links",
     "embedding_bwd",
     "cross_entropy_fwd_bwd",
     "cross_entropy_local_stats",
@@ -160,7 +164,7 @@ pub fn rmsnorm_bwd(
 ) -> [Launch; 2] {
     let parts = rows.div_ceil(RMSNORM_BWD_ROWS);
     [
-        Launch::new("rmsnorm_bwd", parts, RMSNORM_THREADS)
+        Launch::new("rmsnorm_bwd", parts, RMSNORM_BWD_THREADS)
             .ptr(dx)
             .ptr(scratch)
             .ptr(dout)
@@ -282,17 +286,40 @@ pub fn embedding_fwd(out: DevPtr, table: DevPtr, ids: DevPtr, n: usize, dim: usi
         .int(vocab_start)
 }
 
+/// Tokens j per block of `embedding_bwd_links` (kernels/embedding.cu's EMB_LINK_TILE).
+const EMB_LINK_TILE: usize = 1024;
+
+/// fp32-sized elements of scratch the embedding backward needs: two ints per token (its id's
+/// next token, whether an earlier token has its id).
+pub fn embedding_bwd_scratch(n: usize) -> usize {
+    2 * n
+}
+
 /// `dtable[ids[i] - vocab_start] += dout[i]` for the ids of the shard's `rows` rows (fp32 table
-/// gradient, bf16 `dout`), deterministic.
-pub fn embedding_bwd(dtable: DevPtr, dout: DevPtr, ids: DevPtr, n: usize, dim: usize, rows: usize, vocab_start: usize) -> Launch {
-    Launch::new("embedding_bwd", dim.div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
+/// gradient, bf16 `dout`), each element summed in token order; `scratch` holds
+/// `embedding_bwd_scratch(n)` elements: zeroed, linked, then each distinct id's row written once.
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_bwd(dtable: DevPtr, dout: DevPtr, ids: DevPtr, scratch: DevPtr, n: usize, dim: usize, rows: usize, vocab_start: usize) -> [Launch; 3] {
+    let mut links = Launch::new("embedding_bwd_links", n.div_ceil(ELEMWISE_THREADS as usize), ELEMWISE_THREADS)
+        .ptr(scratch)
+        .ptr(ids)
+        .int(n)
+        .int(rows)
+        .int(vocab_start);
+    links.grid[1] = to_u32("grid", n.div_ceil(EMB_LINK_TILE));
+    assert!(links.grid[1] <= 65535, "embedding_bwd: {n} tokens need more than 65535 tiles");
+    let mut rows_once = Launch::new("embedding_bwd", n, ELEMWISE_THREADS)
         .ptr(dtable)
         .ptr(dout)
         .ptr(ids)
+        .ptr(scratch)
         .int(n)
         .int(dim)
         .int(rows)
-        .int(vocab_start)
+        .int(vocab_start);
+    rows_once.grid[1] = to_u32("grid", dim.div_ceil(ELEMWISE_THREADS as usize));
+    assert!(rows_once.grid[1] <= 65535, "embedding_bwd: dim {dim} needs more than 65535 column blocks");
+    [fill_zero(scratch, embedding_bwd_scratch(n) * 4), links, rows_once]
 }
 
 // ---- cross-entropy ------------------------------------------------------------------------
