@@ -3,8 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 APT_PACKAGES := openmpi-bin libopenmpi-dev libclang-dev clang pkg-config libhdf5-openmpi-dev python3 python3-venv shellcheck
-# NVRTC, the CUDA headers and ptxas for `make kernels` (no GPU needed), in a venv under out/.
-CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86
+# NVRTC, the CUDA headers and ptxas for `make kernels` (no GPU needed), in a venv under out/;
+# and NCCL, whose wheel installs only libnccl.so.2, the name swallow's loader must find (the
+# tests load it and make unique ids; communicators need a GPU).
+CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86 nvidia-nccl-cu12==2.19.3
 CUDA_VENV := out/cuda-tools
 BIN := target/release/swallow
 SAMPLE_PREFIX := out/sample/sample_text_document

@@ -53,6 +53,7 @@ for sp in "${sites[@]}"; do
     cublaslt_at+=("$sp"/nvidia/cu1[0-9]/lib/libcublasLt.so.1[0-9] "$sp"/nvidia/cublas/lib/libcublasLt.so.1[0-9])
 done
 nvrtc_at+=(out/cuda-tools/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12)
+cublaslt_at+=("$cuda_home"/lib64/libcublasLt.so.1[0-9])
 include_at+=(out/cuda-tools/lib/python3*/site-packages/nvidia/cuda_runtime/include/cuda_bf16.h)
 
 nvrtc=${SWALLOW_NVRTC:-$(first "${nvrtc_at[@]}")}
@@ -61,7 +62,7 @@ if [ -d "$nvrtc" ]; then nvrtc=$(first "$nvrtc"/libnvrtc.so.1[0-9]); fi
 include=${SWALLOW_CUDA_INCLUDE:-$(dirname "$(first "${include_at[@]}")")}
 [ -f "$include/cuda_bf16.h" ] || { echo "error: no cuda_bf16.h (set SWALLOW_CUDA_INCLUDE)" >&2; exit 1; }
 cublaslt=${SWALLOW_CUBLASLT_FILE:-$(first "${cublaslt_at[@]}")}
-[ -n "$cublaslt" ] || { echo "error: no libcublasLt.so.* in python3's site-packages (set SWALLOW_CUBLASLT_FILE)" >&2; exit 1; }
+[ -n "$cublaslt" ] || { echo "error: no libcublasLt.so.* in python3's site-packages nor $cuda_home/lib64 (set SWALLOW_CUBLASLT_FILE)" >&2; exit 1; }
 
 shim=$(mktemp -d)
 cache=$(mktemp -d)
@@ -98,7 +99,8 @@ failure() {
 status=0 summary=()
 if [ "$stage" = all ] || [ "$stage" = conformance ]; then
     echo "== kernel conformance on the GPU (limit ${limit_conformance} s)"
-    if SWALLOW_CONFORMANCE_DEVICE=cuda limited "$limit_conformance" "$logs/conformance.log" out/gpu/kernel_conformance --test-threads 1 "$@"; then
+    # Synchronous launches: a faulting kernel is named by its own test, not by a later copy.
+    if SWALLOW_CUDA_SYNC=1 SWALLOW_CONFORMANCE_DEVICE=cuda limited "$limit_conformance" "$logs/conformance.log" out/gpu/kernel_conformance --test-threads 1 "$@"; then
         summary+=("conformance: passed")
     else
         rc=$? status=1

@@ -258,7 +258,10 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
             say(format!("device: {} on every rank (rank 0: {})", backend.name(), backend.describe()));
             let comm = CommKind::choose(&cfg.train.comm, if device == TrainDevice::Cuda { "cuda" } else { "cuda-emulated" })?;
             let groups = mpi.groups_on(&topo, comm)?;
-            say(format!("collectives on device buffers (TP, DP and PP groups): {}", comm.name()));
+            // Made by groups_on above when any group spans ranks.
+            let nccl = (comm == CommKind::Nccl && topo.world > 1).then(crate::dist::nccl_lib::Nccl::get).and_then(Result::ok);
+            let library = nccl.map(|n| format!(" (NCCL {} from {})", crate::dist::nccl_lib::version_text(n.version), n.path.display())).unwrap_or_default();
+            say(format!("collectives on device buffers (TP, DP and PP groups): {}{library}", comm.name()));
             train_on(backend.clone(), cfg, mpi, &topo, groups, &sampler, validation.as_ref())?;
             crate::plan::ranks::report_device_memory(cfg, mpi, &topo, backend.instruments().memory().peak as f64)
         }

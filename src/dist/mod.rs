@@ -1,11 +1,12 @@
 //! Distribution: where a rank sits in the TP x DP x PP grid (topology.rs), the MPI world and its
 //! sub-communicators (mpi.rs), the collectives trait the parallel code uses (comm.rs), the
-//! collectives on device buffers (device.rs: CUDA-aware MPI; nccl.rs: NCCL, or its emulation over MPI for the emulated device), and the analytic
+//! collectives on device buffers (device.rs: CUDA-aware MPI; nccl.rs: NCCL, opened by nccl_lib.rs, or its emulation over MPI for the emulated device), and the analytic
 //! communication volume of a layout (traffic.rs).
 
 pub mod comm;
 pub mod device;
 pub mod nccl;
+pub mod nccl_lib;
 mod nccl_emulated;
 pub mod mpi;
 pub mod topology;

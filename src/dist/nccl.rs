@@ -3,8 +3,8 @@
 //! through MPI as before) that also offers `DeviceComm` through NCCL, bf16 and fp32, enqueued on
 //! the device's stream in order with the backend's launches. Made collectively: rank 0 of the
 //! group asks NCCL for a unique id, MPI broadcasts its 128 bytes, every rank joins with
-//! ncclCommInitRank on its current CUDA device. libnccl.so.2 is opened at run time (cudarc),
-//! probed first so that its absence is an error, not a panic. NOT YET RUN ON HARDWARE: neither
+//! ncclCommInitRank on its current CUDA device. libnccl.so.2 is opened at run time
+//! (nccl_lib.rs), its absence an error that says where it looked. NOT YET RUN ON HARDWARE: neither
 //! the collectives nor the pipeline's ncclSend/ncclRecv have run on a GPU; the emulated device
 //! runs the same calls with NCCL emulated over MPI (`--comm nccl-emulated`, nccl_emulated.rs).
 //!
@@ -29,9 +29,10 @@
 use super::comm::{Collectives, CommStats, MpiGroup};
 use super::device::DeviceComm;
 use super::nccl_emulated as emulated;
+use super::nccl_lib::Nccl;
 use crate::backend::cuda::launch::{DevPtr, Dtype};
 use anyhow::{bail, Result};
-use cudarc::nccl::{result as nc, sys as nc_sys};
+use cudarc::nccl::sys as nc_sys;
 use mpi::collective::Root;
 use mpi::topology::Communicator;
 use std::ffi::c_void;
@@ -45,12 +46,8 @@ pub struct NcclGroup {
 /// What carries the device collectives: an NCCL communicator, or its emulation over MPI for the
 /// emulated device (nccl_emulated.rs).
 enum Transport {
-    Nccl(nc_sys::ncclComm_t),
+    Nccl(&'static Nccl, nc_sys::ncclComm_t),
     Emulated,
-}
-
-fn nccl_err(what: &str) -> impl Fn(nc::NcclError) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("NCCL: {what}: {e:?}")
 }
 
 fn nccl_type(dtype: Dtype) -> nc_sys::ncclDataType_t {
@@ -63,22 +60,14 @@ fn nccl_type(dtype: Dtype) -> nc_sys::ncclDataType_t {
 impl NcclGroup {
     /// Collective over `inner`'s ranks, each with its CUDA device current.
     pub fn new(inner: MpiGroup) -> Result<NcclGroup> {
-        // SAFETY: only probes library names with dlopen.
-        if !unsafe { nc_sys::is_culib_present() } {
-            bail!("--comm nccl: NCCL (libnccl.so.2) not found on the library path (PyTorch's nvidia-nccl wheel has it); or use --comm mpi (CUDA-aware MPI) or --comm host");
-        }
+        let lib = Nccl::get().map_err(|e| anyhow::anyhow!("--comm nccl: {e:#}"))?;
         check_environment(|k| std::env::var(k).ok())?;
-        let mut id = if inner.rank() == 0 { nc::get_uniqueid().map_err(nccl_err("ncclGetUniqueId"))? } else { nc_sys::ncclUniqueId { internal: [0; 128] } };
+        let mut id = if inner.rank() == 0 { lib.unique_id()? } else { nc_sys::ncclUniqueId { internal: [0; 128] } };
         // SAFETY: the id is 128 plain bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(id.internal.as_mut_ptr() as *mut u8, id.internal.len()) };
         inner.comm().process_at_rank(0).broadcast_into(bytes);
-        let mut comm = std::ptr::null_mut();
-        // SAFETY: `comm` receives the new communicator; every rank of the group makes this call.
-        let status = unsafe { nc::comm_init_rank(&mut comm, inner.size() as i32, id, inner.rank() as i32) }.map_err(nccl_err("ncclCommInitRank"))?;
-        if status != nc::NcclStatus::Success {
-            bail!("NCCL: ncclCommInitRank returned before the communicator was ready (ncclInProgress: a non-blocking communicator)");
-        }
-        Ok(NcclGroup { inner, transport: Transport::Nccl(comm) })
+        let comm = lib.comm_init_rank(inner.size(), id, inner.rank())?;
+        Ok(NcclGroup { inner, transport: Transport::Nccl(lib, comm) })
     }
 
     /// Runs `op` on this group's transport and accounts `bytes` sent, with the time the call took
@@ -110,11 +99,11 @@ fn check_environment(var: impl Fn(&str) -> Option<String>) -> Result<()> {
 
 impl Drop for NcclGroup {
     fn drop(&mut self) {
-        if let Transport::Nccl(comm) = self.transport {
+        if let Transport::Nccl(lib, comm) = self.transport {
             // SAFETY: made in `new`, destroyed once, after the device has finished the work
             // issued to it (an error here means no context is current: nothing to wait for).
             let _ = cudarc::driver::result::ctx::synchronize();
-            let _ = unsafe { nc::comm_destroy(comm) };
+            let _ = unsafe { lib.comm_destroy(comm) };
         }
     }
 }
@@ -171,32 +160,32 @@ impl DeviceComm for NcclGroup {
     unsafe fn all_reduce_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n: usize, stream: u64) -> Result<()> {
         let sum = nc_sys::ncclRedOp_t::ncclSum;
         self.accounted(self.inner.all_reduce_bytes(n * dtype.bytes()), |t| match *t {
-            Transport::Nccl(comm) => nc::all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, comm, stream as _).map(drop).map_err(nccl_err("ncclAllReduce")),
+            Transport::Nccl(lib, comm) => lib.all_reduce(send as *const c_void, recv as *mut c_void, n, nccl_type(dtype), sum, comm, stream as _),
             Transport::Emulated => emulated::all_reduce(&self.inner, send, recv, dtype, n, stream),
         })
     }
     unsafe fn reduce_scatter_sum(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_recv: usize, stream: u64) -> Result<()> {
         let sum = nc_sys::ncclRedOp_t::ncclSum;
         self.accounted(((self.size() - 1) * n_recv * dtype.bytes()) as f64, |t| match *t {
-            Transport::Nccl(comm) => nc::reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, comm, stream as _).map(drop).map_err(nccl_err("ncclReduceScatter")),
+            Transport::Nccl(lib, comm) => lib.reduce_scatter(send as *const c_void, recv as *mut c_void, n_recv, nccl_type(dtype), sum, comm, stream as _),
             Transport::Emulated => emulated::reduce_scatter(&self.inner, send, recv, dtype, n_recv, stream),
         })
     }
     unsafe fn all_gather(&self, send: DevPtr, recv: DevPtr, dtype: Dtype, n_send: usize, stream: u64) -> Result<()> {
         self.accounted(((self.size() - 1) * n_send * dtype.bytes()) as f64, |t| match *t {
-            Transport::Nccl(comm) => nc::all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), comm, stream as _).map(drop).map_err(nccl_err("ncclAllGather")),
+            Transport::Nccl(lib, comm) => lib.all_gather(send as *const c_void, recv as *mut c_void, n_send, nccl_type(dtype), comm, stream as _),
             Transport::Emulated => emulated::all_gather(&self.inner, send, recv, dtype, n_send, stream),
         })
     }
     unsafe fn send(&self, to: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
         self.accounted((n * dtype.bytes()) as f64, |t| match *t {
-            Transport::Nccl(comm) => nc::send(buf as *const c_void, n, nccl_type(dtype), to as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclSend")),
+            Transport::Nccl(lib, comm) => lib.send(buf as *const c_void, n, nccl_type(dtype), to, comm, std::ptr::null_mut()),
             Transport::Emulated => emulated::send(&self.inner, to, buf, dtype, n),
         })
     }
     unsafe fn recv(&self, from: usize, _tag: i32, buf: DevPtr, dtype: Dtype, n: usize) -> Result<()> {
         self.accounted(0.0, |t| match *t {
-            Transport::Nccl(comm) => nc::recv(buf as *mut c_void, n, nccl_type(dtype), from as i32, comm, std::ptr::null_mut()).map(drop).map_err(nccl_err("ncclRecv")),
+            Transport::Nccl(lib, comm) => lib.recv(buf as *mut c_void, n, nccl_type(dtype), from, comm, std::ptr::null_mut()),
             Transport::Emulated => emulated::recv(&self.inner, from, buf, dtype, n),
         })
     }

@@ -11,11 +11,12 @@ use std::ffi::{c_char, c_int, CString};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-/// The file names tried in a directory, newest naming first. cudarc opens the library by these
-/// names (for CUDA 12), which the dynamic loader matches against the one opened here by path.
-const LIB_NAMES: [&str; 2] = ["libnvrtc.so.12", "libnvrtc.so"];
-/// Where `make kernels` installs the nvidia-cuda-nvrtc-cu12 wheel, relative to the repository.
-const WHEEL_GLOB: &str = "out/cuda-tools/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib";
+/// The file names tried in a directory. cudarc opens the library by its CUDA 12 names, which the
+/// dynamic loader matches against the one opened here by path; a CUDA 13 libnvrtc.so.13 found
+/// this way is refused with what to do instead (`open_at`).
+const LIB_NAMES: [&str; 3] = ["libnvrtc.so.12", "libnvrtc.so", "libnvrtc.so.13"];
+/// Where the nvidia-cuda-nvrtc-cu12 wheel of `make kernels` puts the library, in its venv.
+const WHEEL_LIB: &str = "nvidia/cuda_nvrtc/lib";
 
 /// The loaded NVRTC library (one per process).
 #[derive(Debug)]
@@ -157,12 +158,17 @@ fn search_dirs() -> Vec<PathBuf> {
 
 /// The NVRTC wheel directories of `make kernels` under the repository `root`.
 pub fn wheel_dirs(root: &Path) -> Vec<PathBuf> {
-    let (pre, post) = WHEEL_GLOB.split_once("python3*").expect("one wildcard");
-    let Ok(entries) = std::fs::read_dir(root.join(pre)) else { return Vec::new() };
+    tool_wheel_dirs(root, WHEEL_LIB)
+}
+
+/// Directories `lib` (relative to site-packages, e.g. "nvidia/nccl/lib") of the wheels `make
+/// kernels` installs in its venv under the repository `root` (out/cuda-tools), one per Python.
+pub fn tool_wheel_dirs(root: &Path, lib: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root.join("out/cuda-tools/lib")) else { return Vec::new() };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-        .map(|e| e.path().join(post.trim_start_matches('/')))
+        .map(|e| e.path().join("site-packages").join(lib))
         .filter(|d| d.is_dir())
         .collect();
     dirs.sort();
@@ -179,15 +185,7 @@ fn open_at(p: &Path) -> Result<PathBuf> {
     } else {
         bail!("NVRTC: {} does not exist (expected libnvrtc.so.12 or its directory)", p.display());
     };
-    let c = CString::new(file.as_os_str().as_encoded_bytes()).context("NVRTC path with a NUL byte")?;
-    // SAFETY: dlopen of a path; the handle is kept for the life of the process (never closed).
-    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    if handle.is_null() {
-        // SAFETY: dlerror returns a static message or null.
-        let msg = unsafe { libc::dlerror() };
-        let msg = if msg.is_null() { String::new() } else { unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy().into_owned() };
-        bail!("NVRTC: cannot load {}: {msg}", file.display());
-    }
+    dlopen_global(file.as_os_str()).map_err(|e| anyhow::anyhow!("NVRTC: cannot load {}: {e}", file.display()))?;
     // SAFETY: only probes library names with dlopen.
     if !unsafe { sys::is_culib_present() } {
         bail!(
@@ -200,6 +198,20 @@ fn open_at(p: &Path) -> Result<PathBuf> {
     Ok(file)
 }
 
+/// Opens the shared library `file` (a path, or a name for the loader's search) for the whole
+/// process, its symbols global; the handle is never closed. The error is the loader's message.
+pub fn dlopen_global(file: &std::ffi::OsStr) -> std::result::Result<*mut libc::c_void, String> {
+    let c = CString::new(file.as_encoded_bytes()).map_err(|_| "a library path with a NUL byte".to_string())?;
+    // SAFETY: dlopen of a path or name; the handle is kept for the life of the process.
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if handle.is_null() {
+        // SAFETY: dlerror returns a static message or null.
+        let msg = unsafe { libc::dlerror() };
+        return Err(if msg.is_null() { "dlopen failed".into() } else { unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy().into_owned() });
+    }
+    Ok(handle)
+}
+
 /// The file of the library cudarc calls into (where its `nvrtcVersion` lives).
 fn cudarc_lib_path() -> Option<PathBuf> {
     // SAFETY: only called once the library is known to load.
@@ -208,7 +220,7 @@ fn cudarc_lib_path() -> Option<PathBuf> {
 }
 
 /// The file (canonical) of the loaded library that holds address `addr`.
-pub(super) fn file_at(addr: *const libc::c_void) -> Option<PathBuf> {
+pub(crate) fn file_at(addr: *const libc::c_void) -> Option<PathBuf> {
     // SAFETY: dladdr only reads the loader's tables and fills `info` with its static strings.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();
