@@ -190,8 +190,9 @@ fn open_at(p: &Path) -> Result<PathBuf> {
     if !unsafe { sys::is_culib_present() } {
         bail!(
             "NVRTC: loaded {}, but cudarc looks NVRTC up by its CUDA 12 names (libnvrtc.so.12, libnvrtc.so): for a CUDA 13 \
-             libnvrtc.so.13, link it as libnvrtc.so in a directory first on LD_LIBRARY_PATH, set before the process starts \
-             (scripts/gpu-check.sh does that)",
+             libnvrtc.so.13, link it as libnvrtc.so in a directory first on LD_LIBRARY_PATH and put its own directory on \
+             LD_LIBRARY_PATH too (NVRTC 13 opens its libnvrtc-builtins by name), set before the process starts \
+             (scripts/gpu-check.sh does both)",
             file.display()
         );
     }
