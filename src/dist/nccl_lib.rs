@@ -9,8 +9,8 @@
 //! 2.24's, the same ABI for these calls since 2.10, the first NCCL with bf16); results are read
 //! as plain ints, so a code this file does not know stays an error, not undefined behaviour.
 
-use crate::backend::cuda::nvrtc::{dlopen_global, file_at, tool_wheel_dirs};
-use anyhow::{bail, Context, Result};
+use crate::backend::cuda::nvrtc::{dlopen_global, file_at, open_named, tool_wheel_dirs};
+use anyhow::{bail, Result};
 use cudarc::nccl::sys::{cudaStream_t, ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::{Path, PathBuf};
@@ -59,16 +59,7 @@ impl Nccl {
     /// Opens NCCL from `explicit` (the library or its directory), else by the search above.
     pub fn open(explicit: Option<&Path>) -> Result<Nccl> {
         let handle = match explicit {
-            Some(p) => {
-                let file = if p.is_dir() {
-                    LIB_NAMES.iter().map(|n| p.join(n)).find(|f| f.is_file()).with_context(|| format!("NCCL: no {} in {}", LIB_NAMES.join(" or "), p.display()))?
-                } else if p.is_file() {
-                    p.to_path_buf()
-                } else {
-                    bail!("NCCL: {} does not exist (expected libnccl.so.2 or its directory)", p.display());
-                };
-                dlopen_global(file.as_os_str()).map_err(|e| anyhow::anyhow!("NCCL: cannot load {}: {e}", file.display()))?
-            }
+            Some(p) => open_named(p, "NCCL", &LIB_NAMES)?.1,
             None => Self::search()?,
         };
         // SAFETY: every symbol below is an NCCL entry point with the signature of its field

@@ -178,14 +178,7 @@ pub fn tool_wheel_dirs(root: &Path, lib: &str) -> Vec<PathBuf> {
 /// Opens the library at `p` (a file, or a directory holding one of `LIB_NAMES`) for the whole
 /// process, so that cudarc's open by name finds it already loaded. Returns the file opened.
 fn open_at(p: &Path) -> Result<PathBuf> {
-    let file = if p.is_dir() {
-        LIB_NAMES.iter().map(|n| p.join(n)).find(|f| f.is_file()).with_context(|| format!("NVRTC: no {} in {}", LIB_NAMES.join(" or "), p.display()))?
-    } else if p.is_file() {
-        p.to_path_buf()
-    } else {
-        bail!("NVRTC: {} does not exist (expected libnvrtc.so.12 or its directory)", p.display());
-    };
-    dlopen_global(file.as_os_str()).map_err(|e| anyhow::anyhow!("NVRTC: cannot load {}: {e}", file.display()))?;
+    let (file, _) = open_named(p, "NVRTC", &LIB_NAMES)?;
     // SAFETY: only probes library names with dlopen.
     if !unsafe { sys::is_culib_present() } {
         bail!(
@@ -197,6 +190,20 @@ fn open_at(p: &Path) -> Result<PathBuf> {
         );
     }
     Ok(file)
+}
+
+/// Opens `library` at `p`, a file or a directory holding one of `names` (the first is the one
+/// named when nothing is there), for the whole process. Returns the file opened and its handle.
+pub fn open_named(p: &Path, library: &str, names: &[&str]) -> Result<(PathBuf, *mut libc::c_void)> {
+    let file = if p.is_dir() {
+        names.iter().map(|n| p.join(n)).find(|f| f.is_file()).with_context(|| format!("{library}: no {} in {}", names.join(" or "), p.display()))?
+    } else if p.is_file() {
+        p.to_path_buf()
+    } else {
+        bail!("{library}: {} does not exist (expected {} or its directory)", p.display(), names[0]);
+    };
+    let handle = dlopen_global(file.as_os_str()).map_err(|e| anyhow::anyhow!("{library}: cannot load {}: {e}", file.display()))?;
+    Ok((file, handle))
 }
 
 /// Opens the shared library `file` (a path, or a name for the loader's search) for the whole
