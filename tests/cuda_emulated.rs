@@ -38,9 +38,7 @@ use common::{metrics, mpirun, sample, succeeded};
 use std::path::Path;
 use swallow::backend::cuda::{GRAD_NORM_TOLERANCE as NORM_TOL, LOSS_TOLERANCE as LOSS_TOL};
 use swallow::config::Config;
-use swallow::dist::traffic::{self, Wire};
-use swallow::dist::Topology;
-use swallow::pipeline::Executor;
+use swallow::dist::traffic::Wire;
 
 /// The tiny model as these runs train it (before each layout's own settings).
 const SETTINGS: [&str; 7] =
@@ -86,17 +84,6 @@ fn layout_config(layout: &[&str]) -> Config {
     Config::load("tiny", &sets).unwrap()
 }
 
-/// Rank 0's bytes per step in the TP, DP and PP groups by the analytic count (dist/traffic.rs)
-/// for a layout of `np` ranks whose exchanges move elements as `wire` says.
-fn expected_traffic(np: usize, layout: &[&str], wire: Wire) -> [f64; 3] {
-    let cfg = layout_config(layout);
-    let (tp, pp, vpp) = (cfg.parallel.tp, cfg.parallel.pp, cfg.parallel.vpp);
-    let topo = Topology::new(np, 0, tp, pp).unwrap();
-    let microbatches = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
-    let sends = Executor::new(cfg.schedule_kind().unwrap(), pp, vpp, 0, microbatches).unwrap().sends();
-    let t = traffic::per_step(&cfg, &topo, sends, wire).unwrap();
-    [t.tp, t.dp, t.pp]
-}
 
 /// The DP size of a layout of `np` ranks (`--tp` and `--pp` among its arguments).
 fn data_parallel(np: usize, layout: &[&str]) -> usize {
@@ -154,13 +141,7 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
             let (records, out) = run_records(&dir, &data, np, &["--device", device, "--comm", comm], layout, 2);
             let gpu: Vec<(f64, f64)> = records.iter().map(|r| (r["loss"].as_f64().unwrap(), r["grad_norm"].as_f64().unwrap())).collect();
             // Every byte each group moved, as the analytic count says for this communicator.
-            let expected = expected_traffic(np, layout, wire);
-            for r in &records {
-                for (group, want) in ["tp_bytes", "dp_bytes", "pp_bytes"].into_iter().zip(expected) {
-                    let got = r[group].as_f64().unwrap();
-                    assert!((got - want).abs() <= 1e-9 * want.max(1.0), "np {np} {layout:?} --comm {comm}: {group} {got} vs {want} counted");
-                }
-            }
+            common::assert_traffic(&records, &layout_config(layout), np, wire, &format!("np {np} {layout:?} --comm {comm}"));
             assert!(out.contains(&format!("device: cuda-bf16 on every rank (rank 0: {device_name}")), "{out}");
             assert!(out.contains(&format!("collectives on device buffers (TP, DP and PP groups): {want}\n")), "{out}");
             assert!(out.contains("device memory per rank (peak held by the CUDA backend"), "{out}");

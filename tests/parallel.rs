@@ -117,8 +117,7 @@ fn tied_embeddings_split_over_the_pipeline_match_the_single_rank_run() {
 #[test]
 fn measured_traffic_equals_the_analytic_count() {
     use swallow::config::Config;
-    use swallow::dist::{traffic, Topology};
-    use swallow::pipeline::Executor;
+    use swallow::dist::traffic;
     let dir = tmpdir("traffic");
     let data = sample(&dir);
     // (ranks, tp, pp, vpp, zero, sequence parallel, bucket size)
@@ -149,19 +148,8 @@ fn measured_traffic_equals_the_analytic_count() {
         overrides.push("train.steps=2".into());
         overrides.push(bucket_set.clone());
         let cfg = Config::load("tiny", &overrides).unwrap();
-        let topo = Topology::new(np, 0, tp, pp).unwrap();
-        let m = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
-        let sends = Executor::new(cfg.schedule_kind().unwrap(), pp, vpp, 0, m).unwrap().sends();
-        let want = traffic::per_step(&cfg, &topo, sends, traffic::Wire::HOST).unwrap();
-        for v in common::metrics(&metrics) {
-            for (group, expected) in [("tp_bytes", want.tp), ("dp_bytes", want.dp), ("pp_bytes", want.pp)] {
-                let got = v[group].as_f64().unwrap();
-                assert!(
-                    (got - expected).abs() <= 1e-9 * expected.max(1.0),
-                    "{np} ranks tp {tp} pp {pp} vpp {vpp} zero {zero} sp {sp} bucket {bucket}: {group} {got} vs {expected}"
-                );
-            }
-        }
+        let what = format!("{np} ranks tp {tp} pp {pp} vpp {vpp} zero {zero} sp {sp} bucket {bucket}");
+        common::assert_traffic(&common::metrics(&metrics), &cfg, np, traffic::Wire::HOST, &what);
     }
 }
 

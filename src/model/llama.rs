@@ -406,8 +406,8 @@ impl<B: Backend> Llama<B> {
     /// The logits `[B*T, vocab]` of a micro-batch (tests, tools): a forward, then the LM head
     /// again, since the forward turns its logits into gradients.
     pub fn logits(&mut self, samples: &[u32]) -> Vec<f32> {
-        self.forward(samples, 0.0);
         assert!(!self.sequence_parallel, "logits needs the final norm's output whole (no sequence parallelism)");
+        self.forward(samples, 0.0);
         let (n, h, v) = (self.micro_batch * self.seq, self.cfg.hidden_size, self.local.vocab);
         let hd = self.slots[0].head.as_mut().expect("the whole model has a head");
         self.backend.gemm(&mut hd.logits, &hd.final_ln, &self.weights[self.table.lm_head], n, h, v, false, true, 1.0, 0.0);

@@ -143,13 +143,11 @@ impl<B: Backend> DeviceGrads<B> {
         }
     }
 
-    /// Waits for every all-gather in flight.
+    /// Waits for every all-gather in flight (the lane's only work between steps).
     pub(super) fn all_weights_needed(&mut self, be: &B) {
-        for b in 0..self.gathering.len() {
-            if self.gathering[b] {
-                be.wait_side_mark(LANE, b);
-                self.gathering[b] = false;
-            }
+        if self.gathering.contains(&true) {
+            be.join_side_work(LANE);
+            self.gathering.fill(false);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests that run the `swallow` binary: the repository root, a
 //! fresh temporary directory per test, the bundled sample corpus prepared into shards, `mpirun`
-//! with the environment these machines need, a command's checked stdout and a metrics file's lines.
+//! with the environment these machines need, a command's checked stdout and a metrics file's lines,
+//! and the check of a run's bytes per group against the analytic count.
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::path::{Path, PathBuf};
@@ -57,4 +58,20 @@ pub fn succeeded(o: &Output, what: &str) -> String {
 /// Every line of a `swallow train --metrics` JSONL file, parsed (step and validation records).
 pub fn metrics(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Fails unless every metrics record's bytes in the TP, DP and PP groups are rank 0's analytic
+/// count (dist/traffic.rs) for `cfg` on `np` ranks whose exchanges move elements as `wire` says.
+pub fn assert_traffic(records: &[serde_json::Value], cfg: &swallow::config::Config, np: usize, wire: swallow::dist::traffic::Wire, what: &str) {
+    let p = &cfg.parallel;
+    let topo = swallow::dist::Topology::new(np, 0, p.tp, p.pp).unwrap();
+    let microbatches = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
+    let sends = swallow::pipeline::Executor::new(cfg.schedule_kind().unwrap(), p.pp, p.vpp, 0, microbatches).unwrap().sends();
+    let want = swallow::dist::traffic::per_step(cfg, &topo, sends, wire).unwrap();
+    for r in records {
+        for (group, expected) in [("tp_bytes", want.tp), ("dp_bytes", want.dp), ("pp_bytes", want.pp)] {
+            let got = r[group].as_f64().unwrap();
+            assert!((got - expected).abs() <= 1e-9 * expected.max(1.0), "{what}: {group} {got} vs {expected} counted");
+        }
+    }
 }

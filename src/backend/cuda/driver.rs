@@ -16,7 +16,7 @@ use super::launch::{DevPtr, Launch};
 use super::probe;
 use super::runtime::{Gemm, GemmOut, Runtime};
 use crate::backend::SideLane;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use cudarc::cublaslt::{result as lt, sys as lt_sys};
 use cudarc::driver::{result as cu, sys as cu_sys};
 use std::collections::HashMap;
@@ -258,16 +258,10 @@ fn nvrtc_fits_driver(nvrtc: (i32, i32), v: i32, path: &str) -> Result<()> {
 /// cudarc finds a library by its names (libcublasLt.so, .so.12, ...).
 fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
     let env = std::env::var_os("SWALLOW_CUBLASLT").filter(|v| !v.is_empty()).map(PathBuf::from);
-    let mut opened = None;
-    if let Some(p) = explicit.or(env) {
-        let file = if p.is_dir() { p.join("libcublasLt.so.12") } else { p.clone() };
-        opened = Some(file.clone());
-        let c = CString::new(file.as_os_str().as_encoded_bytes()).context("cuBLASLt path with a NUL byte")?;
-        // SAFETY: dlopen of a path; the handle is kept for the life of the process.
-        if unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null() {
-            bail!("cuBLASLt: cannot load {} (expected libcublasLt.so.12 or its directory)", file.display());
-        }
-    }
+    let opened = match explicit.or(env) {
+        Some(p) => Some(super::nvrtc::open_named(&p, "cuBLASLt", &["libcublasLt.so.12", "libcublasLt.so"])?.0),
+        None => None,
+    };
     // SAFETY: only probes library names with dlopen.
     if !unsafe { lt_sys::is_culib_present() } {
         bail!(
@@ -276,13 +270,10 @@ fn open_cublaslt(explicit: Option<PathBuf>) -> Result<()> {
              (scripts/gpu-check.sh does that)"
         );
     }
-    if let Some(want) = opened.and_then(|f| f.canonicalize().ok()) {
+    if let Some(opened) = opened {
         // SAFETY: the library is known to load (checked above).
         let create = unsafe { lt_sys::culib().get::<unsafe extern "C" fn()>(b"cublasLtCreate") };
-        let used = create.ok().and_then(|f| super::nvrtc::file_at(*f as *const c_void));
-        if used.as_ref().is_some_and(|u| *u != want) {
-            log::warn!("cuBLASLt: {} was opened, but cudarc found {} by name first and uses it", want.display(), used.unwrap().display());
-        }
+        super::nvrtc::warn_unless_used("cuBLASLt", &opened, create.ok().and_then(|f| super::nvrtc::file_at(*f as *const c_void)).as_deref());
     }
     Ok(())
 }
@@ -499,7 +490,7 @@ mod tests {
             Err(e) => assert!(e.to_string().starts_with("cuBLASLt (libcublasLt.so.12, CUDA 12) not found"), "{e}"),
         }
         let e = open_cublaslt(Some(PathBuf::from("/nonexistent/libcublasLt.so.12"))).unwrap_err().to_string();
-        assert!(e.contains("cannot load /nonexistent/libcublasLt.so.12"), "{e}");
+        assert!(e.contains("cuBLASLt: /nonexistent/libcublasLt.so.12 does not exist"), "{e}");
     }
 
     #[test]

@@ -72,12 +72,11 @@ impl Nvrtc {
             sys::nvrtcGetSupportedArchs(v.as_mut_ptr()).result().map_err(|e| anyhow::anyhow!("nvrtcGetSupportedArchs: {e}"))?;
             v.into_iter().map(|a| a as u32).collect()
         };
-        let path = cudarc_lib_path().unwrap_or_else(|| PathBuf::from(LIB_NAMES[0]));
-        if let Some(want) = opened.and_then(|f| f.canonicalize().ok()) {
-            if path.canonicalize().ok().as_ref() != Some(&want) {
-                log::warn!("NVRTC: {} was opened, but cudarc found {} by name first and uses it", want.display(), path.display());
-            }
+        let used = cudarc_lib_path();
+        if let Some(opened) = &opened {
+            warn_unless_used("NVRTC", opened, used.as_deref());
         }
+        let path = used.unwrap_or_else(|| PathBuf::from(LIB_NAMES[0]));
         Ok(LOADED.get_or_init(|| Nvrtc { path, version, archs }))
     }
 
@@ -204,6 +203,15 @@ pub fn open_named(p: &Path, library: &str, names: &[&str]) -> Result<(PathBuf, *
     };
     let handle = dlopen_global(file.as_os_str()).map_err(|e| anyhow::anyhow!("{library}: cannot load {}: {e}", file.display()))?;
     Ok((file, handle))
+}
+
+/// Warns when cudarc calls into a library `used` other than the file `opened` for it (cudarc
+/// looks libraries up by name, and found another first).
+pub fn warn_unless_used(library: &str, opened: &Path, used: Option<&Path>) {
+    let (Ok(want), Some(used)) = (opened.canonicalize(), used) else { return };
+    if used != want {
+        log::warn!("{library}: {} was opened, but cudarc found {} by name first and uses it", want.display(), used.display());
+    }
 }
 
 /// Opens the shared library `file` (a path, or a name for the loader's search) for the whole
