@@ -28,7 +28,7 @@ help:
 	@echo "make fixtures    - regenerate the transformers fixtures (needs torch + transformers)"
 	@echo "make parallel-matrix - every 8-rank layout x ZeRO x schedule x SP against the single-rank run"
 	@echo "make bench-parallel  - tokens/s and per-group traffic of 1/2/4/8-rank layouts"
-	@echo "make bench-prep      - swallow prep vs the preprocess_data.py recipe on 200 MB, and swallow bench data"
+	@echo "make bench-prep      - swallow prep vs the preprocess_data.py recipe on 200 MB (sample, Llama 2, Llama 3 kinds), and swallow bench data"
 
 # Idempotent: installs only the Debian packages that are missing.
 setup:
@@ -97,9 +97,28 @@ bench: build
 bench-parallel: build $(SAMPLE_PREFIX).idx
 	scripts/bench_parallel.sh
 
-bench-prep: build
+# The Python peer of bench-prep (Megatron's preprocess_data.py recipe) and the tokenizer builders.
+BENCH_VENV := out/bench-venv
+BENCH_WHEELS := torch==2.15.0 megatron-core==0.16.1 numpy==2.4.6 tokenizers==0.22.2 sentencepiece==0.2.3 transformers==4.57.6 protobuf==7.36.2
+# Debian's Japanese and English documentation: the real text the tokenizers are trained and measured on.
+DOC_PACKAGES := debian-reference-ja developers-reference-ja debian-policy-ja aptitude-doc-ja maint-guide-ja debian-faq-ja manpages-ja manpages-ja-dev \
+	debian-reference-en developers-reference debian-policy aptitude-doc-en maint-guide debian-faq manpages manpages-dev
+
+out/corpus/ja.jsonl out/corpus/en.jsonl:
+	@missing=$$(for p in $(DOC_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@mkdir -p out/corpus
+	python3 scripts/tokenizer_corpus.py --lang ja --out out/corpus/ja.jsonl
+	python3 scripts/tokenizer_corpus.py --lang en --out out/corpus/en.jsonl
+
+bench-prep: build out/corpus/ja.jsonl
+	@[ -x $(BENCH_VENV)/bin/python ] || python3 -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(BENCH_WHEELS)
 	@mkdir -p out
-	python3 scripts/bench_prep.py --mb 200 --workers 2 | tee out/bench-prep.txt
+	$(BENCH_VENV)/bin/python scripts/bench_prep.py --mb 200 --workers 2 | tee out/bench-prep.txt
 	$(BIN) bench data | tee -a out/bench-prep.txt
 
 parallel-matrix: build $(SAMPLE_PREFIX).idx

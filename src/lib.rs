@@ -17,5 +17,6 @@ pub mod pipeline;
 pub mod plan;
 pub mod plot;
 pub mod resume;
+pub mod tokenize;
 pub mod train;
 pub mod validation;

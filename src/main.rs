@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Tokenize a corpus (JSONL or text) into Megatron .bin/.idx shards.
     Prep(PrepArgs),
+    /// Swallow's vocabulary expansion: learn Japanese BPE pieces as SentencePiece does and append
+    /// those a tokenizer.json lacks (with their merges); last line JSON.
+    Vocab(VocabArgs),
     /// Inspect token shards.
     Data {
         #[command(subcommand)]
@@ -83,12 +86,55 @@ struct PrepArgs {
     field: String,
     #[arg(long)]
     append_eod: bool,
+    /// The end-of-document token's text (default: eos_token of the tokenizer_config.json beside
+    /// the tokenizer, else </s>, <|endoftext|>, <|end_of_text|> or <eos>).
+    #[arg(long, value_name = "TEXT")]
+    eod_token: Option<String>,
     #[arg(long, default_value_t = 0, help = "worker threads per rank (0: all cores)")]
     workers: usize,
     /// Skip lines that are not valid records (invalid UTF-8, bad JSON, no text field) and count
     /// them in the summary, instead of stopping at the first with its file:line.
     #[arg(long)]
     skip_bad_lines: bool,
+}
+
+#[derive(Args)]
+struct VocabArgs {
+    /// The tokenizer.json to expand (SentencePiece BPE with byte fallback: Llama 2 kind).
+    #[arg(long)]
+    base: PathBuf,
+    /// Japanese text: JSONL (--field), .txt, also .gz/.zst; quoted globs are expanded.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// Tokens to add (the size is rounded up to a multiple of 8).
+    #[arg(long, required_unless_present = "target_size", conflicts_with = "target_size")]
+    add: Option<usize>,
+    /// Vocabulary size to reach (rounded up to a multiple of 8).
+    #[arg(long)]
+    target_size: Option<usize>,
+    /// Directory for tokenizer.json, tokenizer_config.json and special_tokens_map.json.
+    #[arg(long)]
+    output: PathBuf,
+    /// nfkc: learn from NFKC-normalized text (when the corpus will be NFKC-normalized too).
+    #[arg(long, default_value = "none", value_parser = ["nfkc", "none"])]
+    normalize: String,
+    /// Pairs seen fewer times are not merged.
+    #[arg(long, default_value_t = 0)]
+    min_frequency: u64,
+    /// SentencePiece's character_coverage: characters beyond it are in no new piece.
+    #[arg(long, default_value_t = 0.9995)]
+    character_coverage: f32,
+    /// JSON field holding the text.
+    #[arg(long, default_value = "text")]
+    field: String,
+    #[arg(long, default_value_t = 0, help = "worker threads per rank (0: all cores)")]
+    workers: usize,
+    /// Skip input lines that are not valid records (counted in the summary) instead of stopping.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    /// Japanese and English text (JSONL/.txt) to report tokens per character on, before and after.
+    #[arg(long, num_args = 1..)]
+    held_out: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -398,6 +444,7 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 output: a.output,
                 field: a.field,
                 append_eod: a.append_eod,
+                eod_token: a.eod_token,
                 workers: a.workers,
                 bad_lines: if a.skip_bad_lines {
                     swallow::data::prep_input::BadLines::Skip
@@ -407,6 +454,31 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             };
             let comm = mpi.world_group();
             if let Some(summary) = swallow::data::prep::run(&opts, &comm)? {
+                println!("{summary}");
+            }
+        }
+        Command::Vocab(a) => {
+            let opts = swallow::tokenize::vocab::VocabOptions {
+                base: a.base,
+                inputs: a.input,
+                field: a.field,
+                size: match (a.add, a.target_size) {
+                    (Some(n), _) => swallow::tokenize::vocab::Size::Add(n),
+                    (None, v) => swallow::tokenize::vocab::Size::Target(v.expect("clap requires --add or --target-size")),
+                },
+                output: a.output,
+                nfkc: a.normalize == "nfkc",
+                character_coverage: a.character_coverage,
+                min_frequency: a.min_frequency,
+                workers: a.workers,
+                bad_lines: if a.skip_bad_lines {
+                    swallow::data::prep_input::BadLines::Skip
+                } else {
+                    swallow::data::prep_input::BadLines::Fail
+                },
+                held_out: a.held_out,
+            };
+            if let Some(summary) = swallow::tokenize::vocab::run(&opts, &mpi.world_group())? {
                 println!("{summary}");
             }
         }

@@ -186,3 +186,64 @@ fn progress_bar_only_on_a_terminal() {
     assert!(shown.contains("prep: 156 documents"), "{shown:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The real tokenizer kinds (fixtures built as Llama 2 and Llama 3 ship theirs) on real Japanese
+/// and English text: the fast encoder is named, the EOD is the eos_token of tokenizer_config.json
+/// (Llama 3's `<|end_of_text|>`, which no fixed list had), every document is BOS + the
+/// `tokenizers` ids + EOD as fixtures/tokenizers/*/expected_ids.jsonl records them, and the
+/// output is byte-identical for 1 and 2 workers and 2 ranks. `--eod-token` overrides; an unknown
+/// one is an error naming it.
+#[test]
+fn real_tokenizer_kinds_prep_exactly_with_their_eos() {
+    let dir = tmpdir("prep", "real-kinds");
+    let text = repo().join("tests/fixtures/tokenizers/text");
+    let inputs = [text.join("ja.jsonl"), text.join("en.jsonl")];
+    for (kind, encoder, eod) in [
+        ("llama2", "encoder sentencepiece-bpe, fast", "EOD 2 (eos_token \"</s>\""),
+        ("llama3", "encoder byte-level-bpe, fast (Llama 3 split regex", "EOD 16001 (eos_token \"<|end_of_text|>\""),
+    ] {
+        let tok = repo().join("tests/fixtures/tokenizers").join(kind).join("tokenizer.json");
+        let run = |out: &Path, workers: &str, np: usize, extra: &[&str]| {
+            let mut a = vec!["prep", "--tokenizer", s(&tok), "--input", s(&inputs[0]), s(&inputs[1])];
+            a.extend(["--output", s(out), "--append-eod", "--workers", workers]);
+            a.extend(extra);
+            if np == 1 { swallow(&a) } else { mpirun(np, &a) }
+        };
+        let reference = dir.join(format!("{kind}-ref"));
+        let o = run(&reference, "1", 1, &[]);
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{kind}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(stdout.contains(encoder) && stdout.contains(eod), "{kind}: {stdout}");
+        let expected = std::fs::read_to_string(tok.with_file_name("expected_ids.jsonl")).unwrap();
+        let want: Vec<Vec<u32>> = expected
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["set"] != "edge")
+            .map(|v| v["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect())
+            .collect();
+        let ds = swallow::data::indexed::IndexedDataset::open(&reference).unwrap();
+        assert_eq!(ds.num_documents(), want.len(), "{kind}");
+        let eod_id: u32 = if kind == "llama2" { 2 } else { 16001 };
+        for (d, w) in want.iter().enumerate() {
+            let mut w = w.clone();
+            w.push(eod_id);
+            assert_eq!(ds.document(d).unwrap(), w, "{kind} document {d}");
+        }
+        let ref_files = files(&reference);
+        for (workers, np) in [("2", 1), ("1", 2)] {
+            let out = dir.join(format!("{kind}-w{workers}-np{np}"));
+            let o = run(&out, workers, np, &[]);
+            assert!(o.status.success(), "{kind} np {np}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(files(&out) == ref_files, "{kind}: workers {workers}, {np} ranks differ");
+        }
+        let over = dir.join(format!("{kind}-bos-as-eod"));
+        let bos = if kind == "llama2" { "<s>" } else { "<|begin_of_text|>" };
+        let o = run(&over, "1", 1, &["--eod-token", bos]);
+        assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--eod-token"), "{kind}");
+        let ds = swallow::data::indexed::IndexedDataset::open(&over).unwrap();
+        assert_eq!(ds.document(0).unwrap().last(), ds.document(0).unwrap().first(), "{kind}: EOD = BOS");
+        let o = run(&dir.join("none"), "1", 1, &["--eod-token", "<nope>"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("--eod-token \"<nope>\" is not a token of") && !err.contains("panicked"), "{err}");
+    }
+}

@@ -4,7 +4,6 @@
 pub mod batches;
 pub mod bench;
 pub mod blend;
-pub mod bpe;
 pub mod epoch;
 pub mod indexed;
 pub mod inspect;

@@ -12,21 +12,17 @@
 //! workers and ranks. Documents that produce no tokens are skipped (and counted). A progress bar is
 //! drawn on rank 0 when stderr is a terminal; the summary line is always printed.
 
-use crate::data::bpe::FastBpe;
 use crate::data::indexed::{with_suffix, IndexedDataset, IndexedWriter, TokenDtype};
 use crate::data::prep_input::{check_inputs, expand_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
 use crate::data::progress::Progress;
 use crate::dist::Collectives;
+use crate::tokenize::{eod::eod_id, Encoder};
 use anyhow::{anyhow, Context, Result};
 use rayon::prelude::*;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokenizers::Tokenizer;
-
-/// EOD candidates, in order of preference.
-pub const EOD_TOKENS: [&str; 3] = ["</s>", "<|endoftext|>", "<eos>"];
 
 /// Bytes of text tokenized per parallel chunk (small under test, to exercise chunking).
 const CHUNK_BYTES: usize = if cfg!(test) { 4096 } else { 8 << 20 };
@@ -39,6 +35,8 @@ pub struct PrepOptions {
     pub output: PathBuf,
     pub field: String,
     pub append_eod: bool,
+    /// The EOD token's text (default: tokenizer_config.json's eos_token, else a known name).
+    pub eod_token: Option<String>,
     /// Tokenizer threads per rank; 0 = one per core.
     pub workers: usize,
     pub bad_lines: BadLines,
@@ -78,6 +76,12 @@ pub struct PrepSummary {
     pub output_bytes: u64,
     pub ranks: usize,
     pub seconds: f64,
+    /// The encoder that ran ([`Encoder::name`]).
+    pub encoder: String,
+    /// The EOD id and where it came from, with `--append-eod`.
+    pub eod: Option<(u32, String)>,
+    /// Documents that went through `tokenizers` because they hold an added token's text.
+    pub slow_documents: u64,
 }
 
 impl fmt::Display for PrepSummary {
@@ -102,13 +106,15 @@ impl fmt::Display for PrepSummary {
         if c.bad_lines > 0 {
             write!(f, "; {} bad lines skipped", c.bad_lines)?;
         }
+        write!(f, "; encoder {}", self.encoder)?;
+        if self.slow_documents > 0 {
+            write!(f, " ({} documents with added-token text through tokenizers)", self.slow_documents)?;
+        }
+        if let Some((id, from)) = &self.eod {
+            write!(f, "; EOD {id} ({from})")?;
+        }
         Ok(())
     }
-}
-
-/// The EOD id of `tok`: the first of [`EOD_TOKENS`] it knows.
-pub fn eod_id(tok: &Tokenizer) -> Option<u32> {
-    EOD_TOKENS.iter().find_map(|t| tok.token_to_id(t))
 }
 
 /// The prefix of rank `rank`'s part of the output.
@@ -128,30 +134,22 @@ pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSumm
     let start = Instant::now();
     let inputs = expand_inputs(&opts.inputs)?;
     check_inputs(&inputs)?;
-    let tok = Tokenizer::from_file(&opts.tokenizer)
-        .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", opts.tokenizer.display()))?;
-    let eod = if opts.append_eod {
-        Some(eod_id(&tok).ok_or_else(|| {
-            anyhow!(
-                "--append-eod: tokenizer {} has none of the EOD tokens {EOD_TOKENS:?}",
-                opts.tokenizer.display()
-            )
-        })?)
-    } else {
-        None
+    let encoder = Encoder::from_file(&opts.tokenizer)?;
+    let eod = match opts.append_eod {
+        true => Some(eod_id(encoder.tokenizer(), &opts.tokenizer, opts.eod_token.as_deref())?),
+        false => None,
     };
-    let dtype = TokenDtype::for_vocab(tok.get_vocab_size(true));
-    let fast = FastBpe::from_file(&opts.tokenizer)?;
+    let dtype = TokenDtype::for_vocab(encoder.tokenizer().get_vocab_size(true));
     let (rank, ranks) = (comm.rank(), comm.size());
     let pieces = pieces_for_rank(&inputs, rank, ranks)?;
     let target = if ranks == 1 { opts.output.clone() } else { part_prefix(&opts.output, rank, ranks) };
-    let encoder = Encoder { tok: &tok, fast: fast.as_ref() };
-    let local = tokenize_pieces(opts, &encoder, eod, dtype, &pieces, &target, rank == 0);
-    let mut all = [0.0f64; 6];
+    let local = tokenize_pieces(opts, &encoder, eod.as_ref().map(|e| e.0), dtype, &pieces, &target, rank == 0);
+    let mut all = [0.0f64; 7];
     all[0] = local.is_err() as u8 as f64;
     if let Ok(c) = &local {
-        all[1..].copy_from_slice(&c.to_f64());
+        all[1..6].copy_from_slice(&c.to_f64());
     }
+    all[6] = encoder.slow_documents() as f64;
     comm.all_reduce_sum_f64(&mut all);
     if all[0] > 0.0 {
         if ranks > 1 {
@@ -162,7 +160,7 @@ pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSumm
             Ok(_) => anyhow!("prep failed on {} other rank(s); no output written", all[0]),
         });
     }
-    let counts = Counts::from_f64(&all[1..]);
+    let counts = Counts::from_f64(&all[1..6]);
     if rank != 0 {
         return Ok(None);
     }
@@ -184,6 +182,9 @@ pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSumm
         output_bytes,
         ranks,
         seconds: start.elapsed().as_secs_f64(),
+        encoder: encoder.name().to_string(),
+        eod,
+        slow_documents: all[6].round() as u64,
     }))
 }
 
@@ -261,21 +262,6 @@ fn tokenize_pieces(
     Ok(c)
 }
 
-/// The tokenizer, with the fast byte-level BPE path where it applies ([`FastBpe`]).
-struct Encoder<'a> {
-    tok: &'a Tokenizer,
-    fast: Option<&'a FastBpe>,
-}
-
-impl Encoder<'_> {
-    fn encode(&self, text: &str) -> tokenizers::Result<Vec<u32>> {
-        match self.fast.and_then(|f| f.encode(text)) {
-            Some(ids) => Ok(ids),
-            None => self.tok.encode_fast(text, true).map(|e| e.get_ids().to_vec()),
-        }
-    }
-}
-
 fn preview(s: &str) -> String {
     s.chars().take(40).collect()
 }
@@ -285,6 +271,7 @@ mod tests {
     use super::*;
     use crate::data::indexed::IndexedDataset;
     use crate::dist::LocalGroup;
+    use tokenizers::Tokenizer;
     use std::fs;
 
     /// Prep as one process.
@@ -338,6 +325,7 @@ mod tests {
             output: dir.join(format!("out_w{workers}")),
             field: "text".into(),
             append_eod: true,
+            eod_token: None,
             workers,
             bad_lines: BadLines::Fail,
         }
@@ -496,7 +484,7 @@ mod tests {
         fs::write(&j, "{\"text\": \"the\"}\n").unwrap();
         let noeod = tiny_tokenizer(&dir, false);
         let e = err(&opts(&dir, noeod, vec![j.clone()], 1));
-        assert!(e.contains("none of the EOD tokens"), "{e}");
+        assert!(e.contains("no end-of-document token") && e.contains("--eod-token"), "{e}");
 
         let e = err(&opts(&dir, dir.join("missing_tok.json"), vec![j], 1));
         assert!(
@@ -537,7 +525,7 @@ mod tests {
         assert_eq!(tok.token_to_id("<unk>"), Some(0));
         assert_eq!(tok.token_to_id("<s>"), Some(1));
         assert_eq!(tok.token_to_id("</s>"), Some(2));
-        assert_eq!(eod_id(&tok), Some(2));
+        assert_eq!(eod_id(&tok, &tok_path, None).unwrap().0, 2);
         for text in [
             "今日は晴れです。明日は雨が降るでしょう。",
             "The train leaves at 7:45 a.m. 🚄",
@@ -553,6 +541,7 @@ mod tests {
             output: dir.join("sample"),
             field: "text".into(),
             append_eod: true,
+            eod_token: None,
             workers: 2,
             bad_lines: BadLines::Fail,
         };

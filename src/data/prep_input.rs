@@ -318,6 +318,46 @@ fn count_lines(p: &Path, upto: u64) -> Result<u64> {
 
 /// The text of one JSONL record, or why the line is not one.
 fn record_text(line: &str, field: &str) -> std::result::Result<String, String> {
+    match field_only(line, field) {
+        Some(text) => Ok(text),
+        None => record_text_or_why(line, field),
+    }
+}
+
+/// The string under `field` of a JSON object, reading past the other values without building them
+/// (most of a record's parse time otherwise); `None` for anything else, which
+/// [`record_text_or_why`] then explains.
+fn field_only(line: &str, field: &str) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::borrow::Cow;
+    struct Field<'f>(&'f str);
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            let mut text = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == self.0 {
+                    match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => text = Some(s),
+                        _ => return Ok(None), // not a string: explained by the full parse
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(text)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    let text = de.deserialize_map(Field(field)).ok()??;
+    de.end().ok()?;
+    Some(text)
+}
+
+fn record_text_or_why(line: &str, field: &str) -> std::result::Result<String, String> {
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
     let serde_json::Value::Object(mut obj) = v else {
