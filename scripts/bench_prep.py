@@ -157,7 +157,7 @@ def build_full_size_tokenizers():
     t = time.time()
     subprocess.run([sys.executable, os.path.join(REPO, "tests/fixtures/make_tokenizers.py"), "--text",
                     os.path.join(REAL, "ja.jsonl"), os.path.join(REAL, "en.jsonl"), "--out", FULL,
-                    "--sp-vocab", "32000", "--bl-vocab", "128000"], check=True)
+                    "--sp-vocab", "32000", "--bl-vocab", "128000", "--kinds", "llama2", "llama3", "--no-expected"], check=True)
     print(f"built the full-size tokenizers in {time.time() - t:.0f} s")
 
 
