@@ -177,7 +177,7 @@ pub fn save<B: Backend>(
         if let Verdict::Damaged(e) = check(&tmp, &names)? {
             return Err(e.context(format!("the checkpoint just written ({}) does not read back", tmp.display())));
         }
-        path = store::publish(dir, step, t.keep_checkpoints)?;
+        path = store::publish(dir, step, t.keep_checkpoints, |p| check(p, &names))?;
         let bytes = state_bytes(&names);
         println!(
             "checkpoint: step {step} -> {} | {:.1} MB written and flushed in {:.3} s ({:.0} MB/s), {:.3} s with check and rename",

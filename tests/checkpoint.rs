@@ -338,3 +338,20 @@ fn final_parameters_of_parallel_layouts_match_the_single_rank_run() {
         }
     }
 }
+
+/// A fresh run saving into a directory that holds higher steps of an earlier run keeps what it
+/// writes: `latest` names an existing file and `--load auto` resumes this run, not the old one
+/// (retention used to count the old steps as newest and delete the new checkpoint).
+#[test]
+fn retention_keeps_the_new_run_in_a_directory_of_an_earlier_one() {
+    let dir = tmpdir("retention");
+    let data = sample(&dir);
+    let ckpt = dir.join("ck");
+    common::succeeded(&train(1, &data, &["--steps", "8", "--save", s(&ckpt), "--save-every", "2"]), "earlier run");
+    common::succeeded(&train(1, &data, &["--steps", "2", "--save", s(&ckpt), "--save-every", "2", "--seed", "7"]), "new run");
+    let latest = std::fs::read_to_string(ckpt.join("latest")).unwrap();
+    assert_eq!(latest.trim(), "step-2.h5");
+    assert!(ckpt.join("step-2.h5").exists(), "the new run's checkpoint was removed");
+    let out = common::succeeded(&train(1, &data, &["--steps", "3", "--save", s(&ckpt), "--seed", "7", "--load", "auto"]), "resume");
+    assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
+}

@@ -96,7 +96,7 @@ pub fn import(hf_dir: &Path, out: &Path, new_tokenizer: Option<&Path>, comm: &Si
         return Err(e.context(format!("the checkpoint just written ({}) does not read back", tmp.display())));
     }
     if is_dir {
-        store::publish(out, 0, 1)?;
+        store::publish(out, 0, 1, |p| format::check(p, &names))?;
     } else {
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     }

@@ -43,9 +43,13 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Renames the checked temp file to its final name, points `latest` at it, and removes all but
-/// the newest `keep` checkpoints and any stale temp files. Called by one rank.
-pub fn publish(dir: &Path, step: u64, keep: usize) -> Result<PathBuf> {
+/// Renames the checked temp file to its final name, points `latest` at it, removes stale temp
+/// files and keeps `keep` checkpoints: the one just written, which is never removed, and the
+/// newest `keep - 1` others that `check` finds usable; older usable ones are removed. A file that
+/// does not check out (damaged, or another model's) neither counts nor is removed: a damaged
+/// newer file never costs a good older one, and a directory holding higher steps of an earlier
+/// run never costs the checkpoint just written. Called by one rank.
+pub fn publish(dir: &Path, step: u64, keep: usize, check: impl Fn(&Path) -> Result<Verdict>) -> Result<PathBuf> {
     let (tmp, fin) = (temp_path(dir, step), final_path(dir, step));
     std::fs::rename(&tmp, &fin).with_context(|| format!("renaming {} to {}", tmp.display(), fin.display()))?;
     let marker_tmp = dir.join(format!("{LATEST}.tmp"));
@@ -54,8 +58,14 @@ pub fn publish(dir: &Path, step: u64, keep: usize) -> Result<PathBuf> {
     std::fs::rename(&marker_tmp, dir.join(LATEST)).with_context(|| format!("updating {}", dir.join(LATEST).display()))?;
     // The renames are durable once the directory is flushed.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("flushing directory {}", dir.display()))?;
-    for (_, old) in list(dir)?.into_iter().skip(keep.max(1)) {
-        std::fs::remove_file(&old).with_context(|| format!("removing old checkpoint {}", old.display()))?;
+    let mut kept = 1;
+    for (_, old) in list(dir)?.into_iter().filter(|(_, p)| *p != fin) {
+        match check(&old) {
+            Ok(Verdict::Usable) if kept < keep.max(1) => kept += 1,
+            Ok(Verdict::Usable) => std::fs::remove_file(&old).with_context(|| format!("removing old checkpoint {}", old.display()))?,
+            Ok(Verdict::Damaged(e)) => log::warn!("retention: {} does not read back, so it is not counted or removed: {e:#}", old.display()),
+            Err(e) => log::warn!("retention: {} is not counted or removed: {e:#}", old.display()),
+        }
     }
     for e in std::fs::read_dir(dir)?.flatten() {
         if e.file_name().to_str().is_some_and(|n| n.starts_with("tmp-step-")) {
@@ -156,12 +166,49 @@ mod tests {
         d
     }
 
+    /// A stand-in for format::check: a file holding "bad" is damaged.
+    fn readable(p: &Path) -> Result<Verdict> {
+        Ok(match std::fs::read(p)?.as_slice() {
+            b"bad" => Verdict::Damaged(anyhow::anyhow!("truncated")),
+            _ => Verdict::Usable,
+        })
+    }
+
+    /// Retention keeps what it just wrote (and `latest` names it) when the directory holds higher
+    /// steps of an earlier run, and a damaged newer file does not cost a good older one.
+    #[test]
+    fn retention_never_removes_the_new_checkpoint_and_skips_damaged_ones() {
+        let d = tmpdir("earlier-run");
+        for step in [80, 90, 100] {
+            std::fs::write(final_path(&d, step), b"x").unwrap();
+        }
+        std::fs::write(temp_path(&d, 5), b"x").unwrap();
+        publish(&d, 5, 3, readable).unwrap();
+        assert!(final_path(&d, 5).exists(), "the checkpoint just written was removed");
+        assert_eq!(latest(&d).unwrap(), Some(final_path(&d, 5)));
+        let steps: Vec<u64> = list(&d).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![100, 90, 5]);
+        // Import's keep of 1 into such a directory keeps its step 0 too.
+        std::fs::write(temp_path(&d, 0), b"x").unwrap();
+        publish(&d, 0, 1, readable).unwrap();
+        assert_eq!(latest(&d).unwrap(), Some(final_path(&d, 0)));
+        assert!(final_path(&d, 0).exists());
+
+        let d = tmpdir("damaged");
+        std::fs::write(final_path(&d, 8), b"x").unwrap();
+        std::fs::write(final_path(&d, 9), b"bad").unwrap();
+        std::fs::write(temp_path(&d, 10), b"x").unwrap();
+        publish(&d, 10, 2, readable).unwrap();
+        let steps: Vec<u64> = list(&d).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![10, 9, 8], "the good step 8 must stay; the damaged 9 is not counted");
+    }
+
     #[test]
     fn publish_renames_marks_latest_and_keeps_the_newest_k() {
         let d = tmpdir("keep");
         for step in [2, 4, 6, 8] {
             std::fs::write(temp_path(&d, step), b"x").unwrap();
-            publish(&d, step, 2).unwrap();
+            publish(&d, step, 2, readable).unwrap();
         }
         std::fs::write(temp_path(&d, 9), b"half").unwrap(); // a save killed mid-way
         let steps: Vec<u64> = list(&d).unwrap().into_iter().map(|(s, _)| s).collect();
@@ -178,7 +225,7 @@ mod tests {
         assert_eq!(target.resolve(|_| Ok(Verdict::Usable)).unwrap(), None);
         for step in [3, 6] {
             std::fs::write(temp_path(&d, step), b"x").unwrap();
-            publish(&d, step, 3).unwrap();
+            publish(&d, step, 3, readable).unwrap();
         }
         let bad = final_path(&d, 6);
         let check = |p: &Path| Ok(if *p == bad { Verdict::Damaged(anyhow::anyhow!("truncated")) } else { Verdict::Usable });
