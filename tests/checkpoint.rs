@@ -49,10 +49,11 @@ fn resume_gives_bitwise_the_uninterrupted_losses() {
         let first = [layout, &["--steps", "3", "--save", s(&ckpt), "--save-every", "1", "--metrics", s(&resumed)]].concat();
         let out = common::succeeded(&train(np, &data, &[&first[..], &["--set", "train.keep_checkpoints=2"]].concat()), "first half");
         assert!(out.contains("checkpoint: step 3 ->"), "{out}");
-        // Saved at steps 1, 2, 3; the newest two are kept and `latest` names step 3.
+        // Saved at steps 1, 2, 3; the newest two are kept and `latest` names step 3 (the lock file
+        // of checkpoint/lock.rs stays: only its flock, released at exit, matters).
         let mut files: Vec<String> = std::fs::read_dir(&ckpt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
-        assert_eq!(files, vec!["latest", "step-2.h5", "step-3.h5"]);
+        assert_eq!(files, vec![".swallow.lock", "latest", "step-2.h5", "step-3.h5"]);
         assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-3.h5");
         let out = common::succeeded(&train(np, &data, &[layout, &["--steps", "6", "--load", s(&ckpt), "--metrics", s(&resumed)]].concat()), "resumed");
         assert!(out.contains("resumed from") && out.contains("step-3.h5"), "{out}");
@@ -152,6 +153,10 @@ fn a_job_killed_during_a_save_leaves_the_previous_checkpoint_loadable() {
         }
     };
     assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
+    // A second run saving to the same directory meanwhile is refused, naming the holder.
+    let second = train(1, &data, &["--steps", "4", "--save", s(&ckpt), "--load", "auto"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains("another run is saving") && err.contains("held by rank 0 of a run on host"), "{err}");
     assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
     stdout.read_to_string(&mut out).unwrap();
     assert!(!child.wait().unwrap().success(), "{out}");

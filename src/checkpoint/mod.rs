@@ -2,7 +2,8 @@
 //! and read collectively through parallel HDF5 (the basis of resharding), with page-cache hints
 //! from pagecache.rs (early write-back, read-ahead); format.rs: what a
 //! checkpoint holds (tensor names, attributes, the completeness check); store.rs: the checkpoint
-//! directory (temp file, check, rename, `latest` marker, keep the newest K, `--load` resolution);
+//! directory (temp file, check, rename, `latest` marker, retention, `--load` resolution); lock.rs:
+//! one writer per checkpoint directory (an flock held by rank 0 for the run);
 //! export.rs: a checkpoint read whole on one process, and written as a Hugging Face directory;
 //! hf.rs: Hugging Face Llama directories (config.json + safetensors, sharded or not); import.rs:
 //! a Hugging Face directory as a checkpoint, with vocabulary expansion; vocab.rs: the new
@@ -13,6 +14,7 @@ pub mod export;
 pub mod format;
 pub mod hf;
 pub mod import;
+pub mod lock;
 pub mod pagecache;
 pub mod store;
 pub mod vocab;
