@@ -446,11 +446,7 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 append_eod: a.append_eod,
                 eod_token: a.eod_token,
                 workers: a.workers,
-                bad_lines: if a.skip_bad_lines {
-                    swallow::data::prep_input::BadLines::Skip
-                } else {
-                    swallow::data::prep_input::BadLines::Fail
-                },
+                bad_lines: swallow::data::prep_input::BadLines::skip_if(a.skip_bad_lines),
             };
             let comm = mpi.world_group();
             if let Some(summary) = swallow::data::prep::run(&opts, &comm)? {
@@ -471,11 +467,7 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 character_coverage: a.character_coverage,
                 min_frequency: a.min_frequency,
                 workers: a.workers,
-                bad_lines: if a.skip_bad_lines {
-                    swallow::data::prep_input::BadLines::Skip
-                } else {
-                    swallow::data::prep_input::BadLines::Fail
-                },
+                bad_lines: swallow::data::prep_input::BadLines::skip_if(a.skip_bad_lines),
                 held_out: a.held_out,
             };
             if let Some(summary) = swallow::tokenize::vocab::run(&opts, &mpi.world_group())? {

@@ -30,6 +30,13 @@ pub enum BadLines {
     Skip,
 }
 
+impl BadLines {
+    /// From the `--skip-bad-lines` flag.
+    pub fn skip_if(skip: bool) -> Self {
+        if skip { BadLines::Skip } else { BadLines::Fail }
+    }
+}
+
 /// A byte range of one input file: `start..end` of an uncompressed JSONL file (both line starts),
 /// or the whole file (`range` = None).
 #[derive(Clone, Debug, PartialEq, Eq)]
