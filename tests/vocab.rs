@@ -191,6 +191,12 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
     let wordlevel_path = dir.join("wordlevel.json");
     std::fs::write(&wordlevel_path, wordlevel.to_string()).unwrap();
     assert_fails(&run(&wordlevel_path, &inputs, &["--add", "8"]), "model type \"WordLevel\"", &out);
+    // A SentencePiece model whose Metaspace splits at every "▁" is not the text the trainer learns for.
+    let mut splitting: Value = serde_json::from_slice(&std::fs::read(fixture("llama2-metaspace/tokenizer.json")).unwrap()).unwrap();
+    splitting["pre_tokenizer"]["split"] = true.into();
+    let splitting_path = dir.join("splitting.json");
+    std::fs::write(&splitting_path, splitting.to_string()).unwrap();
+    assert_fails(&run(&splitting_path, &inputs, &["--add", "8"]), "is not SentencePiece's", &out);
     assert_fails(&run(&llama2, &inputs, &["--add", "0"]), "--add 0", &out);
     assert_fails(&run(&llama2, &inputs, &["--target-size", "7999"]), "--target-size 7999 is not larger than the base's 8000", &out);
     assert_fails(&run(&llama2, &[fixture("text/en.jsonl")], &["--add", "8"]), "no Japanese text", &out);

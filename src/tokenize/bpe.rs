@@ -14,45 +14,11 @@
 //! The result is identical to merging the whole piece. This is what makes long Japanese pieces
 //! cheap: most of their segments are short and repeat.
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Multiply-rotate hashing of small integer keys and short byte strings (no DoS concern here).
-#[derive(Default)]
-pub struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().unwrap()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(w) ^ (rest.len() as u64) << 59);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(26);
-    }
-    fn write_u32(&mut self, x: u32) {
-        self.write_u64(x as u64);
-    }
-    fn write_usize(&mut self, x: usize) {
-        self.write_u64(x as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
-pub type FastSet<K> = HashSet<K, BuildHasherDefault<FastHasher>>;
+use std::collections::BinaryHeap;
 
 fn pair_key(a: u32, b: u32) -> u64 {
     (a as u64) << 32 | b as u64
@@ -60,7 +26,7 @@ fn pair_key(a: u32, b: u32) -> u64 {
 
 /// A BPE model's vocabulary and merges, as tokenizer.json holds them.
 pub struct Model {
-    pub vocab: FastMap<String, u32>,
+    pub vocab: FxHashMap<String, u32>,
     /// The merges in file order, as (left, right, merged) ids.
     pub merges: Vec<(u32, u32, u32)>,
 }
@@ -68,7 +34,7 @@ pub struct Model {
 impl Model {
     /// The model of a tokenizer.json; `Err` says what the file lacks.
     pub fn from_json(model: &Value) -> Result<Self, String> {
-        let vocab: FastMap<String, u32> = model["vocab"]
+        let vocab: FxHashMap<String, u32> = model["vocab"]
             .as_object()
             .ok_or("model.vocab is not a map")?
             .iter()
@@ -92,19 +58,19 @@ impl Model {
     }
 
     /// Tokens by id (for ids that have one).
-    pub fn tokens_by_id(&self) -> FastMap<u32, &str> {
+    pub fn tokens_by_id(&self) -> FxHashMap<u32, &str> {
         self.vocab.iter().map(|(s, &id)| (id, s.as_str())).collect()
     }
 }
 
 /// The merge table: (left, right) -> (rank, merged id).
 pub struct Merges {
-    table: FastMap<u64, (u32, u32)>,
+    table: FxHashMap<u64, (u32, u32)>,
 }
 
 impl Merges {
     pub fn new(model: &Model) -> Self {
-        let mut table = FastMap::default();
+        let mut table = FxHashMap::default();
         for (rank, &(a, b, new)) in model.merges.iter().enumerate() {
             table.insert(pair_key(a, b), (rank as u32, new));
         }
@@ -182,13 +148,13 @@ pub struct Scratch {
 /// Which adjacent units (characters or bytes, as u32) stand next to each other inside some token
 /// a merge makes: a piece may be cut between any other two ([module docs](self)).
 pub struct Joins {
-    pairs: FastSet<u64>,
+    pairs: FxHashSet<u64>,
 }
 
 impl Joins {
     /// From the units of every token a merge makes.
     pub fn new<I: IntoIterator<Item = Vec<u32>>>(merged_tokens: I) -> Self {
-        let mut pairs = FastSet::default();
+        let mut pairs = FxHashSet::default();
         for units in merged_tokens {
             for w in units.windows(2) {
                 pairs.insert(pair_key(w[0], w[1]));
@@ -211,7 +177,7 @@ const CACHE_BYTES: usize = 64 << 20;
 #[derive(Default)]
 struct ThreadState {
     tag: u64,
-    map: FastMap<Box<[u8]>, Box<[u32]>>,
+    map: FxHashMap<Box<[u8]>, Box<[u32]>>,
     bytes: usize,
     scratch: Scratch,
 }
@@ -241,7 +207,7 @@ pub fn with_cache<T>(tag: u64, f: impl FnOnce(&mut SegmentMemo, &mut Scratch) ->
 
 /// The cache as an encoder sees it.
 pub struct SegmentMemo<'a> {
-    map: &'a mut FastMap<Box<[u8]>, Box<[u32]>>,
+    map: &'a mut FxHashMap<Box<[u8]>, Box<[u32]>>,
     bytes: &'a mut usize,
 }
 

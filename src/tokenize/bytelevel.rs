@@ -9,8 +9,9 @@
 //! Merging runs on bytes (each byte's token is its GPT-2 printable character); pieces are cut where
 //! no merge joins two bytes and the segments are cached ([`crate::tokenize::bpe`]).
 
-use crate::tokenize::bpe::{cache_tag, with_cache, FastMap, Merges, Model};
+use crate::tokenize::bpe::{cache_tag, with_cache, Merges, Model};
 use crate::tokenize::split::{Splitter, GPT2};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 pub struct ByteLevelBpe {
@@ -20,7 +21,7 @@ pub struct ByteLevelBpe {
     /// Byte pairs (a << 8 | b) that stand next to each other inside a merged token.
     joins: Box<[bool; 65536]>,
     /// Whole pieces that are tokens (`ignore_merges`), by their bytes.
-    whole: Option<FastMap<Box<[u8]>, u32>>,
+    whole: Option<FxHashMap<Box<[u8]>, u32>>,
     tag: u64,
 }
 
@@ -41,7 +42,7 @@ pub fn byte_chars() -> [char; 256] {
 }
 
 /// The bytes a byte-level token string stands for; `None` if it has a character outside the table.
-fn token_bytes(token: &str, byte_of: &FastMap<char, u8>) -> Option<Vec<u8>> {
+fn token_bytes(token: &str, byte_of: &FxHashMap<char, u8>) -> Option<Vec<u8>> {
     token.chars().map(|c| byte_of.get(&c).copied()).collect()
 }
 
@@ -85,7 +86,7 @@ impl ByteLevelBpe {
         let splitter = Splitter::new(&pattern)?;
         let model = Model::from_json(m)?;
         let chars = byte_chars();
-        let byte_of: FastMap<char, u8> = chars.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let byte_of: FxHashMap<char, u8> = chars.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
         let mut byte_ids = [u32::MAX; 256];
         for (b, c) in chars.iter().enumerate() {
             byte_ids[b] = *model.vocab.get(c.to_string().as_str()).ok_or_else(|| format!("byte {b:#04x} ({c}) has no token"))?;

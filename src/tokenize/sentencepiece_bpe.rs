@@ -11,7 +11,8 @@
 //! Speed: the normalized text is cut wherever no merge can join two characters
 //! ([`crate::tokenize::bpe::Joins`]) and each segment is merged once per thread and cached.
 
-use crate::tokenize::bpe::{cache_tag, with_cache, FastMap, FastSet, Joins, Merges, Model};
+use crate::tokenize::bpe::{cache_tag, with_cache, Joins, Merges, Model};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 /// How the text becomes the string the model splits.
@@ -31,18 +32,18 @@ enum Step {
 pub struct SentencePieceBpe {
     steps: Vec<Step>,
     /// Id of each single-character token.
-    char_ids: FastMap<u32, u32>,
+    char_ids: FxHashMap<u32, u32>,
     ascii_ids: [u32; 128],
     /// `<0xNN>` ids when byte fallback is on and all 256 exist.
     byte_ids: Option<[u32; 256]>,
     /// Ids of the `<0xNN>` tokens that exist (with byte fallback on but some missing, a character
     /// falls back only if all of its bytes have one).
-    partial_bytes: FastMap<u8, u32>,
+    partial_bytes: FxHashMap<u8, u32>,
     byte_fallback: bool,
     unk: Option<u32>,
     fuse_unk: bool,
     /// Whole pieces looked up first (`ignore_merges`).
-    whole: Option<FastMap<String, u32>>,
+    whole: Option<FxHashMap<String, u32>>,
     merges: Merges,
     /// Where segments may be cut; `None` when cutting could change the result (see `from_json`).
     joins: Option<Joins>,
@@ -100,6 +101,20 @@ fn parse_steps(v: &Value) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
+/// Ok when tokenizer.json `v` turns text into what Llama 2's SentencePiece model splits (" " ->
+/// "▁", a "▁" prepended, nothing cut into pieces): normalizer Prepend("▁") + Replace(" ", "▁")
+/// and no pre-tokenizer, or the Metaspace pre-tokenizer (prepending, not splitting) and no
+/// normalizer. `swallow vocab` learns pieces for that text.
+pub fn normalizes_as_llama(v: &Value) -> Result<(), String> {
+    match parse_steps(v)?.as_slice() {
+        [Step::Prepend(p), Step::Replace(a, b)] if p == "▁" && a == " " && b == "▁" => Ok(()),
+        [Step::Metaspace { replacement: '▁', prepend: true, split: false }] => Ok(()),
+        steps => Err(format!(
+            "its normalization {steps:?} is not SentencePiece's: expected normalizer Sequence[Prepend(\"▁\"), Replace(\" \", \"▁\")] and no pre-tokenizer, or pre-tokenizer Metaspace(replacement \"▁\", prepending, split false) and no normalizer"
+        )),
+    }
+}
+
 fn byte_token(b: u8) -> String {
     format!("<0x{b:02X}>")
 }
@@ -127,7 +142,7 @@ impl SentencePieceBpe {
         if !m["unk_token"].is_null() && unk.is_none() {
             return Err(format!("unk_token {} is not in the vocabulary", m["unk_token"]));
         }
-        let mut char_ids = FastMap::default();
+        let mut char_ids = FxHashMap::default();
         let mut ascii_ids = [NONE; 128];
         for (tok, &id) in &model.vocab {
             let mut cs = tok.chars();
@@ -138,16 +153,16 @@ impl SentencePieceBpe {
                 }
             }
         }
-        let partial_bytes: FastMap<u8, u32> = if byte_fallback {
+        let partial_bytes: FxHashMap<u8, u32> = if byte_fallback {
             (0..=255u8).filter_map(|b| model.vocab.get(&byte_token(b)).map(|&id| (b, id))).collect()
         } else {
-            FastMap::default()
+            FxHashMap::default()
         };
         let byte_ids = (partial_bytes.len() == 256).then(|| std::array::from_fn(|b| partial_bytes[&(b as u8)]));
         // Cutting is exact when every merge joins characters (no byte or unknown token takes part,
         // so a merged token's string is its characters) and no unknown token is held back across
         // a cut (none occurs when byte fallback covers every byte).
-        let special: FastSet<u32> = partial_bytes.values().copied().chain(unk).collect();
+        let special: FxHashSet<u32> = partial_bytes.values().copied().chain(unk).collect();
         let merges_chars = !model.merges.iter().any(|(a, b, _)| special.contains(a) || special.contains(b));
         let unk_possible = unk.is_some() && byte_ids.is_none();
         let joins = (merges_chars && !unk_possible).then(|| {

@@ -249,14 +249,7 @@ mod tests {
     /// `regex_piece_end`) on real text, the edge cases and random strings of awkward characters.
     #[test]
     fn scanners_equal_the_regexes() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizers/text");
-        let mut texts: Vec<String> = Vec::new();
-        for f in ["ja.jsonl", "en.jsonl", "edge.jsonl"] {
-            for line in std::fs::read_to_string(root.join(f)).unwrap().lines() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                texts.push(v["text"].as_str().unwrap().to_string());
-            }
-        }
+        let mut texts = crate::tokenize::tests::corpus();
         let alphabet: Vec<char> = "  \t\r\n\u{3000}\u{85}\u{a0}'sStTrReEvVmMlLdDſKa日本語です。、12٣½Ⅻ.,!?-_\"😀\u{301}\u{200d}\u{10400}\u{1d7ce}\u{e000}x"
             .chars()
             .collect();

@@ -26,7 +26,7 @@ fn jsonl(path: &Path) -> Vec<String> {
 
 /// Real text (Debian's Japanese and English documentation, the sample corpus), the edge cases,
 /// and each document's lines and halves (more starts and ends).
-fn corpus() -> Vec<String> {
+pub(super) fn corpus() -> Vec<String> {
     let text = root().join("tests/fixtures/tokenizers/text");
     let mut docs = Vec::new();
     for p in [text.join("ja.jsonl"), text.join("en.jsonl"), root().join("data/sample/ja.jsonl"), root().join("data/sample/en.jsonl")] {
@@ -143,8 +143,8 @@ fn unsupported_forms_fall_back_to_tokenizers_and_say_why() {
         v["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{L}+|\s+".into();
     });
     assert!(pattern.name().contains("split pattern"), "{}", pattern.name());
-    let wordpiece = Encoder::from_file(&root().join("tests/fixtures/tokenizers/llama2/tokenizer_config.json"));
-    assert!(wordpiece.is_err(), "a tokenizer_config.json is not a tokenizer");
+    let not_a_tokenizer = Encoder::from_file(&root().join("tests/fixtures/tokenizers/llama2/tokenizer_config.json"));
+    assert!(not_a_tokenizer.is_err(), "a tokenizer_config.json is not a tokenizer");
 }
 
 /// The ids the Python `tokenizers` gave when the fixtures were built (expected_ids.jsonl, written

@@ -28,6 +28,7 @@
 
 use crate::data::prep_input::{check_inputs, expand_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
 use crate::dist::Collectives;
+use crate::tokenize::sentencepiece_bpe::normalizes_as_llama;
 use crate::tokenize::bpe_train::{char_counts, covered_chars, merge_counts, sentence_words, Trainer};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
@@ -674,35 +675,13 @@ impl Base {
     }
 }
 
-/// Ok when `v` normalizes text as SentencePiece does for Llama 2 (" " -> "▁", "▁" prepended,
-/// nothing split): normalizer Prepend("▁") + Replace(" ", "▁") without a pre-tokenizer, or the
-/// Metaspace pre-tokenizer (prepend_scheme first or always, split false) without a normalizer.
+/// Ok when `v` is a SentencePiece-kind tokenizer whose text `swallow vocab` can learn pieces for
+/// ([`normalizes_as_llama`]); a byte-level one is refused with the reason.
 fn sentencepiece_kind(v: &Value) -> std::result::Result<(), String> {
-    let legacy = serde_json::json!({
-        "type": "Sequence",
-        "normalizers": [
-            { "type": "Prepend", "prepend": "▁" },
-            { "type": "Replace", "pattern": { "String": " " }, "content": "▁" }
-        ]
-    });
-    let (n, p) = (&v["normalizer"], &v["pre_tokenizer"]);
-    if *n == legacy && p.is_null() {
-        return Ok(());
-    }
-    if n.is_null()
-        && p["type"] == "Metaspace"
-        && p["replacement"] == "▁"
-        && matches!(p["prepend_scheme"].as_str(), Some("first" | "always"))
-        && p["split"] == false
-    {
-        return Ok(());
-    }
-    if p.to_string().contains("\"ByteLevel\"") {
+    if v["pre_tokenizer"].to_string().contains("\"ByteLevel\"") {
         return Err("a byte-level BPE tokenizer (Llama 3 kind: ByteLevel pre-tokenizer) is not supported: swallow vocab appends SentencePiece BPE pieces with converter merges, Swallow's method for SentencePiece-style vocabularies (Llama 2 kind); a byte-level vocabulary would need pieces learned over its own regex and byte alphabet, and Llama 3's 128k vocabulary already covers Japanese (Llama 3 Swallow kept it)".into());
     }
-    Err(format!(
-        "normalizer {n} with pre-tokenizer {p} is not SentencePiece's: expected normalizer Sequence[Prepend(\"▁\"), Replace(\" \", \"▁\")] and no pre-tokenizer, or pre-tokenizer Metaspace(replacement \"▁\", prepend_scheme first, split false) and no normalizer"
-    ))
+    normalizes_as_llama(v)
 }
 
 /// Write `files` into `dir` under temporary names, then rename them all; on error remove what was
