@@ -9,12 +9,13 @@
 #          from the page cache first (dd iflag=nocache count=0 = posix_fadvise DONTNEED)
 # Whichever of the two files is written first in a repetition is read first, alternating.
 # Usage: scripts/bench_checkpoint.sh [NP] [layout flags...], e.g. scripts/bench_checkpoint.sh 2 --tp 2
-# Env: REPS (default 5), BENCH_DIR (default out/bench-checkpoint). Needs target/release/swallow.
+# Env: REPS (default 5), BENCH_DIR (default out/bench-checkpoint), SWALLOW_BIN (default
+# target/release/swallow: another build for an A/B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NP=${1:-1}; shift || true
 REPS=${REPS:-5}
-B=target/release/swallow
+B=${SWALLOW_BIN:-target/release/swallow}
 W=${BENCH_DIR:-out/bench-checkpoint}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 rm -rf "$W" && mkdir -p "$W"

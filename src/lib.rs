@@ -11,6 +11,7 @@ pub mod eval;
 pub mod memstat;
 pub mod fault;
 pub mod metrics;
+pub mod mix;
 pub mod model;
 pub mod optim;
 pub mod pipeline;

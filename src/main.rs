@@ -579,6 +579,13 @@ fn main() {
             }
             swallow::fault::Halted::EXIT_CODE
         }
+        // Every rank holds the same error (src/dist/agree.rs): rank 0 says it once.
+        Err(e) if swallow::dist::agree::is_shared(&e) => {
+            if mpi.rank() == 0 {
+                eprintln!("error: {e:#}");
+            }
+            1
+        }
         Err(e) => {
             if mpi.size() > 1 {
                 // One write (stderr is unbuffered: a formatted eprintln! can take several), then a

@@ -127,9 +127,18 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens `path` for appending the records of the steps after `resumed_at` (0 for a fresh run).
+    /// Records of later steps already in the file (a run that crashed after its last checkpoint,
+    /// and is now resumed from it) are dropped first, so that no step appears twice; so is a last
+    /// line cut short by a crash. The file is rewritten through a temp file and a rename.
+    pub fn open(path: &Path, resumed_at: u64) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create metrics directory {}", dir.display()))?;
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) => drop_records_after(path, &text, resumed_at)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read metrics file {}", path.display())),
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -147,9 +156,41 @@ impl MetricsWriter {
     }
 }
 
+/// Rewrites the metrics file `path` (holding `text`) without the records of steps after `step`.
+fn drop_records_after(path: &Path, text: &str, step: u64) -> Result<()> {
+    let keep = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64())).is_some_and(|s| s <= step)
+    };
+    let kept: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
+    let dropped = text.lines().count() - kept.len();
+    if dropped == 0 {
+        return Ok(());
+    }
+    log::warn!("metrics file {}: dropping {dropped} record(s) past step {step}, where this run starts over", path.display());
+    let tmp = path.with_extension("tmp");
+    let body: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopening_at_a_resumed_step_drops_the_later_records_and_a_cut_line() {
+        let path = std::env::temp_dir().join(format!("swallow-metrics-{}.jsonl", std::process::id()));
+        let lines = ["{\"step\":1,\"loss\":9}", "{\"kind\":\"valid\",\"step\":2,\"valid_loss\":8}", "{\"step\":2,\"loss\":8}", "{\"step\":3,\"loss\":7}", "{\"step\":4,\"lo"];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let mut w = MetricsWriter::open(&path, 2).unwrap();
+        w.write(&serde_json::json!({"step": 3, "loss": 6.5})).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{}\n{}\n{}\n{{\"loss\":6.5,\"step\":3}}\n", lines[0], lines[1], lines[2]));
+        drop(w);
+        MetricsWriter::open(&path, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "a fresh run starts the file over");
+        std::fs::remove_file(&path).unwrap();
+    }
     use crate::config::Config;
 
     #[test]

@@ -19,6 +19,7 @@ use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
 use crate::checkpoint::format::{self, attr_u64, check, state_bytes, tensor_names, Progress};
 use crate::checkpoint::store::{self, LoadTarget, Verdict};
 use crate::config::Config;
+use crate::dist::agree::agree;
 use crate::dist::Topology;
 use crate::model::params::ParamSpec;
 use crate::model::Llama;
@@ -169,15 +170,20 @@ pub fn save<B: Backend>(
     file.finish(&attrs)?;
     // Durable before it is renamed: every rank flushes the file (on a parallel file system a
     // client's fsync covers the writes of that client).
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("flushing {} to disk", tmp.display()))?;
+    let synced = std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("flushing {} to disk", tmp.display()));
     let written = t0.elapsed().as_secs_f64();
-    world.barrier();
-    let mut path = store::final_path(dir, step);
+    let synced = agree(world, synced);
+    if synced.is_err() && topo.rank == 0 {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    synced?;
+    // Rank 0 checks and publishes; every rank returns its verdict.
+    let published = match topo.rank {
+        0 => check_and_publish(dir, &tmp, step, t.keep_checkpoints, &names),
+        _ => Ok(store::final_path(dir, step)),
+    };
+    let path = agree(world, published)?;
     if topo.rank == 0 {
-        if let Verdict::Damaged(e) = check(&tmp, &names)? {
-            return Err(e.context(format!("the checkpoint just written ({}) does not read back", tmp.display())));
-        }
-        path = store::publish(dir, step, t.keep_checkpoints, |p| check(p, &names))?;
         let bytes = state_bytes(&names);
         println!(
             "checkpoint: step {step} -> {} | {:.1} MB written and flushed in {:.3} s ({:.0} MB/s), {:.3} s with check and rename",
@@ -186,6 +192,20 @@ pub fn save<B: Backend>(
     }
     world.barrier();
     Ok(path)
+}
+
+/// Rank 0's part of a save: the temp file reads back, then it becomes `latest` (store::publish);
+/// a temp file that fails is removed, the previous checkpoints and `latest` stay.
+fn check_and_publish(dir: &Path, tmp: &Path, step: u64, keep: usize, names: &[(String, Vec<u64>)]) -> Result<PathBuf> {
+    let verdict = check(tmp, names).and_then(|v| match v {
+        Verdict::Usable => Ok(()),
+        Verdict::Damaged(e) => Err(e.context(format!("the checkpoint just written ({}) does not read back", tmp.display()))),
+    });
+    if let Err(e) = verdict {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    store::publish(dir, step, keep, |p| check(p, names))
 }
 
 /// Test hook: with `SWALLOW_TEST_SAVE_PAUSE_S=S` in the environment, every rank prints its pid and

@@ -6,7 +6,8 @@
 //! checkpoints are kept; a truncated checkpoint is a clear error for `--load DIR` and skipped by
 //! `--load auto`, which starts fresh in an empty directory; a job killed (SIGKILL) in the middle of
 //! a save leaves the previous checkpoint `latest` and loadable, and `--load auto` continues from it
-//! bitwise; SIGUSR1 makes all ranks save after the current step and exit 0;
+//! bitwise; a full disk during a two-rank save ends the job with one ENOSPC error, keeping the
+//! previous checkpoint and no temp file; SIGUSR1 makes all ranks save after the current step and exit 0;
 //! `swallow export` writes a Hugging Face directory (real vocabulary, not TP-padded) on which
 //! `swallow eval --hf` gives exactly `swallow eval --load`'s loss in fp32 (bf16 within 1e-3), and
 //! transformers, where installed, the same loss (scripts/check_hf_export.py).
@@ -207,7 +208,7 @@ fn a_stop_signal_saves_at_the_step_boundary_and_exits_cleanly() {
     let mut child = Command::new("mpirun")
         .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
         .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--steps", "100000"])
-        .args(["--save", s(&ckpt), "--set", "train.log_every=1"])
+        .args(["--save", s(&ckpt), "--set", "train.log_every=1", "--metrics", s(&dir.join("m.jsonl"))])
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("RAYON_NUM_THREADS", "1")
@@ -223,6 +224,8 @@ fn a_stop_signal_saves_at_the_step_boundary_and_exits_cleanly() {
         }
         out += &line;
     }
+    // The metrics file (written by rank 0 as each step ends) tells the step under way.
+    let logged = std::fs::read_to_string(dir.join("m.jsonl")).unwrap().lines().count() as u64;
     assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
     stdout.read_to_string(&mut out).unwrap();
     let status = child.wait().unwrap();
@@ -230,6 +233,9 @@ fn a_stop_signal_saves_at_the_step_boundary_and_exits_cleanly() {
     let latest = std::fs::read_to_string(ckpt.join("latest")).unwrap();
     let step = latest.trim().trim_start_matches("step-").trim_end_matches(".h5");
     assert!(out.contains(&format!("stopping after step {step}: SIGTERM or SIGUSR1")), "{latest}\n{out}");
+    // At the next step boundary: the step under way when the signal came, or the one after it
+    // when the signal reached the ranks just after a boundary.
+    assert!(step.parse::<u64>().unwrap() <= logged + 2, "logged {logged} steps at the signal, stopped after {step}");
     assert!(!out.contains("step 100000/"), "{out}");
 }
 
@@ -358,5 +364,166 @@ fn retention_keeps_the_new_run_in_a_directory_of_an_earlier_one() {
     assert_eq!(latest.trim(), "step-2.h5");
     assert!(ckpt.join("step-2.h5").exists(), "the new run's checkpoint was removed");
     let out = common::succeeded(&train(1, &data, &["--steps", "3", "--save", s(&ckpt), "--seed", "7", "--load", "auto"]), "resume");
+    assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
+}
+
+/// A tmpfs of `mb` MB mounted on `dir` for the life of the guard (None where this process may not
+/// mount: the test then says it is skipped).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mb: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs", s(dir)]).status().is_ok_and(|st| st.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-l", s(&self.0)]).status();
+    }
+}
+
+/// A full disk in the middle of a two-rank (TP 2) save ends the job promptly on every rank (it
+/// used to hang forever, the ranks split between two collectives), with one error naming the
+/// file and ENOSPC; the previous checkpoint stays `latest` and loadable, and no temp file is left.
+#[test]
+fn a_full_disk_during_a_save_ends_the_job_with_one_error_and_keeps_the_previous_checkpoint() {
+    let dir = tmpdir("full-disk");
+    let data = sample(&dir);
+    // One checkpoint of the tiny model (21.5 MB) fits, the second does not.
+    let Some(disk) = Tmpfs::mount(&dir.join("disk"), 32) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let ckpt = disk.0.join("ck");
+    let t0 = std::time::Instant::now();
+    let o = Command::new("timeout")
+        .args(["120", "mpirun", "--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
+        .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--tp", "2", "--steps", "2"])
+        .args(["--save", s(&ckpt), "--save-every", "1"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_ne!(o.status.code(), Some(124), "the job hung on the full disk:\n{out}\n{err}");
+    assert!(!o.status.success(), "{out}\n{err}");
+    assert!(t0.elapsed().as_secs() < 60, "the job took {:?} to end", t0.elapsed());
+    assert!(out.contains("checkpoint: step 1 ->"), "{out}\n{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
+    assert!(errors[0].contains("tmp-step-2.h5") && errors[0].contains("No space left on device (ENOSPC)"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("Segmentation"), "{err}");
+    let mut files: Vec<String> = std::fs::read_dir(&ckpt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, vec![".swallow.lock", "latest", "step-1.h5"], "no temp file may stay");
+    assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-1.h5");
+    let out = common::succeeded(&train(1, &data, &["--steps", "2", "--load", s(&ckpt)]), "resume from the kept checkpoint");
+    assert!(out.contains("resumed from") && out.contains("step-1.h5"), "{out}");
+    // One rank alike: the same error, and no temp file.
+    let o = train(1, &data, &["--steps", "2", "--load", s(&ckpt), "--save", s(&ckpt)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("tmp-step-2.h5") && err.contains("ENOSPC"), "{err}");
+    assert!(!ckpt.join("tmp-step-2.h5").exists() && ckpt.join("step-1.h5").exists());
+    drop(disk);
+}
+
+/// Byte offset in `file` of element `i` of the (contiguous, f32) dataset `name`.
+fn element_offset(file: &Path, name: &str, i: u64) -> u64 {
+    let f = hdf5_metno::File::open(file).unwrap();
+    let ds = f.dataset(name).unwrap();
+    ds.offset().expect("a contiguous dataset") + 4 * i
+}
+
+/// Non-finite values are never saved or loaded, and a flipped bit on disk is found at load by the
+/// tensor's checksum (issue 20, item 11): weights that overflow in a step are refused at the save
+/// (the previous checkpoint stays `latest`); a checkpoint with one bit flipped, or with a NaN
+/// written into it, is refused by `train --load` on one rank and on two (TP 2, another layout than
+/// the writer's: one error line), and by `export`.
+#[test]
+fn non_finite_or_corrupt_values_are_refused_at_save_load_and_export() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let dir = tmpdir("integrity");
+    let data = sample(&dir);
+    let ckpt = dir.join("ck");
+    common::succeeded(&train(1, &data, &["--steps", "2", "--save", s(&ckpt)]), "a good checkpoint");
+    // A learning rate and weight decay that overflow the weights to inf in step 3.
+    let o = train(1, &data, &["--steps", "3", "--load", s(&ckpt), "--save", s(&ckpt), "--set", "train.lr=1e38", "--set", "train.weight_decay=10"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("tmp-step-3.h5") && err.contains("non-finite value"), "{err}");
+    assert_eq!(std::fs::read_to_string(ckpt.join("latest")).unwrap().trim(), "step-2.h5");
+    assert!(!ckpt.join("tmp-step-3.h5").exists());
+
+    let good = ckpt.join("step-2.h5");
+    let tensor = "model.layers.1.mlp.up_proj.weight";
+    let flipped = dir.join("flipped.h5");
+    std::fs::copy(&good, &flipped).unwrap();
+    let at = element_offset(&flipped, tensor, 1000);
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&flipped).unwrap();
+    let mut byte = [0u8];
+    f.seek(SeekFrom::Start(at + 1)).unwrap();
+    f.read_exact(&mut byte).unwrap();
+    byte[0] ^= 0x04; // one mantissa bit: a finite value, wrong
+    f.seek(SeekFrom::Start(at + 1)).unwrap();
+    f.write_all(&byte).unwrap();
+    drop(f);
+    let nan = dir.join("nan.h5");
+    std::fs::copy(&good, &nan).unwrap();
+    {
+        let f = hdf5_metno::File::open_rw(&nan).unwrap();
+        let ds = f.dataset("model.norm.weight").unwrap();
+        let mut v: Vec<f32> = ds.read_raw().unwrap();
+        v[3] = f32::NAN;
+        ds.write_raw(&v).unwrap();
+    }
+    for (file, what) in [(&flipped, "does not match its checksum"), (&nan, "non-finite value")] {
+        let name = if file == &flipped { tensor } else { "model.norm.weight" };
+        for np in [1, 2] {
+            let o = train(np, &data, &["--steps", "3", "--tp", &np.to_string(), "--load", s(file)]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{err}");
+            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+            assert_eq!(errors.len(), 1, "np {np}: one error line expected:\n{err}");
+            assert!(errors[0].contains(name) && errors[0].contains(what) && errors[0].contains(s(file)), "{err}");
+        }
+    }
+    for (file, name, what) in [(&flipped, tensor, "checksum"), (&nan, "model.norm.weight", "non-finite")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_swallow"))
+            .args(["export", "--load", s(file), "--out", s(&dir.join("hf"))])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(name) && err.contains(what), "{err}");
+        assert!(!dir.join("hf").exists(), "export wrote a directory");
+    }
+    // The good file still loads (its checksums verified on two ranks of another layout).
+    common::succeeded(&train(2, &data, &["--steps", "3", "--tp", "2", "--load", s(&good)]), "the good checkpoint");
+}
+
+/// A run resumed from an older checkpoint than its metrics reached (it crashed after logging
+/// steps it had not saved) writes each step once (they used to appear twice), and `--load auto`
+/// names a garbage `latest` marker it ignores (issue 20, item 14).
+#[test]
+fn a_resumed_run_logs_each_step_once_and_a_garbage_marker_is_reported() {
+    let dir = tmpdir("metrics-resume");
+    let data = sample(&dir);
+    let (ckpt, metrics) = (dir.join("ck"), dir.join("m.jsonl"));
+    common::succeeded(&train(1, &data, &["--steps", "4", "--save", s(&ckpt), "--save-every", "2", "--metrics", s(&metrics)]), "first run");
+    // As if the job died after logging step 4 and before saving it.
+    std::fs::remove_file(ckpt.join("step-4.h5")).unwrap();
+    std::fs::write(ckpt.join("latest"), "step-2.h5\n").unwrap();
+    let o = train(1, &data, &["--steps", "5", "--load", s(&ckpt), "--metrics", s(&metrics)]);
+    common::succeeded(&o, "resumed");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dropping 2 record(s) past step 2"), "{}", String::from_utf8_lossy(&o.stderr));
+    let steps: Vec<u64> = losses(&metrics).iter().map(|r| r.0).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5]);
+    std::fs::write(ckpt.join("latest"), "garbage\n").unwrap();
+    let o = train(1, &data, &["--steps", "3", "--save", s(&ckpt), "--load", "auto"]);
+    let out = common::succeeded(&o, "auto over a garbage marker");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ignoring the `latest` marker") && err.contains("garbage"), "{err}");
     assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
 }

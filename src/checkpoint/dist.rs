@@ -15,7 +15,16 @@ use anyhow::{bail, ensure, Context, Result};
 use hdf5_metno as h5;
 use hdf5_metno::types::VarLenUnicode;
 use hdf5_metno_sys::{h5d, h5p, h5s, h5t};
-use mpi::topology::SimpleCommunicator;
+use crate::dist::agree::agree;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use super::integrity;
+use mpi::collective::SystemOperation;
+use mpi::datatype::PartitionMut;
+use mpi::traits::CommunicatorCollectives;
+use mpi::Count;
+
+/// The dataset attribute holding a tensor's checksum (integrity.rs).
+pub const CHECKSUM: &str = "checksum";
 use mpi::traits::AsRaw;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -135,9 +144,41 @@ fn h5id(id: i64, what: &str, close: unsafe extern "C" fn(i64) -> i32) -> Result<
     Ok(Id(id, close))
 }
 
+/// `what` failed unless `rc >= 0`; the error carries HDF5's own account (its error stack's outer
+/// and innermost frames, where the operating system's reason, "No space left on device", shows).
 fn h5ok(rc: i32, what: &str) -> Result<()> {
-    ensure!(rc >= 0, "HDF5: {what} failed");
-    Ok(())
+    if rc >= 0 {
+        return Ok(());
+    }
+    match h5::Error::query() {
+        Ok(stack) => bail!("HDF5: {what} failed: {stack}"),
+        Err(_) => bail!("HDF5: {what} failed"),
+    }
+}
+
+/// The operating system's reason a write to `path` failed, where it is a full file system
+/// (HDF5's error stack ends at "file write failed", without errno): "No space left on device"
+/// when the file system holding `path` has less free than `needed` bytes or 1 MiB.
+fn full_disk(path: &Path, needed: u64) -> Option<String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a zeroed struct the call fills.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    (free < needed.max(1 << 20)).then(|| {
+        format!("No space left on device (ENOSPC): the file system holding {} has {free} bytes free", dir.display())
+    })
+}
+
+/// `result` of a write of `bytes` to `path`, with the full file system named where that is why.
+fn or_full_disk<T>(result: Result<T>, path: &Path, bytes: u64) -> Result<T> {
+    result.map_err(|e| match full_disk(path, bytes) {
+        Some(reason) => e.context(reason),
+        None => e,
+    })
 }
 
 /// A file dataspace of `ds` selecting `blocks`, a memory dataspace of their element count, and a
@@ -186,35 +227,60 @@ fn open_parallel(path: &Path, comm: &SimpleCommunicator, create: bool) -> Result
 }
 
 /// A checkpoint file being written collectively, one tensor at a time (the writers stream the
-/// state through one host buffer); every rank makes the same calls in the same order.
+/// state through one host buffer); every rank makes the same calls in the same order. Each call
+/// ends on every rank together (dist::agree): a rank whose write fails (a full disk) makes every
+/// rank return its error, where it would otherwise leave the others waiting in the next
+/// collective forever. A writer dropped unfinished closes the file on every rank and removes it.
 pub struct Writer<'p> {
-    file: h5::File,
+    file: Option<h5::File>,
     path: &'p Path,
+    comm: &'p SimpleCommunicator,
     groups: HashSet<String>,
     hints: Hints,
+    /// Each tensor's checksum over this rank's pieces (integrity.rs), summed over ranks at finish.
+    checksums: Vec<(String, u64)>,
 }
 
 impl<'p> Writer<'p> {
     /// Collectively creates the file at `path` (replaced if present).
-    pub fn create(path: &'p Path, comm: &SimpleCommunicator) -> Result<Self> {
-        let file = open_parallel(path, comm, true)?;
-        Ok(Writer { file, path, groups: HashSet::new(), hints: Hints::open(path) })
+    pub fn create(path: &'p Path, comm: &'p SimpleCommunicator) -> Result<Self> {
+        let file = agree(comm, open_parallel(path, comm, true))?;
+        Ok(Writer { file: Some(file), path, comm, groups: HashSet::new(), hints: Hints::open(path), checksums: Vec::new() })
     }
 
-    /// Collectively creates the dataset of `t` and writes this rank's pieces of it.
+    /// Collectively creates the dataset of `t` and writes this rank's pieces of it; refused on
+    /// every rank, before any HDF5 call, when some rank's pieces hold a non-finite value.
     pub fn put(&mut self, t: &TensorPiece) -> Result<()> {
+        let scanned = t.pieces.iter().try_fold(0u64, |sum, (r, data)| match integrity::first_non_finite(data, r.start) {
+            Some((i, x)) => bail!(
+                "writing checkpoint {}: tensor {} holds a non-finite value ({x} at element {i}), so it is not saved (the previous checkpoints stay)",
+                self.path.display(), t.name
+            ),
+            None => Ok(sum.wrapping_add(integrity::checksum(data, r.start))),
+        });
+        let sum = agree(self.comm, scanned)?;
+        self.checksums.push((t.name.clone(), sum));
+        let local = self.put_local(t);
+        agree(self.comm, local)
+    }
+
+    fn file(&self) -> &h5::File {
+        self.file.as_ref().expect("the file is open until finish")
+    }
+
+    fn put_local(&mut self, t: &TensorPiece) -> Result<()> {
         let path = self.path;
         let ctx = || format!("writing checkpoint {}", path.display());
         let mut prefix = String::new();
         for seg in t.name.split('/').collect::<Vec<_>>().split_last().map(|(_, g)| g).unwrap_or(&[]) {
             prefix = if prefix.is_empty() { seg.to_string() } else { format!("{prefix}/{seg}") };
             if self.groups.insert(prefix.clone()) {
-                self.file.create_group(&prefix).with_context(|| format!("group {prefix}")).with_context(ctx)?;
+                self.file().create_group(&prefix).with_context(|| format!("group {prefix}")).with_context(ctx)?;
             }
         }
         let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
         let ds = self
-            .file
+            .file()
             .new_dataset::<f32>()
             .shape(shape)
             .fill_time(h5::dataset::FillTime::Never)
@@ -239,37 +305,90 @@ impl<'p> Writer<'p> {
         };
         let (fs, ms, xfer, _) = selection(&ds, &blocks).with_context(ctx)?;
         let rc = unsafe { h5d::H5Dwrite(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, data.as_ptr().cast()) };
-        h5ok(rc, &format!("H5Dwrite of {}", t.name)).with_context(ctx)?;
+        or_full_disk(h5ok(rc, &format!("H5Dwrite of {}", t.name)), path, 4 * data.len() as u64).with_context(ctx)?;
         if let Some(bytes) = byte_span(&ds, &ranges) {
             self.hints.write_back(bytes);
         }
         Ok(())
     }
 
-    /// Collectively writes the root attributes and closes the file.
-    pub fn finish(self, attrs: &[(&str, AttrValue)]) -> Result<()> {
+    /// Collectively writes each tensor's checksum (a `checksum` attribute of its dataset) and
+    /// the root attributes, and closes the file.
+    pub fn finish(mut self, attrs: &[(&str, AttrValue)]) -> Result<()> {
         let ctx = format!("writing checkpoint {}", self.path.display());
-        for (name, v) in attrs {
+        let mine: Vec<u64> = self.checksums.iter().map(|c| c.1).collect();
+        let mut sums = vec![0u64; mine.len()];
+        self.comm.all_reduce_into(&mine[..], &mut sums[..], SystemOperation::sum());
+        let checksummed = self.checksums.iter().zip(&sums).try_for_each(|((name, _), sum)| -> Result<()> {
+            let ds = self.file().dataset(name)?;
+            ds.new_attr::<u64>().create(CHECKSUM)?.write_scalar(sum)?;
+            Ok(())
+        });
+        agree(self.comm, or_full_disk(checksummed, self.path, 0).with_context(|| ctx.clone()))?;
+        let written = attrs.iter().try_for_each(|(name, v)| -> Result<()> {
             match v {
-                AttrValue::U64(x) => self.file.new_attr::<u64>().create(*name).and_then(|a| a.write_scalar(x)),
+                AttrValue::U64(x) => self.file().new_attr::<u64>().create(*name).and_then(|a| a.write_scalar(x)),
                 AttrValue::Str(s) => {
                     let s: VarLenUnicode = s.parse().map_err(|e| anyhow::anyhow!("attribute {name}: {e}"))?;
-                    self.file.new_attr::<VarLenUnicode>().create(*name).and_then(|a| a.write_scalar(&s))
+                    self.file().new_attr::<VarLenUnicode>().create(*name).and_then(|a| a.write_scalar(&s))
                 }
             }
             .with_context(|| format!("attribute {name}"))
-            .with_context(|| ctx.clone())?;
+        });
+        agree(self.comm, or_full_disk(written, self.path, 0).with_context(|| ctx.clone()))?;
+        // The close flushes HDF5's metadata: on a full disk this is where rank 0 fails.
+        let file = self.file.take().expect("the file is open until finish");
+        let closed = or_full_disk(file.close().context("closing it"), self.path, 0).with_context(|| ctx);
+        let closed = agree(self.comm, closed);
+        if closed.is_err() {
+            self.remove_file();
         }
-        self.file.close().with_context(|| ctx)
+        closed
+    }
+
+    /// Rank 0 removes the unfinished file (the ranks agreed that it failed).
+    fn remove_file(&self) {
+        if self.comm.rank() == 0 {
+            if let Err(e) = std::fs::remove_file(self.path) {
+                log::warn!("cannot remove the unfinished checkpoint {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+impl Drop for Writer<'_> {
+    /// Unfinished (a call failed on some rank, and every rank returned): close on every rank, then
+    /// remove the file, which no reader must take for a checkpoint.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            // The close flushes HDF5's metadata; on a full disk it would fail and leave the file
+            // open in HDF5, which then crashes in MPI_Finalize. So the data goes first: rank 0
+            // empties the file (its size comes back as holes), then every rank closes it.
+            self.comm.barrier();
+            if self.comm.rank() == 0 {
+                let _ = std::fs::OpenOptions::new().write(true).open(self.path).and_then(|f| f.set_len(0));
+            }
+            self.comm.barrier();
+            drop(file);
+            self.comm.barrier();
+            self.remove_file();
+        }
     }
 }
 
 /// Collectively reads the requested ranges from the file at `path` and returns its root
-/// attributes. Every rank passes the same tensors in the same order.
+/// attributes. Every rank passes the same tensors in the same order. Every value read must be
+/// finite, and every tensor that the ranks read whole together must match its checksum
+/// (integrity.rs; files written before checksums were stored are not verified): otherwise every
+/// rank returns the same error naming the tensor.
 pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorRequest]) -> Result<BTreeMap<String, AttrValue>> {
-    let file = open_parallel(path, comm, false)?;
+    let file = agree(comm, open_parallel(path, comm, false))?;
     let ctx = || format!("reading checkpoint {}", path.display());
     let attrs = read_attrs(&file).with_context(ctx)?;
+    for t in requests.iter_mut() {
+        t.pieces.sort_by_key(|p| p.0.start);
+    }
+    let (counted, whole) = count_once(comm, requests);
     // A read-ahead window of this rank's byte spans, READ_AHEAD_BYTES beyond the current tensor.
     let hints = Hints::open(path);
     let spans: Vec<Option<Range<u64>>> = requests
@@ -280,6 +399,9 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
         })
         .collect();
     let (mut advised, mut ahead) = (0, 0u64);
+    let mut sums = vec![0u64; requests.len()];
+    let mut stored: Vec<Option<u64>> = vec![None; requests.len()];
+    let mut non_finite: Option<String> = None;
     for (i, t) in requests.iter_mut().enumerate() {
         while advised < spans.len() && (advised <= i || ahead < READ_AHEAD_BYTES) {
             if let Some(s) = &spans[advised] {
@@ -294,7 +416,6 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
         let ds = file.dataset(&t.name).map_err(|_| anyhow::anyhow!("checkpoint {} has no tensor {}", path.display(), t.name))?;
         let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
         ensure!(shape == t.shape, "checkpoint {}: tensor {} has shape {shape:?}, expected {:?}", path.display(), t.name, t.shape);
-        t.pieces.sort_by_key(|p| p.0.start);
         let ranges: Vec<Range<u64>> = t.pieces.iter().map(|p| p.0.clone()).collect();
         let blocks = selection_blocks(&t.name, &t.shape, &ranges).with_context(ctx)?;
         for (r, dst) in t.pieces.iter() {
@@ -311,7 +432,7 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
             _ => staged.as_mut_ptr(),
         };
         let rc = unsafe { h5d::H5Dread(ds.id(), *h5t::H5T_NATIVE_FLOAT, ms.0, fs.0, xfer.0, dst.cast()) };
-        h5ok(rc, &format!("H5Dread of {}", t.name)).with_context(ctx)?;
+        agree(comm, h5ok(rc, &format!("H5Dread of {}", t.name)).with_context(ctx))?;
         if t.pieces.len() > 1 {
             let mut at = 0;
             for (_, dst) in t.pieces.iter_mut() {
@@ -320,9 +441,63 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
                 at += len;
             }
         }
+        stored[i] = ds.attr(CHECKSUM).and_then(|a| a.read_scalar::<u64>()).ok();
+        for (r, values) in t.pieces.iter() {
+            if let (None, Some((e, x))) = (&non_finite, integrity::first_non_finite(values, r.start)) {
+                non_finite = Some(format!("tensor {} holds a non-finite value ({x} at element {e})", t.name));
+            }
+            for c in counted[i].iter().filter(|c| c.start < r.end && r.start < c.end) {
+                let (a, b) = (c.start.max(r.start), c.end.min(r.end));
+                sums[i] = sums[i].wrapping_add(integrity::checksum(&values[(a - r.start) as usize..(b - r.start) as usize], a));
+            }
+        }
     }
     file.close().with_context(ctx)?;
-    Ok(attrs)
+    let mut total = vec![0u64; sums.len()];
+    comm.all_reduce_into(&sums[..], &mut total[..], SystemOperation::sum());
+    let corrupt = requests
+        .iter()
+        .enumerate()
+        .find(|&(i, _)| whole[i] && stored[i].is_some_and(|s| s != total[i]))
+        .map(|(_, t)| format!("tensor {} does not match its checksum: the file is corrupt (a flipped bit, a damaged disk); load an older checkpoint", t.name));
+    let verdict = match non_finite.or(corrupt) {
+        Some(what) => Err(anyhow::anyhow!("checkpoint {}: {what}", path.display())),
+        None => Ok(attrs),
+    };
+    agree(comm, verdict)
+}
+
+/// For each request, the parts of this rank's (sorted) ranges that it alone counts in the
+/// tensor's checksum (no lower rank reads them), and whether the ranks together read the whole
+/// tensor (only then can its checksum be verified). One exchange of every rank's ranges.
+fn count_once(comm: &SimpleCommunicator, requests: &[TensorRequest]) -> (Vec<Vec<Range<u64>>>, Vec<bool>) {
+    let mine: Vec<u64> = requests
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.pieces.iter().flat_map(move |p| [i as u64, p.0.start, p.0.end]))
+        .collect();
+    let mut counts = vec![0 as Count; comm.size() as usize];
+    comm.all_gather_into(&(mine.len() as Count), &mut counts[..]);
+    let displs: Vec<Count> = counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c))).collect();
+    let mut all = vec![0u64; counts.iter().map(|&c| c as usize).sum()];
+    comm.all_gather_varcount_into(&mine[..], &mut PartitionMut::new(&mut all[..], &counts[..], &displs[..]));
+    let (mut lower, mut every) = (vec![Vec::new(); requests.len()], vec![Vec::new(); requests.len()]);
+    for (rank, (&d, &c)) in displs.iter().zip(&counts).enumerate() {
+        for triple in all[d as usize..(d + c) as usize].chunks(3) {
+            let (i, r) = (triple[0] as usize, triple[1]..triple[2]);
+            if rank < comm.rank() as usize {
+                lower[i].push(r.clone());
+            }
+            every[i].push(r);
+        }
+    }
+    let counted = requests
+        .iter()
+        .zip(&lower)
+        .map(|(t, lower)| integrity::counted_here(&t.pieces.iter().map(|p| p.0.clone()).collect::<Vec<_>>(), lower))
+        .collect();
+    let whole = requests.iter().zip(&every).map(|(t, ranges)| integrity::union_len(ranges) == t.shape.iter().product::<u64>()).collect();
+    (counted, whole)
 }
 
 /// The bytes of the file from the first to the last element of `ranges` of the (contiguous) f32

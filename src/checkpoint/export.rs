@@ -120,8 +120,26 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-/// `swallow export`: the checkpoint at `ckpt` as a Hugging Face Llama directory `out`.
+/// `swallow export`: the checkpoint at `ckpt` as a Hugging Face Llama directory `out`. A failed
+/// export (a corrupt checkpoint, a full disk) leaves no temp file behind, nor the directory
+/// where it made it.
 pub fn export(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: ExportDtype, tokenizer: Option<&Path>) -> Result<()> {
+    let created = !out.exists();
+    let result = write_directory(ckpt, comm, out, dtype, tokenizer);
+    if result.is_err() {
+        for e in std::fs::read_dir(out).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        if created {
+            let _ = std::fs::remove_dir(out); // only when empty
+        }
+    }
+    result
+}
+
+fn write_directory(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: ExportDtype, tokenizer: Option<&Path>) -> Result<()> {
     let cfg = read_config(ckpt)?;
     let table = ParamTable::llama(&cfg.model);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

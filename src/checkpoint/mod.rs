@@ -1,6 +1,7 @@
 //! Model state on disk. dist.rs: distributed checkpoints, one HDF5 file of logical tensors written
 //! and read collectively through parallel HDF5 (the basis of resharding), with page-cache hints
-//! from pagecache.rs (early write-back, read-ahead); format.rs: what a
+//! from pagecache.rs (early write-back, read-ahead) and integrity.rs (no non-finite value
+//! written or read, per-tensor checksums verified at load); format.rs: what a
 //! checkpoint holds (tensor names, attributes, the completeness check); store.rs: the checkpoint
 //! directory (temp file, check, rename, `latest` marker, retention, `--load` resolution); lock.rs:
 //! one writer per checkpoint directory (an flock held by rank 0 for the run);
@@ -12,6 +13,7 @@
 pub mod dist;
 pub mod export;
 pub mod format;
+pub mod integrity;
 pub mod hf;
 pub mod import;
 pub mod lock;

@@ -138,10 +138,14 @@ impl LoadTarget {
             LoadTarget::Exact(p) => exact(checkpoint_file(p)?),
             LoadTarget::Auto(dir) => {
                 let mut candidates = list(dir)?;
-                if let Some(l) = latest(dir).ok().flatten() {
+                match latest(dir) {
                     // The marker's file first: it is newest unless the marker is stale.
-                    candidates.retain(|(_, p)| *p != l);
-                    candidates.insert(0, (0, l));
+                    Ok(Some(l)) => {
+                        candidates.retain(|(_, p)| *p != l);
+                        candidates.insert(0, (0, l));
+                    }
+                    Ok(None) => {}
+                    Err(e) => log::warn!("--load auto: ignoring the `{LATEST}` marker, taking the newest checkpoint that reads back: {e:#}"),
                 }
                 for (_, c) in candidates {
                     match check(&c)? {

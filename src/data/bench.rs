@@ -8,7 +8,8 @@
 //! says nothing about real shards).
 
 use crate::data::indexed::{index_bytes, with_suffix, IndexedDataset, TokenDtype};
-use crate::data::sampler::{mix64, GptSampler};
+use crate::data::sampler::GptSampler;
+use crate::mix::mix64;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Instant;

@@ -18,7 +18,8 @@
 //! so reading the stream in order costs O(entries) per sample and random access O(BLOCK).
 
 use crate::data::indexed::IndexedDataset;
-use crate::data::sampler::{mix64, GptSampler};
+use crate::data::sampler::GptSampler;
+use crate::mix::mix64;
 use crate::data::spec::DataSpec;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt;

@@ -7,7 +7,7 @@
 //! Fisher-Yates shuffle driven by splitmix64 and one pass of prefix sums (1e7 documents in about
 //! a second, see `swallow bench data`).
 
-use crate::data::sampler::mix64;
+use crate::mix::mix64;
 
 /// One epoch's document order and the token offset where each of its documents starts.
 pub struct EpochIndex {

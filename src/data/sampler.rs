@@ -20,6 +20,7 @@
 
 use crate::data::epoch::EpochIndex;
 use crate::data::indexed::IndexedDataset;
+use crate::mix::mix64;
 use anyhow::{bail, Result};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -250,14 +251,6 @@ impl GptSampler {
 /// The key of epoch `epoch`'s document order (independent of the sample order's key).
 fn document_order_key(seed: u64, epoch: u64) -> u64 {
     mix64(mix64(seed ^ 0x0D0C_0D0C_5EED_0000) ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-/// splitmix64 finalizer: a strong 64-bit mixing function.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Position `i` of a pseudo-random permutation of `0..n` keyed by (seed, epoch). A balanced

@@ -8,12 +8,10 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
     }
     pub fn next_u64(&mut self) -> u64 {
-        // splitmix64
+        // splitmix64: the finaliser of the state before its step
+        let z = self.0;
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        crate::mix::mix64(z)
     }
     /// Uniform in [-1, 1).
     pub fn uniform(&mut self) -> f64 {
