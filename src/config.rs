@@ -413,6 +413,19 @@ impl Config {
         Ok(())
     }
 
+    /// A training run's sequences fit the model's positions (not part of `validate`: a model's
+    /// config alone, as `swallow import` makes it, carries the default train.seq_len).
+    pub fn check_positions(&self) -> Result<()> {
+        let (t, m) = (&self.train, &self.model);
+        if t.seq_len > m.max_position_embeddings {
+            bail!(
+                "train.seq_len = {} (--seq-len) is longer than model.max_position_embeddings = {}: the model was not trained on such positions; for a context extension raise model.max_position_embeddings deliberately (with a larger model.rope_theta or model.rope_scaling)",
+                t.seq_len, m.max_position_embeddings
+            );
+        }
+        Ok(())
+    }
+
     /// The pipeline schedule to run.
     pub fn schedule_kind(&self) -> Result<crate::pipeline::ScheduleKind> {
         use crate::pipeline::ScheduleKind::*;

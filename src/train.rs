@@ -192,6 +192,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
+    cfg.check_positions()?;
     let device = match choose_device(&cfg.train.device, topo.rank == 0) {
         Ok(d) => d,
         // The cluster job scripts pass --device cuda; their dry runs check everything else.
@@ -234,12 +235,15 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     if let Some(v) = &validation {
         say(format!("validation: every {} steps, {} global batches of the valid part ({} samples/epoch)", t.eval_every, v.batches(), v.num_samples()));
     }
+    let shards: Vec<&crate::data::indexed::IndexedDataset> = sampler.samplers().iter().flat_map(|s| s.datasets()).collect();
+    say(format!("data: {}", crate::data::token_check::check(&shards, cfg.model.vocab_size, &mpi.world)?));
     if let Some(gpu) = dry_run {
         return crate::plan::ranks::dry_run(cfg, mpi, &topo, gpu);
     }
     match device {
         TrainDevice::Cpu => {
             CommKind::choose(&cfg.train.comm, "cpu")?;
+            crate::plan::ranks::check_cpu_memory(cfg, mpi, &topo)?;
             let held = train_on(Arc::new(CpuBackend::<f32>::new()), cfg, mpi, &topo, mpi.groups(&topo), &sampler, validation.as_ref())?;
             if crate::memstat::live() > 0 {
                 crate::plan::ranks::report_measured(cfg, mpi, &topo, held)?;
@@ -286,7 +290,6 @@ fn train_on<B: Backend>(
             println!("{line}");
         }
     };
-    let mut metrics = t.metrics.as_deref().map(|p| MetricsWriter::open(Path::new(p))).transpose()?;
     let heap_before = crate::memstat::live();
     let wire = traffic::Wire::of(&groups);
     let mut trainer = Trainer::new(backend, cfg, groups)?;
@@ -321,6 +324,12 @@ fn train_on<B: Backend>(
         let (model, opt) = (&mut trainer.model, &mut trainer.optimizer);
         trainer.step = crate::resume::load(&target, &mpi.world, &topo, cfg, model, opt)?.unwrap_or(0);
     }
+    // Rank 0 writes the metrics, from the step after the one resumed (metrics.rs).
+    let opened = match (topo.rank, t.metrics.as_deref()) {
+        (0, Some(p)) => MetricsWriter::open(Path::new(p), trainer.step).map(Some),
+        _ => Ok(None),
+    };
+    let mut metrics = crate::dist::agree::agree(&mpi.world, opened)?;
     let flops_tok = flops_per_token(&cfg.model, t.seq_len);
     let row = t.seq_len + 1;
     let local = trainer.local_batch();

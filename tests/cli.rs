@@ -158,6 +158,35 @@ fn impossible_configs_are_refused_with_the_numbers() {
     assert_clean_error(&o, "no/such/config.toml");
 }
 
+/// Field-test findings (issue 20, item 14): a sequence longer than the model's positions, a model
+/// too large for the machine (an allocation failure with a backtrace, exit 134, before), and a prep
+/// input without a single document (exit 0 and an empty shard, before) are clean errors; the
+/// empty prep leaves an existing shard of that name as it was.
+#[test]
+fn absurd_sizes_and_empty_inputs_are_clean_errors() {
+    let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--seq-len", "1024"]);
+    assert_clean_error(&o, "train.seq_len = 1024 (--seq-len) is longer than model.max_position_embeddings = 512");
+    let huge = ["--set", "model.hidden_size=65536", "--set", "model.ffn_hidden_size=200000", "--set", "model.num_layers=64"];
+    let o = swallow(&[&["train", "--config", "tiny", "--data", sample_prefix(), "--steps", "1"][..], &huge[..]].concat());
+    assert_clean_error(&o, "GiB available");
+    let dir = tmpdir("empty-prep");
+    std::fs::write(dir.join("keep.bin"), b"old bin").unwrap();
+    std::fs::write(dir.join("keep.idx"), b"old idx").unwrap();
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let other_field = dir.join("other.jsonl");
+    std::fs::write(&other_field, "{\"body\": \"text under another key\"}\n").unwrap();
+    for input in [&empty, &other_field] {
+        let o = swallow(&[
+            "prep", "--tokenizer", repo().join("data/sample/tokenizer.json").to_str().unwrap(),
+            "--input", input.to_str().unwrap(), "--output", dir.join("keep").to_str().unwrap(), "--skip-bad-lines",
+        ]);
+        assert_clean_error(&o, "no documents in");
+        assert_eq!(std::fs::read(dir.join("keep.bin")).unwrap(), b"old bin");
+        assert_eq!(std::fs::read(dir.join("keep.idx")).unwrap(), b"old idx");
+    }
+}
+
 #[test]
 fn unwritable_outputs_fail_cleanly_and_keep_what_exists() {
     let dir = tmpdir("unwritable");
@@ -188,6 +217,53 @@ fn unwritable_outputs_fail_cleanly_and_keep_what_exists() {
     assert_clean_error(&o, "bad.jsonl:2");
     assert_eq!(std::fs::read(dir.join("keep.bin")).unwrap(), b"old bin");
     assert_eq!(std::fs::read(dir.join("keep.idx")).unwrap(), b"old idx");
+}
+
+/// Every token id is checked against the vocabulary before step 1 and in `--dry-run` (issue 20,
+/// item 13): one id past the vocabulary in the very last token of the last document fails both,
+/// naming the shard, the document and the id, on one rank and (one error line) on two; a shard's
+/// largest id is cached by file identity, so the next run does not scan it again.
+#[test]
+fn an_out_of_vocabulary_id_anywhere_fails_before_step_one_and_in_the_dry_run() {
+    let dir = tmpdir("oov");
+    let cache = dir.join("cache");
+    let prefix = dir.join("shard");
+    for ext in [".bin", ".idx"] {
+        std::fs::copy(format!("{}{ext}", sample_prefix()), format!("{}{ext}", prefix.display())).unwrap();
+    }
+    let p = prefix.to_str().unwrap();
+    let run = |np: usize, extra: &[&str]| {
+        Command::new("mpirun")
+            .args(["--oversubscribe", "-np", &np.to_string(), bin(), "train", "--config", "tiny", "--data", p, "--micro-batch", "2", "--steps", "1"])
+            .args(extra)
+            .env("SWALLOW_CACHE_DIR", &cache)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .unwrap()
+    };
+    let (out, err) = text(&run(2, &["--dry-run"]));
+    assert!(out.contains("token ids of 1 shard(s) checked") && out.contains("1 scanned"), "{out}\n{err}");
+    let (out, _) = text(&run(1, &["--dry-run"]));
+    assert!(out.contains("0 scanned") && out.contains("1 from the cache"), "{out}");
+    // The last token of the .bin (u16) becomes 4096, the tiny model's vocabulary size.
+    let bin = dir.join("shard.bin");
+    let mut bytes = std::fs::read(&bin).unwrap();
+    let n = bytes.len();
+    bytes[n - 2..].copy_from_slice(&4096u16.to_le_bytes());
+    std::fs::write(&bin, &bytes).unwrap();
+    let docs = swallow(&["data", "inspect", p]);
+    let last_doc = serde_json::from_str::<serde_json::Value>(text(&docs).0.lines().last().unwrap()).unwrap()["documents"].as_u64().unwrap() - 1;
+    for (np, extra) in [(1, &["--dry-run"][..]), (2, &[][..]), (2, &["--dry-run"][..])] {
+        let o = run(np, extra);
+        let (out, err) = text(&o);
+        assert!(!o.status.success() && !out.contains("step      1"), "{out}\n{err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
+        let want = format!("token id 4096 in document {last_doc} ");
+        assert!(errors[0].contains("shard.bin") && errors[0].contains(&want) && errors[0].contains("vocabulary of size 4096"), "{err}");
+    }
 }
 
 #[test]

@@ -126,7 +126,7 @@ impl TokenDtype {
 
     /// Convert `bytes` (exactly `out.len() * size()` long) into ids. On a value that is not a
     /// token id (negative, fractional, > u32::MAX) returns its position and value.
-    fn decode(self, bytes: &[u8], out: &mut [u32]) -> std::result::Result<(), (usize, f64)> {
+    pub(crate) fn decode(self, bytes: &[u8], out: &mut [u32]) -> std::result::Result<(), (usize, f64)> {
         fn each<const N: usize>(
             bytes: &[u8],
             out: &mut [u32],
@@ -331,11 +331,27 @@ impl IndexedDataset {
             tokens += size as u64;
             needed = needed.max(ptr as u128 + size as u128 * esize);
         }
+        // Exactly: a .bin with bytes past its last sequence belongs to another index (the .idx of
+        // another shard, or one whose dtype disagrees: i32 data read as u16 is twice as long).
         let have = ds.bin.len() as u128;
         if have < needed {
             bail!(
                 "{} is truncated: index needs {needed} bytes, file has {have}",
                 bin_path.display()
+            );
+        }
+        if have > needed {
+            let hint = match (needed > 0 && have % needed == 0).then(|| have / needed * esize) {
+                Some(bytes) if bytes != esize && [1, 2, 4, 8].contains(&bytes) => format!(
+                    "; it is {}x as long, as if its tokens had {bytes} bytes each: the .idx and .bin do not belong together (was the .idx written with another dtype?)",
+                    have / needed
+                ),
+                _ => ": the .idx and .bin do not belong together".to_string(),
+            };
+            bail!(
+                "{} has {have} bytes, but {ip} ({seqs} sequences of {} tokens) describes exactly {needed}{hint}",
+                bin_path.display(),
+                dtype
             );
         }
         ds.num_tokens = tokens;
@@ -450,6 +466,11 @@ impl IndexedDataset {
                 self.dtype
             )
         })
+    }
+
+    /// The whole `.bin` (exactly the bytes its sequences span: `open` checks the size).
+    pub fn bin_bytes(&self) -> &[u8] {
+        &self.bin
     }
 
     /// The raw `.bin` bytes of sequence `seq` (in this dataset's dtype).
@@ -904,6 +925,16 @@ mod tests {
             e.contains("t.bin is truncated: index needs 12 bytes, file has 7"),
             "{e}"
         );
+        // An .idx that says u16 over a .bin of i32 tokens (the same ids, twice the bytes).
+        let wide: Vec<u8> = full_bin.chunks(2).flat_map(|c| (u16::from_le_bytes([c[0], c[1]]) as i32).to_le_bytes()).collect();
+        fs::write(&bin, &wide).unwrap();
+        let e = err_of(IndexedDataset::open(&p));
+        assert!(e.contains("t.bin has 24 bytes") && e.contains("describes exactly 12") && e.contains("as if its tokens had 4 bytes each"), "{e}");
+        let mut extra = full_bin.clone();
+        extra.push(0);
+        fs::write(&bin, &extra).unwrap();
+        let e = err_of(IndexedDataset::open(&p));
+        assert!(e.contains("t.bin has 13 bytes") && e.contains("do not belong together"), "{e}");
         fs::write(&bin, &full_bin).unwrap();
 
         fs::write(&idx, &full_idx[..full_idx.len() - 3]).unwrap();

@@ -1,5 +1,6 @@
 //! Token data: Megatron-compatible indexed shards (.bin/.idx), GPT-style sampling, weighted blending
-//! of datasets, data specs (`--data`), corpus preparation and shard merging.
+//! of datasets, data specs (`--data`), corpus preparation and shard merging, and the
+//! check of every shard's token ids against the vocabulary before a run (token_check.rs).
 
 pub mod batches;
 pub mod bench;
@@ -13,3 +14,4 @@ pub mod prep_input;
 pub mod progress;
 pub mod sampler;
 pub mod spec;
+pub mod token_check;

@@ -143,7 +143,7 @@ pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSumm
     let (rank, ranks) = (comm.rank(), comm.size());
     let pieces = pieces_for_rank(&inputs, rank, ranks)?;
     let target = if ranks == 1 { opts.output.clone() } else { part_prefix(&opts.output, rank, ranks) };
-    let local = tokenize_pieces(opts, &encoder, eod.as_ref().map(|e| e.0), dtype, &pieces, &target, rank == 0);
+    let local = tokenize_pieces(opts, &encoder, eod.as_ref().map(|e| e.0), dtype, &pieces, &target, rank == 0, ranks == 1);
     let mut all = [0.0f64; 7];
     all[0] = local.is_err() as u8 as f64;
     if let Ok(c) = &local {
@@ -161,6 +161,10 @@ pub fn run(opts: &PrepOptions, comm: &dyn Collectives) -> Result<Option<PrepSumm
         });
     }
     let counts = Counts::from_f64(&all[1..6]);
+    if counts.documents == 0 {
+        remove_part(&target);
+        return Err(no_documents(opts));
+    }
     if rank != 0 {
         return Ok(None);
     }
@@ -200,7 +204,19 @@ fn merge_parts(output: &Path, ranks: usize, dtype: TokenDtype) -> Result<()> {
     Ok(())
 }
 
-/// Tokenize the documents of `pieces` into the dataset `target` (temp names, renamed when done).
+/// The error of an input without a single document: nothing is written (an existing output
+/// stays as it was).
+fn no_documents(opts: &PrepOptions) -> anyhow::Error {
+    let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
+    anyhow!(
+        "prep: no documents in {}: the input is empty, or its records have no non-empty {:?} field (--field); nothing written to {}",
+        names.join(", "), opts.field, with_suffix(&opts.output, ".{bin,idx}").display()
+    )
+}
+
+/// Tokenize the documents of `pieces` into the dataset `target` (temp names, renamed when done);
+/// with `refuse_empty`, no document at all is an error and `target` is left alone.
+#[allow(clippy::too_many_arguments)]
 fn tokenize_pieces(
     opts: &PrepOptions,
     enc: &Encoder,
@@ -209,6 +225,7 @@ fn tokenize_pieces(
     pieces: &[Piece],
     target: &Path,
     show_progress: bool,
+    refuse_empty: bool,
 ) -> Result<Counts> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.workers)
@@ -258,6 +275,9 @@ fn tokenize_pieces(
     flush(&mut chunk, &mut c)?;
     progress.update(read.load(Ordering::Relaxed), c.documents, c.tokens);
     progress.finish();
+    if refuse_empty && c.documents == 0 {
+        return Err(no_documents(opts));
+    }
     writer.finish()?;
     Ok(c)
 }

@@ -37,6 +37,32 @@ pub fn planned_cpu_bytes(cfg: &Config, topo: &Topology) -> Result<f64> {
     Ok(memory::cpu(cfg, &l, topo.pp_rank, topo.dp_rank)?.total())
 }
 
+/// Before the CPU backend allocates anything: the ranks of this node together must fit in the
+/// memory the node has available (/proc/meminfo's MemAvailable), by the planner's cpu model; an
+/// absurd model size is then an error naming both figures, not an allocation failure. Collective.
+pub fn check_cpu_memory(cfg: &Config, mpi: &MpiWorld, topo: &Topology) -> Result<()> {
+    let (_, per_node) = mpi.node_local();
+    let planned = planned_cpu_bytes(cfg, topo);
+    let fits = planned.and_then(|bytes| {
+        let need = bytes * per_node as f64;
+        match mem_available_bytes() {
+            Some(have) if need > have => anyhow::bail!(
+                "the model needs about {:.1} GiB per rank on the CPU backend (the planner's cpu model; {per_node} rank(s) on this node: {:.1} GiB), but this node has {:.1} GiB available: use a smaller model, more nodes, or --device cuda",
+                bytes / GIB, need / GIB, have / GIB
+            ),
+            _ => Ok(()),
+        }
+    });
+    crate::dist::agree::agree(&mpi.world, fits)
+}
+
+/// MemAvailable of /proc/meminfo in bytes, where the OS tells it.
+fn mem_available_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = text.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kb * 1024.0)
+}
+
 /// `swallow train --dry-run` after the configuration and data checks: prints (rank 0) the grid,
 /// the layout, the pipeline and this step's data slices, then every rank's planned memory on the
 /// CPU backend and as a bf16 run on `gpu` (with the configured recomputation), by pipeline stage.
