@@ -126,6 +126,10 @@ pub struct TrainConfig {
     /// Save (with `save`) and stop with exit code 3 after this many skipped steps in a row; 0: never.
     #[serde(default = "defaults::max_skipped_in_a_row")]
     pub max_skipped_in_a_row: u64,
+    /// End the job when no rank made progress for this many seconds after step 1, naming the
+    /// silent ranks (src/watchdog.rs); 0: no watchdog.
+    #[serde(default = "defaults::watchdog_s")]
+    pub watchdog_s: u64,
     /// Validation loss every N steps on the valid part of `split` (`--eval-every`); 0: never.
     #[serde(default)]
     pub eval_every: u64,
@@ -270,6 +274,7 @@ mod defaults {
     pub fn keep_checkpoints() -> usize { 3 }
     pub fn spike_window() -> usize { 100 }
     pub fn max_skipped_in_a_row() -> u64 { 10 }
+    pub fn watchdog_s() -> u64 { 600 }
     pub fn eval_iters() -> u64 { 10 }
     pub fn one() -> usize { 1 }
     pub fn bucket_size() -> usize { 40_000_000 }

@@ -21,3 +21,4 @@ pub mod resume;
 pub mod tokenize;
 pub mod train;
 pub mod validation;
+pub mod watchdog;

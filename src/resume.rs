@@ -163,6 +163,7 @@ pub fn save<B: Backend>(
         }
         let pieces = at.into_iter().map(|(g, l)| (g, &host[l])).collect();
         file.put(&TensorPiece { name: name.clone(), shape: shape.clone(), pieces })?;
+        crate::watchdog::progress();
         if k == names.len() / 2 {
             pause_mid_save_for_tests(topo.rank);
         }

@@ -337,6 +337,7 @@ fn train_on<B: Backend>(
     let start = Instant::now();
     crate::memstat::reset_peak();
     let first_step = trainer.step + 1;
+    let _watchdog = start_watchdog(cfg, mpi, &topo)?;
     let backend = trainer.model.backend.clone();
     let tp_on_side = || backend.side_collectives(SideLane::TensorParallel);
     for step in first_step..=t.steps {
@@ -344,6 +345,7 @@ fn train_on<B: Backend>(
         let t0 = Instant::now();
         crate::data::batches::fill(sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
         let s = trainer.train_step(&batch);
+        crate::watchdog::progress();
         let dt = t0.elapsed().as_secs_f64();
         if let (true, Some((buckets, early))) = (step == first_step && topo.dp > 1, trainer.optimizer.overlapped_buckets()) {
             say(format!("DP gradient exchange on the device: {buckets} buckets, {early} started as the backward pass completed them"));
@@ -391,6 +393,7 @@ fn train_on<B: Backend>(
             }
         }
         let halt = trainer.guard.should_stop();
+        crate::watchdog::step_done(step);
         if let Some(dir) = save_dir {
             let stop = crate::resume::stop_requested(&mpi.world);
             if halt || stop || step == t.steps || t.save_every.is_some_and(|n| n > 0 && step % n == 0) {
@@ -419,4 +422,26 @@ fn train_on<B: Backend>(
     }
     say(format!("done: step {}/{} in {:.1} s", trainer.step, t.steps, start.elapsed().as_secs_f64()));
     Ok(crate::memstat::peak().saturating_sub(heap_before) as f64)
+}
+
+/// The run's watchdog (watchdog.rs), its heartbeats in `--save DIR/.swallow-heartbeat`, else in
+/// the temp directory of rank 0's node; with train.watchdog_s = 0 none. Collective.
+fn start_watchdog(cfg: &Config, mpi: &MpiWorld, topo: &Topology) -> Result<Option<crate::watchdog::Watchdog>> {
+    let t = &cfg.train;
+    if t.watchdog_s == 0 {
+        return Ok(None);
+    }
+    let mut pid0 = std::process::id() as u64;
+    mpi::traits::Root::broadcast_into(&mpi::traits::Communicator::process_at_rank(&mpi.world, 0), &mut pid0);
+    let dir = match t.save.as_deref() {
+        Some(save) => Path::new(save).join(".swallow-heartbeat"),
+        None => std::env::temp_dir().join(format!("swallow-heartbeat-{pid0}")),
+    };
+    let made = match topo.rank {
+        0 => std::fs::create_dir_all(&dir).with_context(|| format!("watchdog heartbeat directory {}", dir.display())),
+        _ => Ok(()),
+    };
+    crate::dist::agree::agree(&mpi.world, made)?;
+    let started = crate::watchdog::Watchdog::start(dir, topo.rank, topo.world, t.watchdog_s);
+    crate::dist::agree::agree(&mpi.world, started).map(Some)
 }

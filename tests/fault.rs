@@ -4,7 +4,7 @@
 //! `max_skipped_in_a_row` skipped steps in a row the run saves and stops with exit code 3; with a
 //! tiny spike threshold under TP 2, steps whose loss rises above the trailing window's mean are
 //! skipped (checked against the window recomputed from the metrics file) without changing the
-//! weights, and every rank agrees.
+//! weights, and every rank agrees; a stopped rank ends the job through the watchdog, named.
 
 mod common;
 
@@ -101,4 +101,53 @@ fn loss_spikes_are_skipped_identically_on_every_rank() {
     }
     let spike = first_spike.expect("a z-threshold of 0.01 must flag some rising loss in 16 steps");
     assert!(exported_weights(&ckpt, spike - 1, &dir) == exported_weights(&ckpt, spike, &dir), "a skipped spike changed the weights");
+}
+
+/// A stopped rank (SIGSTOP) used to stall the job forever: the watchdog (src/watchdog.rs, here
+/// train.watchdog_s = 5) ends it within seconds, naming the silent rank once, and leaves no rank
+/// behind (issue 20, item 14).
+#[test]
+fn a_stopped_rank_ends_the_job_naming_it() {
+    use std::io::{BufRead, Read};
+    let dir = common::tmpdir("fault", "watchdog");
+    let data = sample(&dir);
+    let mut child = Command::new("mpirun")
+        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
+        .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--steps", "100000"])
+        .args(["--set", "train.watchdog_s=5", "--set", "train.log_every=1"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    while !out.contains("step      3/") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the job ended early:\n{out}");
+        out += &line;
+    }
+    // Rank 1: the child of mpirun whose environment says so.
+    let children = String::from_utf8(Command::new("pgrep").args(["-P", &child.id().to_string()]).output().unwrap().stdout).unwrap();
+    let rank1 = children
+        .split_whitespace()
+        .find(|pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| e.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1")))
+        .expect("rank 1 among mpirun's children")
+        .to_string();
+    assert!(Command::new("kill").args(["-STOP", &rank1]).status().unwrap().success());
+    let t0 = std::time::Instant::now();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    stdout.read_to_string(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    let outlived = std::fs::read_to_string(format!("/proc/{rank1}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    let _ = Command::new("kill").args(["-KILL", &rank1]).status(); // in case it outlived the job
+    assert!(!outlived, "rank 1 outlived the job");
+    assert!(!status.success(), "{out}\n{err}");
+    assert!(t0.elapsed().as_secs() < 40, "the job took {:?} to end", t0.elapsed());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
+    assert!(errors[0].contains("watchdog") && errors[0].contains("silent ranks") && errors[0].ends_with(": 1"), "{err}");
 }
