@@ -128,14 +128,9 @@ fn a_job_killed_during_a_save_leaves_the_previous_checkpoint_loadable() {
     common::succeeded(&train(2, &data, &["--tp", "2", "--steps", "2", "--save", s(&ckpt)]), "first run");
     // The next save (step 3) pauses half-way through writing its temp file (the test hook in
     // resume.rs); one rank is killed there with SIGKILL, which ends the job.
-    let mut child = Command::new("mpirun")
-        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
-        .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--tp", "2"])
+    let mut child = common::mpirun_command(2, &["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--tp", "2"])
         .args(["--set", "train.warmup_steps=0", "--set", "train.lr=0.01", "--set", "train.decay_steps=6"])
         .args(["--steps", "4", "--save", s(&ckpt), "--save-every", "1", "--load", "auto"])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
         .env("SWALLOW_TEST_SAVE_PAUSE_S", "60")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -205,13 +200,8 @@ fn a_stop_signal_saves_at_the_step_boundary_and_exits_cleanly() {
     let data = sample(&dir);
     let ckpt = dir.join("ck");
     // SIGUSR1 to mpirun (which forwards it to every rank), as a PBS/Slurm walltime warning does.
-    let mut child = Command::new("mpirun")
-        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
-        .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--steps", "100000"])
+    let mut child = common::mpirun_command(2, &["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--steps", "100000"])
         .args(["--save", s(&ckpt), "--set", "train.log_every=1", "--metrics", s(&dir.join("m.jsonl"))])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("mpirun (OpenMPI) must be installed: make setup");

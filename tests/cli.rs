@@ -233,13 +233,9 @@ fn an_out_of_vocabulary_id_anywhere_fails_before_step_one_and_in_the_dry_run() {
     }
     let p = prefix.to_str().unwrap();
     let run = |np: usize, extra: &[&str]| {
-        Command::new("mpirun")
-            .args(["--oversubscribe", "-np", &np.to_string(), bin(), "train", "--config", "tiny", "--data", p, "--micro-batch", "2", "--steps", "1"])
+        common::mpirun_command(np, &["train", "--config", "tiny", "--data", p, "--micro-batch", "2", "--steps", "1"])
             .args(extra)
             .env("SWALLOW_CACHE_DIR", &cache)
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .env("RAYON_NUM_THREADS", "1")
             .output()
             .unwrap()
     };

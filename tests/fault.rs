@@ -111,13 +111,9 @@ fn a_stopped_rank_ends_the_job_naming_it() {
     use std::io::{BufRead, Read};
     let dir = common::tmpdir("fault", "watchdog");
     let data = sample(&dir);
-    let mut child = Command::new("mpirun")
-        .args(["--oversubscribe", "-np", "2", env!("CARGO_BIN_EXE_swallow")])
-        .args(["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--steps", "100000"])
+    let args = ["train", "--config", "tiny", "--data", &data, "--micro-batch", "2", "--steps", "100000"];
+    let mut child = common::mpirun_command(2, &args)
         .args(["--set", "train.watchdog_s=5", "--set", "train.log_every=1"])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

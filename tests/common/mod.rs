@@ -36,16 +36,21 @@ pub fn sample(dir: &Path) -> String {
     prefix.to_str().unwrap().to_string()
 }
 
-/// `mpirun -np N swallow ARGS` (oversubscribed, as root, one compute thread per rank).
-pub fn mpirun(np: usize, args: &[&str]) -> Output {
-    Command::new("mpirun")
-        .args(["--oversubscribe", "-np", &np.to_string(), env!("CARGO_BIN_EXE_swallow")])
+/// The command `mpirun -np N swallow ARGS` (oversubscribed, as root, one compute thread per
+/// rank), for a test to add to, spawn or run.
+pub fn mpirun_command(np: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "-np", &np.to_string(), env!("CARGO_BIN_EXE_swallow")])
         .args(args)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("mpirun (OpenMPI) must be installed: make setup")
+        .env("RAYON_NUM_THREADS", "1");
+    c
+}
+
+/// `mpirun -np N swallow ARGS` run to its end.
+pub fn mpirun(np: usize, args: &[&str]) -> Output {
+    mpirun_command(np, args).output().expect("mpirun (OpenMPI) must be installed: make setup")
 }
 
 /// The stdout of a command that must have succeeded (else a failure showing `what`, stdout and stderr).
