@@ -239,18 +239,21 @@ pub fn load<B: Backend>(
         }
         return Ok(None);
     };
+    // An imported checkpoint holds weights only: its moments start at zero (format::is_fresh).
+    let with_moments = format::stores_moments(&path)?;
     let be = model.backend.clone();
     let mut weights: Vec<Vec<f32>> = model.weights.iter().map(|w| be.download(w)).collect();
     let ranges = opt.state_ranges();
     let mut moments: Vec<(Vec<f32>, Vec<f32>)> = ranges.iter().map(|(_, r)| (vec![0.0; r.len()], vec![0.0; r.len()])).collect();
     let n = specs.len();
+    let stored = if with_moments { &names[..] } else { &names[..n] };
     let mut requests: Vec<TensorRequest> =
-        names.iter().map(|(name, shape)| TensorRequest { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
+        stored.iter().map(|(name, shape)| TensorRequest { name: name.clone(), shape: shape.clone(), pieces: Vec::new() }).collect();
     for (p, w) in weights.iter_mut().enumerate() {
         let pieces = global_pieces(&specs[p], topo.tp, topo.tp_rank, 0..w.len());
         requests[p].pieces = carve(w, pieces);
     }
-    for ((p, local), (m, v)) in ranges.iter().zip(moments.iter_mut()) {
+    for ((p, local), (m, v)) in ranges.iter().zip(moments.iter_mut()).filter(|_| with_moments) {
         let pieces: Vec<_> = global_pieces(&specs[*p], topo.tp, topo.tp_rank, local.clone())
             .into_iter()
             .map(|(g, l)| (g, l.start - local.start..l.end - local.start))
@@ -296,10 +299,11 @@ pub fn load<B: Backend>(
             Some(AttrValue::Str(s)) => s.clone(),
             _ => "?".into(),
         };
-        let mb = state_bytes(&names) / 1e6;
+        let mb = state_bytes(stored) / 1e6;
         println!(
-            "checkpoint: resumed from {} (step {step}, written under {layout}) | {mb:.1} MB read in {read_s:.3} s ({:.0} MB/s), {:.3} s with checks",
-            path.display(), mb / read_s, t0.elapsed().as_secs_f64()
+            "checkpoint: resumed from {} (step {step}, written under {layout}) | {mb:.1} MB read in {read_s:.3} s ({:.0} MB/s), {:.3} s with checks{}",
+            path.display(), mb / read_s, t0.elapsed().as_secs_f64(),
+            if with_moments { "" } else { " | no optimizer state stored (an import): AdamW moments start at zero" }
         );
     }
     Ok(Some(step))

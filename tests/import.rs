@@ -1,7 +1,8 @@
 //! `swallow import` against independent references: the transformers models of tests/fixtures
 //! (made by make_fixtures.py) imported as checkpoints give, under `swallow eval --load`, the loss
 //! transformers recorded; bf16 and fp16 weights arrive as exactly their f32 values; `swallow
-//! train --load` (under TP 2) starts from the imported weights; a vocabulary expansion puts every
+//! train --load` (under TP 2) starts from the imported weights (the import stores no optimizer
+//! state; the first save does); a vocabulary expansion puts every
 //! old token's rows at its new id and each new token's rows at the mean of the old rows of the
 //! pieces worked out by hand below; bad directories are one-line errors naming file and tensor.
 
@@ -148,6 +149,14 @@ fn training_starts_from_the_imported_weights_under_tensor_parallelism() {
     let dir = common::tmpdir("import", "train");
     let ck = dir.join("ck");
     common::succeeded(&swallow(&["import", "--hf", s(&fixture("llama2_gqa")), "--out", s(&ck)]), "import");
+    // The import holds the weights only (no 12 bytes per parameter of zero moments), marked fresh.
+    let groups = |file: &Path| hdf5_metno::File::open(file).unwrap().member_names().unwrap();
+    let imported = ck.join("step-0.h5");
+    assert!(!groups(&imported).contains(&"optimizer".to_string()), "{:?}", groups(&imported));
+    let f = hdf5_metno::File::open(&imported).unwrap();
+    let state = f.attr("optimizer_state").unwrap().read_scalar::<hdf5_metno::types::VarLenUnicode>().unwrap();
+    assert_eq!(state.as_str(), "fresh");
+    drop(f);
     let (data, _, _, _) = stream_shards("llama2_gqa", &dir);
     // The fixture's [model]; a learning rate of 0, so that the weights saved after a step under
     // TP 2 must be the imported ones, bit for bit.
@@ -162,9 +171,10 @@ fn training_starts_from_the_imported_weights_under_tensor_parallelism() {
     let o = common::mpirun(2, &["train", "--config", s(&config), "--tp", "2", "--data", &data, "--steps", "1", "--save", s(&ck), "--load", "auto"]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     let out = common::succeeded(&o, "train");
-    assert!(out.contains("resumed from") && out.contains("step-0.h5"), "{out}");
+    assert!(out.contains("resumed from") && out.contains("step-0.h5") && out.contains("AdamW moments start at zero"), "{out}");
     assert!(!err.contains("differ"), "the imported [model] must equal the fixture's: {err}");
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap().trim(), "step-1.h5");
+    assert!(groups(&ck.join("step-1.h5")).contains(&"optimizer".to_string()), "the first save stores the moments");
     let back = exported(&ck, &dir.join("after"));
     for (k, v) in tensors(&fixture("llama2_gqa")) {
         assert_eq!(back[&k], v, "{k} changed with lr 0");

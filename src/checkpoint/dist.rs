@@ -523,6 +523,13 @@ fn read_attrs(file: &h5::File) -> Result<BTreeMap<String, AttrValue>> {
     Ok(out)
 }
 
+/// Opens the file on this rank alone and returns its root attributes.
+pub fn read_root_attributes(path: &Path) -> Result<BTreeMap<String, AttrValue>> {
+    let file = h5::File::open(path)
+        .with_context(|| format!("checkpoint {}: cannot open it as an HDF5 file (missing, truncated or corrupt?)", path.display()))?;
+    read_attrs(&file).with_context(|| format!("checkpoint {}: unreadable", path.display()))
+}
+
 /// Opens the file on this rank alone and returns its attributes and every dataset's path and
 /// shape: the check that a checkpoint is complete and readable.
 pub fn inspect(path: &Path) -> Result<(BTreeMap<String, AttrValue>, BTreeMap<String, Vec<u64>>)> {

@@ -25,6 +25,22 @@ pub fn tensor_names(specs: &[ParamSpec]) -> Vec<(String, Vec<u64>)> {
     out
 }
 
+/// The root attribute (a string) of a checkpoint without optimizer state, and its one value.
+pub const OPTIMIZER_STATE: &str = "optimizer_state";
+pub const FRESH: &str = "fresh";
+
+/// Whether a checkpoint's attributes say it holds no optimizer state (`swallow import`'s: the
+/// AdamW moments start at zero when a run first loads it, and are saved from then on).
+pub fn is_fresh(attrs: &BTreeMap<String, AttrValue>) -> bool {
+    matches!(attrs.get(OPTIMIZER_STATE), Some(AttrValue::Str(s)) if s == FRESH)
+}
+
+/// Whether the checkpoint at `path` stores optimizer moments (opened on this rank alone; only
+/// the root attributes are read).
+pub fn stores_moments(path: &Path) -> Result<bool> {
+    Ok(!is_fresh(&dist::read_root_attributes(path)?))
+}
+
 /// Bytes of the logical tensors `names` (fp32).
 pub fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
     names.iter().map(|(_, s)| 4 * s.iter().product::<u64>()).sum::<u64>() as f64
@@ -55,7 +71,8 @@ pub fn attributes(cfg: &Config, progress: &Progress, layout: String) -> Result<V
 }
 
 /// Opens `path` on this rank and checks that it is a complete checkpoint (else `Damaged`)
-/// holding `names` with their shapes (else an error: a checkpoint of another model).
+/// holding `names` with their shapes (else an error: a checkpoint of another model); a fresh
+/// one (`is_fresh`) holds no `optimizer/` tensors.
 pub fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<Verdict> {
     let (attrs, shapes) = match dist::inspect(path) {
         Ok(x) => x,
@@ -72,7 +89,8 @@ pub fn check(path: &Path, names: &[(String, Vec<u64>)]) -> Result<Verdict> {
             return damaged(format!("no {key} attribute (incomplete)"));
         }
     }
-    for (name, shape) in names {
+    let fresh = is_fresh(&attrs);
+    for (name, shape) in names.iter().filter(|(n, _)| !(fresh && n.starts_with("optimizer/"))) {
         match shapes.get(name) {
             Some(s) if s == shape => {}
             Some(s) => bail!("checkpoint {}: tensor {name} has shape {s:?}, this model expects {shape:?}", path.display()),

@@ -1,6 +1,7 @@
 //! `swallow import --hf DIR --out CKPT [--tokenizer NEW.json]`: a Hugging Face Llama directory
 //! (Llama 2, Llama 3, Swallow; one or sharded safetensors; bf16, fp16 or fp32) as a checkpoint in
-//! the format `--save` writes (format.rs), at step 0 with fresh (zero) AdamW moments, which
+//! the format `--save` writes (format.rs), at step 0 with the weights only (`optimizer_state =
+//! "fresh"`: the AdamW moments start at zero when a run first loads it), which
 //! `swallow train --load` and `swallow eval --load` read under any layout. With `--tokenizer`, the
 //! embedding and the untied LM head are re-arranged into the new vocabulary (vocab.rs) and the
 //! new vocabulary size goes into the stored configuration.
@@ -78,18 +79,14 @@ pub fn import(hf_dir: &Path, out: &Path, new_tokenizer: Option<&Path>, comm: &Si
         let shape = names[p].1.clone();
         file.put(&TensorPiece { name: spec.name.clone(), shape, pieces: vec![(0..values.len() as u64, &values)] })?;
     }
-    let largest = table.specs.iter().map(|s| s.numel()).max().unwrap_or(0);
-    let zeros = vec![0f32; largest];
-    for (name, shape) in &names[table.specs.len()..] {
-        let n = shape.iter().product::<u64>();
-        file.put(&TensorPiece { name: name.clone(), shape: shape.clone(), pieces: vec![(0..n, &zeros[..n as usize])] })?;
-    }
     let mut attrs = format::attributes(&cfg, &Progress { step: 0, optimizer_updates: 0 }, "tp 1 dp 1 pp 1 zero 0".into())?;
     let source = match new_tokenizer {
         Some(t) => format!("{} with the vocabulary of {}", hf_dir.display(), t.display()),
         None => hf_dir.display().to_string(),
     };
     attrs.push(("imported_from", AttrValue::Str(source)));
+    // No optimizer tensors: 12 bytes per parameter of zeros would triple the file.
+    attrs.push((format::OPTIMIZER_STATE, AttrValue::Str(format::FRESH.into())));
     file.finish(&attrs)?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("flushing {} to disk", tmp.display()))?;
     if let Verdict::Damaged(e) = format::check(&tmp, &names)? {
@@ -112,8 +109,8 @@ pub fn import(hf_dir: &Path, out: &Path, new_tokenizer: Option<&Path>, comm: &Si
         log::warn!("{} old tokens are not in the new tokenizer (their rows are dropped), e.g. {some:?}", e.dropped.len());
     }
     println!(
-        "import: {} -> {} | {:.2}M parameters, {:.1} MB with zero AdamW moments, step 0{vocab_note} | {:.1} s",
-        hf_dir.display(), path.display(), table.numel() as f64 / 1e6, format::state_bytes(&names) / 1e6, t0.elapsed().as_secs_f64()
+        "import: {} -> {} | {:.2}M parameters, {:.1} MB of fp32 weights (the optimizer state starts fresh at the first load), step 0{vocab_note} | {:.1} s",
+        hf_dir.display(), path.display(), table.numel() as f64 / 1e6, format::state_bytes(&names[..table.specs.len()]) / 1e6, t0.elapsed().as_secs_f64()
     );
     Ok(path)
 }
