@@ -136,6 +136,10 @@ pub struct TrainConfig {
     /// Global batches of validation data per evaluation (`--eval-iters`), the same ones each time.
     #[serde(default = "defaults::eval_iters")]
     pub eval_iters: u64,
+    /// Model settings that may differ from those of the checkpoint `load` reads (`--change-model
+    /// KEY`, e.g. rope_theta for a context extension); any other difference is an error.
+    #[serde(default)]
+    pub change_model: Vec<String>,
     /// Activation recomputation (`--recompute`): "selective" (the default) or "full".
     #[serde(default)]
     pub recompute: Recompute,
@@ -429,6 +433,17 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The `[model]` keys whose values differ between `self` and `other`: (key, ours, theirs).
+    pub fn model_differences(&self, other: &ModelConfig) -> Vec<(String, String, String)> {
+        let table = |m: &ModelConfig| toml::Value::try_from(m).ok().and_then(|v| v.as_table().cloned()).unwrap_or_default();
+        let (a, b) = (table(&self.model), table(other));
+        let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| (format!("model.{k}"), show(a.get(k)), show(b.get(k)))).collect()
     }
 
     /// The pipeline schedule to run.

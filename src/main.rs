@@ -197,9 +197,14 @@ struct LayoutArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Preset name (data/configs/NAME.toml) or TOML file.
-    #[arg(long, default_value = "tiny")]
-    config: String,
+    /// Preset name (data/configs/NAME.toml) or TOML file [default: the model of the --load
+    /// checkpoint, else tiny].
+    #[arg(long)]
+    config: Option<String>,
+    /// A model setting that may differ from the --load checkpoint's, e.g. rope_theta for a
+    /// context extension (repeatable); any other difference is an error.
+    #[arg(long, value_name = "KEY")]
+    change_model: Vec<String>,
     #[command(flatten)]
     layout: LayoutArgs,
     #[arg(long)]
@@ -394,6 +399,9 @@ fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.load", a.load.as_ref().map(|v| toml_string(v)));
     push("train.eval_every", a.eval_every.map(|v| v.to_string()));
     push("train.eval_iters", a.eval_iters.map(|v| v.to_string()));
+    if !a.change_model.is_empty() {
+        push("train.change_model", Some(format!("[{}]", a.change_model.iter().map(|k| toml_string(k)).collect::<Vec<_>>().join(", "))));
+    }
     o.extend(a.set.iter().cloned());
     o
 }
@@ -496,7 +504,12 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             swallow::data::merge::run(&inputs, &output)?;
         }
         Command::Train(a) => {
-            let cfg = Config::load(&a.config, &train_overrides(&a))?;
+            let overrides = train_overrides(&a);
+            let cfg = match (&a.config, &a.load) {
+                (Some(c), _) => Config::load(c, &overrides)?,
+                (None, Some(load)) => swallow::resume::config_from_checkpoint(load, a.save.as_deref(), &overrides)?,
+                (None, None) => Config::load("tiny", &overrides)?,
+            };
             let gpu = swallow::plan::hardware::GpuKind::by_name(&a.gpu)?;
             swallow::train::run(&cfg, mpi, a.dry_run.then_some(&gpu))?;
         }

@@ -209,6 +209,54 @@ fn check_and_publish(dir: &Path, tmp: &Path, step: u64, keep: usize, names: &[(S
     store::publish(dir, step, keep, |p| check(p, names))
 }
 
+/// This run's `[model]` equals the checkpoint's, but for the keys train.change_model names (a
+/// deliberate change, said aloud); else an error naming every differing key with both values.
+fn same_model(cfg: &Config, attrs: &std::collections::BTreeMap<String, AttrValue>, path: &Path) -> Result<()> {
+    let Some(AttrValue::Str(text)) = attrs.get("config") else { return Ok(()) };
+    let saved = Config::from_toml(text, &format!("the config stored in {}", path.display()), &[])?;
+    let (allowed, refused): (Vec<_>, Vec<_>) = cfg
+        .model_differences(&saved.model)
+        .into_iter()
+        .partition(|(k, _, _)| cfg.train.change_model.iter().any(|c| k == c || k.strip_prefix("model.") == Some(c.as_str())));
+    for (k, ours, theirs) in &allowed {
+        log::warn!("{k} changes from {theirs} (checkpoint {}) to {ours} (--change-model)", path.display());
+    }
+    if !refused.is_empty() {
+        let list: Vec<String> = refused.iter().map(|(k, ours, theirs)| format!("{k} = {ours} here, {theirs} in the checkpoint")).collect();
+        bail!(
+            "checkpoint {}: this run's model differs: {}; drop --config to take the model from the checkpoint, or say --change-model KEY for a deliberate change (e.g. rope_theta for a longer context)",
+            path.display(), list.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The configuration of a run that names no `--config` but loads a checkpoint: the checkpoint's
+/// `[model]` and `[train]` (an imported one's: its model and the defaults) without what belongs to
+/// one invocation (where it loads, saves and logs: train.load, save, save_every, metrics,
+/// change_model), the default `[parallel]` (a layout is the job's), then `overrides`. `load` is
+/// `--load`'s value (`auto` looks in `save`).
+pub fn config_from_checkpoint(load: &str, save: Option<&Path>, overrides: &[String]) -> Result<Config> {
+    let file = match LoadTarget::parse(load, save)? {
+        LoadTarget::Exact(p) => store::checkpoint_file(&p)?,
+        LoadTarget::Auto(dir) => match store::latest(&dir).ok().flatten().or_else(|| store::list(&dir).ok()?.first().map(|c| c.1.clone())) {
+            Some(f) => f,
+            None => bail!("--load auto: no checkpoint in {} to take the model from yet; pass --config for the first run", dir.display()),
+        },
+    };
+    let stored = crate::checkpoint::export::read_config(&file)?;
+    let label = format!("the configuration stored in {}", file.display());
+    let mut table = toml::Table::try_from(&stored).with_context(|| label.clone())?;
+    table.remove("parallel");
+    if let Some(toml::Value::Table(train)) = table.get_mut("train") {
+        for key in ["load", "save", "save_every", "metrics", "change_model"] {
+            train.remove(key);
+        }
+    }
+    let text = toml::to_string(&table).with_context(|| label.clone())?;
+    Config::from_toml(&text, &label, overrides)
+}
+
 /// Test hook: with `SWALLOW_TEST_SAVE_PAUSE_S=S` in the environment, every rank prints its pid and
 /// sleeps S seconds once half of a checkpoint's tensors are in the temp file, so that
 /// tests/checkpoint.rs can kill a job in the middle of a save. Unset, it does nothing.
@@ -265,6 +313,7 @@ pub fn load<B: Backend>(
     let attrs = dist::read(&path, world, &mut requests)?;
     let read_s = t_read.elapsed().as_secs_f64();
     drop(requests);
+    agree(world, same_model(cfg, &attrs, &path))?;
     let step = attr_u64(&attrs, "step", &path)?;
     let consumed = attr_u64(&attrs, "consumed_samples", &path)?;
     let updates = attr_u64(&attrs, "optimizer_updates", &path)?;
@@ -283,16 +332,6 @@ pub fn load<B: Backend>(
         if let Some(AttrValue::U64(seed)) = attrs.get("seed") {
             if *seed != cfg.train.seed {
                 log::warn!("checkpoint {} was trained with seed {seed}, continuing with seed {}", path.display(), cfg.train.seed);
-            }
-        }
-        if let Some(AttrValue::Str(text)) = attrs.get("config") {
-            match Config::from_toml(text, &format!("the config stored in {}", path.display()), &[]) {
-                Ok(saved) if saved.model != cfg.model => log::warn!(
-                    "checkpoint {}: model settings differ from this run's (checkpoint {:?}, now {:?})",
-                    path.display(), saved.model, cfg.model
-                ),
-                Ok(_) => {}
-                Err(e) => log::warn!("{e:#}"),
             }
         }
         let layout = match attrs.get("layout") {

@@ -80,6 +80,7 @@ impl Drop for Watchdog {
     fn drop(&mut self) {
         MARKS.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         if self.rank == 0 {
@@ -92,7 +93,11 @@ fn watch(dir: &Path, rank: usize, world: usize, limit_s: u64) {
     let marks = &MARKS;
     let mine = dir.join(format!("rank-{rank}"));
     while !marks.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_secs(beat_s(limit_s)));
+        // Parked between heartbeats: dropping the Watchdog unparks it at once.
+        std::thread::park_timeout(Duration::from_secs(beat_s(limit_s)));
+        if marks.stop.load(Ordering::Relaxed) {
+            break;
+        }
         let _ = std::fs::write(&mine, b""); // the heartbeat is the file's mtime
         let idle_ms = now_ms().saturating_sub(marks.at_ms.load(Ordering::Relaxed));
         if marks.step.load(Ordering::Relaxed) == 0 || idle_ms < limit_s * 1000 {

@@ -10,7 +10,8 @@
 //! previous checkpoint and no temp file; SIGUSR1 makes all ranks save after the current step and exit 0;
 //! `swallow export` writes a Hugging Face directory (real vocabulary, not TP-padded) on which
 //! `swallow eval --hf` gives exactly `swallow eval --load`'s loss in fp32 (bf16 within 1e-3), and
-//! transformers, where installed, the same loss (scripts/check_hf_export.py).
+//! transformers, where installed ($SWALLOW_PYTHON), the same loss and the exported EOS in its
+//! tokenizer, model and generation configs (scripts/check_hf_export.py).
 
 mod common;
 
@@ -263,17 +264,31 @@ fn export_writes_a_hugging_face_directory_with_the_checkpoints_loss() {
     assert_eq!((config["vocab_size"].as_u64(), config["num_key_value_heads"].as_u64()), (Some(4097), Some(2)));
     let bf16_config = std::fs::read_to_string(bf16_dir.join("config.json")).unwrap();
     assert!(bf16_config.contains("\"torch_dtype\": \"bfloat16\""), "{bf16_config}");
-    for f in ["model-00001-of-00001.safetensors", "model.safetensors.index.json", "generation_config.json", "tokenizer.json"] {
+    for f in ["model-00001-of-00001.safetensors", "model.safetensors.index.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
         assert!(f32_dir.join(f).exists(), "{f}");
     }
+    // The special tokens (issue 20, item 2): the sample tokenizer's <s> and </s>, by the ids its
+    // vocabulary gives them, in config.json, generation_config.json and the tokenizer files.
+    let vocab: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+    let id = |t: &str| vocab["model"]["vocab"][t].as_u64().unwrap();
+    let generation: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f32_dir.join("generation_config.json")).unwrap()).unwrap();
+    assert_eq!((config["bos_token_id"].as_u64(), config["eos_token_id"].as_u64()), (Some(id("<s>")), Some(id("</s>"))));
+    assert_eq!((generation["bos_token_id"].as_u64(), generation["eos_token_id"].as_u64()), (Some(id("<s>")), Some(id("</s>"))));
+    let map: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f32_dir.join("special_tokens_map.json")).unwrap()).unwrap();
+    assert_eq!((map["bos_token"].as_str(), map["eos_token"].as_str()), (Some("<s>"), Some("</s>")));
     // transformers itself, where this machine has it (CI may not: the checks above still run).
-    let has_torch = Command::new("python3").args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
+    let py = std::env::var("SWALLOW_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_torch = Command::new(&py).args(["-c", "import torch, transformers"]).output().is_ok_and(|o| o.status.success());
     if has_torch {
-        let o = Command::new("python3").arg(repo().join("scripts/check_hf_export.py")).args([s(&f32_dir), &data, "128", "4"]).output().unwrap();
+        let o = Command::new(&py).arg(repo().join("scripts/check_hf_export.py")).args([s(&f32_dir), &data, "128", "4", "--tokenizer"]).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_default();
+        let eos = id("</s>");
+        assert_eq!(last["eos"], serde_json::json!({"tokenizer": eos, "config": eos, "generation": eos}), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
         let theirs = eval_loss(o, "transformers");
         assert!(((theirs - reference) / reference).abs() < 1e-6, "transformers {theirs} vs swallow {reference}");
     } else {
-        eprintln!("note: torch/transformers not importable; skipped loading the export with transformers");
+        eprintln!("note: no Python with torch and transformers (set SWALLOW_PYTHON); skipped loading the export with transformers");
     }
     let o = Command::new(bin).args(["export", "--load", s(&dir.join("none.h5")), "--out", s(&dir.join("x"))]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -516,4 +531,31 @@ fn a_resumed_run_logs_each_step_once_and_a_garbage_marker_is_reported() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ignoring the `latest` marker") && err.contains("garbage"), "{err}");
     assert!(out.contains("resumed from") && out.contains("step-2.h5"), "{out}");
+}
+
+/// `--load` without `--config` takes the model (and the run's [train]) from the checkpoint; an
+/// explicit config that disagrees on a model key is one error naming the key and both values (it
+/// was a warning with debug dumps), unless `--change-model KEY` says the change is deliberate
+/// (issue 20, item 1).
+#[test]
+fn the_model_comes_from_the_checkpoint_and_a_different_one_is_refused() {
+    let dir = tmpdir("model-from-ckpt");
+    let data = sample(&dir);
+    let ckpt = dir.join("ck");
+    let rope = ["--set", "model.rope_theta=20000"];
+    common::succeeded(&train(1, &data, &[&["--steps", "2", "--save", s(&ckpt)][..], &rope[..]].concat()), "first run");
+    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    common::succeeded(&train(1, &data, &[&["--steps", "4", "--load", s(&ckpt), "--metrics", s(&a)][..], &rope[..]].concat()), "explicit");
+    let bare = common::mpirun(1, &["train", "--micro-batch", "2", "--steps", "4", "--load", s(&ckpt), "--metrics", s(&b)]);
+    let out = common::succeeded(&bare, "no --config");
+    assert!(out.contains("swallow train: tiny") && out.contains("resumed from"), "{out}");
+    assert_eq!(losses(&a), losses(&b), "the checkpoint's model and schedule, as the explicit config gives them");
+    let o = train(2, &data, &["--steps", "4", "--tp", "2", "--load", s(&ckpt)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(!o.status.success() && errors.len() == 1, "{err}");
+    assert!(errors[0].contains("model.rope_theta = 10000.0 here, 20000.0 in the checkpoint") && errors[0].contains("--change-model"), "{err}");
+    let o = train(1, &data, &["--steps", "3", "--load", s(&ckpt), "--change-model", "rope_theta"]);
+    common::succeeded(&o, "a deliberate change");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("model.rope_theta changes from 20000.0"), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -189,22 +189,53 @@ fn write_directory(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: Ex
     }
     let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
     write_file(&out.join("model.safetensors.index.json"), &serde_json::to_vec_pretty(&index)?)?;
-    write_file(&out.join("config.json"), &serde_json::to_vec_pretty(&hf_config(&cfg, dtype))?)?;
-    write_file(&out.join("generation_config.json"), &serde_json::to_vec_pretty(&json!({ "_from_model_config": true }))?)?;
-    let copied = match tokenizer {
-        Some(t) => copy_tokenizer(t, out)?,
-        None => Vec::new(),
+    let (copied, specials) = match tokenizer {
+        Some(t) => copy_tokenizer(t, out, cfg.model.max_position_embeddings)?,
+        None => (Vec::new(), Specials::default()),
     };
+    let mut config = hf_config(&cfg, dtype);
+    let mut generation = json!({ "_from_model_config": true });
+    for (key, id) in [("bos_token_id", specials.bos.as_ref()), ("eos_token_id", specials.eos.as_ref())] {
+        if let Some((_, id)) = id {
+            config[key] = json!(id);
+            generation[key] = json!(id);
+        }
+    }
+    write_file(&out.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
+    write_file(&out.join("generation_config.json"), &serde_json::to_vec_pretty(&generation)?)?;
     println!(
         "export: {} -> {} | {} tensors, {:.1} MB {} in {n} shard(s){}",
         ckpt.display(), out.display(), table.specs.len(), total as f64 / 1e6, dtype.names().1,
-        if copied.is_empty() { String::new() } else { format!(" | tokenizer: {}", copied.join(", ")) }
+        if copied.is_empty() { String::new() } else { format!(" | tokenizer: {}{}", copied.join(", "), specials.describe()) }
     );
     Ok(())
 }
 
-/// Copies a tokenizer.json file, or the tokenizer files of a directory, into `out`.
-fn copy_tokenizer(src: &Path, out: &Path) -> Result<Vec<String>> {
+/// The special tokens of an exported tokenizer: (text, id).
+#[derive(Default)]
+struct Specials {
+    bos: Option<(String, u32)>,
+    eos: Option<(String, u32)>,
+    unk: Option<(String, u32)>,
+}
+
+impl Specials {
+    fn describe(&self) -> String {
+        let one = |what: &str, t: &Option<(String, u32)>| t.as_ref().map(|(text, id)| format!(" {what} {id} {text:?}"));
+        let parts: Vec<String> = [one("bos", &self.bos), one("eos", &self.eos)].into_iter().flatten().collect();
+        if parts.is_empty() { String::new() } else { format!(";{}", parts.join(",")) }
+    }
+}
+
+/// Known BOS names (Llama 2 / Mistral, Llama 3, Gemma) and UNK names.
+const BOS_NAMES: [&str; 3] = ["<s>", "<|begin_of_text|>", "<bos>"];
+const UNK_NAMES: [&str; 1] = ["<unk>"];
+
+/// Copies a tokenizer.json file, or the tokenizer files of a directory, into `out`, and finds its
+/// BOS and EOS. Where no tokenizer_config.json comes along (a bare tokenizer.json), one is
+/// written with special_tokens_map.json, naming BOS, EOS and UNK, so that transformers'
+/// AutoTokenizer and `generate` know where a text ends.
+fn copy_tokenizer(src: &Path, out: &Path, max_len: usize) -> Result<(Vec<String>, Specials)> {
     let files: Vec<(PathBuf, String)> = if src.is_dir() {
         ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"]
             .iter()
@@ -220,5 +251,36 @@ fn copy_tokenizer(src: &Path, out: &Path) -> Result<Vec<String>> {
     for (from, name) in &files {
         std::fs::copy(from, out.join(name)).with_context(|| format!("copying tokenizer {} to {}", from.display(), out.display()))?;
     }
-    Ok(files.into_iter().map(|(_, n)| n).collect())
+    let mut names: Vec<String> = files.into_iter().map(|(_, n)| n).collect();
+    let json = out.join("tokenizer.json");
+    if !json.exists() {
+        return Ok((names, Specials::default()));
+    }
+    let tok = crate::checkpoint::vocab::load_tokenizer(&json)?;
+    let named = |field: &str, known: &[&str]| -> Option<(String, u32)> {
+        let config: Option<serde_json::Value> = std::fs::read_to_string(out.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let from_config = config.as_ref().and_then(|c| c[field].as_str().or(c[field]["content"].as_str()).map(str::to_string));
+        from_config.into_iter().chain(known.iter().map(|k| k.to_string())).find_map(|n| tok.token_to_id(&n).map(|id| (n, id)))
+    };
+    let specials = Specials {
+        bos: named("bos_token", &BOS_NAMES),
+        eos: named("eos_token", &crate::tokenize::eod::EOD_NAMES),
+        unk: named("unk_token", &UNK_NAMES),
+    };
+    if !names.iter().any(|n| n == "tokenizer_config.json") {
+        let mut map = serde_json::Map::new();
+        for (key, token) in [("bos_token", &specials.bos), ("eos_token", &specials.eos), ("unk_token", &specials.unk)] {
+            if let Some((text, _)) = token {
+                map.insert(key.into(), json!(text));
+            }
+        }
+        let mut config = serde_json::Value::Object(map.clone());
+        config["tokenizer_class"] = json!("PreTrainedTokenizerFast");
+        config["model_max_length"] = json!(max_len);
+        config["clean_up_tokenization_spaces"] = json!(false);
+        write_file(&out.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&config)?)?;
+        write_file(&out.join("special_tokens_map.json"), &serde_json::to_vec_pretty(&serde_json::Value::Object(map))?)?;
+        names.extend(["tokenizer_config.json".to_string(), "special_tokens_map.json".to_string()]);
+    }
+    Ok((names, specials))
 }

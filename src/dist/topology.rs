@@ -55,6 +55,11 @@ impl Topology {
     }
 }
 
+/// "1 rank", "8 ranks": a count of ranks in a sentence.
+pub fn ranks(n: usize) -> String {
+    format!("{n} rank{}", if n == 1 { "" } else { "s" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,8 +47,8 @@ pub fn check_cpu_memory(cfg: &Config, mpi: &MpiWorld, topo: &Topology) -> Result
         let need = bytes * per_node as f64;
         match mem_available_bytes() {
             Some(have) if need > have => anyhow::bail!(
-                "the model needs about {:.1} GiB per rank on the CPU backend (the planner's cpu model; {per_node} rank(s) on this node: {:.1} GiB), but this node has {:.1} GiB available: use a smaller model, more nodes, or --device cuda",
-                bytes / GIB, need / GIB, have / GIB
+                "the model needs about {:.1} GiB per rank on the CPU backend (the planner's cpu model; {} on this node: {:.1} GiB), but this node has {:.1} GiB available: use a smaller model, more nodes, or --device cuda",
+                bytes / GIB, crate::dist::topology::ranks(per_node), need / GIB, have / GIB
             ),
             _ => Ok(()),
         }
@@ -79,8 +79,8 @@ pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> 
         return Ok(());
     }
     println!(
-        "topology: world {} = tp {} x dp {} x pp {} ({per_node} ranks on rank 0's node) | rank 0's groups: tp {:?}, dp {:?}, pp {:?}",
-        topo.world, topo.tp, topo.dp, topo.pp, topo.tp_group(), topo.dp_group(), topo.pp_group()
+        "topology: world {} = tp {} x dp {} x pp {} ({} on rank 0's node) | rank 0's groups: tp {:?}, dp {:?}, pp {:?}",
+        topo.world, topo.tp, topo.dp, topo.pp, crate::dist::topology::ranks(per_node), topo.tp_group(), topo.dp_group(), topo.pp_group()
     );
     println!("layout: {}", l.describe());
     println!(

@@ -83,7 +83,7 @@ fn header(o: &PlanOptions) -> String {
             "{} x {} ({}; planned with {} GiB, {} per node)",
             o.gpus, g.name, g.description, gib(g.memory_bytes), g.gpus_per_node
         ),
-        Target::Cpu => format!("{} ranks on this build's CPU backend (f32)", o.gpus),
+        Target::Cpu => format!("{} on this build's CPU backend (f32)", crate::dist::topology::ranks(o.gpus)),
     };
     format!(
         "swallow plan: {} | {:.2}B parameters, {} layers, hidden {}, heads {}/{} kv, vocab {} | seq {}, global batch {} | {on}",
