@@ -17,6 +17,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod plan;
 pub mod plot;
+pub mod preflight;
 pub mod resume;
 pub mod tokenize;
 pub mod train;

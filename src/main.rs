@@ -246,7 +246,8 @@ struct TrainArgs {
     /// nccl-emulated (NCCL's calls over MPI on the emulated device: CI's check of the NCCL path).
     #[arg(long)]
     comm: Option<String>,
-    /// Check configuration, topology, layout and data, print every rank's memory plan, exit.
+    /// Check configuration, topology, layout, data (token ids, epochs), the --load checkpoint and
+    /// the --save directory, print every rank's memory plan, exit.
     #[arg(long)]
     dry_run: bool,
     /// GPU kind the dry run plans memory for (h100, h200, a100).

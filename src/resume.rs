@@ -211,7 +211,7 @@ fn check_and_publish(dir: &Path, tmp: &Path, step: u64, keep: usize, names: &[(S
 
 /// This run's `[model]` equals the checkpoint's, but for the keys train.change_model names (a
 /// deliberate change, said aloud); else an error naming every differing key with both values.
-fn same_model(cfg: &Config, attrs: &std::collections::BTreeMap<String, AttrValue>, path: &Path) -> Result<()> {
+pub fn same_model(cfg: &Config, attrs: &std::collections::BTreeMap<String, AttrValue>, path: &Path) -> Result<()> {
     let Some(AttrValue::Str(text)) = attrs.get("config") else { return Ok(()) };
     let saved = Config::from_toml(text, &format!("the config stored in {}", path.display()), &[])?;
     let (allowed, refused): (Vec<_>, Vec<_>) = cfg

@@ -238,6 +238,7 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     let shards: Vec<&crate::data::indexed::IndexedDataset> = sampler.samplers().iter().flat_map(|s| s.datasets()).collect();
     say(format!("data: {}", crate::data::token_check::check(&shards, cfg.model.vocab_size, &mpi.world)?));
     if let Some(gpu) = dry_run {
+        crate::preflight::check(cfg, &sampler, &mpi.world)?;
         return crate::plan::ranks::dry_run(cfg, mpi, &topo, gpu);
     }
     match device {

@@ -262,6 +262,39 @@ fn an_out_of_vocabulary_id_anywhere_fails_before_step_one_and_in_the_dry_run() {
     }
 }
 
+/// `--dry-run` checks what the real run will need (issue 20, item 3): the checkpoint --load names
+/// (a missing one, a different model), a --save directory that cannot be made, each one line of
+/// one error; and it says how many epochs of the data the run reads. It creates nothing.
+#[test]
+fn dry_run_checks_the_load_the_save_directory_and_the_epochs() {
+    let dir = tmpdir("dry-run-needs");
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let (missing, unmakeable) = (dir.join("missing.h5"), blocker.join("ck"));
+    let o = swallow(&[
+        "train", "--config", "tiny", "--data", sample_prefix(), "--dry-run",
+        "--load", missing.to_str().unwrap(), "--save", unmakeable.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, "the dry run found 2 problem(s)");
+    let (_, err) = text(&o);
+    assert!(err.contains("--load") && err.contains("missing.h5") && err.contains("--save") && err.contains("a-file is not a directory"), "{err}");
+    let ckpt = dir.join("ck");
+    let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--micro-batch", "2", "--steps", "1", "--save", ckpt.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let new_save = dir.join("new/ck");
+    let o = swallow(&[
+        "train", "--config", "tiny", "--data", sample_prefix(), "--dry-run", "--steps", "40",
+        "--load", ckpt.to_str().unwrap(), "--save", new_save.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("step-1.h5, a checkpoint of this model") && out.contains("is writable (the run makes it in"), "{out}");
+    assert!(out.contains("the run reads 640 samples") && out.contains("documents repeat"), "{out}");
+    assert!(!dir.join("new").exists(), "the dry run created the --save directory");
+    let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--dry-run", "--load", ckpt.to_str().unwrap(), "--set", "model.rope_theta=5000"]);
+    assert_clean_error(&o, "model.rope_theta = 5000.0 here, 10000.0 in the checkpoint");
+}
+
 #[test]
 fn dry_run_checks_everything_and_trains_nothing() {
     let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--dry-run"]);

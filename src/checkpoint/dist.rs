@@ -161,16 +161,21 @@ fn h5ok(rc: i32, what: &str) -> Result<()> {
 /// when the file system holding `path` has less free than `needed` bytes or 1 MiB.
 fn full_disk(path: &Path, needed: u64) -> Option<String> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let free = free_bytes(dir)? as u64;
+    (free < needed.max(1 << 20)).then(|| {
+        format!("No space left on device (ENOSPC): the file system holding {} has {free} bytes free", dir.display())
+    })
+}
+
+/// Bytes available to this user on the file system holding `dir` (statvfs), where it tells.
+pub fn free_bytes(dir: &Path) -> Option<f64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a zeroed struct the call fills.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
-    (free < needed.max(1 << 20)).then(|| {
-        format!("No space left on device (ENOSPC): the file system holding {} has {free} bytes free", dir.display())
-    })
+    Some(st.f_bavail as f64 * st.f_frsize as f64)
 }
 
 /// `result` of a write of `bytes` to `path`, with the full file system named where that is why.
