@@ -445,6 +445,17 @@ fn toml_string(s: &str) -> String {
 }
 
 fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
+    // The commands of one process (they print a report, or write one file) run on rank 0 alone
+    // when started under mpirun with several ranks; the others leave quietly, so the report is
+    // printed once and no two processes write the same file.
+    let one_process = matches!(
+        cli.command,
+        Command::Eval(_) | Command::Plan(_) | Command::Plot(_) | Command::Bench(_)
+            | Command::Data { command: DataCommand::Inspect { .. } | DataCommand::Merge { .. } }
+    );
+    if one_process && mpi.rank() != 0 {
+        return Ok(0);
+    }
     match cli.command {
         Command::Prep(a) => {
             let opts = swallow::data::prep::PrepOptions {
@@ -515,9 +526,10 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             swallow::train::run(&cfg, mpi, a.dry_run.then_some(&gpu))?;
         }
         Command::Eval(a) => {
+            let self_comm = mpi::topology::SimpleCommunicator::self_comm();
             let ckpt = a.load.as_deref().map(|p| swallow::checkpoint::store::checkpoint_file(p.as_ref())).transpose()?;
             let model = match (&ckpt, &a.hf) {
-                (Some(c), None) => swallow::eval::ModelSource::Checkpoint(c, &mpi.world),
+                (Some(c), None) => swallow::eval::ModelSource::Checkpoint(c, &self_comm),
                 (None, Some(dir)) => swallow::eval::ModelSource::Hf(dir),
                 _ => anyhow::bail!("swallow eval: pass one of --hf DIR or --load CKPT"),
             };

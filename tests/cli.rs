@@ -295,6 +295,19 @@ fn dry_run_checks_the_load_the_save_directory_and_the_epochs() {
     assert_clean_error(&o, "model.rope_theta = 5000.0 here, 10000.0 in the checkpoint");
 }
 
+/// The one-process commands print once under mpirun (issue 20, item 6): rank 0 runs them, the
+/// other ranks leave quietly.
+#[test]
+fn reports_are_printed_once_under_mpirun() {
+    for args in [&["plan", "--model", "tiny", "--gpus", "2"][..], &["data", "inspect", sample_prefix()][..]] {
+        let o = common::mpirun(2, args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{args:?}: {err}");
+        let json_lines = out.lines().filter(|l| l.starts_with('{')).count();
+        assert_eq!(json_lines, 1, "{args:?} printed its JSON line {json_lines} times:\n{out}");
+    }
+}
+
 #[test]
 fn dry_run_checks_everything_and_trains_nothing() {
     let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--dry-run"]);
