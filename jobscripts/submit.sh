@@ -5,7 +5,8 @@
 # SWALLOW_WALLTIME (24:00:00) becomes the time limit and the checkpoint timer; SWALLOW_QUEUE
 # (PBS -q, e.g. rt_HF on ABCI 3.0) and SWALLOW_PROJECT (PBS -P / AGE -g group) where the site
 # needs them. The job inherits the SWALLOW_* environment. SWALLOW_SUBMIT_PRINT=1 prints the
-# command instead of running it. Other variables: jobscripts/README.md.
+# command instead of running it, and creates nothing. SWALLOW_TP / SWALLOW_PP / SWALLOW_VPP override
+# the layout's; a TP larger than a node's GPUs is refused here. Other variables: jobscripts/README.md.
 set -euo pipefail
 SWALLOW_HOME=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=jobscripts/lib/common.sh
@@ -16,12 +17,12 @@ shift 2
 swallow_layout "$layout"
 : "${SWALLOW_DATA:?set SWALLOW_DATA to the training data spec (a shard prefix, a blend or a mix .toml)}"
 per_node=$(swallow_gpus_per_node "$scheduler")
+SWALLOW_LAYOUT=$layout swallow_check_tp "$per_node"
 (( SWALLOW_GPUS % per_node == 0 )) || swallow_die "layout $layout: $SWALLOW_GPUS GPUs is not a whole number of $per_node-GPU nodes"
 nodes=$(( SWALLOW_GPUS / per_node ))
 walltime=${SWALLOW_WALLTIME:-24:00:00}
 swallow_seconds "$walltime" > /dev/null
 logs=${SWALLOW_RUN_DIR:-$SWALLOW_HOME/runs/$layout}/logs
-mkdir -p "$logs"
 export SWALLOW_HOME SWALLOW_LAYOUT=$layout SWALLOW_WALLTIME=$walltime SWALLOW_GPUS_PER_NODE=$per_node
 case $scheduler in
     slurm)
@@ -47,6 +48,7 @@ if [ "${SWALLOW_SUBMIT_PRINT:-0}" = 1 ]; then
     printf '%q ' "${cmd[@]}"
     echo
 else
+    mkdir -p "$logs"
     cd "$SWALLOW_HOME"
     "${cmd[@]}"
 fi

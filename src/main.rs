@@ -14,7 +14,9 @@ use swallow::dist::MpiWorld;
 static ALLOC: swallow::memstat::CountingAlloc = swallow::memstat::CountingAlloc;
 
 #[derive(Parser)]
-#[command(name = "swallow", version, about = "Llama continual pretraining over MPI (CPU and CUDA backends)")]
+// A flag given twice takes its last value (a job script's SWALLOW_TRAIN_ARGS may repeat one of
+// the script's own flags, e.g. --tp, to override it).
+#[command(name = "swallow", version, about = "Llama continual pretraining over MPI (CPU and CUDA backends)", args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

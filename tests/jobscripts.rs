@@ -171,8 +171,31 @@ fn submit_asks_each_scheduler_for_the_layouts_nodes() {
     assert!(s.contains("select=8:ncpus=96:ngpus=8:mpiprocs=8") && s.contains("walltime=24:00:00") && s.contains("-q rt_HF -P gx"), "{s}");
     let s = submit("age", "swallow-7b");
     assert!(s.contains("node_f=8 ") && s.contains("h_rt=24:00:00") && s.contains("-g gx") && s.ends_with("jobscripts/age/train.sh \n"), "{s}");
-    let s = submit("age", "swallow-70b");
+    assert!(!job.dir.join("run").exists(), "print mode created the run directory");
+    // TSUBAME 4.0's 4-GPU nodes cannot hold the 70B layouts' TP 8 (issue 20, item 5): refused
+    // before anything is queued, unless SWALLOW_TP says otherwise.
+    let mut c = Command::new(repo().join("jobscripts/submit.sh"));
+    c.args(["age", "swallow-70b"]).envs([("SWALLOW_SUBMIT_PRINT", "1"), ("SWALLOW_DATA", "d")]).env("SWALLOW_RUN_DIR", job.dir.join("run"));
+    let o = c.env_remove("SWALLOW_GPUS_PER_NODE").env_remove("SWALLOW_TP").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("tp 8 is larger than the 4 GPUs of a node"), "{err}");
+    let s = common::succeeded(&c.env("SWALLOW_TP", "4").output().unwrap(), "submit.sh with SWALLOW_TP=4");
     assert!(s.contains("node_f=64 "), "{s}");
+}
+
+/// The layout's tp/pp give way to SWALLOW_TP / SWALLOW_PP, and a flag of SWALLOW_TRAIN_ARGS that
+/// repeats one of the script's own takes its last value instead of a duplicate-flag error.
+#[test]
+fn layout_settings_can_be_overridden() {
+    let job = Job::new("overrides");
+    let hosts = job.file("hosts", "localhost\n");
+    let env = [
+        ("SWALLOW_LAYOUT", "tiny"), ("SWALLOW_DRY_RUN", "1"), ("SWALLOW_HOSTS", hosts.as_str()), ("SWALLOW_TP", "1"), ("SWALLOW_DEVICE", "cpu"),
+        ("SWALLOW_TRAIN_ARGS", "--pp 2 --set train.lr=0.002 --set train.min_lr=0.0001"),
+    ];
+    let out = common::succeeded(&job.run("local/train.sh", &env), "overridden tiny");
+    assert!(out.contains("--tp 1 --pp 1") && out.contains("--pp 2"), "{out}");
+    assert!(out.contains("topology: world 2 = tp 1 x dp 1 x pp 2"), "{out}");
 }
 
 #[test]

@@ -27,13 +27,21 @@ swallow_gpus_per_node() {
     fi
 }
 
-# swallow_layout NAME: sets SWALLOW_CONFIG, SWALLOW_GPUS, SWALLOW_TP, SWALLOW_PP from the table.
+# swallow_layout NAME: sets SWALLOW_CONFIG, SWALLOW_GPUS, SWALLOW_TP, SWALLOW_PP from the table;
+# SWALLOW_TP and SWALLOW_PP set beforehand override the table's (SWALLOW_VPP adds --vpp).
 swallow_layout() {
-    local table="$SWALLOW_HOME/jobscripts/layouts" line
+    local table="$SWALLOW_HOME/jobscripts/layouts" line tp pp
     [ -r "$table" ] || swallow_die "cannot read $table (SWALLOW_HOME=$SWALLOW_HOME should be the swallow checkout)"
     line=$(awk -v n="$1" '!/^#/ && $1 == n { print; exit }' "$table")
     [ -n "$line" ] || swallow_die "layout '$1' is not in $table (known: $(awk '!/^#/ && NF { printf "%s ", $1 }' "$table"))"
-    read -r _ SWALLOW_CONFIG SWALLOW_GPUS SWALLOW_TP SWALLOW_PP <<< "$line"
+    read -r _ SWALLOW_CONFIG SWALLOW_GPUS tp pp <<< "$line"
+    SWALLOW_TP=${SWALLOW_TP:-$tp} SWALLOW_PP=${SWALLOW_PP:-$pp}
+}
+
+# swallow_check_tp GPUS_PER_NODE: TP peers exchange activations every layer; they must share a node.
+swallow_check_tp() {
+    (( SWALLOW_TP <= $1 )) ||
+        swallow_die "layout $SWALLOW_LAYOUT: tp $SWALLOW_TP is larger than the $1 GPUs of a node (TP peers must share a node's NVLink): use tp <= $1 (SWALLOW_TP) or nodes with more GPUs (SWALLOW_GPUS_PER_NODE)"
 }
 
 # "[[D-]HH:]MM:SS" or seconds -> seconds; empty stays empty.
@@ -70,6 +78,7 @@ swallow_init() {
     # The rank count: the layout's GPUs, or SWALLOW_RANKS for a scaled-down (dry) run.
     SWALLOW_NP=${SWALLOW_RANKS:-$SWALLOW_GPUS}
     SWALLOW_PER_NODE=$(swallow_gpus_per_node "$1")
+    swallow_check_tp "$SWALLOW_PER_NODE"
     (( SWALLOW_NP % (SWALLOW_TP * SWALLOW_PP) == 0 )) ||
         swallow_die "$SWALLOW_NP ranks do not divide into tp $SWALLOW_TP x pp $SWALLOW_PP"
     SWALLOW_NODES=$(( (SWALLOW_NP + SWALLOW_PER_NODE - 1) / SWALLOW_PER_NODE ))
@@ -140,6 +149,7 @@ swallow_train_command() {
         --data "$SWALLOW_DATA" --device "${SWALLOW_DEVICE:-cuda}"
         --save "$save" --save-every "${SWALLOW_SAVE_EVERY:-500}" --load "$load"
         --metrics "$SWALLOW_RUN_DIR/metrics.jsonl")
+    [ -z "${SWALLOW_VPP:-}" ] || SWALLOW_CMD+=(--vpp "$SWALLOW_VPP")
     if [ "${SWALLOW_DRY_RUN:-0}" = 1 ]; then
         SWALLOW_CMD+=(--dry-run)
     fi
