@@ -339,7 +339,12 @@ impl Config {
         if cfg.name.is_empty() {
             cfg.name = label.rsplit(' ').next().unwrap_or(label).to_string();
         }
-        cfg.validate().with_context(|| format!("{label}: invalid configuration"))?;
+        // A value may come from the command line, not the file: say so rather than blame the file.
+        let source = match overrides.is_empty() {
+            true => label.to_string(),
+            false => format!("{label} with the command line's settings"),
+        };
+        cfg.validate().with_context(|| format!("{source}: invalid configuration"))?;
         Ok(cfg)
     }
 

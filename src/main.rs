@@ -76,8 +76,12 @@ enum KernelsCommand {
 
 #[derive(Args)]
 struct PrepArgs {
+    /// The Hugging Face tokenizer.json to encode with (its tokenizer_config.json beside it names
+    /// the EOS).
     #[arg(long)]
     tokenizer: PathBuf,
+    /// Text files: JSONL (--field), .txt (one document per line), also .gz/.zst; quoted globs are
+    /// expanded.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<PathBuf>,
     /// Output prefix: writes PREFIX.bin and PREFIX.idx.
@@ -86,6 +90,7 @@ struct PrepArgs {
     /// JSON field holding the text.
     #[arg(long, default_value = "text")]
     field: String,
+    /// Append the end-of-document token to every document (as Megatron's --append-eod).
     #[arg(long)]
     append_eod: bool,
     /// The end-of-document token's text (default: eos_token of the tokenizer_config.json beside
@@ -143,28 +148,36 @@ struct VocabArgs {
 enum DataCommand {
     /// Documents, tokens, dtype and id range of a shard; last line JSON.
     Inspect {
+        /// The shard: PREFIX (PREFIX.bin + PREFIX.idx).
         prefix: PathBuf,
+        /// Also check every id against this vocabulary size.
         #[arg(long)]
         vocab_size: Option<usize>,
     },
     /// Checksums of the rows of each global batch as the DP ranks (one per MPI rank) read them.
     Batches {
+        /// The data spec, as train's --data.
         #[arg(long)]
         data: String,
+        /// Train/valid/test ratios, as train's --split (the batches of the train part).
         #[arg(long)]
         split: Option<String>,
+        /// Tokens per sample (each row holds seq-len + 1).
         #[arg(long)]
         seq_len: usize,
+        /// Samples per step.
         #[arg(long)]
         global_batch: usize,
+        /// The data order's seed (train.seed).
         #[arg(long, default_value_t = 1234)]
         seed: u64,
-        /// Reject ids at or above this (default: no check).
-        #[arg(long, default_value_t = usize::MAX)]
-        vocab_size: usize,
+        /// Reject ids at or above this [default: no check].
+        #[arg(long)]
+        vocab_size: Option<usize>,
         /// Steps already consumed (resume point).
         #[arg(long, default_value_t = 0)]
         start_step: u64,
+        /// Steps to print, from --start-step + 1.
         #[arg(long)]
         steps: u64,
     },
@@ -183,12 +196,16 @@ enum DataCommand {
 /// train.recompute).
 #[derive(Args)]
 struct LayoutArgs {
+    /// Tensor-parallel size (parallel.tp).
     #[arg(long)]
     tp: Option<usize>,
+    /// Pipeline-parallel stages (parallel.pp).
     #[arg(long)]
     pp: Option<usize>,
+    /// Virtual pipeline chunks per stage, for the interleaved schedule (parallel.vpp).
     #[arg(long)]
     vpp: Option<usize>,
+    /// 1: ZeRO-1, the optimizer state sharded over data parallel (parallel.zero).
     #[arg(long)]
     zero: Option<u8>,
     /// Activation recomputation: selective or full (default: the config's train.recompute,
@@ -209,29 +226,41 @@ struct TrainArgs {
     change_model: Vec<String>,
     #[command(flatten)]
     layout: LayoutArgs,
+    /// Megatron's sequence parallelism over the TP group (parallel.sequence_parallel).
     #[arg(long)]
     sequence_parallel: bool,
+    /// The data spec: PREFIX, P1,P2, "W1 P1 W2 P2" or a mix .toml (train.data).
     #[arg(long)]
     data: Option<String>,
     /// Train/valid/test ratios over each shard's documents, e.g. 98,1,1 (train reads the first part).
     #[arg(long)]
     split: Option<String>,
+    /// Optimizer steps of the whole run (train.steps).
     #[arg(long)]
     steps: Option<u64>,
+    /// Tokens per sample (train.seq_len).
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Samples per micro-batch on one rank (train.micro_batch).
     #[arg(long)]
     micro_batch: Option<usize>,
+    /// Samples per optimizer step over all data-parallel ranks (train.global_batch).
     #[arg(long)]
     global_batch: Option<usize>,
+    /// Seed of the initialisation and the data order (train.seed).
     #[arg(long)]
     seed: Option<u64>,
+    /// Peak learning rate (train.lr).
     #[arg(long)]
     lr: Option<f64>,
+    /// Checkpoint directory: DIR/step-N.h5 and DIR/latest (train.save).
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Save every N steps; the last step is always saved (train.save_every).
     #[arg(long)]
     save_every: Option<u64>,
+    /// A checkpoint file, a checkpoint directory (its `latest`), or auto (the newest in --save,
+    /// else a fresh start).
     #[arg(long)]
     load: Option<String>,
     /// Validation loss every N steps (and at the last) on the valid part of --split.
@@ -240,8 +269,10 @@ struct TrainArgs {
     /// Global batches of validation data per evaluation (default 10).
     #[arg(long)]
     eval_iters: Option<u64>,
+    /// A JSONL file that gets one record per step (and per validation).
     #[arg(long)]
     metrics: Option<String>,
+    /// cpu, cuda, auto (cuda where a GPU is visible) or cuda-emulated (train.device).
     #[arg(long)]
     device: Option<String>,
     /// Collectives on device buffers: auto (NCCL on a GPU), host, mpi (CUDA-aware MPI), nccl,
@@ -268,6 +299,7 @@ struct PlanArgs {
     /// Preset name or TOML file.
     #[arg(long)]
     config: Option<String>,
+    /// GPUs of the run (ranks, for --gpu cpu).
     #[arg(long)]
     gpus: usize,
     /// h100, h200, a100, or cpu (this build's CPU backend: memory only).
@@ -275,10 +307,13 @@ struct PlanArgs {
     gpu: String,
     #[command(flatten)]
     layout: LayoutArgs,
+    /// Samples per micro-batch (default: the config's).
     #[arg(long)]
     micro_batch: Option<usize>,
+    /// Samples per step (default: the config's).
     #[arg(long)]
     global_batch: Option<usize>,
+    /// Tokens per sample (default: the config's).
     #[arg(long)]
     seq_len: Option<usize>,
     /// Override the GPU kind's memory, GiB (TSUBAME 4.0's H100 SXM5 have 94 GB).
@@ -290,6 +325,7 @@ struct PlanArgs {
     /// Token budget (default: the config's steps x global batch x seq), e.g. 1e11.
     #[arg(long)]
     tokens: Option<f64>,
+    /// Yen per GPU-hour, for the cost estimate.
     #[arg(long, default_value_t = swallow::plan::report::DEFAULT_PRICE_YEN)]
     price_per_gpu_hour: f64,
     /// Rank every valid layout that fits by predicted step time.
@@ -302,19 +338,25 @@ struct PlanArgs {
 
 #[derive(Args)]
 struct EvalArgs {
+    /// Preset name or TOML file, for its train.seq_len when --seq-len is not given.
     #[arg(long)]
     config: Option<String>,
+    /// A checkpoint file or directory (its `latest`); the model comes from it.
     #[arg(long)]
     load: Option<String>,
     /// A Hugging Face Llama directory (config.json + safetensors).
     #[arg(long)]
     hf: Option<PathBuf>,
+    /// The data spec; windows of seq-len + 1 tokens are read in order.
     #[arg(long)]
     data: String,
+    /// Tokens per window [default: the --config's, else the checkpoint's train.seq_len].
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Windows per forward pass.
     #[arg(long, default_value_t = 1)]
     micro_batch: usize,
+    /// Micro-batches to evaluate [default: all whole ones of the data].
     #[arg(long)]
     batches: Option<usize>,
 }
@@ -324,6 +366,7 @@ struct ExportArgs {
     /// A checkpoint file, or a checkpoint directory (its `latest`).
     #[arg(long)]
     load: PathBuf,
+    /// The Hugging Face directory to write (made if missing).
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value = "bf16", help = "bf16, fp16 or fp32")]
@@ -340,8 +383,10 @@ struct PlotArgs {
     /// The PNG to write.
     #[arg(long)]
     out: PathBuf,
+    /// Image width in pixels.
     #[arg(long, default_value_t = 1200)]
     width: u32,
+    /// Image height in pixels.
     #[arg(long, default_value_t = 900)]
     height: u32,
 }
@@ -365,10 +410,13 @@ struct BenchArgs {
     /// Backend to benchmark (cpu), or `data`: the sampler's index build at 1e7 documents.
     #[arg(default_value = "cpu")]
     device: String,
+    /// Preset name or TOML file of the model to time.
     #[arg(long, default_value = "bench")]
     config: String,
+    /// Steps run before timing.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Steps timed.
     #[arg(long, default_value_t = 5)]
     steps: usize,
 }
@@ -508,7 +556,7 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 seq_len,
                 global_batch,
                 seed,
-                vocab_size,
+                vocab_size: vocab_size.unwrap_or(usize::MAX),
                 start_step,
                 steps,
             };

@@ -308,6 +308,35 @@ fn reports_are_printed_once_under_mpirun() {
     }
 }
 
+/// Every flag of every command says what it is for in --help (issue 20, item 7).
+#[test]
+fn every_flag_has_a_help_text() {
+    let commands: [&[&str]; 13] = [
+        &["prep"], &["vocab"], &["data", "inspect"], &["data", "batches"], &["data", "merge"], &["train"], &["eval"],
+        &["export"], &["import"], &["plan"], &["bench"], &["plot"], &["kernels", "compile"],
+    ];
+    let mut bare = Vec::new();
+    for c in commands {
+        let o = swallow(&[c, &["--help"][..]].concat());
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{c:?}: {err}");
+        let lines: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("Options:")).collect();
+        for (i, line) in lines.iter().enumerate() {
+            let flag = line.trim_start();
+            // "--name <NAME>  help", or the help on the next lines, indented further (clap's
+            // layout when some flag is long), else the flag has none.
+            let next_is_help = lines.get(i + 1).is_some_and(|n| {
+                let t = n.trim_start();
+                !t.is_empty() && !t.starts_with('-') && n.len() - t.len() > line.len() - flag.len()
+            });
+            if flag.starts_with('-') && !flag.contains("  ") && !next_is_help {
+                bare.push(format!("{c:?} {flag}"));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "flags without a help text:\n{}", bare.join("\n"));
+}
+
 #[test]
 fn dry_run_checks_everything_and_trains_nothing() {
     let o = swallow(&["train", "--config", "tiny", "--data", sample_prefix(), "--dry-run"]);
