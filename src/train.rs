@@ -186,9 +186,16 @@ impl<B: Backend> Trainer<B> {
     }
 }
 
-/// `swallow train`: the whole run on this rank; with `dry_run` (the GPU kind to plan memory for)
-/// only the checks and the plan, without building the model.
-pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware::GpuKind>) -> Result<()> {
+/// What `run` checks and opens before its first collective call.
+struct Setup {
+    topo: Topology,
+    device: TrainDevice,
+    sampler: BlendedSampler,
+    validation: Option<crate::validation::Validation>,
+}
+
+/// The run's checks that need no other rank (configuration against the world, device, data).
+fn prepare(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware::GpuKind>) -> Result<Setup> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
     cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
@@ -220,6 +227,18 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
         Some(s) => BlendedSampler::new_part(&data, &Split::parse(s)?, Part::Train, t.seq_len, t.seed, cfg.model.vocab_size)?,
     };
     let validation = crate::validation::Validation::new(cfg, &data)?;
+    Ok(Setup { topo, device, sampler, validation })
+}
+
+/// `swallow train`: the whole run on this rank; with `dry_run` (the GPU kind to plan memory for)
+/// only the checks and the plan, without building the model.
+pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware::GpuKind>) -> Result<()> {
+    // The checks before the first collective end on every rank together (dist/agree.rs): an error
+    // every rank raises is printed once, and one rank's own (a shard only it cannot read) ends the
+    // job with its message.
+    let Setup { topo, device, sampler, validation } = crate::dist::agree::agree(&mpi.world, prepare(cfg, mpi, dry_run))?;
+    let t = &cfg.train;
+    let spec = t.data.as_deref().unwrap_or_default();
     let params = crate::model::ParamTable::llama(&cfg.model).numel();
     let say = |line: String| {
         if topo.rank == 0 {

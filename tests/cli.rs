@@ -295,10 +295,15 @@ fn dry_run_checks_the_load_the_save_directory_and_the_epochs() {
     assert_clean_error(&o, "model.rope_theta = 5000.0 here, 10000.0 in the checkpoint");
 }
 
-/// The one-process commands print once under mpirun (issue 20, item 6): rank 0 runs them, the
-/// other ranks leave quietly.
+/// One voice under mpirun (issue 20, item 6): an error every rank meets before training is printed
+/// once; the one-process commands run on rank 0 alone, the other ranks leave quietly.
 #[test]
 fn reports_are_printed_once_under_mpirun() {
+    // An error every rank meets before training (no CUDA driver here) is one line, not one per rank.
+    let o = common::mpirun(2, &["train", "--config", "tiny", "--data", sample_prefix(), "--device", "cuda"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
     for args in [&["plan", "--model", "tiny", "--gpus", "2"][..], &["data", "inspect", sample_prefix()][..]] {
         let o = common::mpirun(2, args);
         let (out, err) = text(&o);
