@@ -1,5 +1,6 @@
 //! Model state on disk. dist.rs: distributed checkpoints, one HDF5 file of logical tensors written
-//! and read collectively through parallel HDF5 (the basis of resharding), with page-cache hints
+//! and read collectively through parallel HDF5 (the basis of resharding; hyperslab.rs turns a rank's
+//! element ranges into HDF5 selections), with page-cache hints
 //! from pagecache.rs (early write-back, read-ahead) and integrity.rs (no non-finite value
 //! written or read, per-tensor checksums verified at load); format.rs: what a
 //! checkpoint holds (tensor names, attributes, the completeness check); store.rs: the checkpoint
@@ -15,6 +16,7 @@ pub mod export;
 pub mod format;
 pub mod integrity;
 pub mod hf;
+pub mod hyperslab;
 pub mod import;
 pub mod lock;
 pub mod pagecache;
