@@ -45,7 +45,17 @@ pub struct ModelConfig {
     /// --make-vocab-size-divisible-by; padding never enters the loss, checkpoints or exports).
     #[serde(default = "defaults::one")]
     pub vocab_divisible_by: usize,
+    /// BOS and EOS ids of the model's tokenizer (from an imported config.json), which export
+    /// writes into config.json and generation_config.json. Not part of the model's math: a
+    /// checkpoint's are not compared with a run's, and a run without them inherits its --load's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u32>,
 }
+
+/// The [model] keys that do not change the model's math (its tokenizer's special ids).
+pub const TOKEN_ID_KEYS: [&str; 2] = ["bos_token_id", "eos_token_id"];
 
 impl ModelConfig {
     pub fn head_dim(&self) -> usize {
@@ -448,7 +458,9 @@ impl Config {
         let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
         keys.sort();
         keys.dedup();
-        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| (format!("model.{k}"), show(a.get(k)), show(b.get(k)))).collect()
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k) && !TOKEN_ID_KEYS.contains(&k.as_str()))
+            .map(|k| (format!("model.{k}"), show(a.get(k)), show(b.get(k)))).collect()
     }
 
     /// The pipeline schedule to run.

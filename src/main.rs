@@ -568,7 +568,13 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
         Command::Train(a) => {
             let overrides = train_overrides(&a);
             let cfg = match (&a.config, &a.load) {
-                (Some(c), _) => Config::load(c, &overrides)?,
+                (Some(c), load) => {
+                    let mut cfg = Config::load(c, &overrides)?;
+                    if let Some(load) = load {
+                        swallow::resume::inherit_token_ids(&mut cfg, load, a.save.as_deref());
+                    }
+                    cfg
+                }
                 (None, Some(load)) => swallow::resume::config_from_checkpoint(load, a.save.as_deref(), &overrides)?,
                 (None, None) => Config::load("tiny", &overrides)?,
             };

@@ -237,12 +237,8 @@ pub fn same_model(cfg: &Config, attrs: &std::collections::BTreeMap<String, AttrV
 /// change_model), the default `[parallel]` (a layout is the job's), then `overrides`. `load` is
 /// `--load`'s value (`auto` looks in `save`).
 pub fn config_from_checkpoint(load: &str, save: Option<&Path>, overrides: &[String]) -> Result<Config> {
-    let file = match LoadTarget::parse(load, save)? {
-        LoadTarget::Exact(p) => store::checkpoint_file(&p)?,
-        LoadTarget::Auto(dir) => match store::latest(&dir).ok().flatten().or_else(|| store::list(&dir).ok()?.first().map(|c| c.1.clone())) {
-            Some(f) => f,
-            None => bail!("--load auto: no checkpoint in {} to take the model from yet; pass --config for the first run", dir.display()),
-        },
+    let Some(file) = checkpoint_to_read(load, save)? else {
+        bail!("--load auto: no checkpoint in {} to take the model from yet; pass --config for the first run", save.map_or("?".into(), |s| s.display().to_string()));
     };
     let stored = crate::checkpoint::export::read_config(&file)?;
     let label = format!("the configuration stored in {}", file.display());
@@ -255,6 +251,26 @@ pub fn config_from_checkpoint(load: &str, save: Option<&Path>, overrides: &[Stri
     }
     let text = toml::to_string(&table).with_context(|| label.clone())?;
     Config::from_toml(&text, &label, overrides)
+}
+
+/// The checkpoint file `--load` names (`auto`: the newest in `save`, None while there is none).
+fn checkpoint_to_read(load: &str, save: Option<&Path>) -> Result<Option<PathBuf>> {
+    Ok(match LoadTarget::parse(load, save)? {
+        LoadTarget::Exact(p) => Some(store::checkpoint_file(&p)?),
+        LoadTarget::Auto(dir) => store::latest(&dir).ok().flatten().or_else(|| store::list(&dir).ok()?.first().map(|c| c.1.clone())),
+    })
+}
+
+/// A run with its own --config keeps the special token ids of the checkpoint it loads where its
+/// config has none, so that its checkpoints and exports still carry them. Best effort: a
+/// checkpoint that cannot be read is reported by the load itself.
+pub fn inherit_token_ids(cfg: &mut Config, load: &str, save: Option<&Path>) {
+    let Ok(Some(file)) = checkpoint_to_read(load, save) else { return };
+    if let Ok(stored) = crate::checkpoint::export::read_config(&file) {
+        let m = &mut cfg.model;
+        m.bos_token_id = m.bos_token_id.or(stored.model.bos_token_id);
+        m.eos_token_id = m.eos_token_id.or(stored.model.eos_token_id);
+    }
 }
 
 /// Test hook: with `SWALLOW_TEST_SAVE_PAUSE_S=S` in the environment, every rank prints its pid and

@@ -2,7 +2,7 @@
 //! (made by make_fixtures.py) imported as checkpoints give, under `swallow eval --load`, the loss
 //! transformers recorded; bf16 and fp16 weights arrive as exactly their f32 values; `swallow
 //! train --load` (under TP 2) starts from the imported weights (the import stores no optimizer
-//! state; the first save does); a vocabulary expansion puts every
+//! state; the first save does) and the export after it keeps the model's BOS/EOS ids; a vocabulary expansion puts every
 //! old token's rows at its new id and each new token's rows at the mean of the old rows of the
 //! pieces worked out by hand below; bad directories are one-line errors naming file and tensor.
 
@@ -148,7 +148,14 @@ fn half_precision_weights_import_as_their_exact_f32_values() {
 fn training_starts_from_the_imported_weights_under_tensor_parallelism() {
     let dir = common::tmpdir("import", "train");
     let ck = dir.join("ck");
-    common::succeeded(&swallow(&["import", "--hf", s(&fixture("llama2_gqa")), "--out", s(&ck)]), "import");
+    // The fixture with special ids of its own (not transformers' defaults 1 and 2), which the
+    // import keeps and a later export writes, through a run whose --config has none.
+    let hf = model_dir(&dir, "hf", "llama2_gqa");
+    std::fs::copy(fixture("llama2_gqa").join("model.safetensors"), hf.join("model.safetensors")).unwrap();
+    let config = std::fs::read_to_string(hf.join("config.json")).unwrap();
+    let config = config.replace("\"bos_token_id\": 1", "\"bos_token_id\": 3").replace("\"eos_token_id\": 2", "\"eos_token_id\": 5");
+    std::fs::write(hf.join("config.json"), config).unwrap();
+    common::succeeded(&swallow(&["import", "--hf", s(&hf), "--out", s(&ck)]), "import");
     // The import holds the weights only (no 12 bytes per parameter of zero moments), marked fresh.
     let groups = |file: &Path| hdf5_metno::File::open(file).unwrap().member_names().unwrap();
     let imported = ck.join("step-0.h5");
@@ -176,6 +183,10 @@ fn training_starts_from_the_imported_weights_under_tensor_parallelism() {
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap().trim(), "step-1.h5");
     assert!(groups(&ck.join("step-1.h5")).contains(&"optimizer".to_string()), "the first save stores the moments");
     let back = exported(&ck, &dir.join("after"));
+    for file in ["config.json", "generation_config.json"] {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("after").join(file)).unwrap()).unwrap();
+        assert_eq!((v["bos_token_id"].as_u64(), v["eos_token_id"].as_u64()), (Some(3), Some(5)), "{file}: {v}");
+    }
     for (k, v) in tensors(&fixture("llama2_gqa")) {
         assert_eq!(back[&k], v, "{k} changed with lr 0");
     }

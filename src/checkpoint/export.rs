@@ -195,8 +195,13 @@ fn write_directory(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: Ex
     };
     let mut config = hf_config(&cfg, dtype);
     let mut generation = json!({ "_from_model_config": true });
-    for (key, id) in [("bos_token_id", specials.bos.as_ref()), ("eos_token_id", specials.eos.as_ref())] {
-        if let Some((_, id)) = id {
+    // The tokenizer's own ids, else those the model carries from its import.
+    let ids = [
+        ("bos_token_id", specials.bos.as_ref().map(|t| t.1).or(cfg.model.bos_token_id)),
+        ("eos_token_id", specials.eos.as_ref().map(|t| t.1).or(cfg.model.eos_token_id)),
+    ];
+    for (key, id) in ids {
+        if let Some(id) = id {
             config[key] = json!(id);
             generation[key] = json!(id);
         }

@@ -92,7 +92,16 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig> {
         tie_embeddings: j.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
         init_std: float_or("initializer_range", 0.02),
         vocab_divisible_by: 1,
+        bos_token_id: token_id(&j, "bos_token_id"),
+        eos_token_id: token_id(&j, "eos_token_id"),
     })
+}
+
+/// A special token id of config.json: an integer, or the first of a list (Llama 3 Instruct lists
+/// its end-of-turn ids).
+fn token_id(j: &Value, key: &str) -> Option<u32> {
+    let v = j.get(key)?;
+    v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|id| id as u32)
 }
 
 /// The safetensors files of a directory: the shards of the index, or model.safetensors.
