@@ -1,8 +1,8 @@
 //! What `swallow train --dry-run` checks beyond the configuration, the layout and the data's token
 //! ids (done before every run): what the real run will need of the file system and how far it
 //! reads the data. The checkpoint `--load` names exists, reads back and holds this model (`auto`:
-//! which one it would resume, or a fresh start); the `--save` directory can be written and has
-//! room for a checkpoint (nothing is created); and how many epochs of the data the run's samples are. Every problem is
+//! which one it would resume, or a fresh start); the `--save` directory can be written (and has
+//! room for a checkpoint, else a warning; nothing is created); and how many epochs of the data the run's samples are. Every problem is
 //! one line, all of them in one error; rank 0 checks and every rank returns the verdict.
 
 use crate::checkpoint::format::{self, state_bytes, tensor_names};
@@ -69,8 +69,8 @@ fn check_load(cfg: &Config, load: &str, names: &[(String, Vec<u64>)]) -> Result<
 }
 
 /// The `--save` directory (or, when it does not exist yet, the nearest existing directory above
-/// it, where the run will make it): writable, with room for a checkpoint of `bytes`. The dry run
-/// creates nothing.
+/// it, where the run will make it): writable; too little room for a checkpoint of `bytes` is a
+/// warning. The dry run creates nothing.
 fn check_save(dir: &Path, bytes: f64) -> Result<String> {
     let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("."));
     let existing = if existing.as_os_str().is_empty() { Path::new(".") } else { existing };
@@ -83,8 +83,9 @@ fn check_save(dir: &Path, bytes: f64) -> Result<String> {
         bail!("{} is not writable: {}", existing.display(), std::io::Error::last_os_error());
     }
     let free = crate::checkpoint::dist::free_bytes(existing).unwrap_or(f64::INFINITY);
+    // A warning, not a problem: space is freed and quotas change before a job starts.
     if free < bytes {
-        bail!("{} free on its file system, but one checkpoint of this model is {}", size(free), size(bytes));
+        log::warn!("--save {}: {} free on its file system, but one checkpoint of this model is {}: the first save would fail", dir.display(), size(free), size(bytes));
     }
     let made = if existing == dir { String::new() } else { format!(" (the run makes it in {})", existing.display()) };
     Ok(format!("--save {} is writable{made}, {} free for checkpoints of {}", dir.display(), size(free), size(bytes)))
