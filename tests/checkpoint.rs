@@ -418,7 +418,7 @@ fn a_full_disk_during_a_save_ends_the_job_with_one_error_and_keeps_the_previous_
     assert!(!o.status.success(), "{out}\n{err}");
     assert!(t0.elapsed().as_secs() < 60, "the job took {:?} to end", t0.elapsed());
     assert!(out.contains("checkpoint: step 1 ->"), "{out}\n{err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    let errors = common::error_lines(&err);
     assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
     assert!(errors[0].contains("tmp-step-2.h5") && errors[0].contains("No space left on device (ENOSPC)"), "{err}");
     assert!(!err.contains("panicked") && !err.contains("Segmentation"), "{err}");
@@ -490,7 +490,7 @@ fn non_finite_or_corrupt_values_are_refused_at_save_load_and_export() {
             let o = train(np, &data, &["--steps", "3", "--tp", &np.to_string(), "--load", s(file)]);
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(!o.status.success(), "{err}");
-            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+            let errors = common::error_lines(&err);
             assert_eq!(errors.len(), 1, "np {np}: one error line expected:\n{err}");
             assert!(errors[0].contains(name) && errors[0].contains(what) && errors[0].contains(s(file)), "{err}");
         }
@@ -552,7 +552,7 @@ fn the_model_comes_from_the_checkpoint_and_a_different_one_is_refused() {
     assert_eq!(losses(&a), losses(&b), "the checkpoint's model and schedule, as the explicit config gives them");
     let o = train(2, &data, &["--steps", "4", "--tp", "2", "--load", s(&ckpt)]);
     let err = String::from_utf8_lossy(&o.stderr);
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    let errors = common::error_lines(&err);
     assert!(!o.status.success() && errors.len() == 1, "{err}");
     assert!(errors[0].contains("model.rope_theta = 10000.0 here, 20000.0 in the checkpoint") && errors[0].contains("--change-model"), "{err}");
     let o = train(1, &data, &["--steps", "3", "--load", s(&ckpt), "--change-model", "rope_theta"]);

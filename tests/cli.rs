@@ -255,7 +255,7 @@ fn an_out_of_vocabulary_id_anywhere_fails_before_step_one_and_in_the_dry_run() {
         let o = run(np, extra);
         let (out, err) = text(&o);
         assert!(!o.status.success() && !out.contains("step      1"), "{out}\n{err}");
-        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        let errors = common::error_lines(&err);
         assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
         let want = format!("token id 4096 in document {last_doc} ");
         assert!(errors[0].contains("shard.bin") && errors[0].contains(&want) && errors[0].contains("vocabulary of size 4096"), "{err}");
@@ -303,7 +303,7 @@ fn reports_are_printed_once_under_mpirun() {
     let o = common::mpirun(2, &["train", "--config", "tiny", "--data", sample_prefix(), "--device", "cuda"]);
     let (_, err) = text(&o);
     assert!(!o.status.success(), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert_eq!(common::error_lines(&err).len(), 1, "{err}");
     for args in [&["plan", "--model", "tiny", "--gpus", "2"][..], &["data", "inspect", sample_prefix()][..]] {
         let o = common::mpirun(2, args);
         let (out, err) = text(&o);

@@ -143,7 +143,7 @@ fn a_stopped_rank_ends_the_job_naming_it() {
     assert!(!outlived, "rank 1 outlived the job");
     assert!(!status.success(), "{out}\n{err}");
     assert!(t0.elapsed().as_secs() < 40, "the job took {:?} to end", t0.elapsed());
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    let errors = common::error_lines(&err);
     assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
     assert!(errors[0].contains("watchdog") && errors[0].contains("silent ranks") && errors[0].ends_with(": 1"), "{err}");
 }

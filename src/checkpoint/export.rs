@@ -262,9 +262,9 @@ fn copy_tokenizer(src: &Path, out: &Path, max_len: usize) -> Result<(Vec<String>
         return Ok((names, Specials::default()));
     }
     let tok = crate::checkpoint::vocab::load_tokenizer(&json)?;
+    let config: Option<serde_json::Value> = std::fs::read_to_string(out.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     let named = |field: &str, known: &[&str]| -> Option<(String, u32)> {
-        let config: Option<serde_json::Value> = std::fs::read_to_string(out.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-        let from_config = config.as_ref().and_then(|c| c[field].as_str().or(c[field]["content"].as_str()).map(str::to_string));
+        let from_config = config.as_ref().and_then(|c| crate::tokenize::eod::config_token(c, field)).map(str::to_string);
         from_config.into_iter().chain(known.iter().map(|k| k.to_string())).find_map(|n| tok.token_to_id(&n).map(|id| (n, id)))
     };
     let specials = Specials {

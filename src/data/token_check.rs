@@ -149,7 +149,7 @@ fn cache_dir() -> Option<PathBuf> {
 /// The cache file of `key`: named by a hash of it; it holds the key (checked on reading) and the
 /// largest id.
 fn cache_file(key: &str) -> Option<PathBuf> {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+    let hash = crate::mix::fnv1a(key.as_bytes());
     Some(cache_dir()?.join(format!("{hash:016x}")))
 }
 

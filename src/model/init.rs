@@ -31,12 +31,7 @@ pub fn philox4x32(key: [u32; 2], counter: [u32; 4]) -> [u32; 4] {
 
 /// The Philox key of one parameter: FNV-1a of its name mixed with the seed (splitmix64 finaliser).
 pub fn param_key(seed: u64, name: &str) -> [u32; 2] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut z = h ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = crate::mix::fnv1a(name.as_bytes()) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;

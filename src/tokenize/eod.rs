@@ -10,6 +10,12 @@ use tokenizers::Tokenizer;
 /// Known EOD names, in order of preference (Llama 2 / Mistral, GPT-2, Llama 3, Gemma).
 pub const EOD_NAMES: [&str; 4] = ["</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>"];
 
+/// The text of special token `field` (bos_token, eos_token, ...) in a tokenizer_config.json: a
+/// string, or an AddedToken object {"content": ...}.
+pub fn config_token<'a>(config: &'a serde_json::Value, field: &str) -> Option<&'a str> {
+    config[field].as_str().or(config[field]["content"].as_str())
+}
+
 /// The EOD id and a few words on where it came from.
 pub fn eod_id(tok: &Tokenizer, tokenizer_path: &Path, explicit: Option<&str>) -> Result<(u32, String)> {
     if let Some(text) = explicit {
@@ -23,8 +29,7 @@ pub fn eod_id(tok: &Tokenizer, tokenizer_path: &Path, explicit: Option<&str>) ->
     if config.exists() {
         let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: not JSON: {e}", config.display()))?;
-        // A string, or an AddedToken object {"content": ...}.
-        let eos = v["eos_token"].as_str().or(v["eos_token"]["content"].as_str());
+        let eos = config_token(&v, "eos_token");
         match eos {
             Some(name) => match tok.token_to_id(name) {
                 Some(id) => return Ok((id, format!("eos_token {name:?} of {}", config.display()))),

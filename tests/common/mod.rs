@@ -53,6 +53,11 @@ pub fn mpirun(np: usize, args: &[&str]) -> Output {
     mpirun_command(np, args).output().expect("mpirun (OpenMPI) must be installed: make setup")
 }
 
+/// The `error...` lines of a job's stderr (one, where the ranks agree on an error).
+pub fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.starts_with("error")).collect()
+}
+
 /// The stdout of a command that must have succeeded (else a failure showing `what`, stdout and stderr).
 pub fn succeeded(o: &Output, what: &str) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
