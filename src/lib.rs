@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod plot;
 pub mod preflight;
+pub mod progress;
 pub mod resume;
 pub mod tokenize;
 pub mod train;

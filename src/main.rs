@@ -283,7 +283,7 @@ struct TrainArgs {
     /// the --save directory, print every rank's memory plan, exit.
     #[arg(long)]
     dry_run: bool,
-    /// GPU kind the dry run plans memory for (h100, h200, a100).
+    /// GPU kind the dry run plans memory for (h100, h100-94, h200, a100).
     #[arg(long, default_value = "h100")]
     gpu: String,
     /// Any config field: --set section.key=value (repeatable).
@@ -302,7 +302,8 @@ struct PlanArgs {
     /// GPUs of the run (ranks, for --gpu cpu).
     #[arg(long)]
     gpus: usize,
-    /// h100, h200, a100, or cpu (this build's CPU backend: memory only).
+    /// h100 (8 per node), h100-94 (TSUBAME 4.0: 94 GB, 4 per node), h200, a100, or cpu (this
+    /// build's CPU backend: memory only).
     #[arg(long, default_value = "h100")]
     gpu: String,
     #[command(flatten)]
@@ -316,7 +317,7 @@ struct PlanArgs {
     /// Tokens per sample (default: the config's).
     #[arg(long)]
     seq_len: Option<usize>,
-    /// Override the GPU kind's memory, GiB (TSUBAME 4.0's H100 SXM5 have 94 GB).
+    /// Override the GPU kind's memory, GiB (e.g. the total nvidia-smi reports).
     #[arg(long)]
     gpu_memory_gib: Option<f64>,
     /// Override the GPU kind's GPUs per node.
@@ -480,6 +481,8 @@ fn plan_options(a: PlanArgs) -> Result<swallow::plan::report::PlanOptions> {
         None => cfg.train.recompute,
     };
     Ok(swallow::plan::report::PlanOptions {
+        config_arg: name,
+        settings: o,
         cfg,
         gpus: a.gpus,
         target: swallow::plan::report::Target::parse(&a.gpu, a.gpu_memory_gib, a.gpus_per_node)?,
@@ -566,19 +569,23 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
             swallow::data::merge::run(&inputs, &output)?;
         }
         Command::Train(a) => {
-            let overrides = train_overrides(&a);
-            let cfg = match (&a.config, &a.load) {
-                (Some(c), load) => {
-                    let mut cfg = Config::load(c, &overrides)?;
-                    if let Some(load) = load {
-                        swallow::resume::inherit_token_ids(&mut cfg, load, a.save.as_deref());
+            // Every rank resolves the same settings: a bad one is one error, printed once.
+            let resolved = (|| {
+                let overrides = train_overrides(&a);
+                let cfg = match (&a.config, &a.load) {
+                    (Some(c), load) => {
+                        let mut cfg = Config::load(c, &overrides)?;
+                        if let Some(load) = load {
+                            swallow::resume::inherit_token_ids(&mut cfg, load, a.save.as_deref());
+                        }
+                        cfg
                     }
-                    cfg
-                }
-                (None, Some(load)) => swallow::resume::config_from_checkpoint(load, a.save.as_deref(), &overrides)?,
-                (None, None) => Config::load("tiny", &overrides)?,
-            };
-            let gpu = swallow::plan::hardware::GpuKind::by_name(&a.gpu)?;
+                    (None, Some(load)) => swallow::resume::config_from_checkpoint(load, a.save.as_deref(), &overrides)?,
+                    (None, None) => Config::load("tiny", &overrides)?,
+                };
+                Ok((cfg, swallow::plan::hardware::GpuKind::by_name(&a.gpu)?))
+            })();
+            let (cfg, gpu) = swallow::dist::agree::agree(&mpi.world, resolved)?;
             swallow::train::run(&cfg, mpi, a.dry_run.then_some(&gpu))?;
         }
         Command::Eval(a) => {

@@ -24,6 +24,7 @@ use crate::dist::Topology;
 use crate::model::params::ParamSpec;
 use crate::model::Llama;
 use crate::optim::DataParallelOptimizer;
+use crate::progress::ProgressMeter;
 use anyhow::{bail, Context, Result};
 use mpi::topology::SimpleCommunicator;
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
@@ -135,6 +136,7 @@ pub fn save<B: Backend>(
     // Tensor by tensor (weights, exp_avg, exp_avg_sq) through one host buffer: the host holds one
     // tensor's shard at a time, not a second copy of the whole state.
     let mut host: Vec<f32> = Vec::new();
+    let mut meter = ProgressMeter::new(format!("checkpoint save of step {step}"), state_bytes(&names) as u64, topo.rank == 0);
     for (k, (name, shape)) in names.iter().enumerate() {
         let (group, p) = (k / n, k % n);
         host.clear();
@@ -163,6 +165,7 @@ pub fn save<B: Backend>(
         }
         let pieces = at.into_iter().map(|(g, l)| (g, &host[l])).collect();
         file.put(&TensorPiece { name: name.clone(), shape: shape.clone(), pieces })?;
+        meter.advance(format::tensor_bytes(shape));
         crate::watchdog::progress();
         if k == names.len() / 2 {
             pause_mid_save_for_tests(topo.rank);
@@ -326,7 +329,7 @@ pub fn load<B: Backend>(
         requests[2 * n + p].pieces.extend(carve(v, pieces));
     }
     let t_read = Instant::now();
-    let attrs = dist::read(&path, world, &mut requests)?;
+    let attrs = dist::read(&path, world, &mut requests, Some(&mut ProgressMeter::new("checkpoint load", state_bytes(stored) as u64, topo.rank == 0)))?;
     let read_s = t_read.elapsed().as_secs_f64();
     drop(requests);
     agree(world, same_model(cfg, &attrs, &path))?;

@@ -357,6 +357,7 @@ fn train_on<B: Backend>(
     let start = Instant::now();
     crate::memstat::reset_peak();
     let first_step = trainer.step + 1;
+    let mut eta = crate::progress::EtaClock::new(crate::progress::ETA_WARMUP_STEPS);
     let _watchdog = start_watchdog(cfg, mpi, &topo)?;
     let backend = trainer.model.backend.clone();
     let tp_on_side = || backend.side_collectives(SideLane::TensorParallel);
@@ -395,7 +396,7 @@ fn train_on<B: Backend>(
             heap_mb: crate::memstat::peak().saturating_sub(heap_before) as f64 / 1e6,
             skip_reason: s.skip_reason.map(|r| r.to_string()),
             peak_rss_bytes: crate::metrics::peak_rss_bytes().unwrap_or(0),
-            eta_s: start.elapsed().as_secs_f64() / (step + 1 - first_step) as f64 * (t.steps - step) as f64,
+            eta_s: eta.step_done(start.elapsed().as_secs_f64(), dt, t.steps - step),
         };
         if topo.rank == 0 {
             if step == 1 || step == t.steps || step % t.log_every.max(1) == 0 || s.skipped {

@@ -304,6 +304,11 @@ fn reports_are_printed_once_under_mpirun() {
     let (_, err) = text(&o);
     assert!(!o.status.success(), "{err}");
     assert_eq!(common::error_lines(&err).len(), 1, "{err}");
+    // So is a bad setting, which every rank reads alike.
+    let o = common::mpirun(2, &["train", "--config", "tiny", "--data", sample_prefix(), "--set", "train.tp=2"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("train.tp"), "{err}");
+    assert_eq!(common::error_lines(&err).len(), 1, "{err}");
     for args in [&["plan", "--model", "tiny", "--gpus", "2"][..], &["data", "inspect", sample_prefix()][..]] {
         let o = common::mpirun(2, args);
         let (out, err) = text(&o);
@@ -311,6 +316,45 @@ fn reports_are_printed_once_under_mpirun() {
         let json_lines = out.lines().filter(|l| l.starts_with('{')).count();
         assert_eq!(json_lines, 1, "{args:?} printed its JSON line {json_lines} times:\n{out}");
     }
+}
+
+/// `command` run under a pseudo-terminal (util-linux `script`): its output as the terminal got it.
+fn on_a_terminal(command: &str, dir: &Path) -> String {
+    let o = Command::new("script").args(["-qec", command, "/dev/null"]).current_dir(dir).output().expect("script (util-linux)");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{command}:\n{out}");
+    out
+}
+
+/// Import, export, checkpoint save and load draw their progress on a terminal and leave one
+/// summary line in a log (issue 20, item 7).
+#[test]
+fn long_copies_show_progress_on_a_terminal_and_one_line_in_a_log() {
+    let dir = tmpdir("progress");
+    let hf = repo().join("tests/fixtures/llama2_gqa");
+    let redrawn = "\r\x1b[K";
+    let term = on_a_terminal(&format!("{} import --hf {} --out ck-term", bin(), hf.display()), &dir);
+    assert!(term.contains(&format!("{redrawn}import: ")) && term.contains(" left"), "{term:?}");
+    let o = Command::new(bin()).args(["import", "--hf", hf.to_str().unwrap(), "--out"]).arg(dir.join("ck-log")).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success() && !out.contains('\r') && !err.contains('\r'), "{out}{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("import: ")).count(), 1, "{out}");
+    let term = on_a_terminal(&format!("{} export --load ck-term --out hf-out", bin()), &dir);
+    assert!(term.contains(&format!("{redrawn}export: ")), "{term:?}");
+    // Under mpirun a rank's stderr is a pipe: SWALLOW_PROGRESS=always draws there, rank 0 only.
+    let save = dir.join("run");
+    let train = |env: &str| {
+        let mut c = common::mpirun_command(2, &["train", "--config", "tiny", "--data", sample_prefix(), "--steps", "2", "--tp", "2", "--load", "auto"]);
+        c.arg("--save").arg(&save).env("SWALLOW_PROGRESS", env);
+        text(&c.output().unwrap())
+    };
+    let (_, err) = train("never");
+    assert!(!err.contains(redrawn), "{err}");
+    std::fs::remove_dir_all(&save).unwrap();
+    let (_, err) = train("always");
+    assert!(err.contains(&format!("{redrawn}checkpoint save of step 2: ")), "{err:?}");
+    let (out, err) = train("always");
+    assert!(err.contains(&format!("{redrawn}checkpoint load: ")) && out.contains("checkpoint: resumed from"), "{out}{err:?}");
 }
 
 /// Every flag of every command says what it is for in --help (issue 20, item 7).

@@ -125,13 +125,76 @@ fn plan_prints_the_layout_budget_and_json() {
 }
 
 #[test]
+fn search_ranks_only_what_fits_with_headroom_and_can_train() {
+    // The field test: swallow-7b on 32 A100 40 GB ranked first a layout planned at 39.87 GiB
+    // without recomputation, which training cannot run and the GPU cannot hold.
+    let o = plan(&["--model", "swallow-7b", "--gpus", "32", "--gpu", "a100", "--search"]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let s = last_json(&o);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 15 && w[0].parse::<usize>().is_ok())
+        .collect();
+    assert_eq!(rows.len(), 15, "{stdout}");
+    for w in &rows {
+        assert!(w[6] == "selective" || w[6] == "full", "{w:?}");
+        assert!(w[7].parse::<f64>().unwrap() <= 36.0, "within 90% of 40 GiB: {w:?}");
+    }
+    let best = &s["best"];
+    assert!(best["memory_gib_per_gpu"].as_f64().unwrap() <= 36.0 && best["recompute"] != "none", "{best}");
+    // Wall hours sit beside the GPU-hours: GPU-hours = wall hours x GPUs.
+    let (wall, gpu_hours) = (best["wall_hours"].as_f64().unwrap(), best["gpu_hours"].as_f64().unwrap());
+    assert!((wall * 32.0 - gpu_hours).abs() < 1e-6 * gpu_hours);
+    assert!(stdout.contains(&format!("{:.1}", wall)), "the table shows wall hours: {stdout}");
+    // The 70B preset plans on 8-GPU H100 nodes by default, and the header says so.
+    let o = plan(&["--model", "swallow-70b", "--gpus", "256", "--gpu", "h100"]);
+    let head = String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string();
+    assert_eq!(last_json(&o)["tp"].as_u64(), Some(8));
+    assert!(head.contains("8 GPUs per node"), "{head}");
+    let o = plan(&["--model", "swallow-70b", "--gpus", "256", "--gpu", "h100", "--gpus-per-node", "4", "--tp", "4"]);
+    assert!(String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().contains("4 GPUs per node"));
+}
+
+#[test]
+fn the_printed_launch_line_runs_the_planned_layout() {
+    // The search's mpirun line, run as printed (swallow on PATH, $DATA and $SAVE set) with only
+    // a CPU dry run added, starts 4 real ranks in exactly the layout the search ranked first.
+    let dir = tmpdir("plan", "launch");
+    let data = sample(&dir);
+    let o = plan(&["--model", "tiny", "--gpus", "4", "--gpu", "a100", "--gpus-per-node", "4", "--search", "--set", "train.lr=1e-3"]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let best = stdout.lines().find_map(|l| l.strip_prefix("fastest: ")).expect("a fastest layout").to_string();
+    let line = stdout.lines().find_map(|l| l.trim().starts_with("mpirun ").then(|| l.trim().to_string())).expect("an mpirun line");
+    assert!(line.contains("--set train.lr=1e-3"), "the plan's settings travel: {line}");
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_swallow")).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let run = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{line} --device cpu --dry-run"))
+        .current_dir(&dir)
+        .env("PATH", path)
+        .env("DATA", &data)
+        .env("SAVE", dir.join("ckpt"))
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let out = common::succeeded(&run, &line);
+    assert!(out.lines().any(|l| l == format!("layout: {best}")), "planned {best}\n{out}");
+    assert!(!dir.join("ckpt").exists(), "a dry run creates nothing");
+}
+
+#[test]
 fn plan_rejects_bad_input_with_one_line() {
     for (args, needle) in [
         (vec!["--model", "swallow-7b", "--gpus", "32", "--gpu", "v100"], "v100"),
         (vec!["--model", "swallow-7b", "--gpus", "48", "--tp", "3", "--pp", "1"], "parallel.tp = 3"),
         (vec!["--model", "swallow-7b", "--gpus", "30"], "world size 30"),
         (vec!["--model", "swallow-7b", "--gpus", "32", "--recompute", "some"], "--recompute"),
-        (vec!["--model", "swallow-7b", "--gpus", "32", "--tp", "8"], "--tp 8"),
+        (vec!["--model", "swallow-7b", "--gpus", "32", "--gpu", "h100-94", "--tp", "8"], "--tp 8"),
         (vec!["--gpus", "8"], "--model"),
     ] {
         let o = plan(&args);

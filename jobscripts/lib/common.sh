@@ -27,6 +27,21 @@ swallow_gpus_per_node() {
     fi
 }
 
+# The GPU kind the dry run plans memory for (`swallow train --gpu`; `swallow plan --gpu` lists
+# them): ABCI 3.0's nodes carry H200s, TSUBAME 4.0's the 94 GB H100 (h100-94), the usual Slurm
+# nodes 80 GB H100s. SWALLOW_GPU wins.
+swallow_gpu_kind() {
+    if [ -n "${SWALLOW_GPU:-}" ]; then
+        echo "$SWALLOW_GPU"
+    else
+        case $1 in
+            age) echo h100-94 ;;
+            pbs) echo h200 ;;
+            *) echo h100 ;;
+        esac
+    fi
+}
+
 # swallow_layout NAME: sets SWALLOW_CONFIG, SWALLOW_GPUS, SWALLOW_TP, SWALLOW_PP from the table;
 # SWALLOW_TP and SWALLOW_PP set beforehand override the table's (SWALLOW_VPP adds --vpp).
 swallow_layout() {
@@ -78,6 +93,7 @@ swallow_init() {
     # The rank count: the layout's GPUs, or SWALLOW_RANKS for a scaled-down (dry) run.
     SWALLOW_NP=${SWALLOW_RANKS:-$SWALLOW_GPUS}
     SWALLOW_PER_NODE=$(swallow_gpus_per_node "$1")
+    SWALLOW_GPU=$(swallow_gpu_kind "$1")
     swallow_check_tp "$SWALLOW_PER_NODE"
     (( SWALLOW_NP % (SWALLOW_TP * SWALLOW_PP) == 0 )) ||
         swallow_die "$SWALLOW_NP ranks do not divide into tp $SWALLOW_TP x pp $SWALLOW_PP"
@@ -146,7 +162,7 @@ swallow_train_command() {
     fi
     SWALLOW_CMD=("$SWALLOW_HOME/jobscripts/lib/bind-gpu.sh" "$SWALLOW_BIN" train
         --config "$SWALLOW_CONFIG" --tp "$SWALLOW_TP" --pp "$SWALLOW_PP"
-        --data "$SWALLOW_DATA" --device "${SWALLOW_DEVICE:-cuda}"
+        --data "$SWALLOW_DATA" --device "${SWALLOW_DEVICE:-cuda}" --gpu "$SWALLOW_GPU"
         --save "$save" --save-every "${SWALLOW_SAVE_EVERY:-500}" --load "$load"
         --metrics "$SWALLOW_RUN_DIR/metrics.jsonl")
     [ -z "${SWALLOW_VPP:-}" ] || SWALLOW_CMD+=(--vpp "$SWALLOW_VPP")

@@ -13,6 +13,7 @@ use super::hyperslab::{selection_blocks, Block};
 use super::integrity;
 use super::pagecache::{Hints, READ_AHEAD_BYTES};
 use crate::dist::agree::agree;
+use crate::progress::ProgressMeter;
 use anyhow::{bail, ensure, Context, Result};
 use hdf5_metno as h5;
 use hdf5_metno::types::VarLenUnicode;
@@ -307,8 +308,13 @@ impl Drop for Writer<'_> {
 /// attributes. Every rank passes the same tensors in the same order. Every value read must be
 /// finite, and every tensor that the ranks read whole together must match its checksum
 /// (integrity.rs; files written before checksums were stored are not verified): otherwise every
-/// rank returns the same error naming the tensor.
-pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorRequest]) -> Result<BTreeMap<String, AttrValue>> {
+/// rank returns the same error naming the tensor. `meter` advances by each tensor's stored bytes.
+pub fn read(
+    path: &Path,
+    comm: &SimpleCommunicator,
+    requests: &mut [TensorRequest],
+    mut meter: Option<&mut ProgressMeter>,
+) -> Result<BTreeMap<String, AttrValue>> {
     let file = agree(comm, open_parallel(path, comm, false))?;
     let ctx = || format!("reading checkpoint {}", path.display());
     let attrs = read_attrs(&file).with_context(ctx)?;
@@ -369,6 +375,9 @@ pub fn read(path: &Path, comm: &SimpleCommunicator, requests: &mut [TensorReques
             }
         }
         stored[i] = ds.attr(CHECKSUM).and_then(|a| a.read_scalar::<u64>()).ok();
+        if let Some(m) = meter.as_deref_mut() {
+            m.advance(super::format::tensor_bytes(&t.shape));
+        }
         for (r, values) in t.pieces.iter() {
             if let (None, Some((e, x))) = (&non_finite, integrity::first_non_finite(values, r.start)) {
                 non_finite = Some(format!("tensor {} holds a non-finite value ({x} at element {e})", t.name));

@@ -8,6 +8,7 @@
 use super::dist::{self, AttrValue, TensorRequest};
 use crate::config::Config;
 use crate::model::params::ParamTable;
+use crate::progress::ProgressMeter;
 use anyhow::{bail, Context, Result};
 use mpi::topology::SimpleCommunicator;
 use serde_json::json;
@@ -32,7 +33,7 @@ pub fn read_tensor(path: &Path, comm: &SimpleCommunicator, name: &str, shape: &[
     let numel: usize = shape.iter().product();
     let mut buf = vec![0f32; numel];
     let mut req = [TensorRequest { name: name.into(), shape: shape.iter().map(|&d| d as u64).collect(), pieces: vec![(0..numel as u64, &mut buf[..])] }];
-    dist::read(path, comm, &mut req)?;
+    dist::read(path, comm, &mut req, None)?;
     Ok(buf)
 }
 
@@ -157,6 +158,7 @@ fn write_directory(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: Ex
     }
     let n = shards.len();
     let mut weight_map = BTreeMap::new();
+    let mut meter = ProgressMeter::new("export", table.numel() as u64 * dtype.bytes(), true);
     let mut total = 0u64;
     for (k, ids) in shards.iter().enumerate() {
         let file = format!("model-{:05}-of-{n:05}.safetensors", k + 1);
@@ -183,10 +185,12 @@ fn write_directory(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: Ex
         for &p in ids {
             let spec = &table.specs[p];
             put(&dtype.encode(&read_tensor(ckpt, comm, &spec.name, &spec.shape)?))?;
+            meter.advance(spec.numel() as u64 * dtype.bytes());
         }
         w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     }
+    drop(meter);
     let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
     write_file(&out.join("model.safetensors.index.json"), &serde_json::to_vec_pretty(&index)?)?;
     let (copied, specials) = match tokenizer {

@@ -18,6 +18,7 @@ use super::store::{self, Verdict};
 use super::vocab::{self, Expansion};
 use crate::config::Config;
 use crate::model::params::ParamTable;
+use crate::progress::ProgressMeter;
 use anyhow::{bail, Context, Result};
 use mpi::topology::SimpleCommunicator;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,7 @@ pub fn import(hf_dir: &Path, out: &Path, new_tokenizer: Option<&Path>, comm: &Si
     let (tmp, path, is_dir) = destination(out)?;
 
     let mut file = dist::Writer::create(&tmp, comm)?;
+    let mut meter = ProgressMeter::new("import", format::state_bytes(&names[..table.specs.len()]) as u64, true);
     let vocab_rows = [table.embed, table.lm_head];
     for (p, spec) in table.specs.iter().enumerate() {
         let mut values = weights.tensor(&old_table.specs[p])?;
@@ -78,7 +80,9 @@ pub fn import(hf_dir: &Path, out: &Path, new_tokenizer: Option<&Path>, comm: &Si
         }
         let shape = names[p].1.clone();
         file.put(&TensorPiece { name: spec.name.clone(), shape, pieces: vec![(0..values.len() as u64, &values)] })?;
+        meter.advance(4 * values.len() as u64);
     }
+    drop(meter);
     let mut attrs = format::attributes(&cfg, &Progress { step: 0, optimizer_updates: 0 }, "tp 1 dp 1 pp 1 zero 0".into())?;
     let source = match new_tokenizer {
         Some(t) => format!("{} with the vocabulary of {}", hf_dir.display(), t.display()),

@@ -11,7 +11,6 @@ pub mod inspect;
 pub mod merge;
 pub mod prep;
 pub mod prep_input;
-pub mod progress;
 pub mod sampler;
 pub mod spec;
 pub mod token_check;

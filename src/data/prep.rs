@@ -14,7 +14,7 @@
 
 use crate::data::indexed::{with_suffix, IndexedDataset, IndexedWriter, TokenDtype};
 use crate::data::prep_input::{check_inputs, expand_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
-use crate::data::progress::Progress;
+use crate::progress::ProgressMeter;
 use crate::dist::Collectives;
 use crate::tokenize::{eod::eod_id, Encoder};
 use anyhow::{anyhow, Context, Result};
@@ -232,7 +232,8 @@ fn tokenize_pieces(
         .build()
         .context("starting tokenizer threads")?;
     let total_bytes = pieces.iter().map(|p| p.bytes()).sum::<Result<u64>>()?;
-    let mut progress = Progress::new("prep", total_bytes, show_progress);
+    let mut progress = ProgressMeter::new("prep", total_bytes, show_progress);
+    let detail = |p: &ProgressMeter, c: &Counts| format!(" | {} docs | {:.2}M tokens/s", c.documents, c.tokens as f64 / p.elapsed_s().max(1e-9) / 1e6);
     let read = AtomicU64::new(0);
     let mut writer = IndexedWriter::create(target, dtype)?;
     let mut c = Counts::default();
@@ -266,15 +267,15 @@ fn tokenize_pieces(
             if chunk_bytes >= CHUNK_BYTES {
                 flush(&mut chunk, &mut c)?;
                 chunk_bytes = 0;
-                progress.update(read.load(Ordering::Relaxed), c.documents, c.tokens);
+                progress.update(read.load(Ordering::Relaxed), &detail(&progress, &c));
             }
             Ok(())
         })?;
         c.bad_lines += bad;
     }
     flush(&mut chunk, &mut c)?;
-    progress.update(read.load(Ordering::Relaxed), c.documents, c.tokens);
-    progress.finish();
+    progress.update(read.load(Ordering::Relaxed), &detail(&progress, &c));
+    drop(progress);
     if refuse_empty && c.documents == 0 {
         return Err(no_documents(opts));
     }

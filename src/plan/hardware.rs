@@ -1,6 +1,7 @@
 //! The one table of hardware figures the planner prices with: per GPU kind its memory, dense bf16
 //! peak, the share of it the layer compute sustains, HBM and NVLink bandwidth, and the node it
-//! sits in (GPUs per node, InfiniBand per node). Sources and reasoning: docs/PLANNER.md.
+//! sits in (GPUs per node, InfiniBand per node), and the share of the memory a plan may fill.
+//! Sources and reasoning: docs/PLANNER.md.
 
 use anyhow::{bail, Result};
 
@@ -27,13 +28,31 @@ pub struct GpuKind {
 /// Share of a link's bandwidth that NCCL collectives reach (bus bandwidth / link bandwidth).
 pub const LINK_EFFICIENCY: f64 = 0.8;
 
+/// Share of a GPU's memory kept free by every plan, on top of the fixed CUDA/NCCL overhead the
+/// memory model counts: what the model cannot see — the caching allocator's fragmentation (free
+/// blocks too small for the next request grow over a long run), NCCL buffers created later for
+/// new peers, and other processes' contexts on the GPU. A layout planned to within 10% of the
+/// capacity is the one that dies of out-of-memory hours into a job.
+pub const MEMORY_HEADROOM: f64 = 0.10;
+
 const MIB: f64 = 1024.0 * 1024.0;
 
-pub const GPU_KINDS: [GpuKind; 3] = [
+pub const GPU_KINDS: [GpuKind; 4] = [
     GpuKind {
         name: "h100",
-        description: "H100 SXM 80 GB, 4 per node, 4 x 200 Gb/s InfiniBand per node (a TSUBAME 4.0-like node; its H100s have 94 GB: --gpu-memory-gib 94)",
+        description: "H100 SXM 80 GB, 8 x 400 Gb/s InfiniBand per node (a DGX/HGX H100 node)",
         memory_bytes: 81_559.0 * MIB,
+        peak_tflops: 989.0,
+        sustained_fraction: 0.58,
+        hbm_gbps: 3350.0,
+        nvlink_gbps: 450.0,
+        gpus_per_node: 8,
+        ib_node_gbps: 400.0,
+    },
+    GpuKind {
+        name: "h100-94",
+        description: "H100 SXM5 94 GB, 4 x 200 Gb/s InfiniBand per node (TSUBAME 4.0's node_f)",
+        memory_bytes: 94e9,
         peak_tflops: 989.0,
         sustained_fraction: 0.58,
         hbm_gbps: 3350.0,
@@ -43,7 +62,7 @@ pub const GPU_KINDS: [GpuKind; 3] = [
     },
     GpuKind {
         name: "h200",
-        description: "H200 SXM 141 GB, 8 per node, 8 x 400 Gb/s InfiniBand per node",
+        description: "H200 SXM 141 GB, 8 x 400 Gb/s InfiniBand per node (ABCI 3.0's rt_HF node)",
         memory_bytes: 143_771.0 * MIB,
         peak_tflops: 989.0,
         sustained_fraction: 0.58,
@@ -54,7 +73,7 @@ pub const GPU_KINDS: [GpuKind; 3] = [
     },
     GpuKind {
         name: "a100",
-        description: "A100 SXM 40 GB, 8 per node, 4 x 200 Gb/s InfiniBand per node (ABCI-like, as Swallow ran)",
+        description: "A100 SXM 40 GB, 4 x 200 Gb/s InfiniBand per node (ABCI-like, as Swallow ran)",
         memory_bytes: 40_960.0 * MIB,
         peak_tflops: 312.0,
         sustained_fraction: 0.68,
@@ -74,6 +93,16 @@ impl GpuKind {
                 bail!("--gpu {name:?}: expected one of {}", names.join(", "))
             }
         }
+    }
+
+    /// Bytes a plan may fill: the memory less `MEMORY_HEADROOM`.
+    pub fn plannable_bytes(&self) -> f64 {
+        self.memory_bytes * (1.0 - MEMORY_HEADROOM)
+    }
+
+    /// Whether `bytes` per GPU fit within the plannable memory.
+    pub fn fits(&self, bytes: f64) -> bool {
+        bytes <= self.plannable_bytes()
     }
 
     /// FLOP/s the layer compute sustains.

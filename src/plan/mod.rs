@@ -10,9 +10,11 @@
 //! - time.rs: step time from FLOPs, link bandwidths and the pipeline simulator
 //! - search.rs: the valid layouts of a GPU count
 //! - report.rs: the `swallow plan` command (table, last line JSON)
+//! - launch.rs: the mpirun line and job-script variables of a planned layout
 //! - ranks.rs: the plan inside `swallow train` (the dry run; measured vs planned heap per rank)
 
 pub mod hardware;
+pub mod launch;
 pub mod memory;
 pub mod ranks;
 pub mod report;

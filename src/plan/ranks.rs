@@ -94,10 +94,11 @@ pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> 
         t.seq_len + 1
     );
     println!(
-        "memory plan per rank (CPU backend f32 | bf16 on {}, {} recompute, capacity {:.2} GiB):",
+        "memory plan per rank (CPU backend f32 | bf16 on {}, {} recompute, capacity {:.2} GiB, of it {:.2} GiB plannable):",
         gpu.name,
         l.recompute.name(),
-        gpu.memory_bytes / GIB
+        gpu.memory_bytes / GIB,
+        gpu.plannable_bytes() / GIB
     );
     let per_stage = l.tp * l.dp;
     for s in 0..l.pp {
@@ -108,7 +109,7 @@ pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> 
             if hi - lo < 0.005 { format!("{hi:.2}") } else { format!("{lo:.2}-{hi:.2}") }
         };
         let cpu_unit = if ranks[0][0] >= GIB { (GIB, "GiB") } else { (MIB, "MiB") };
-        let fits = ranks.iter().all(|r| r[1] <= gpu.memory_bytes);
+        let fits = ranks.iter().all(|r| gpu.fits(r[1]));
         println!(
             "  stage {s} (ranks {}-{}): cpu {} {} | {} {} GiB{}",
             s * per_stage,

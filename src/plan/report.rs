@@ -1,8 +1,10 @@
 //! `swallow plan`: prints the plan of one layout (memory per pipeline stage by category, step
-//! time and its parts, throughput, MFU, GPU-hours and cost of the token budget) or, with
-//! `--search`, the ranked table of every valid layout that fits; the last line is JSON.
+//! time and its parts, throughput, MFU, wall hours, GPU-hours and cost of the token budget, and
+//! how to launch it) or, with `--search`, the ranked table of every valid layout that fits and
+//! how to launch the fastest; the last line is JSON.
 
-use super::hardware::GpuKind;
+use super::hardware::{GpuKind, MEMORY_HEADROOM};
+use super::launch::Launch;
 use super::memory::{self, Memory};
 use super::search::{price, search, Candidate};
 use super::{Layout, Recompute};
@@ -47,7 +49,11 @@ impl Target {
 }
 
 pub struct PlanOptions {
-    /// The configuration with the layout flags applied.
+    /// The preset name or TOML file given.
+    pub config_arg: String,
+    /// The settings given (flags and `--set`), `key=value` in order.
+    pub settings: Vec<String>,
+    /// The configuration with the settings applied.
     pub cfg: Config,
     pub gpus: usize,
     pub target: Target,
@@ -80,8 +86,8 @@ fn header(o: &PlanOptions) -> String {
     let params = ParamTable::llama(m).numel() as f64;
     let on = match o.target {
         Target::Gpu(g) => format!(
-            "{} x {} ({}; planned with {} GiB, {} per node)",
-            o.gpus, g.name, g.description, gib(g.memory_bytes), g.gpus_per_node
+            "{} x {}, {} GiB each, {} GPUs per node: {}",
+            o.gpus, g.name, gib(g.memory_bytes), g.gpus_per_node, g.description
         ),
         Target::Cpu => format!("{} on this build's CPU backend (f32)", crate::dist::topology::ranks(o.gpus)),
     };
@@ -92,7 +98,7 @@ fn header(o: &PlanOptions) -> String {
 }
 
 /// The per-stage memory table (GiB), rows = stages.
-fn memory_table(stages: &[Memory], capacity: Option<f64>) -> String {
+fn memory_table(stages: &[Memory], gpu: Option<&GpuKind>) -> String {
     let mut s = String::from("memory per rank (GiB)");
     let names: Vec<&str> = stages[0].rows().iter().map(|r| r.0).collect();
     s += &format!("\n  {:<6}", "stage");
@@ -106,8 +112,8 @@ fn memory_table(stages: &[Memory], capacity: Option<f64>) -> String {
             s += &format!(" {:>15}", gib(b));
         }
         s += &format!(" {:>9}", gib(m.total()));
-        if let Some(c) = capacity {
-            s += if m.total() <= c { "  fits" } else { "  DOES NOT FIT" };
+        if let Some(g) = gpu {
+            s += if g.fits(m.total()) { "  fits" } else { "  DOES NOT FIT" };
         }
     }
     s
@@ -164,8 +170,8 @@ pub fn run(o: &PlanOptions) -> Result<()> {
     }
     println!("layout: {}", l.describe());
     let stages = (0..l.pp).map(|s| memory::gpu(&o.cfg, &l, s)).collect::<Result<Vec<_>>>()?;
-    println!("{}", memory_table(&stages, Some(gpu.memory_bytes)));
-    println!("  capacity {} GiB per GPU", gib(gpu.memory_bytes));
+    println!("{}", memory_table(&stages, Some(&gpu)));
+    println!("  {}", capacity(&gpu));
     let c = price(&o.cfg, &l, &gpu)?;
     match &c.time {
         Some(t) => {
@@ -183,34 +189,68 @@ pub fn run(o: &PlanOptions) -> Result<()> {
                 "budget: {:.2}B tokens = {steps:.0} steps | {hours:.1} h on {} GPUs = {gpu_hours:.0} GPU-hours | {yen:.0} yen at {} yen per GPU-hour",
                 tokens / 1e9, o.gpus, o.price_yen
             );
+            print_launch(o, &l, &gpu);
         }
-        None => println!("does not fit in {} GiB: no time estimate (try --search)", gib(gpu.memory_bytes)),
+        None => println!("does not fit in {} GiB: no time estimate (try --search)", gib(gpu.plannable_bytes())),
     }
     println!("{}", summary_json(o, &c, &gpu));
     Ok(())
 }
 
+/// The capacity line: the memory, and what of it a plan may fill.
+fn capacity(gpu: &GpuKind) -> String {
+    format!(
+        "capacity {} GiB per GPU; a layout fits within {} GiB ({:.0}% kept free for allocator fragmentation, NCCL buffers created later and other contexts, beyond the fixed CUDA/NCCL row)",
+        gib(gpu.memory_bytes),
+        gib(gpu.plannable_bytes()),
+        100.0 * MEMORY_HEADROOM
+    )
+}
+
+/// How to launch `l`: the mpirun line and the job scripts' variables.
+fn print_launch(o: &PlanOptions, l: &Layout, gpu: &GpuKind) {
+    if l.recompute == Recompute::None {
+        println!("launch: none (training recomputes the attention core at least: --recompute selective or full)");
+        return;
+    }
+    let launch = Launch { config_arg: &o.config_arg, cfg: &o.cfg, settings: &o.settings, gpus: o.gpus, gpus_per_node: gpu.gpus_per_node };
+    println!("launch ($DATA: the data spec, $SAVE: the checkpoint directory, $SCHEDULER: slurm, pbs or age):");
+    println!("  {}", launch.mpirun_line(l));
+    for line in launch.job_script_lines(l) {
+        println!("  {line}");
+    }
+}
+
 fn run_search(o: &PlanOptions, gpu: &GpuKind) -> Result<()> {
     let all = search(&o.cfg, o.gpus, gpu)?;
     let fitting: Vec<&Candidate> = all.iter().filter(|c| c.time.is_some()).collect();
-    println!("{} valid layouts of {} GPUs, {} fit in {} GiB; fastest first:", all.len(), o.gpus, fitting.len(), gib(gpu.memory_bytes));
+    println!("{} valid layouts of {} GPUs, {} fit; fastest first:", all.len(), o.gpus, fitting.len());
+    println!("  {}", capacity(gpu));
     println!(
-        "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8} {:>7} {:>11} {:>6} {:>10} {:>12}",
-        "#", "tp", "pp", "vpp", "dp", "mb", "recompute", "mem GiB", "step s", "bubble", "tokens/s", "MFU", "GPU-hours", "yen"
+        "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8} {:>7} {:>11} {:>6} {:>8} {:>10} {:>12}",
+        "#", "tp", "pp", "vpp", "dp", "mb", "recompute", "mem GiB", "step s", "bubble", "tokens/s", "MFU", "wall h", "GPU-hours", "yen"
     );
     for (i, c) in fitting.iter().take(SHOWN).enumerate() {
         let (l, t) = (&c.layout, c.time.as_ref().expect("fitting layouts are timed"));
-        let (_, gpu_hours, yen, _) = budget(o, t.step_s);
+        let (_, gpu_hours, yen, hours) = budget(o, t.step_s);
         println!(
-            "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8.3} {:>6.1}% {:>11.0} {:>5.1}% {:>10.0} {:>12.0}",
+            "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8.3} {:>6.1}% {:>11.0} {:>5.1}% {:>8.1} {:>10.0} {:>12.0}",
             i + 1, l.tp, l.pp, l.vpp, l.dp, l.micro_batch, l.recompute.name(), gib(c.memory.total()),
-            t.step_s, 100.0 * t.bubble, t.tokens_per_s, 100.0 * t.mfu, gpu_hours, yen
+            t.step_s, 100.0 * t.bubble, t.tokens_per_s, 100.0 * t.mfu, hours, gpu_hours, yen
         );
     }
     let best = match fitting.first() {
-        Some(c) => summary_json(o, c, gpu),
+        Some(c) => {
+            println!("fastest: {}", c.layout.describe());
+            print_launch(o, &c.layout, gpu);
+            summary_json(o, c, gpu)
+        }
         None => {
-            println!("no layout fits; the smallest needs {} GiB", all.first().map(|c| gib(c.memory.total())).unwrap_or_default());
+            println!(
+                "no layout fits in {} GiB; the smallest needs {} GiB",
+                gib(gpu.plannable_bytes()),
+                all.first().map(|c| gib(c.memory.total())).unwrap_or_default()
+            );
             serde_json::Value::Null
         }
     };

@@ -1,8 +1,9 @@
 //! `swallow plan --search`: every layout of a GPU count — TP dividing the GPUs per node (and
 //! passing the tensor-parallel checks), PP dividing the layers, virtual stages dividing the
-//! layers per stage (at most `MAX_VPP`), micro-batches of 1 to 8, each recomputation — that
-//! passes the layout checks, priced for memory (the fullest stage: the first holds the most
-//! micro-batches in flight and the extra layers, the last the head) and, when it fits, for time.
+//! layers per stage (at most `MAX_VPP`), micro-batches of 1 to 8, each recomputation training
+//! can run (selective, full) — that passes the layout checks, priced for memory (the fullest
+//! stage: the first holds the most micro-batches in flight and the extra layers, the last the
+//! head) and, when it fits within the plannable memory (hardware.rs's headroom), for time.
 
 use super::hardware::GpuKind;
 use super::memory::{gpu as gpu_memory, Memory};
@@ -27,7 +28,7 @@ pub struct Candidate {
 
 impl Candidate {
     pub fn fits(&self, gpu: &GpuKind) -> bool {
-        self.memory.total() <= gpu.memory_bytes
+        gpu.fits(self.memory.total())
     }
 }
 
@@ -42,7 +43,7 @@ pub fn peak_memory(cfg: &Config, l: &Layout) -> Result<Memory> {
 /// Prices `l`: memory always, time only when it fits on `gpu`.
 pub fn price(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<Candidate> {
     let memory = peak_memory(cfg, l)?;
-    let time = if memory.total() <= gpu.memory_bytes { Some(step_time(cfg, l, gpu)?) } else { None };
+    let time = if gpu.fits(memory.total()) { Some(step_time(cfg, l, gpu)?) } else { None };
     Ok(Candidate { layout: *l, memory, time })
 }
 
@@ -51,7 +52,8 @@ fn divisors(n: usize) -> Vec<usize> {
 }
 
 /// Every valid layout of `gpus` GPUs for `cfg` (ZeRO from the config, sequence parallelism with
-/// every TP > 1), priced; the number of valid layouts is the length.
+/// every TP > 1, the recomputations `swallow train` takes), priced; the number of valid layouts
+/// is the length.
 pub fn search(cfg: &Config, gpus: usize, gpu: &GpuKind) -> Result<Vec<Candidate>> {
     let layers = cfg.model.num_layers;
     let mut out = Vec::new();
@@ -64,7 +66,7 @@ pub fn search(cfg: &Config, gpus: usize, gpu: &GpuKind) -> Result<Vec<Candidate>
             let vpps: Vec<usize> = if pp == 1 { vec![1] } else { divisors(layers / pp).into_iter().filter(|&v| v <= MAX_VPP).collect() };
             for vpp in vpps {
                 for micro_batch in MICRO_BATCHES {
-                    for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
+                    for recompute in [Recompute::Selective, Recompute::Full] {
                         let l = Layout {
                             tp,
                             pp,
@@ -109,10 +111,12 @@ mod tests {
             assert!(l.check(&cfg).is_ok() && l.world() == 64, "{l:?}");
             assert!(gpu.gpus_per_node.is_multiple_of(l.tp) && cfg.model.num_layers.is_multiple_of(l.pp), "{l:?}");
             assert_eq!(c.time.is_some(), c.fits(&gpu), "{l:?}");
+            assert!(l.recompute != Recompute::None, "training cannot run without recomputation: {l:?}");
         }
         let times: Vec<f64> = all.iter().filter_map(|c| c.time.map(|t| t.step_s)).collect();
         assert!(!times.is_empty() && times.windows(2).all(|w| w[0] <= w[1]));
         assert!(all.iter().skip(times.len()).all(|c| c.time.is_none()), "fitting layouts first");
+        assert!(all.iter().all(|c| c.fits(&gpu) == (c.memory.total() <= 0.9 * gpu.memory_bytes)), "10% headroom");
         // Swallow's own 13B layout (tp 2, pp 4, dp 8, micro-batch 1, selective) is among them.
         assert!(all.iter().any(|c| {
             let l = &c.layout;

@@ -181,9 +181,9 @@ mod tests {
     #[test]
     fn predicted_mfu_lands_on_the_reference_anchors() {
         // Calibration guard (docs/PLANNER.md): the sustained fractions in hardware.rs were set so
-        // that Megatron's measured runs come out — Llama 3.1 8B at seq 8192 on H100: 43-51% MFU
+        // that Megatron's measured runs come out — Llama 3.1 8B at seq 8192 on TSUBAME 4.0 H100: 43-51% MFU
         // (tp 2 pp 1 here); Swallow 7B's layout on A100: about 180 TFLOP/s (58%).
-        let h100 = GpuKind::by_name("h100").unwrap();
+        let h100 = GpuKind::by_name("h100-94").unwrap();
         let c = Config::load("llama3-8b", &["parallel.tp=2".into(), "parallel.zero=1".into(), "parallel.sequence_parallel=true".into()]).unwrap();
         let t = step_time(&c, &Layout::from_config(&c, 8, Recompute::Selective).unwrap(), &h100).unwrap();
         assert!((0.43..=0.51).contains(&t.mfu), "llama3-8b on 8 h100: {}", t.mfu);
