@@ -1,7 +1,8 @@
 //! `swallow eval`: the mean token loss of a model on given shards, read whole and in order
 //! (sample j = stream tokens [j*T, j*T + T + 1), no shuffle, no split). The model comes from a
 //! Hugging Face directory (`--hf DIR`) or a checkpoint (`--load CKPT`); the last line printed is
-//! `{"loss": x, ...}`.
+//! `{"loss": x, ...}`. What it does not score is said: the samples after the last full
+//! micro-batch (or after `--batches`), and each entry's last tokens, too few for a sample.
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
@@ -30,11 +31,38 @@ pub struct EvalOptions<'a> {
     pub batches: Option<usize>,
 }
 
-/// Mean loss and token count.
+/// Mean loss, the tokens scored, and those left out.
 #[derive(Clone, Copy, Debug)]
 pub struct EvalResult {
     pub loss: f64,
     pub tokens: u64,
+    /// Whole samples not scored: after the last full micro-batch, or after `--batches`.
+    pub samples_left: u64,
+    /// Tokens at the ends of the entries, fewer than a sample.
+    pub tail_tokens: u64,
+}
+
+impl EvalResult {
+    /// Predictions the data holds that were not scored.
+    pub fn unscored_tokens(&self, seq: usize) -> u64 {
+        self.samples_left * seq as u64 + self.tail_tokens
+    }
+
+    /// `not scored: ...` for the report line.
+    fn unscored_note(&self, seq: usize, micro_batch: usize, limited: bool) -> String {
+        let mut parts = Vec::new();
+        if self.samples_left > 0 {
+            let why = if limited { "after --batches".to_string() } else { format!("fewer than a micro-batch of {micro_batch}") };
+            parts.push(format!("{} samples {why}", self.samples_left));
+        }
+        if self.tail_tokens > 0 {
+            parts.push(format!("{} tokens at the data's end, fewer than a sample of {seq}", self.tail_tokens));
+        }
+        match parts.is_empty() {
+            true => "every token scored".into(),
+            false => format!("not scored: {} tokens ({})", self.unscored_tokens(seq), parts.join("; ")),
+        }
+    }
 }
 
 /// Loads the weights of an HF directory into a model on `backend`.
@@ -80,7 +108,10 @@ pub fn evaluate<B: Backend>(model: &mut Llama<B>, sampler: &BlendedSampler, batc
         loss_sum += model.forward(&batch, 0.0);
     }
     let tokens = (n_batches * mb * model.seq) as u64;
-    Ok(EvalResult { loss: loss_sum / tokens as f64, tokens })
+    let seq = model.seq as u64;
+    let tail_tokens = sampler.samplers().iter().map(|s| s.num_tokens().saturating_sub(1) - s.num_samples() * seq).sum();
+    let samples_left = sampler.num_samples() - (n_batches * mb) as u64;
+    Ok(EvalResult { loss: loss_sum / tokens as f64, tokens, samples_left, tail_tokens })
 }
 
 pub fn run(o: &EvalOptions) -> Result<EvalResult> {
@@ -93,7 +124,15 @@ pub fn run(o: &EvalOptions) -> Result<EvalResult> {
     };
     let sampler = BlendedSampler::open(o.data, o.seq_len, 0, model.cfg.vocab_size)?;
     let r = evaluate(&mut model, &sampler, o.batches)?;
-    println!("eval: {} tokens from {} | loss {:.6} | perplexity {:.3}", r.tokens, o.data, r.loss, r.loss.exp());
-    println!("{}", serde_json::json!({ "loss": r.loss, "tokens": r.tokens }));
+    let limited = o.batches.is_some_and(|b| b * o.micro_batch < sampler.num_samples() as usize);
+    println!(
+        "eval: {} tokens from {} | loss {:.6} | perplexity {:.3} | {}",
+        r.tokens,
+        o.data,
+        r.loss,
+        r.loss.exp(),
+        r.unscored_note(o.seq_len, o.micro_batch, limited)
+    );
+    println!("{}", serde_json::json!({ "loss": r.loss, "tokens": r.tokens, "unscored_tokens": r.unscored_tokens(o.seq_len) }));
     Ok(r)
 }

@@ -379,8 +379,9 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct PlotArgs {
-    /// A `swallow train --metrics` JSONL file.
-    metrics: PathBuf,
+    /// `swallow train --metrics` JSONL files: several runs share one chart, a colour each.
+    #[arg(required = true)]
+    metrics: Vec<PathBuf>,
     /// The PNG to write.
     #[arg(long)]
     out: PathBuf,

@@ -119,5 +119,22 @@ fn eval_hf_on_shards_reproduces_the_transformers_loss() {
         let ref_loss = r.tensor("loss").1[0];
         assert!(((loss - ref_loss) / ref_loss).abs() < 1e-4, "{name}: eval {loss} vs transformers {ref_loss}");
         assert_eq!(last["tokens"].as_u64().unwrap() as usize, b * t);
+        assert_eq!(last["unscored_tokens"].as_u64(), Some(0), "the stream is exactly b windows: {out}");
+        // One token shorter windows: the stream's (L - 1) predictions make (L - 1) / (t - 1)
+        // samples, b to a micro-batch; what is left over is reported, not silently dropped.
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_swallow"))
+            .args(["eval", "--hf", dir.to_str().unwrap(), "--data", prefix.to_str().unwrap()])
+            .args(["--seq-len", &(t - 1).to_string(), "--micro-batch", &b.to_string()])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+        let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let predictions = stream.len() - 1;
+        let scored = predictions / (t - 1) / b * b * (t - 1);
+        assert_eq!(last["tokens"].as_u64().unwrap() as usize, scored, "{out}");
+        assert!(predictions > scored, "the case leaves tokens over");
+        assert_eq!(last["unscored_tokens"].as_u64().unwrap() as usize, predictions - scored, "{out}");
+        assert!(out.contains(&format!("not scored: {} tokens", predictions - scored)), "{out}");
     }
 }

@@ -1,8 +1,9 @@
 //! Long-job logging with real runs: the step line carries memory and ETA; `--eval-every` adds
 //! validation records without changing training (bitwise the same step losses as without it),
 //! gives the same validation losses under PP 2 x DP 2 as on one rank, and they fall as the model
-//! learns; `swallow plot` turns the metrics file into a PNG of the requested size, and bad input
-//! (missing file, a bad JSON line, a bad size or name) is a one-line error naming it.
+//! learns; `swallow plot` turns the metrics file (or several runs' files, one chart) into a PNG of
+//! the requested size, and bad input (missing file, a bad JSON line, a bad size or name) is a
+//! one-line error naming it.
 
 mod common;
 
@@ -72,6 +73,11 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
     assert_eq!((be(16), be(20)), (800, 600));
     assert!(bytes.len() > 10_000, "a drawn chart, not a blank image: {} bytes", bytes.len());
+    // Several runs in one chart, each named.
+    let o = plot(&[s(&one), s(&four), "--out", s(&png)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("plot: 2 runs (one.jsonl: 6 steps, 3 validation points; four.jsonl: 6 steps"), "{out}");
 }
 
 #[test]
