@@ -5,9 +5,9 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::config::Config;
-use crate::dist::ParallelGroups;
+use crate::parallel::ParallelGroups;
 use crate::metrics::flops_per_token;
-use crate::train::Trainer;
+use crate::trainer::Trainer;
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::Instant;

@@ -12,7 +12,7 @@
 //! additionally combined with a max over the model-parallel and data-parallel groups.
 
 use crate::config::TrainConfig;
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 use std::collections::VecDeque;
 
 /// Why a step did not update the weights.

@@ -32,7 +32,7 @@ pub struct StepRecord {
     pub elapsed_s: f64,
     /// Seconds rank 0 spent in TP, DP and PP communication (waiting included).
     pub comm_s: f64,
-    /// Bytes rank 0 sent in each group this step (ring model, see dist/comm.rs).
+    /// Bytes rank 0 sent in each group this step (ring model, see parallel/comm.rs).
     pub tp_bytes: f64,
     pub dp_bytes: f64,
     pub pp_bytes: f64,

@@ -9,7 +9,7 @@ use crate::checkpoint::format::{self, state_bytes, tensor_names};
 use crate::checkpoint::store::LoadTarget;
 use crate::config::Config;
 use crate::data::blend::BlendedSampler;
-use crate::dist::agree::agree;
+use crate::parallel::agree::agree;
 use crate::model::ParamTable;
 use anyhow::{bail, Result};
 use mpi::topology::SimpleCommunicator;

@@ -19,8 +19,8 @@ use crate::checkpoint::dist::{self, AttrValue, TensorPiece, TensorRequest};
 use crate::checkpoint::format::{self, attr_u64, check, state_bytes, tensor_names, Progress};
 use crate::checkpoint::store::{self, LoadTarget, Verdict};
 use crate::config::Config;
-use crate::dist::agree::agree;
-use crate::dist::Topology;
+use crate::parallel::agree::agree;
+use crate::parallel::Topology;
 use crate::model::params::ParamSpec;
 use crate::model::Llama;
 use crate::optim::DataParallelOptimizer;
@@ -165,7 +165,7 @@ pub fn save<B: Backend>(
         }
         let pieces = at.into_iter().map(|(g, l)| (g, &host[l])).collect();
         file.put(&TensorPiece { name: name.clone(), shape: shape.clone(), pieces })?;
-        meter.advance(format::tensor_bytes(shape));
+        meter.advance(dist::tensor_bytes(shape));
         crate::watchdog::progress();
         if k == names.len() / 2 {
             pause_mid_save_for_tests(topo.rank);

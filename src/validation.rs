@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::data::blend::{BlendedSampler, Part, Split};
 use crate::data::spec::DataSpec;
-use crate::train::Trainer;
+use crate::trainer::Trainer;
 use anyhow::{Context, Result};
 
 pub struct Validation {

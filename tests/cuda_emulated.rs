@@ -38,7 +38,7 @@ use common::{metrics, mpirun, sample, succeeded};
 use std::path::Path;
 use swallow::backend::cuda::{GRAD_NORM_TOLERANCE as NORM_TOL, LOSS_TOLERANCE as LOSS_TOL};
 use swallow::config::Config;
-use swallow::dist::traffic::Wire;
+use swallow::parallel::traffic::Wire;
 
 /// The tiny model as these runs train it (before each layout's own settings).
 const SETTINGS: [&str; 7] =

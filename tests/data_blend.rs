@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use swallow::data::blend::{entry_seed, BlendedSampler, Part, Split, BLOCK};
-use swallow::data::indexed::{IndexedDataset, IndexedWriter, TokenDtype};
+use swallow::data::indexed::IndexedDataset;
+use swallow::data::indexed_writer::IndexedWriter;
+use swallow::data::token_dtype::TokenDtype;
 use swallow::data::sampler::GptSampler;
 use swallow::data::spec::DataSpec;
 

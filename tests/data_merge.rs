@@ -3,9 +3,9 @@
 //! leave an existing output untouched.
 
 use std::path::{Path, PathBuf};
-use swallow::data::indexed::{
-    index_bytes_with_documents, with_suffix, IndexedDataset, IndexedWriter, TokenDtype,
-};
+use swallow::data::indexed::{with_suffix, IndexedDataset};
+use swallow::data::indexed_writer::{index_bytes_with_documents, IndexedWriter};
+use swallow::data::token_dtype::TokenDtype;
 use swallow::data::merge::merge;
 
 fn tmpdir(name: &str) -> PathBuf {

@@ -131,7 +131,8 @@ fn fnv1a64(ids: &[u32]) -> String {
 
 #[test]
 fn prep_shards_are_what_megatron_reads() {
-    use swallow::data::indexed::{IndexedDataset, TokenDtype};
+    use swallow::data::indexed::IndexedDataset;
+use swallow::data::token_dtype::TokenDtype;
     let fixtures = repo().join("tests/fixtures");
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join("prep_megatron_expected.json")).unwrap()).unwrap();

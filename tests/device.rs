@@ -36,7 +36,7 @@ fn device_cuda_without_a_driver_is_a_clear_error() {
     assert!(!ok, "--device cuda must fail here:\n{out}\n{err}");
     assert!(!err.contains("panicked"), "{err}");
     let want = "--device cuda: no CUDA driver on this machine (libcuda.so.1 not found on the library path); use --device cpu (or auto)";
-    // Every rank meets it: one line, from rank 0 (src/dist/agree.rs).
+    // Every rank meets it: one line, from rank 0 (src/parallel/agree.rs).
     let errors = common::error_lines(&err);
     assert!(errors.len() == 1 && errors[0].contains(want) && errors[0].ends_with("(rank 0 of 2)"), "expected {want:?} once in:\n{err}");
     assert_eq!(steps(&out), 0, "no training step may run:\n{out}");

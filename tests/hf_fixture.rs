@@ -91,7 +91,8 @@ fn the_f32_training_backend_matches_transformers_too() {
 
 #[test]
 fn eval_hf_on_shards_reproduces_the_transformers_loss() {
-    use swallow::data::indexed::{IndexedWriter, TokenDtype};
+    use swallow::data::indexed_writer::IndexedWriter;
+use swallow::data::token_dtype::TokenDtype;
     for name in ["llama2_gqa", "llama3_tied"] {
         let dir = fixture(name);
         let r = Reference::load(&dir);

@@ -13,7 +13,8 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use swallow::data::indexed::{IndexedWriter, TokenDtype};
+use swallow::data::indexed_writer::IndexedWriter;
+use swallow::data::token_dtype::TokenDtype;
 
 fn fixture(name: &str) -> PathBuf {
     common::repo().join("tests/fixtures").join(name)

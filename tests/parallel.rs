@@ -117,7 +117,7 @@ fn tied_embeddings_split_over_the_pipeline_match_the_single_rank_run() {
 #[test]
 fn measured_traffic_equals_the_analytic_count() {
     use swallow::config::Config;
-    use swallow::dist::traffic;
+    use swallow::parallel::traffic;
     let dir = tmpdir("traffic");
     let data = sample(&dir);
     // (ranks, tp, pp, vpp, zero, sequence parallel, bucket size)

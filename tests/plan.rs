@@ -7,7 +7,7 @@ mod common;
 use common::{mpirun, sample, tmpdir};
 use std::process::Command;
 use swallow::config::Config;
-use swallow::dist::Topology;
+use swallow::parallel::Topology;
 use swallow::plan::{memory, Layout, Recompute};
 
 const MIB: f64 = 1024.0 * 1024.0;

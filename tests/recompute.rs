@@ -13,7 +13,7 @@ use common::{metrics, mpirun, sample, succeeded};
 use std::path::Path;
 use std::process::{Command, Output};
 use swallow::config::Config;
-use swallow::dist::Topology;
+use swallow::parallel::Topology;
 use swallow::plan::{memory, Layout, Recompute};
 
 const MIB: f64 = 1024.0 * 1024.0;

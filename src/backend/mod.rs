@@ -11,7 +11,7 @@
 pub mod cpu;
 pub mod cuda;
 
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 
 /// Shape of one attention call (GQA when `kv_heads < heads`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,11 +21,11 @@ use swallow::backend::cuda::emulated::EmulatedRuntime;
 use swallow::backend::cuda::probe::device_info;
 use swallow::backend::cuda::runtime::Runtime;
 use swallow::config::Config;
-use swallow::dist::ParallelGroups;
+use swallow::parallel::ParallelGroups;
 use swallow::plan::hardware::GPU_KINDS;
-use swallow::dist::Topology;
+use swallow::parallel::Topology;
 use swallow::plan::ranks::planned_device_bytes;
-use swallow::train::Trainer;
+use swallow::trainer::Trainer;
 
 const GIB: f64 = (1u64 << 30) as f64;
 /// Device memory left outside the planned bytes when choosing the layer count: CUDA context,

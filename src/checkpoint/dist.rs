@@ -12,7 +12,7 @@
 use super::hyperslab::{selection_blocks, Block};
 use super::integrity;
 use super::pagecache::{Hints, READ_AHEAD_BYTES};
-use crate::dist::agree::agree;
+use crate::parallel::agree::agree;
 use crate::progress::ProgressMeter;
 use anyhow::{bail, ensure, Context, Result};
 use hdf5_metno as h5;
@@ -304,6 +304,11 @@ impl Drop for Writer<'_> {
     }
 }
 
+/// Bytes of one stored tensor of `shape` (fp32, as every dataset is stored).
+pub fn tensor_bytes(shape: &[u64]) -> u64 {
+    4 * shape.iter().product::<u64>()
+}
+
 /// Collectively reads the requested ranges from the file at `path` and returns its root
 /// attributes. Every rank passes the same tensors in the same order. Every value read must be
 /// finite, and every tensor that the ranks read whole together must match its checksum
@@ -376,7 +381,7 @@ pub fn read(
         }
         stored[i] = ds.attr(CHECKSUM).and_then(|a| a.read_scalar::<u64>()).ok();
         if let Some(m) = meter.as_deref_mut() {
-            m.advance(super::format::tensor_bytes(&t.shape));
+            m.advance(tensor_bytes(&t.shape));
         }
         for (r, values) in t.pieces.iter() {
             if let (None, Some((e, x))) = (&non_finite, integrity::first_non_finite(values, r.start)) {

@@ -43,12 +43,7 @@ pub fn stores_moments(path: &Path) -> Result<bool> {
 
 /// Bytes of the logical tensors `names` (fp32).
 pub fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
-    names.iter().map(|(_, s)| tensor_bytes(s)).sum::<u64>() as f64
-}
-
-/// Bytes of one stored fp32 tensor of `shape`.
-pub fn tensor_bytes(shape: &[u64]) -> u64 {
-    4 * shape.iter().product::<u64>()
+    names.iter().map(|(_, s)| dist::tensor_bytes(s)).sum::<u64>() as f64
 }
 
 /// Where training stands in a checkpoint.

@@ -7,7 +7,9 @@
 //! cached index (token reads are left out: the holes of a sparse file cost ~7 ms a read here, which
 //! says nothing about real shards).
 
-use crate::data::indexed::{index_bytes, with_suffix, IndexedDataset, TokenDtype};
+use crate::data::indexed::{with_suffix, IndexedDataset};
+use crate::data::indexed_writer::index_bytes;
+use crate::data::token_dtype::TokenDtype;
 use crate::data::sampler::GptSampler;
 use crate::mix::mix64;
 use anyhow::{Context, Result};

@@ -2,7 +2,8 @@
 //! the index against the data), scan every token, and report counts, dtype and the id range; with a
 //! vocabulary size, ids outside it are an error. The last line printed is a JSON summary for scripts.
 
-use crate::data::indexed::{IndexedDataset, TokenDtype};
+use crate::data::indexed::IndexedDataset;
+use crate::data::token_dtype::TokenDtype;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -125,7 +126,7 @@ pub fn run(prefix: &Path, vocab_size: Option<usize>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::indexed::IndexedWriter;
+    use crate::data::indexed_writer::IndexedWriter;
     use std::fs;
 
     #[test]

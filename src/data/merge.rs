@@ -4,7 +4,8 @@
 //! only when complete (via [`IndexedWriter`]); all inputs are opened and checked before anything is
 //! written, and they must share one dtype.
 
-use crate::data::indexed::{with_suffix, IndexedDataset, IndexedWriter, Summary};
+use crate::data::indexed::{with_suffix, IndexedDataset};
+use crate::data::indexed_writer::{IndexedWriter, Summary};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 

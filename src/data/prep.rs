@@ -12,10 +12,12 @@
 //! workers and ranks. Documents that produce no tokens are skipped (and counted). A progress bar is
 //! drawn on rank 0 when stderr is a terminal; the summary line is always printed.
 
-use crate::data::indexed::{with_suffix, IndexedDataset, IndexedWriter, TokenDtype};
+use crate::data::indexed::{with_suffix, IndexedDataset};
+use crate::data::indexed_writer::IndexedWriter;
+use crate::data::token_dtype::TokenDtype;
 use crate::data::prep_input::{check_inputs, expand_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
 use crate::progress::ProgressMeter;
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 use crate::tokenize::{eod::eod_id, Encoder};
 use anyhow::{anyhow, Context, Result};
 use rayon::prelude::*;
@@ -291,7 +293,7 @@ fn preview(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::data::indexed::IndexedDataset;
-    use crate::dist::LocalGroup;
+    use crate::parallel::LocalGroup;
     use tokenizers::Tokenizer;
     use std::fs;
 

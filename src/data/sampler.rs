@@ -284,7 +284,8 @@ pub fn shuffle_index(seed: u64, epoch: u64, n: u64, i: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::indexed::{IndexedWriter, TokenDtype};
+    use crate::data::indexed_writer::IndexedWriter;
+use crate::data::token_dtype::TokenDtype;
     use std::path::{Path, PathBuf};
 
     fn tmpdir(name: &str) -> PathBuf {

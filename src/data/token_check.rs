@@ -10,8 +10,9 @@
 //! `token-ids/`. A changed shard has another identity and is scanned again. On a bad id the whole
 //! shard is read on rank 0 to name the first offending token; every rank returns that one error.
 
-use super::indexed::{with_suffix, IndexedDataset, TokenDtype};
-use crate::dist::agree::agree;
+use super::indexed::{with_suffix, IndexedDataset};
+use super::token_dtype::TokenDtype;
+use crate::parallel::agree::agree;
 use anyhow::{bail, Result};
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::{Communicator, SimpleCommunicator};

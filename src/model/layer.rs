@@ -21,7 +21,7 @@ use super::layout::LocalDims;
 use super::params::{LayerIds, ParamTable};
 use crate::backend::{AttnShape, Backend, Role, SideLane};
 use crate::config::ModelConfig;
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 
 /// Everything read-only a layer needs: backend, shapes, weights, RoPE tables, TP group.
 pub struct Cx<'a, B: Backend> {

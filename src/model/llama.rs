@@ -20,7 +20,7 @@ use super::params::ParamTable;
 use super::{init, rope};
 use crate::backend::{AttnShape, Backend, Role};
 use crate::config::{ModelConfig, Recompute};
-use crate::dist::{Collectives, LocalGroup};
+use crate::parallel::{Collectives, LocalGroup};
 use std::sync::Arc;
 
 /// The activations of one micro-batch on one chunk.

@@ -7,7 +7,7 @@
 //! fp32 gradients and in the bf16 weight copies ZeRO-1 lays out the same way); a bucket is padded
 //! to DP blocks of a multiple of `GRAD_ALIGN` elements, so under ZeRO-1 rank r owns block r of
 //! every bucket. The host path (zero.rs) uses the same layout in a host vector, and
-//! dist/traffic.rs and the CPU planner count from it.
+//! parallel/traffic.rs and the CPU planner count from it.
 
 use std::ops::Range;
 

@@ -28,32 +28,12 @@
 
 use super::adamw::{AdamW, StepOutcome};
 use super::grad_layout::GradLayout;
+use super::segment::Segment;
 use super::zero_device::DeviceGrads;
 use crate::backend::{AdamTensor, AdamWStep, Backend, Role};
 use crate::config::TrainConfig;
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 use crate::model::params::ParamTable;
-
-/// The part of one parameter that falls into this rank's ZeRO block.
-pub(super) struct Segment<B: Backend> {
-    /// Element offset inside this rank's block.
-    pub(super) block_offset: usize,
-    /// The parameter, and the segment's first element in this rank's shard of it.
-    param: usize,
-    local_start: usize,
-    pub(super) len: usize,
-    decay: bool,
-    /// Counted in the gradient norm (one copy of a shard held by several ranks is).
-    counted: bool,
-    pub(super) master: B::Buf,
-    /// The reduced gradient: a view into the gradient buffer on the device path.
-    pub(super) grad: B::Buf,
-    /// This rank's part of the weight copies on the device path: a view into the bf16 buffer the
-    /// all-gather fills.
-    pub(super) copy: Option<B::Buf>,
-    m: B::Buf,
-    v: B::Buf,
-}
 
 struct Sharded<B: Backend> {
     segments: Vec<Segment<B>>,

@@ -13,9 +13,9 @@
 //! block through the backend's scratch).
 
 use super::grad_layout::GradLayout;
-use super::zero::Segment;
+use super::segment::Segment;
 use crate::backend::{Backend, SideLane};
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 
 /// The side stream every exchange here goes to.
 const LANE: SideLane = SideLane::DataParallel;

@@ -9,7 +9,7 @@
 
 use super::schedule::{schedule, virtual_stage, Action, ScheduleKind};
 use crate::backend::Backend;
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 use crate::model::Llama;
 use anyhow::Result;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 use super::hardware::GpuKind;
 use super::{memory, Layout};
 use crate::config::Config;
-use crate::dist::{MpiWorld, Topology};
+use crate::parallel::{MpiWorld, Topology};
 use anyhow::Result;
 use mpi::collective::CommunicatorCollectives;
 
@@ -48,12 +48,12 @@ pub fn check_cpu_memory(cfg: &Config, mpi: &MpiWorld, topo: &Topology) -> Result
         match mem_available_bytes() {
             Some(have) if need > have => anyhow::bail!(
                 "the model needs about {:.1} GiB per rank on the CPU backend (the planner's cpu model; {} on this node: {:.1} GiB), but this node has {:.1} GiB available: use a smaller model, more nodes, or --device cuda",
-                bytes / GIB, crate::dist::topology::ranks(per_node), need / GIB, have / GIB
+                bytes / GIB, crate::parallel::topology::ranks(per_node), need / GIB, have / GIB
             ),
             _ => Ok(()),
         }
     });
-    crate::dist::agree::agree(&mpi.world, fits)
+    crate::parallel::agree::agree(&mpi.world, fits)
 }
 
 /// MemAvailable of /proc/meminfo in bytes, where the OS tells it.
@@ -80,7 +80,7 @@ pub fn dry_run(cfg: &Config, mpi: &MpiWorld, topo: &Topology, gpu: &GpuKind) -> 
     }
     println!(
         "topology: world {} = tp {} x dp {} x pp {} ({} on rank 0's node) | rank 0's groups: tp {:?}, dp {:?}, pp {:?}",
-        topo.world, topo.tp, topo.dp, topo.pp, crate::dist::topology::ranks(per_node), topo.tp_group(), topo.dp_group(), topo.pp_group()
+        topo.world, topo.tp, topo.dp, topo.pp, crate::parallel::topology::ranks(per_node), topo.tp_group(), topo.dp_group(), topo.pp_group()
     );
     println!("layout: {}", l.describe());
     println!(

@@ -89,7 +89,7 @@ fn header(o: &PlanOptions) -> String {
             "{} x {}, {} GiB each, {} GPUs per node: {}",
             o.gpus, g.name, gib(g.memory_bytes), g.gpus_per_node, g.description
         ),
-        Target::Cpu => format!("{} on this build's CPU backend (f32)", crate::dist::topology::ranks(o.gpus)),
+        Target::Cpu => format!("{} on this build's CPU backend (f32)", crate::parallel::topology::ranks(o.gpus)),
     };
     format!(
         "swallow plan: {} | {:.2}B parameters, {} layers, hidden {}, heads {}/{} kv, vocab {} | seq {}, global batch {} | {on}",

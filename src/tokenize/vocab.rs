@@ -27,7 +27,7 @@
 //! covers Japanese, and Llama 3 Swallow kept it.
 
 use crate::data::prep_input::{check_inputs, expand_inputs, for_each_document, pieces_for_rank, BadLines, Piece};
-use crate::dist::Collectives;
+use crate::parallel::Collectives;
 use crate::tokenize::sentencepiece_bpe::normalizes_as_llama;
 use crate::tokenize::bpe_train::{char_counts, covered_chars, merge_counts, sentence_words, Trainer};
 use anyhow::{anyhow, bail, Context, Result};
@@ -715,7 +715,7 @@ fn write_outputs(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dist::LocalGroup;
+    use crate::parallel::LocalGroup;
 
     fn fixture(p: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizers").join(p)

@@ -71,13 +71,13 @@ pub fn metrics(path: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Fails unless every metrics record's bytes in the TP, DP and PP groups are rank 0's analytic
-/// count (dist/traffic.rs) for `cfg` on `np` ranks whose exchanges move elements as `wire` says.
-pub fn assert_traffic(records: &[serde_json::Value], cfg: &swallow::config::Config, np: usize, wire: swallow::dist::traffic::Wire, what: &str) {
+/// count (parallel/traffic.rs) for `cfg` on `np` ranks whose exchanges move elements as `wire` says.
+pub fn assert_traffic(records: &[serde_json::Value], cfg: &swallow::config::Config, np: usize, wire: swallow::parallel::traffic::Wire, what: &str) {
     let p = &cfg.parallel;
-    let topo = swallow::dist::Topology::new(np, 0, p.tp, p.pp).unwrap();
+    let topo = swallow::parallel::Topology::new(np, 0, p.tp, p.pp).unwrap();
     let microbatches = cfg.train.global_batch / (cfg.train.micro_batch * topo.dp);
     let sends = swallow::pipeline::Executor::new(cfg.schedule_kind().unwrap(), p.pp, p.vpp, 0, microbatches).unwrap().sends();
-    let want = swallow::dist::traffic::per_step(cfg, &topo, sends, wire).unwrap();
+    let want = swallow::parallel::traffic::per_step(cfg, &topo, sends, wire).unwrap();
     for r in records {
         for (group, expected) in [("tp_bytes", want.tp), ("dp_bytes", want.dp), ("pp_bytes", want.pp)] {
             let got = r[group].as_f64().unwrap();

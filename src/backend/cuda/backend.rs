@@ -16,8 +16,8 @@ use super::instrument::Instrumented;
 use super::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
 use super::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
 use crate::backend::{AdamTensor, AdamWStep, AttnShape, Backend, Role, SideLane};
-use crate::dist::device::DeviceComm;
-use crate::dist::Collectives;
+use crate::parallel::device::DeviceComm;
+use crate::parallel::Collectives;
 use anyhow::Result;
 use half::bf16;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -757,8 +757,8 @@ mod tests {
     use super::*;
     use crate::backend::cuda::emulated::EmulatedRuntime;
     use crate::config::Config;
-    use crate::dist::ParallelGroups;
-    use crate::train::Trainer;
+    use crate::parallel::ParallelGroups;
+    use crate::trainer::Trainer;
 
     /// Every buffer of a training step is allocated when the model and optimizer are built or in
     /// the first step (scratch grows to its largest request); later steps allocate nothing.

@@ -26,7 +26,7 @@ pub struct EmulatedRuntime {
     side: [Box<SideQueue>; 2],
 }
 
-/// Work issued to the emulated side stream (by the emulated NCCL, dist/nccl_emulated.rs): held
+/// Work issued to the emulated side stream (by the emulated NCCL, parallel/nccl_emulated.rs): held
 /// until the default stream waits for it (a join, or a mark's wait) or the device synchronises,
 /// the latest moment a GPU may run it, so that a missing wait shows as stale data.
 #[derive(Default)]

@@ -5,7 +5,7 @@
 //! planner can price a layout before it runs.
 
 use crate::config::Config;
-use crate::dist::Topology;
+use crate::parallel::Topology;
 use crate::model::layout::{chunks, LocalDims};
 use crate::model::params::ParamTable;
 use crate::backend::cuda::launch::Dtype;
@@ -29,8 +29,8 @@ impl Wire {
     pub const HOST: Wire = Wire { tp_sum: 4.0, tp_gather: 4.0, pp_message: 4.0, dp_gather: 4.0 };
 
     /// What `groups` move: per group, host f32 without a device communicator.
-    pub fn of(groups: &crate::dist::ParallelGroups) -> Wire {
-        let device = |g: &dyn crate::dist::Collectives| g.device().is_some();
+    pub fn of(groups: &crate::parallel::ParallelGroups) -> Wire {
+        let device = |g: &dyn crate::parallel::Collectives| g.device().is_some();
         let tp_sum = match groups.tp.device() {
             Some(dc) if dc.supports(Dtype::Bf16) => 2.0,
             _ => 4.0,

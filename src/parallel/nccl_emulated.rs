@@ -8,7 +8,7 @@
 //! the buffer's type (bf16 rounded once to nearest even, as NCCL's bf16 sum of two ranks does).
 
 use super::comm::MpiGroup;
-use super::device::message_type;
+use super::cuda_aware_mpi::message_type;
 use crate::backend::cuda::emulated;
 use crate::backend::cuda::launch::{DevPtr, Dtype};
 use anyhow::Result;
