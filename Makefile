@@ -15,7 +15,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export HDF5_DIR := /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 
-.PHONY: help setup build demo test kernels gpu-check-bin gpu-check sample-data fixtures bench bench-parallel bench-prep parallel-matrix clean
+.PHONY: help setup build demo test kernels gpu-check-bin gpu-check sample-data fixtures bench bench-parallel bench-prep bench-corpus parallel-matrix clean
 
 help:
 	@echo "make demo   - install what is missing, prepare the sample corpus, train the tiny model (CPU, mpirun)"
@@ -29,6 +29,7 @@ help:
 	@echo "make parallel-matrix - every 8-rank layout x ZeRO x schedule x SP against the single-rank run"
 	@echo "make bench-parallel  - tokens/s and per-group traffic of 1/2/4/8-rank layouts"
 	@echo "make bench-prep      - swallow prep vs the preprocess_data.py recipe on 200 MB (sample, Llama 2, Llama 3 kinds), and swallow bench data"
+	@echo "make bench-corpus    - swallow corpus vs the Python pipeline (warcio, trafilatura, datasketch) on 2,000 WARC pages, one core each"
 
 # Idempotent: installs only the Debian packages that are missing.
 setup:
@@ -120,6 +121,17 @@ bench-prep: build out/corpus/ja.jsonl
 	@mkdir -p out
 	$(BENCH_VENV)/bin/python scripts/bench_prep.py --mb 200 --workers 2 | tee out/bench-prep.txt
 	$(BIN) bench data | tee -a out/bench-prep.txt
+
+# The Python peer of bench-corpus (scripts/corpus_peer.py): the libraries the corpus fixtures were
+# made with (tests/fixtures/corpus/make_fixtures.py), plus MinHash/LSH, zstd and charset detection.
+CORPUS_VENV := out/corpus-venv
+CORPUS_WHEELS := warcio==1.8.2 trafilatura==2.3.1 lxml==6.2.1 lxml_html_clean==0.4.7 datasketch==2.0.0 numpy==2.4.6 scipy==1.17.1 zstandard==0.25.0 charset_normalizer==3.5.3
+
+bench-corpus: build
+	@[ -x $(CORPUS_VENV)/bin/python ] || python3 -m venv $(CORPUS_VENV)
+	@$(CORPUS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(CORPUS_WHEELS)
+	@mkdir -p out
+	set -o pipefail; $(CORPUS_VENV)/bin/python scripts/bench_corpus.py --files 4 --records 500 | tee out/bench-corpus.txt
 
 parallel-matrix: build $(SAMPLE_PREFIX).idx
 	scripts/parallel_matrix.sh

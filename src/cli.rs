@@ -20,6 +20,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Tokenize a corpus (JSONL or text) into Megatron .bin/.idx shards.
     Prep(PrepArgs),
+    /// The Swallow corpus refinery: WARC files to clean, deduplicated Japanese JSONL (MPI-parallel).
+    Corpus(CorpusArgs),
     /// Swallow's vocabulary expansion: learn Japanese BPE pieces as SentencePiece does and append
     /// those a tokenizer.json lacks (with their merges); last line JSON.
     Vocab(VocabArgs),
@@ -66,6 +68,22 @@ pub(crate) enum KernelsCommand {
         #[arg(long)]
         cuda_include: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+pub(crate) struct CorpusArgs {
+    /// WARC files (.warc, .warc.gz per record or whole); quoted globs are expanded in sorted order.
+    #[arg(long, num_args = 1.., required = true)]
+    pub(crate) input: Vec<PathBuf>,
+    /// The output directory: part-NNNNN.jsonl.zst (one per input) and report.json.
+    #[arg(long)]
+    pub(crate) output: PathBuf,
+    /// The refinery's TOML (one section per stage: warc, lang, filters, dedup, clean, output);
+    /// without it, Swallow's settings.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    #[arg(long, default_value_t = 0, help = "worker threads per rank (0: all cores)")]
+    pub(crate) workers: usize,
 }
 
 #[derive(Args)]

@@ -44,6 +44,21 @@ fn run(cli: Cli, mpi: &MpiWorld) -> Result<i32> {
                 println!("{summary}");
             }
         }
+        Command::Corpus(a) => {
+            let opts = swallow::corpus::run::CorpusOptions { inputs: a.input, output: a.output, config: a.config, workers: a.workers };
+            if let Some(r) = swallow::corpus::run::run(&opts, &mpi.world)? {
+                println!(
+                    "corpus: {} inputs, {} records read, {} documents kept ({} characters), {} removed, {} skipped -> {}",
+                    r.inputs,
+                    r.records_read,
+                    r.documents_kept,
+                    r.characters_kept,
+                    r.documents_removed(),
+                    r.skipped.values().map(|c| c.documents).sum::<u64>(),
+                    opts.output.join("report.json").display()
+                );
+            }
+        }
         Command::Vocab(a) => {
             let opts = swallow::tokenize::vocab::VocabOptions {
                 base: a.base,
