@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod corpus;
 pub mod data;
+pub mod dirlock;
 pub mod eval;
 pub mod fault;
 pub mod memstat;

@@ -171,9 +171,9 @@ fn train_on<B: Backend>(
     }
     // Checkpoints (resume.rs): restore before the first step, save after steps.
     let save_dir = t.save.as_deref().map(Path::new);
-    // One writer per checkpoint directory, for the whole run (checkpoint/lock.rs).
+    // One writer per checkpoint directory, for the whole run (dirlock.rs).
     let _save_lock = match save_dir {
-        Some(dir) if topo.rank == 0 => Some(crate::checkpoint::lock::lock(dir)?),
+        Some(dir) if topo.rank == 0 => Some(crate::dirlock::lock(dir, "--save")?),
         _ => None,
     };
     if save_dir.is_some() {

@@ -153,7 +153,7 @@ fn a_job_killed_during_a_save_leaves_the_previous_checkpoint_loadable() {
     // A second run saving to the same directory meanwhile is refused, naming the holder.
     let second = train(1, &data, &["--steps", "4", "--save", s(&ckpt), "--load", "auto"]);
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success() && err.contains("another run is saving") && err.contains("held by rank 0 of a run on host"), "{err}");
+    assert!(!second.status.success() && err.contains("another run is writing") && err.contains("held by rank 0 of a run on host"), "{err}");
     assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
     stdout.read_to_string(&mut out).unwrap();
     assert!(!child.wait().unwrap().success(), "{out}");

@@ -360,8 +360,8 @@ fn long_copies_show_progress_on_a_terminal_and_one_line_in_a_log() {
 /// Every flag of every command says what it is for in --help (issue 20, item 7).
 #[test]
 fn every_flag_has_a_help_text() {
-    let commands: [&[&str]; 13] = [
-        &["prep"], &["vocab"], &["data", "inspect"], &["data", "batches"], &["data", "merge"], &["train"], &["eval"],
+    let commands: [&[&str]; 14] = [
+        &["corpus"], &["prep"], &["vocab"], &["data", "inspect"], &["data", "batches"], &["data", "merge"], &["train"], &["eval"],
         &["export"], &["import"], &["plan"], &["bench"], &["plot"], &["kernels", "compile"],
     ];
     let mut bare = Vec::new();

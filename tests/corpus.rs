@@ -252,3 +252,51 @@ fn the_main_text_agrees_with_trafilatura_on_the_real_pages() {
     assert!(scores.len() >= 20, "{}", scores.len());
     assert!(mean >= 0.95 && worst.0 >= 0.9, "mean {mean:.3}, lowest {:.3} ({})", worst.0, worst.1);
 }
+
+#[test]
+fn a_run_killed_mid_way_is_locked_while_alive_and_resumes_to_the_same_parts() {
+    use std::io::BufRead;
+    let dir = tmpdir("corpus", "kill");
+    let cfg = config(&dir);
+    let cfg = cfg.to_str().unwrap();
+    let clean = dir.join("clean");
+    succeeded(&corpus(2, &good_inputs(), &clean, &["--config", cfg]), "clean run");
+    let out = dir.join("out");
+    let mut args: Vec<String> = vec!["corpus".into(), "--input".into()];
+    args.extend(good_inputs());
+    args.extend(["--output".into(), out.display().to_string(), "--config".into(), cfg.into(), "--workers".into(), "1".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = common::mpirun_command(2, &args)
+        .env("SWALLOW_TEST_CORPUS_PAUSE_S", "60")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both ranks have finished an input and are paused: "test hook: rank R (pid P) pausing ...".
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut pids = Vec::new();
+    while pids.len() < 2 {
+        let line = lines.next().expect("the run ended before pausing").unwrap();
+        if let Some(rest) = line.strip_prefix("test hook: ") {
+            pids.push(rest.split("(pid ").nth(1).unwrap().split(')').next().unwrap().parse::<i32>().unwrap());
+        }
+    }
+    // A second run on the same directory is refused while the first lives.
+    let o = corpus(1, &good_inputs(), &out, &["--config", cfg]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("another run is writing"), "{err}");
+    // kill -9 both ranks (mpirun then ends the job): no part and no report yet, two inputs done.
+    for pid in pids {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    child.wait().unwrap();
+    let done = std::fs::read_dir(out.join(".work")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".done.json")).count();
+    assert_eq!(done, 2);
+    assert!(output(&out).1.is_empty() && !out.join("report.json").exists());
+    // The next run finishes the other inputs and writes what the clean run wrote.
+    succeeded(&corpus(2, &good_inputs(), &out, &["--config", cfg]), "resumed run");
+    assert_eq!(output(&out).1, output(&clean).1);
+    let (a, b) = (report(&out), report(&clean));
+    for k in ["records_read", "documents_kept", "characters_kept", "skipped", "removed"] {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+}

@@ -4,9 +4,8 @@
 //! from pagecache.rs (early write-back, read-ahead) and integrity.rs (no non-finite value
 //! written or read, per-tensor checksums verified at load); format.rs: what a
 //! checkpoint holds (tensor names, attributes, the completeness check); store.rs: the checkpoint
-//! directory (temp file, check, rename, `latest` marker, retention, `--load` resolution); lock.rs:
-//! one writer per checkpoint directory (an flock held by rank 0 for the run);
-//! export.rs: a checkpoint read whole on one process, and written as a Hugging Face directory;
+//! directory (temp file, check, rename, `latest` marker, retention, `--load` resolution; one
+//! writer per directory: ../dirlock.rs); export.rs: a checkpoint read whole on one process, and written as a Hugging Face directory;
 //! hf.rs: Hugging Face Llama directories (config.json + safetensors, sharded or not); import.rs:
 //! a Hugging Face directory as a checkpoint, with vocabulary expansion; vocab.rs: the new
 //! embedding rows of an expanded vocabulary.
@@ -18,7 +17,6 @@ pub mod integrity;
 pub mod hf;
 pub mod hyperslab;
 pub mod import;
-pub mod lock;
 pub mod pagecache;
 pub mod store;
 pub mod vocab;

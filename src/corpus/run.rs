@@ -13,8 +13,9 @@
 //!    rank and thread count.
 //!
 //! A killed run restarts where it stopped: finished inputs are not read again and existing parts
-//! are not rewritten (never a document twice). DIR/.work/run.json holds the inputs and the config
-//! of the run; a different one is refused. Rank 0 writes DIR/report.json (report.rs).
+//! are not rewritten (never a document twice). Rank 0 holds DIR's lock for the run (dirlock.rs:
+//! a second run at the same time is refused); DIR/.work/run.json holds the inputs and the config
+//! of the run, and a different one is refused. Rank 0 writes DIR/report.json (report.rs).
 
 use super::config::CorpusConfig;
 use super::dedup::{duplicates, DocKeys};
@@ -24,6 +25,7 @@ use super::minhash::{band_keys, exact_key};
 use super::report::Report;
 use super::warc::WarcReader;
 use super::{charset, clean, lang};
+use crate::dirlock::DirLock;
 use crate::parallel::agree::agree;
 use crate::progress::ProgressMeter;
 use anyhow::{bail, Context, Result};
@@ -218,8 +220,9 @@ impl Refinery<'_> {
     }
 }
 
-/// Checks the inputs and the run directory, and records the run's identity there (rank 0).
-fn open_run(o: &CorpusOptions, cfg_text: &str, inputs: &[PathBuf], rank: i32) -> Result<()> {
+/// Checks the inputs and the run directory; rank 0 locks the directory for the run (one writer)
+/// and records the run's identity there.
+fn open_run(o: &CorpusOptions, cfg_text: &str, inputs: &[PathBuf], rank: i32) -> Result<Option<DirLock>> {
     for p in inputs {
         let meta = std::fs::metadata(p).with_context(|| format!("input {} cannot be read", p.display()))?;
         if !meta.is_file() {
@@ -227,8 +230,9 @@ fn open_run(o: &CorpusOptions, cfg_text: &str, inputs: &[PathBuf], rank: i32) ->
         }
     }
     if rank != 0 {
-        return Ok(());
+        return Ok(None);
     }
+    let lock = crate::dirlock::lock(&o.output, "--output")?;
     std::fs::create_dir_all(o.output.join(".work")).with_context(|| format!("creating {}", o.output.join(".work").display()))?;
     let identity = RunIdentity { inputs: inputs.iter().map(|p| p.display().to_string()).collect(), config: cfg_text.to_string() };
     let marker = o.output.join(".work").join("run.json");
@@ -242,9 +246,20 @@ fn open_run(o: &CorpusOptions, cfg_text: &str, inputs: &[PathBuf], rank: i32) ->
                     marker.display()
                 );
             }
-            Ok(())
         }
-        Err(_) => write_atomically(&marker, |w| Ok(serde_json::to_writer_pretty(w, &identity)?)),
+        Err(_) => write_atomically(&marker, |w| Ok(serde_json::to_writer_pretty(w, &identity)?))?,
+    }
+    Ok(Some(lock))
+}
+
+/// Test hook: with `SWALLOW_TEST_CORPUS_PAUSE_S=S` in the environment, a rank prints its pid and
+/// sleeps S seconds after each input it finishes, so that tests/corpus.rs can kill a run in
+/// the middle. Unset, it does nothing.
+fn pause_after_an_input_for_tests(rank: i32) {
+    if let Some(s) = std::env::var("SWALLOW_TEST_CORPUS_PAUSE_S").ok().and_then(|v| v.parse::<f64>().ok()) {
+        println!("test hook: rank {rank} (pid {}) pausing after an input for {s} s", std::process::id());
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(std::time::Duration::from_secs_f64(s));
     }
 }
 
@@ -266,7 +281,7 @@ pub fn run(o: &CorpusOptions, world: &SimpleCommunicator) -> Result<Option<Repor
         Ok((inputs, cfg_text, cfg, filters))
     })();
     let (inputs, cfg_text, cfg, filters) = agree(world, setup)?;
-    agree(world, open_run(o, &cfg_text, &inputs, rank))?;
+    let _lock = agree(world, open_run(o, &cfg_text, &inputs, rank))?;
     world.barrier();
     let mine: Vec<usize> = (0..inputs.len()).filter(|i| i % size == rank as usize).collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(o.workers).build().context("starting corpus threads")?;
@@ -284,6 +299,7 @@ pub fn run(o: &CorpusOptions, world: &SimpleCommunicator) -> Result<Option<Repor
                 }
                 let report = refinery.input(&inputs[i], &work_file(&o.output, i), Some(&meter))?;
                 write_atomically(&done, |w| Ok(serde_json::to_writer(w, &report)?))?;
+                pause_after_an_input_for_tests(rank);
                 Ok(report)
             })
             .collect()

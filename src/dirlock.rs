@@ -1,8 +1,9 @@
-//! One writer per checkpoint directory. Rank 0 of a run that saves to DIR holds an exclusive
-//! flock(2) on DIR/.swallow.lock for the whole run; the kernel releases it when the process ends,
-//! however it ends (an error, MPI_Abort, kill -9), so a crashed run leaves no stale lock to clear.
-//! The file names the holder (host, pid, start time) for the error a second run gets. On a file
-//! system without locks (flock fails with ENOLCK or EOPNOTSUPP) the run warns and goes on.
+//! One writer per output directory (train's `--save`, corpus's `--output`). Rank 0 of a run that
+//! writes to DIR holds an exclusive flock(2) on DIR/.swallow.lock for the whole run; the kernel
+//! releases it when the process ends, however it ends (an error, MPI_Abort, kill -9), so a crashed
+//! run leaves no stale lock to clear. The file names the holder (host, pid, start time) for the
+//! error a second run gets. On a file system without locks (flock fails with ENOLCK or EOPNOTSUPP)
+//! the run warns and goes on.
 
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
@@ -25,9 +26,10 @@ fn hostname() -> String {
     if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "?".into() }
 }
 
-/// Take the lock of checkpoint directory `dir` (created if missing), or say who holds it.
-pub fn lock(dir: &Path) -> Result<DirLock> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating checkpoint directory {}", dir.display()))?;
+/// Take the lock of output directory `dir` (created if missing; `flag` names it in messages, e.g.
+/// "--save"), or say who holds it.
+pub fn lock(dir: &Path, flag: &str) -> Result<DirLock> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {flag} directory {}", dir.display()))?;
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -44,14 +46,14 @@ pub fn lock(dir: &Path) -> Result<DirLock> {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 bail!(
-                    "--save {}: another run is saving to this directory ({}; lock {}); give this run another --save directory or wait for that one to end",
+                    "{flag} {}: another run is writing to this directory ({}; lock {}); give this run another {flag} directory or wait for that one to end",
                     dir.display(),
                     holder.trim(),
                     path.display()
                 );
             }
             Some(libc::ENOLCK | libc::EOPNOTSUPP) => {
-                log::warn!("{}: this file system has no locks ({err}); nothing stops a second run from saving here", path.display());
+                log::warn!("{}: this file system has no locks ({err}); nothing stops a second run from writing here", path.display());
                 return Ok(DirLock { _file: file });
             }
             _ => return Err(err).with_context(|| format!("locking {}", path.display())),
@@ -72,11 +74,11 @@ mod tests {
     #[test]
     fn a_second_writer_is_refused_until_the_first_ends() {
         let dir = std::env::temp_dir().join(format!("swallow-lock-{}", std::process::id()));
-        let first = lock(&dir).unwrap();
-        let e = lock(&dir).err().expect("the directory is locked").to_string();
-        assert!(e.contains("another run is saving") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+        let first = lock(&dir, "--save").unwrap();
+        let e = lock(&dir, "--save").err().expect("the directory is locked").to_string();
+        assert!(e.contains("--save") && e.contains("another run is writing") && e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(first);
-        let again = lock(&dir).unwrap();
+        let again = lock(&dir, "--save").unwrap();
         drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
