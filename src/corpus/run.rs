@@ -2,7 +2,7 @@
 //! i mod N), then the ranks remove duplicates together and each writes the parts of its inputs.
 //!
 //! 1. Per input, large units to small: WARC records -> host block list -> charset -> Japanese
-//!    pre-check -> main text -> language -> NG words, quality and repetition rules -> cleaning ->
+//!    pre-check -> nesting guard -> main text -> language -> NG words, quality and repetition rules -> cleaning ->
 //!    dedup keys. The survivors and their keys go to DIR/.work/in-NNNNN.jsonl.zst and the input's
 //!    report to DIR/.work/in-NNNNN.done.json, written last: the input's done marker.
 //! 2. Duplicates over all ranks (dedup.rs): exact keys first, then exact and band keys together;
@@ -22,6 +22,7 @@ use super::dedup::{duplicates, DocKeys};
 use super::extract::{looks_japanese, main_text};
 use super::filters::Filters;
 use super::minhash::{band_keys, exact_key};
+use super::nesting::{nesting_depth, MAX_NESTING};
 use super::report::Report;
 use super::warc::WarcReader;
 use super::{charset, clean, lang};
@@ -182,6 +183,11 @@ impl Refinery<'_> {
                 continue;
             }
             lap(&mut report, "precheck");
+            if nesting_depth(&html) > MAX_NESTING {
+                report.remove("extract", "nesting_too_deep", 0, bytes);
+                lap(&mut report, "extract");
+                continue;
+            }
             let text = main_text(&html).text;
             lap(&mut report, "extract");
             let chars = text.chars().count() as u64;
