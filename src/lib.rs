@@ -1,6 +1,7 @@
 //! swallow: a Llama continual-pretraining trainer. Every MPI rank runs the same binary; MPI gives
 //! it its place in the tensor x data x pipeline grid. See docs/ARCHITECTURE.md for the map.
 
+pub mod atomic_file;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

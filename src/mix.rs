@@ -1,7 +1,7 @@
 //! The project's hashes: `mix64`, splitmix64's finaliser, a bijection of u64 that spreads every
 //! input bit over the output (the samplers' permutations, the blends' document keys, the
-//! checkpoints' per-tensor checksums); `fnv1a`, a hash of bytes (parameter names for the init's
-//! keys, file identities for the token-id cache).
+//! checkpoints' per-tensor checksums, the corpus' MinHash permutations and band keys); `fnv1a`, a
+//! hash of bytes (parameter names for the init's keys, file identities for the token-id cache).
 
 /// splitmix64 finalizer: a strong 64-bit mixing function.
 pub fn mix64(mut z: u64) -> u64 {

@@ -6,6 +6,7 @@
 //! the shards (converted to bf16, fp16 or fp32), so the model never has to fit in memory at once.
 
 use super::dist::{self, AttrValue, TensorRequest};
+use crate::atomic_file;
 use crate::config::Config;
 use crate::model::params::ParamTable;
 use crate::progress::ProgressMeter;
@@ -13,7 +14,6 @@ use anyhow::{bail, Context, Result};
 use mpi::topology::SimpleCommunicator;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Largest shard Hugging Face's save_pretrained writes by default.
@@ -114,13 +114,6 @@ fn hf_config(cfg: &Config, dtype: ExportDtype) -> serde_json::Value {
     })
 }
 
-/// Writes `bytes` to `path` through a temporary name.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
 /// `swallow export`: the checkpoint at `ckpt` as a Hugging Face Llama directory `out`. A failed
 /// export (a corrupt checkpoint, a full disk) leaves no temp file behind, nor the directory
 /// where it made it.
@@ -175,24 +168,20 @@ fn write_directory(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: Ex
         total += at;
         let mut head = serde_json::to_vec(&header)?;
         head.resize(head.len().div_ceil(8) * 8, b' ');
-        let path = out.join(&file);
-        let tmp = path.with_extension("tmp");
-        let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::new(f);
-        let mut put = |b: &[u8]| w.write_all(b).with_context(|| format!("writing {}", tmp.display()));
-        put(&(head.len() as u64).to_le_bytes())?;
-        put(&head)?;
-        for &p in ids {
-            let spec = &table.specs[p];
-            put(&dtype.encode(&read_tensor(ckpt, comm, &spec.name, &spec.shape)?))?;
-            meter.advance(spec.numel() as u64 * dtype.bytes());
-        }
-        w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        atomic_file::write_with(&out.join(&file), |w| {
+            w.write_all(&(head.len() as u64).to_le_bytes())?;
+            w.write_all(&head)?;
+            for &p in ids {
+                let spec = &table.specs[p];
+                w.write_all(&dtype.encode(&read_tensor(ckpt, comm, &spec.name, &spec.shape)?))?;
+                meter.advance(spec.numel() as u64 * dtype.bytes());
+            }
+            Ok(())
+        })?;
     }
     drop(meter);
     let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-    write_file(&out.join("model.safetensors.index.json"), &serde_json::to_vec_pretty(&index)?)?;
+    atomic_file::write(&out.join("model.safetensors.index.json"), &serde_json::to_vec_pretty(&index)?)?;
     let (copied, specials) = match tokenizer {
         Some(t) => copy_tokenizer(t, out, cfg.model.max_position_embeddings)?,
         None => (Vec::new(), Specials::default()),
@@ -210,8 +199,8 @@ fn write_directory(ckpt: &Path, comm: &SimpleCommunicator, out: &Path, dtype: Ex
             generation[key] = json!(id);
         }
     }
-    write_file(&out.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
-    write_file(&out.join("generation_config.json"), &serde_json::to_vec_pretty(&generation)?)?;
+    atomic_file::write(&out.join("config.json"), &serde_json::to_vec_pretty(&config)?)?;
+    atomic_file::write(&out.join("generation_config.json"), &serde_json::to_vec_pretty(&generation)?)?;
     println!(
         "export: {} -> {} | {} tensors, {:.1} MB {} in {n} shard(s){}",
         ckpt.display(), out.display(), table.specs.len(), total as f64 / 1e6, dtype.names().1,
@@ -287,8 +276,8 @@ fn copy_tokenizer(src: &Path, out: &Path, max_len: usize) -> Result<(Vec<String>
         config["tokenizer_class"] = json!("PreTrainedTokenizerFast");
         config["model_max_length"] = json!(max_len);
         config["clean_up_tokenization_spaces"] = json!(false);
-        write_file(&out.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&config)?)?;
-        write_file(&out.join("special_tokens_map.json"), &serde_json::to_vec_pretty(&serde_json::Value::Object(map))?)?;
+        atomic_file::write(&out.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&config)?)?;
+        atomic_file::write(&out.join("special_tokens_map.json"), &serde_json::to_vec_pretty(&serde_json::Value::Object(map))?)?;
         names.extend(["tokenizer_config.json".to_string(), "special_tokens_map.json".to_string()]);
     }
     Ok((names, specials))

@@ -11,7 +11,7 @@
 //! came from in a second all-to-all. Exchanges go in rounds of at most `ROUND_WORDS` words sent per
 //! rank (MPI counts are 32-bit).
 
-use super::minhash::mix64;
+use crate::mix::mix64;
 use anyhow::Result;
 use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use mpi::datatype::{Partition, PartitionMut};

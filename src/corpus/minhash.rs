@@ -14,6 +14,7 @@
 //! Collision odds: a band key or exact key is a 64-bit hash, so n distinct texts share one by chance
 //! with probability about n^2 / 2^65 per band (10^9 texts: ~0.03 per band, ~1 over 40 bands).
 
+use crate::mix::mix64;
 use serde::Deserialize;
 use std::io::Cursor;
 
@@ -85,14 +86,6 @@ pub fn band_keys(text: &str, cfg: &DedupConfig) -> Vec<u64> {
 /// The key of `text` for exact-duplicate removal: MurmurHash3 x64-128 of its bytes, low 64 bits.
 pub fn exact_key(text: &str) -> u64 {
     hash64(text.as_bytes())
-}
-
-/// SplitMix64's output function: a bijective mix of 64 bits.
-pub(crate) fn mix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn hash64(bytes: &[u8]) -> u64 {

@@ -26,6 +26,7 @@ use super::nesting::{nesting_depth, MAX_NESTING};
 use super::report::Report;
 use super::warc::WarcReader;
 use super::{charset, clean, lang};
+use crate::atomic_file;
 use crate::dirlock::DirLock;
 use crate::parallel::agree::agree;
 use crate::progress::ProgressMeter;
@@ -35,7 +36,7 @@ use mpi::topology::{Communicator, SimpleCommunicator};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -85,29 +86,6 @@ fn done_file(dir: &Path, i: usize) -> PathBuf {
 
 fn part_file(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("part-{i:05}.jsonl.zst"))
-}
-
-/// `path` + ".tmp-<pid>".
-fn temp_of(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".tmp-{}", std::process::id()));
-    PathBuf::from(s)
-}
-
-/// Writes `path` through a temporary name: `fill` writes the content, then it is renamed.
-fn write_atomically(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let tmp = temp_of(path);
-    let result = (|| {
-        let mut w = BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-        fill(&mut w)?;
-        let f = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("flushing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A zstd stream into `w` (one frame, one thread: the same bytes every time).
@@ -213,7 +191,7 @@ impl Refinery<'_> {
             m.lock().expect("progress lock").advance(meta.len());
         }
         let level = self.cfg.output.zstd_level;
-        write_atomically(work, |w| {
+        atomic_file::write_with(work, |w| {
             zstd_lines(w, level, |z| {
                 for d in &kept {
                     serde_json::to_writer(&mut *z, d)?;
@@ -253,7 +231,7 @@ fn open_run(o: &CorpusOptions, cfg_text: &str, inputs: &[PathBuf], rank: i32) ->
                 );
             }
         }
-        Err(_) => write_atomically(&marker, |w| Ok(serde_json::to_writer_pretty(w, &identity)?))?,
+        Err(_) => atomic_file::write_with(&marker, |w| Ok(serde_json::to_writer_pretty(w, &identity)?))?,
     }
     Ok(Some(lock))
 }
@@ -304,7 +282,7 @@ pub fn run(o: &CorpusOptions, world: &SimpleCommunicator) -> Result<Option<Repor
                     return serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged (delete it to redo the input)", done.display()));
                 }
                 let report = refinery.input(&inputs[i], &work_file(&o.output, i), Some(&meter))?;
-                write_atomically(&done, |w| Ok(serde_json::to_writer(w, &report)?))?;
+                atomic_file::write_with(&done, |w| Ok(serde_json::to_writer(w, &report)?))?;
                 pause_after_an_input_for_tests(rank);
                 Ok(report)
             })
@@ -359,14 +337,14 @@ pub fn run(o: &CorpusOptions, world: &SimpleCommunicator) -> Result<Option<Repor
         };
         match exists {
             true => write(&mut std::io::sink()),
-            false => write_atomically(&part, |w| zstd_lines(w, cfg.output.zstd_level, |z| write(z))),
+            false => atomic_file::write_with(&part, |w| zstd_lines(w, cfg.output.zstd_level, |z| write(z))),
         }
     });
     agree(world, written)?;
     report.time("write", t.elapsed().as_secs_f64());
     let total = report.gather(world);
     if let Some(r) = &total {
-        write_atomically(&o.output.join("report.json"), |w| Ok(serde_json::to_writer_pretty(w, r)?))?;
+        atomic_file::write_with(&o.output.join("report.json"), |w| Ok(serde_json::to_writer_pretty(w, r)?))?;
     }
     Ok(total)
 }

@@ -8,6 +8,7 @@
 //! renamed, so concurrent ranks on a node never read a partial file.
 
 use super::nvrtc::Nvrtc;
+use crate::atomic_file;
 use super::sources::{KernelSource, HEADERS, SOURCES};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -245,18 +246,8 @@ pub fn ptx_defines(ptx: &str, kernel: &str) -> bool {
 fn write_cached(dir: &Path, stem: &str, ptx: &[u8], cubin: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // The CUBIN last: a reader needs both, so it never sees a CUBIN without its PTX.
-    write_atomic(&dir.join(format!("{stem}.ptx")), ptx)?;
-    write_atomic(&dir.join(format!("{stem}.cubin")), cubin)
-}
-
-/// Writes `path` through a temporary name unique to this process and call, then renames it.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path.file_name().unwrap().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    atomic_file::write(&dir.join(format!("{stem}.ptx")), ptx)?;
+    atomic_file::write(&dir.join(format!("{stem}.cubin")), cubin)
 }
 
 /// `swallow kernels compile`: compiles (or finds cached) every module and prints one line each.
