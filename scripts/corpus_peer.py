@@ -18,8 +18,9 @@ Per WARC response record (input order, then record order), as src/corpus/run.rs 
             (first 64 KB; kana as characters or numeric references) (extract.rs, looks_japanese).
 5. extract  trafilatura.extract(html, include_comments=False, include_tables=True), the settings of
             tests/fixtures/corpus/make_fixtures.py.
-6. lang     the Japanese score of lang.rs (kana + kanji against words of other letters, scaled by the
-            kana share), >= lang.threshold.
+6. lang     the Japanese score of lang.rs (the logistic regression over hashed character 1-3-grams
+            of data/corpus/langid.bin, computed with numpy by scripts/langid_features.py),
+            >= lang.threshold.
 7. filters  the rules of filters.rs in its order: NG-word ratio (leftmost-longest, ASCII
             case-insensitive), min chars, min Japanese chars, hiragana / katakana / Japanese ratios,
             average and longest sentence, ellipsis endings, duplicate lines and their characters,
@@ -54,6 +55,8 @@ import trafilatura
 import zstandard
 from datasketch import MinHash, MinHashLSH
 from warcio.archiveiterator import ArchiveIterator
+
+import langid_features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -246,25 +249,13 @@ def looks_japanese(html):
     return kana >= 2
 
 
-# --- 6. language score (lang.rs) ---
+# --- 6. language score (lang.rs): scripts/langid_features.py ---
 
-KANA_SCORE_RE = re.compile("[\u3041-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9d]")
-KANJI_SCORE_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff々〆]")
-# A run of letters (\w without digits and _) that are neither kana nor kanji.
-OTHER_WORD_RE = re.compile("(?:(?![\u3041-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9d"
-                           "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff々〆])[^\\W\\d_])+")
+LANGID_MODEL = langid_features.read_model(os.path.join(REPO, "data/corpus/langid.bin"))
 
 
 def japanese_score(text):
-    kana = len(KANA_SCORE_RE.findall(text))
-    kanji = len(KANJI_SCORE_RE.findall(text))
-    japanese = kana + kanji
-    if japanese == 0:
-        return 0.0
-    other = len(OTHER_WORD_RE.findall(text))
-    share = japanese / (japanese + other)
-    scale = min(max((kana / japanese - 0.02) / (0.10 - 0.02), 0.0), 1.0)
-    return share * scale
+    return langid_features.score(text, LANGID_MODEL)
 
 
 # --- 7. filters (filters.rs) ---
