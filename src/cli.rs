@@ -262,7 +262,7 @@ pub(crate) struct TrainArgs {
     /// Megatron's batch-size ramp-up: the global batch starts at START and grows by INCR in
     /// (global - START) / INCR equal shares of the first SAMPLES consumed samples; the learning
     /// rate then counts samples (train.rampup_batch_size).
-    #[arg(long, num_args = 3, value_names = ["START", "INCR", "SAMPLES"])]
+    #[arg(long, num_args = 3, value_names = ["START", "INCR", "SAMPLES"], action = clap::ArgAction::Set)]
     pub(crate) rampup_batch_size: Option<Vec<u64>>,
     /// Under --rampup-batch-size: the learning-rate warm-up in consumed samples
     /// (train.warmup_samples; default: the samples of train.warmup_steps steps).

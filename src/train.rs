@@ -37,7 +37,9 @@ struct Setup {
 /// The run's checks that need no other rank (configuration against the world, device, data).
 fn prepare(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware::GpuKind>) -> Result<Setup> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
-    cfg.data_parallel_size(topo.world)?;
+    let dp = cfg.data_parallel_size(topo.world)?;
+    // Every batch size of the run (a ramp-up's too) fits the pipeline schedule.
+    crate::trainer::pipeline_slots(cfg, topo.pp, topo.pp_rank, dp)?;
     cfg.check_tensor_parallel()?;
     cfg.check_positions()?;
     let device = match choose_device(&cfg.train.device, topo.rank == 0) {

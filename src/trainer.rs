@@ -73,6 +73,23 @@ pub struct StepStats {
     pub comm: [CommStats; 3],
 }
 
+/// Activation slots per chunk of pipeline stage `stage` of `stages`: the most micro-batches its
+/// list holds in flight, over every batch size of the run (src/batch_size.rs) with `dp` DP
+/// ranks; an error names a batch size the pipeline schedule cannot run.
+pub fn pipeline_slots(cfg: &Config, stages: usize, stage: usize, dp: usize) -> Result<Vec<usize>> {
+    let (t, vpp) = (&cfg.train, cfg.parallel.vpp);
+    let mut slots = vec![0; vpp];
+    for global in cfg.batch_schedule()?.sizes() {
+        let m = global / (t.micro_batch * dp);
+        let pipeline = Executor::new(cfg.schedule_kind()?, stages, vpp, stage, m)
+            .with_context(|| format!("global batch {global} ({m} micro-batches of {} per DP rank)", t.micro_batch))?;
+        for (s, n) in slots.iter_mut().zip(pipeline.slots_per_chunk()) {
+            *s = (*s).max(n);
+        }
+    }
+    Ok(slots)
+}
+
 impl<B: Backend> Trainer<B> {
     /// A freshly initialised model for `cfg` on `backend`: this rank's part of it (its TP shard
     /// and pipeline chunks) within `groups`, ZeRO-1 when `cfg.parallel.zero == 1`.
@@ -83,16 +100,7 @@ impl<B: Backend> Trainer<B> {
         batches.check_layout(t.micro_batch, dp.size())?;
         let (stages, stage) = (pp.size(), pp.rank());
         let schedule_kind = cfg.schedule_kind()?;
-        // Activation slots for the most micro-batches in flight over every batch size of the run.
-        let mut slots = vec![0; p.vpp];
-        for global in batches.sizes() {
-            let m = global / (t.micro_batch * dp.size());
-            let pipeline = Executor::new(schedule_kind, stages, p.vpp, stage, m)
-                .with_context(|| format!("global batch {global} ({m} micro-batches of {} per DP rank)", t.micro_batch))?;
-            for (s, n) in slots.iter_mut().zip(pipeline.slots_per_chunk()) {
-                *s = (*s).max(n);
-            }
-        }
+        let slots = pipeline_slots(cfg, stages, stage, dp.size())?;
         let accumulation = t.global_batch / (t.micro_batch * dp.size());
         let pipeline = Executor::new(schedule_kind, stages, p.vpp, stage, accumulation)?;
         let chunks = layout::chunks(cfg.model.num_layers, stages, p.vpp, stage)?;
