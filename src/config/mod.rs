@@ -338,6 +338,22 @@ mod tests {
     }
 
     #[test]
+    fn rampup_round_trips_through_the_stored_toml_and_sample_settings_need_it() {
+        let c = Config::load("tiny", &["train.rampup_batch_size=[4, 4, 30]".into(), "train.warmup_samples=8".into()]).unwrap();
+        assert_eq!(c.train.rampup_batch_size, Some([4, 4, 30]));
+        assert_eq!(c.batch_schedule().unwrap().global_batch(10), 8);
+        let back = Config::from_toml(&toml::to_string(&c).unwrap(), "stored", &[]).unwrap();
+        assert_eq!(back, c);
+        let e = Config::load("tiny", &["train.decay_samples=100".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("train.decay_samples (--lr-decay-samples) = 100 needs train.rampup_batch_size"), "{e:#}");
+        let e = Config::load("tiny", &["train.rampup_batch_size=[4, 4]".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("train.rampup_batch_size"), "{e:#}");
+        // The world's DP size must split every batch of the ramp: micro-batch 8 x dp 2 = 16 > 4.
+        let e = Config::load("tiny", &["train.rampup_batch_size=[4, 4, 30]".into()]).unwrap().data_parallel_size(2).unwrap_err();
+        assert!(format!("{e:#}").contains("START = 4 is not a multiple of micro_batch x dp = 8 x 2 = 16"), "{e:#}");
+    }
+
+    #[test]
     fn world_size_must_fit_the_layout() {
         let c = Config::load("tiny", &["parallel.tp=2".into()]).unwrap();
         assert!(c.data_parallel_size(3).is_err());
