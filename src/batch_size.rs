@@ -42,7 +42,7 @@ impl BatchSchedule {
         if start >= global {
             bail!("{what}: START = {start} must be below train.global_batch = {global}, the batch the ramp ends at");
         }
-        if (global - start) % increment != 0 {
+        if !(global - start).is_multiple_of(increment) {
             bail!(
                 "{what}: global_batch - START = {global} - {start} = {} is not divisible by INCR = {increment}",
                 global - start
@@ -86,12 +86,12 @@ impl BatchSchedule {
     /// That every batch splits into whole micro-batches of `micro_batch` on each of `dp` ranks.
     pub fn check_layout(&self, micro_batch: usize, dp: usize) -> Result<()> {
         let unit = micro_batch * dp;
-        if self.global % unit != 0 {
+        if !self.global.is_multiple_of(unit) {
             bail!("train.global_batch = {} is not divisible by micro_batch x dp = {micro_batch} x {dp}", self.global);
         }
         if let Some(r) = self.rampup {
             for (name, v) in [("START", r.start), ("INCR", r.increment)] {
-                if v % unit != 0 {
+                if !v.is_multiple_of(unit) {
                     bail!(
                         "train.rampup_batch_size (--rampup-batch-size START INCR SAMPLES): {name} = {v} is not a multiple of micro_batch x dp = {micro_batch} x {dp} = {unit}; every batch of the ramp must split into whole micro-batches on every DP rank"
                     );
