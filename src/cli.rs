@@ -259,6 +259,19 @@ pub(crate) struct TrainArgs {
     /// Samples per optimizer step over all data-parallel ranks (train.global_batch).
     #[arg(long)]
     pub(crate) global_batch: Option<usize>,
+    /// Megatron's batch-size ramp-up: the global batch starts at START and grows by INCR in
+    /// (global - START) / INCR equal shares of the first SAMPLES consumed samples; the learning
+    /// rate then counts samples (train.rampup_batch_size).
+    #[arg(long, num_args = 3, value_names = ["START", "INCR", "SAMPLES"], action = clap::ArgAction::Set)]
+    pub(crate) rampup_batch_size: Option<Vec<u64>>,
+    /// Under --rampup-batch-size: the learning-rate warm-up in consumed samples
+    /// (train.warmup_samples; default: the samples of train.warmup_steps steps).
+    #[arg(long)]
+    pub(crate) lr_warmup_samples: Option<u64>,
+    /// Under --rampup-batch-size: the consumed samples at which the cosine decay ends
+    /// (train.decay_samples; default: the samples of train.decay_steps, else --steps, steps).
+    #[arg(long)]
+    pub(crate) lr_decay_samples: Option<u64>,
     /// Seed of the initialisation and the data order (train.seed).
     #[arg(long)]
     pub(crate) seed: Option<u64>,
@@ -454,6 +467,9 @@ pub(crate) fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.seq_len", a.seq_len.map(|v| v.to_string()));
     push("train.micro_batch", a.micro_batch.map(|v| v.to_string()));
     push("train.global_batch", a.global_batch.map(|v| v.to_string()));
+    push("train.rampup_batch_size", a.rampup_batch_size.as_ref().map(|v| format!("{v:?}")));
+    push("train.warmup_samples", a.lr_warmup_samples.map(|v| v.to_string()));
+    push("train.decay_samples", a.lr_decay_samples.map(|v| v.to_string()));
     push("train.seed", a.seed.map(|v| v.to_string()));
     push("train.lr", a.lr.map(|v| v.to_string()));
     push("train.metrics", a.metrics.as_ref().map(|v| toml_string(v)));

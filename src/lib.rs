@@ -3,6 +3,7 @@
 
 pub mod atomic_file;
 pub mod backend;
+pub mod batch_size;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -1,6 +1,6 @@
 //! Throughput accounting (PaLM FLOPs per token, TFLOP/s, MFU), the rank-0 step line, and the JSONL
 //! metrics file: one object per optimizer step with step, loss, lr, grad_norm, tokens_per_s,
-//! tflops, mfu, skipped (and a few more), flushed line by line so a killed job keeps its history;
+//! tflops, mfu, skipped (and a few more: global_batch and consumed_samples among them), flushed line by line so a killed job keeps its history;
 //! validation losses are records of their own, `{"kind": "valid", ...}` (`ValidRecord`).
 
 use crate::config::ModelConfig;
@@ -27,6 +27,9 @@ pub struct StepRecord {
     pub tflops: f64,
     pub mfu: f64,
     pub skipped: bool,
+    /// Samples in this step's global batch (`train.global_batch`, or under ramp-up the ramp's).
+    pub global_batch: usize,
+    /// Samples read by the steps up to this one.
     pub consumed_samples: u64,
     pub step_time_s: f64,
     pub elapsed_s: f64,
@@ -100,8 +103,9 @@ impl StepRecord {
             String::new()
         };
         format!(
-            "step {:>6}/{total_steps} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step | mem {:.2} GB, heap {:.1} MB | ETA {}{comm}{}",
+            "step {:>6}/{total_steps} | global batch {} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step | mem {:.2} GB, heap {:.1} MB | ETA {}{comm}{}",
             self.step,
+            self.global_batch,
             self.loss,
             self.lr,
             self.grad_norm,

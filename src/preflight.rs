@@ -41,10 +41,11 @@ fn report(cfg: &Config, sampler: &BlendedSampler) -> Result<()> {
             Err(e) => problems.push(format!("--save {save}: {e:#}")),
         }
     }
-    let samples = t.steps * t.global_batch as u64;
+    let samples = cfg.batch_schedule()?.consumed_after(t.steps);
     let epochs = samples as f64 / sampler.num_samples().max(1) as f64;
+    let ramp = if t.rampup_batch_size.is_some() { ", ramped up" } else { "" };
     println!(
-        "dry run: the run reads {samples} samples ({} steps x global batch {}): {epochs:.2} epoch(s) of the data ({} samples each){}",
+        "dry run: the run reads {samples} samples ({} steps x global batch {}{ramp}): {epochs:.2} epoch(s) of the data ({} samples each){}",
         t.steps, t.global_batch, sampler.num_samples(),
         if epochs > 1.0 { "; documents repeat, in a new order each epoch" } else { "" }
     );

@@ -96,8 +96,10 @@ fn carve<'a>(mut buf: &'a mut [f32], pieces: Vec<(Range<u64>, Range<usize>)>) ->
     out
 }
 
-/// Collectively saves the state after `step` into `dir` (see store.rs for the safety rules) and
-/// returns the checkpoint's path. Rank 0 prints what it wrote and how fast.
+/// Collectively saves the state after `step` steps that consumed `consumed_samples` into `dir`
+/// (see store.rs for the safety rules) and returns the checkpoint's path. Rank 0 prints what it
+/// wrote and how fast.
+#[allow(clippy::too_many_arguments)]
 pub fn save<B: Backend>(
     dir: &Path,
     world: &SimpleCommunicator,
@@ -106,6 +108,7 @@ pub fn save<B: Backend>(
     model: &Llama<B>,
     opt: &DataParallelOptimizer<B>,
     step: u64,
+    consumed_samples: u64,
 ) -> Result<PathBuf> {
     let t0 = Instant::now();
     if topo.rank == 0 {
@@ -130,7 +133,7 @@ pub fn save<B: Backend>(
     }
     let t = &cfg.train;
     let layout = format!("tp {} dp {} pp {} zero {}", topo.tp, topo.dp, topo.pp, cfg.parallel.zero);
-    let attrs = format::attributes(cfg, &Progress { step, optimizer_updates: opt.updates() }, layout)?;
+    let attrs = format::attributes(cfg, &Progress { step, consumed_samples, optimizer_updates: opt.updates() }, layout)?;
     let tmp = store::temp_path(dir, step);
     let mut file = dist::Writer::create(&tmp, world)?;
     // Tensor by tensor (weights, exp_avg, exp_avg_sq) through one host buffer: the host holds one
@@ -288,7 +291,7 @@ fn pause_mid_save_for_tests(rank: usize) {
 }
 
 /// Collectively restores the state from the checkpoint `target` resolves to (under any layout)
-/// and returns its step, or None when `auto` finds no checkpoint (a fresh start).
+/// and returns where its training stood, or None when `auto` finds no checkpoint (a fresh start).
 pub fn load<B: Backend>(
     target: &LoadTarget,
     world: &SimpleCommunicator,
@@ -296,7 +299,7 @@ pub fn load<B: Backend>(
     cfg: &Config,
     model: &mut Llama<B>,
     opt: &mut DataParallelOptimizer<B>,
-) -> Result<Option<u64>> {
+) -> Result<Option<Progress>> {
     let t0 = Instant::now();
     let specs = model.table.specs.clone();
     let names = tensor_names(&specs);
@@ -336,11 +339,13 @@ pub fn load<B: Backend>(
     let step = attr_u64(&attrs, "step", &path)?;
     let consumed = attr_u64(&attrs, "consumed_samples", &path)?;
     let updates = attr_u64(&attrs, "optimizer_updates", &path)?;
-    let gb = cfg.train.global_batch as u64;
-    if consumed != step * gb {
+    let expected = cfg.batch_schedule()?.consumed_after(step);
+    if consumed != expected {
+        let t = &cfg.train;
+        let ramp = t.rampup_batch_size.map_or("no ramp-up".into(), |r| format!("train.rampup_batch_size = {r:?}"));
         bail!(
-            "checkpoint {}: {consumed} samples consumed in {step} steps, but train.global_batch = {gb}; changing the global batch on resume is not supported yet",
-            path.display()
+            "checkpoint {}: {consumed} samples consumed in {step} steps, but train.global_batch = {} with {ramp} consumes {expected}; changing the batch schedule on resume is not supported yet",
+            path.display(), t.global_batch
         );
     }
     for (w, host) in model.weights.iter_mut().zip(&weights) {
@@ -364,7 +369,7 @@ pub fn load<B: Backend>(
             if with_moments { "" } else { " | no optimizer state stored (an import): AdamW moments start at zero" }
         );
     }
-    Ok(Some(step))
+    Ok(Some(Progress { step, consumed_samples: consumed, optimizer_updates: updates }))
 }
 
 #[cfg(test)]

@@ -37,7 +37,9 @@ struct Setup {
 /// The run's checks that need no other rank (configuration against the world, device, data).
 fn prepare(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware::GpuKind>) -> Result<Setup> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
-    cfg.data_parallel_size(topo.world)?;
+    let dp = cfg.data_parallel_size(topo.world)?;
+    // Every batch size of the run (a ramp-up's too) fits the pipeline schedule.
+    crate::trainer::pipeline_slots(cfg, topo.pp, topo.pp_rank, dp)?;
     cfg.check_tensor_parallel()?;
     cfg.check_positions()?;
     let device = match choose_device(&cfg.train.device, topo.rank == 0) {
@@ -86,9 +88,12 @@ pub fn run(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
         }
     };
     say(format!(
-        "swallow train: {} | {:.2}M parameters | {} layers, hidden {}, heads {}/{} kv | seq {} | global batch {} = {} x {} micro-batches | {} steps | data {} ({} samples/epoch)",
+        "swallow train: {} | {:.2}M parameters | {} layers, hidden {}, heads {}/{} kv | seq {} | global batch {} = {} x {} micro-batches{} | {} steps | data {} ({} samples/epoch)",
         cfg.name, params as f64 / 1e6, cfg.model.num_layers, cfg.model.hidden_size, cfg.model.num_heads,
         cfg.model.num_kv_heads, t.seq_len, t.global_batch, t.global_batch / t.micro_batch, t.micro_batch,
+        cfg.batch_schedule()?.rampup().map_or(String::new(), |r| format!(
+            ", ramped up from {} by {} over {} samples (learning rate over samples)", r.start, r.increment, r.samples
+        )),
         t.steps, spec, sampler.num_samples()
     ));
     if let Some(v) = &validation {
@@ -165,7 +170,8 @@ fn train_on<B: Backend>(
     if topo.world > 1 && topo.rank == 0 {
         let x = traffic::per_step(cfg, &topo, trainer.pipeline.sends(), wire)?;
         println!(
-            "expected traffic per step on rank 0 (ring model): tp {:.2} MB, dp {:.2} MB, pp {:.2} MB",
+            "expected traffic per step on rank 0 (ring model{}): tp {:.2} MB, dp {:.2} MB, pp {:.2} MB",
+            if t.rampup_batch_size.is_some() { ", at the full global batch" } else { "" },
             x.tp / 1e6, x.dp / 1e6, x.pp / 1e6
         );
     }
@@ -182,7 +188,9 @@ fn train_on<B: Backend>(
     if let Some(load) = t.load.as_deref() {
         let target = crate::checkpoint::store::LoadTarget::parse(load, save_dir)?;
         let (model, opt) = (&mut trainer.model, &mut trainer.optimizer);
-        trainer.step = crate::resume::load(&target, &mpi.world, &topo, cfg, model, opt)?.unwrap_or(0);
+        if let Some(p) = crate::resume::load(&target, &mpi.world, &topo, cfg, model, opt)? {
+            (trainer.step, trainer.consumed_samples) = (p.step, p.consumed_samples);
+        }
     }
     // Rank 0 writes the metrics, from the step after the one resumed (metrics.rs).
     let opened = match (topo.rank, t.metrics.as_deref()) {
@@ -192,8 +200,9 @@ fn train_on<B: Backend>(
     let mut metrics = crate::parallel::agree::agree(&mpi.world, opened)?;
     let flops_tok = flops_per_token(&cfg.model, t.seq_len);
     let row = t.seq_len + 1;
-    let local = trainer.local_batch();
-    let mut batch = vec![0u32; local * row];
+    // Room for the largest batch (the full global batch); under ramp-up a step uses its front.
+    let mut batch = vec![0u32; t.global_batch / topo.dp * row];
+    let mut last_global = None;
     let start = Instant::now();
     crate::memstat::reset_peak();
     let first_step = trainer.step + 1;
@@ -204,8 +213,17 @@ fn train_on<B: Backend>(
     for step in first_step..=t.steps {
         let tp_on_side_before = tp_on_side();
         let t0 = Instant::now();
-        crate::data::batches::fill(sampler, crate::data::batches::local_rows(step, t.global_batch, topo.dp, topo.dp_rank), &mut batch)?;
-        let s = trainer.train_step(&batch);
+        let (global, consumed) = (trainer.global_batch(), trainer.consumed_samples);
+        if trainer.batches.rampup().is_some() && last_global != Some(global) {
+            say(format!(
+                "batch-size ramp-up: global batch {global} from {consumed} consumed samples ({} micro-batches of {} per DP rank)",
+                trainer.batches.micro_batches(consumed, t.micro_batch, topo.dp), t.micro_batch
+            ));
+        }
+        last_global = Some(global);
+        let local = &mut batch[..trainer.local_batch() * row];
+        crate::data::batches::fill(sampler, crate::data::batches::local_rows(consumed, global, topo.dp, topo.dp_rank), local)?;
+        let s = trainer.train_step(local);
         crate::watchdog::progress();
         let dt = t0.elapsed().as_secs_f64();
         if let (true, Some((buckets, early))) = (step == first_step && topo.dp > 1, trainer.optimizer.overlapped_buckets()) {
@@ -215,7 +233,7 @@ fn train_on<B: Backend>(
             let n = tp_on_side() - tp_on_side_before;
             say(format!("TP collectives of the backward pass on the device's TP stream, overlapping its GEMMs: {n} in step {step}"));
         }
-        let tokens_per_s = (t.global_batch * t.seq_len) as f64 / dt;
+        let tokens_per_s = (global * t.seq_len) as f64 / dt;
         let tflops = flops_tok * tokens_per_s / topo.world as f64 / 1e12;
         let rec = StepRecord {
             step,
@@ -226,7 +244,8 @@ fn train_on<B: Backend>(
             tflops,
             mfu: tflops / t.peak_tflops,
             skipped: s.skipped,
-            consumed_samples: step * t.global_batch as u64,
+            global_batch: global,
+            consumed_samples: trainer.consumed_samples,
             step_time_s: dt,
             elapsed_s: start.elapsed().as_secs_f64(),
             comm_s: s.comm.iter().map(|c| c.seconds).sum(),
@@ -258,7 +277,7 @@ fn train_on<B: Backend>(
         if let Some(dir) = save_dir {
             let stop = crate::resume::stop_requested(&mpi.world);
             if halt || stop || step == t.steps || t.save_every.is_some_and(|n| n > 0 && step % n == 0) {
-                crate::resume::save(dir, &mpi.world, &topo, cfg, &trainer.model, &trainer.optimizer, step)?;
+                crate::resume::save(dir, &mpi.world, &topo, cfg, &trainer.model, &trainer.optimizer, step, trainer.consumed_samples)?;
             }
             if stop {
                 if topo.rank == 0 {

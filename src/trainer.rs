@@ -2,18 +2,21 @@
 //! schedule over the parallel groups; per step the micro-batches forward and backward through the
 //! pipeline executor with gradient accumulation, each parameter's DP exchange started as its
 //! gradient completes, clip, update (or skip: src/fault.rs); and the forward-only loss that
-//! validation (src/validation.rs) and the benchmarks use.
+//! validation (src/validation.rs) and the benchmarks use. The step's batch comes from the samples
+//! consumed so far (src/batch_size.rs); under batch-size ramp-up the pipeline's list is rebuilt
+//! for each new micro-batch count, on activation slots sized for the largest.
 
 use crate::backend::{Backend, Role};
+use crate::batch_size::BatchSchedule;
 use crate::config::Config;
 use crate::fault::{LossGuard, SkipReason};
 use crate::model::Llama;
 use crate::parallel::{Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
-use crate::pipeline::{Executor, ParamEvents};
+use crate::pipeline::{Executor, ParamEvents, ScheduleKind};
 use crate::optim::adamw::StepOutcome;
 use crate::optim::{DataParallelOptimizer, LrSchedule};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
 /// Model + optimizer + schedule + parallel groups: everything one optimizer step needs.
@@ -27,10 +30,16 @@ pub struct Trainer<B: Backend> {
     /// Model-parallel group (TP x PP), over which the gradient norm is summed.
     pub mp: Box<dyn Collectives>,
     pub step: u64,
-    /// Micro-batches per step on this rank.
+    /// Samples the steps so far have read (all DP ranks): the next step's batch starts here.
+    pub consumed_samples: u64,
+    /// The global batch of each step.
+    pub batches: BatchSchedule,
+    /// Micro-batches per step on this rank that `pipeline` runs.
     pub accumulation: usize,
-    /// Tokens in the global batch (all DP ranks).
-    tokens_per_step: usize,
+    /// The pipeline schedule's kind and chunks per rank, to rebuild `pipeline` for another
+    /// micro-batch count.
+    schedule_kind: ScheduleKind,
+    vpp: usize,
     /// Which steps skip their update, and when to give up.
     pub guard: LossGuard,
 }
@@ -64,15 +73,36 @@ pub struct StepStats {
     pub comm: [CommStats; 3],
 }
 
+/// Activation slots per chunk of pipeline stage `stage` of `stages`: the most micro-batches its
+/// list holds in flight, over every batch size of the run (src/batch_size.rs) with `dp` DP
+/// ranks; an error names a batch size the pipeline schedule cannot run.
+pub fn pipeline_slots(cfg: &Config, stages: usize, stage: usize, dp: usize) -> Result<Vec<usize>> {
+    let (t, vpp) = (&cfg.train, cfg.parallel.vpp);
+    let mut slots = vec![0; vpp];
+    for global in cfg.batch_schedule()?.sizes() {
+        let m = global / (t.micro_batch * dp);
+        let pipeline = Executor::new(cfg.schedule_kind()?, stages, vpp, stage, m)
+            .with_context(|| format!("global batch {global} ({m} micro-batches of {} per DP rank)", t.micro_batch))?;
+        for (s, n) in slots.iter_mut().zip(pipeline.slots_per_chunk()) {
+            *s = (*s).max(n);
+        }
+    }
+    Ok(slots)
+}
+
 impl<B: Backend> Trainer<B> {
     /// A freshly initialised model for `cfg` on `backend`: this rank's part of it (its TP shard
     /// and pipeline chunks) within `groups`, ZeRO-1 when `cfg.parallel.zero == 1`.
     pub fn new(backend: Arc<B>, cfg: &Config, groups: ParallelGroups) -> Result<Self> {
         let (t, p) = (&cfg.train, &cfg.parallel);
         let ParallelGroups { tp, dp, pp, mp } = groups;
-        let accumulation = t.global_batch / (t.micro_batch * dp.size());
+        let batches = cfg.batch_schedule()?;
+        batches.check_layout(t.micro_batch, dp.size())?;
         let (stages, stage) = (pp.size(), pp.rank());
-        let pipeline = Executor::new(cfg.schedule_kind()?, stages, p.vpp, stage, accumulation)?;
+        let schedule_kind = cfg.schedule_kind()?;
+        let slots = pipeline_slots(cfg, stages, stage, dp.size())?;
+        let accumulation = t.global_batch / (t.micro_batch * dp.size());
+        let pipeline = Executor::new(schedule_kind, stages, p.vpp, stage, accumulation)?;
         let chunks = layout::chunks(cfg.model.num_layers, stages, p.vpp, stage)?;
         let sp = p.sequence_parallel;
         if sp && (t.micro_batch * t.seq_len) % tp.size() != 0 {
@@ -81,7 +111,6 @@ impl<B: Backend> Trainer<B> {
                 t.micro_batch, t.seq_len, tp.size()
             );
         }
-        let slots = pipeline.slots_per_chunk();
         let zero = p.zero == 1;
         // Under ZeRO-1 the fp32 masters live in the optimizer's segments: the model keeps copies.
         let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
@@ -100,14 +129,17 @@ impl<B: Backend> Trainer<B> {
         Ok(Trainer {
             model,
             optimizer,
-            schedule: LrSchedule::from_config(t),
+            schedule: LrSchedule::from_config(t, &batches),
             pipeline,
             accumulation,
+            schedule_kind,
+            vpp: p.vpp,
             dp,
             pp,
             mp,
             step: 0,
-            tokens_per_step: t.global_batch * t.seq_len,
+            consumed_samples: 0,
+            batches,
             guard: LossGuard::new(t),
         })
     }
@@ -117,19 +149,36 @@ impl<B: Backend> Trainer<B> {
         [self.model.tp.stats(), self.dp.stats(), self.pp.stats()]
     }
 
-    /// Samples of this rank's share of each global batch.
-    pub fn local_batch(&self) -> usize {
-        self.accumulation * self.model.micro_batch
+    /// Samples in the next step's global batch (all DP ranks).
+    pub fn global_batch(&self) -> usize {
+        self.batches.global_batch(self.consumed_samples)
     }
 
-    /// One optimizer step over `batch`: this rank's `global_batch / dp` samples of `seq_len + 1`
-    /// tokens, row-major.
+    /// Samples of this rank's share of the next step's global batch.
+    pub fn local_batch(&self) -> usize {
+        self.global_batch() / self.dp.size()
+    }
+
+    /// Makes `pipeline` the list for `microbatches` per step (every count of the run's batch
+    /// sizes was checked in `new`).
+    fn use_microbatches(&mut self, microbatches: usize) {
+        if microbatches != self.accumulation {
+            let (stages, stage) = (self.pp.size(), self.pp.rank());
+            self.pipeline = Executor::new(self.schedule_kind, stages, self.vpp, stage, microbatches).expect("checked in Trainer::new");
+            self.accumulation = microbatches;
+        }
+    }
+
+    /// One optimizer step over `batch`: this rank's `global_batch() / dp` samples of
+    /// `seq_len + 1` tokens, row-major.
     pub fn train_step(&mut self, batch: &[u32]) -> StepStats {
         let before = self.comm_stats();
+        let global = self.global_batch();
+        assert_eq!(batch.len(), self.local_batch() * (self.model.seq + 1), "global batch of the wrong size");
+        self.use_microbatches(self.batches.micro_batches(self.consumed_samples, self.model.micro_batch, self.dp.size()));
+        let tokens = (global * self.model.seq) as f64;
         let m = &mut self.model;
-        let rows = m.micro_batch * (m.seq + 1);
-        assert_eq!(batch.len(), rows * self.accumulation, "global batch of the wrong size");
-        let grad_scale = 1.0 / self.tokens_per_step as f32;
+        let grad_scale = 1.0 / tokens as f32;
         let backend = m.backend.clone();
         self.optimizer.zero_grads(&backend, &mut m.grads);
         // The forward pass waits for each bucket's weight all-gather as it reaches it; each
@@ -139,11 +188,12 @@ impl<B: Backend> Trainer<B> {
         m.reduce_replicated_grads();
         events.grads_complete(&m.reduced_after_backward());
         self.step += 1;
-        let lr = self.schedule.lr(self.step);
+        self.consumed_samples += global as u64;
+        let lr = self.schedule.lr_after(self.step, self.consumed_samples);
         let mut total = [loss_sum];
         self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
-        let loss = total[0] / self.tokens_per_step as f64;
+        let loss = total[0] / tokens;
         let verdict = crate::fault::agree(self.guard.check(loss), &*self.mp, &*self.dp);
         let outcome = match verdict {
             None => self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*self.mp),
@@ -159,16 +209,19 @@ impl<B: Backend> Trainer<B> {
         StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: skip_reason.is_some(), skip_reason, comm }
     }
 
-    /// Mean token loss of `batch` (shaped as for `train_step`) without changing the weights or the
-    /// optimizer: the pipeline runs as in training and the gradients it leaves are discarded (the
-    /// next step zeroes them).
+    /// Mean token loss of `batch` (this rank's share of a global batch of any of the run's sizes,
+    /// shaped as for `train_step`) without changing the weights or the optimizer: the pipeline
+    /// runs as in training and the gradients it leaves are discarded (the next step zeroes them).
     pub fn eval_loss(&mut self, batch: &[u32]) -> f64 {
+        let rows = self.model.micro_batch * (self.model.seq + 1);
+        self.use_microbatches(batch.len() / rows);
+        let tokens = (batch.len() / (self.model.seq + 1) * self.dp.size() * self.model.seq) as f64;
         let m = &mut self.model;
-        let grad_scale = 1.0 / self.tokens_per_step as f32;
+        let grad_scale = 1.0 / tokens as f32;
         self.optimizer.all_weights_needed(&m.backend);
         let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut ())];
         self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
-        total[0] / self.tokens_per_step as f64
+        total[0] / tokens
     }
 }

@@ -1,6 +1,7 @@
 //! Periodic validation loss (`--eval-every N --eval-iters K`): the mean token loss of the first K
 //! global batches of the valid part of `--split` (the same batches at every evaluation, so the
-//! curve compares like with like), computed under the training layout by the training pipeline
+//! curve compares like with like; full `train.global_batch`es, also during a batch-size ramp-up),
+//! computed under the training layout by the training pipeline
 //! without an optimizer step (backward runs and its gradients are discarded: a forward-only
 //! schedule is a later optimisation).
 
@@ -42,7 +43,7 @@ impl Validation {
     /// Mean token loss over the validation batches; every rank calls it at the same step and
     /// gets the same value. `dp_rank` picks this rank's share of each global batch.
     pub fn loss<B: Backend>(&self, trainer: &mut Trainer<B>, dp_rank: usize) -> Result<f64> {
-        let local = trainer.local_batch();
+        let local = self.global_batch / trainer.dp.size();
         let row = trainer.model.seq + 1;
         let mut batch = vec![0u32; local * row];
         let mut sum = 0.0;

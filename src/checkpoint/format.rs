@@ -50,6 +50,9 @@ pub fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
 pub struct Progress {
     /// Optimizer steps taken (training resumes at `step + 1`).
     pub step: u64,
+    /// Samples those steps read: where the data stream and, under ramp-up, the batch size and the
+    /// learning-rate schedule continue (src/batch_size.rs).
+    pub consumed_samples: u64,
     /// AdamW's update count for bias correction (skipped steps do not count).
     pub optimizer_updates: u64,
 }
@@ -61,7 +64,7 @@ pub fn attributes(cfg: &Config, progress: &Progress, layout: String) -> Result<V
     Ok(vec![
         ("format_version", AttrValue::U64(FORMAT_VERSION)),
         ("step", AttrValue::U64(progress.step)),
-        ("consumed_samples", AttrValue::U64(progress.step * t.global_batch as u64)),
+        ("consumed_samples", AttrValue::U64(progress.consumed_samples)),
         ("optimizer_updates", AttrValue::U64(progress.optimizer_updates)),
         ("seed", AttrValue::U64(t.seed)),
         ("data", AttrValue::Str(t.data.clone().unwrap_or_default())),

@@ -83,7 +83,7 @@ pub fn import(hf_dir: &Path, out: &Path, new_tokenizer: Option<&Path>, comm: &Si
         meter.advance(4 * values.len() as u64);
     }
     drop(meter);
-    let mut attrs = format::attributes(&cfg, &Progress { step: 0, optimizer_updates: 0 }, "tp 1 dp 1 pp 1 zero 0".into())?;
+    let mut attrs = format::attributes(&cfg, &Progress { step: 0, consumed_samples: 0, optimizer_updates: 0 }, "tp 1 dp 1 pp 1 zero 0".into())?;
     let source = match new_tokenizer {
         Some(t) => format!("{} with the vocabulary of {}", hf_dir.display(), t.display()),
         None => hf_dir.display().to_string(),

@@ -9,6 +9,7 @@ mod sections;
 
 pub use sections::{ModelConfig, ParallelConfig, Recompute, RopeScaling, TrainConfig, TOKEN_ID_KEYS};
 
+use crate::batch_size::BatchSchedule;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -145,6 +146,19 @@ impl Config {
                 bail!("train.decay_steps = {d} is smaller than train.warmup_steps = {}", t.warmup_steps);
             }
         }
+        let batches = self.batch_schedule()?;
+        if batches.rampup().is_none() {
+            for (k, v) in [("train.warmup_samples (--lr-warmup-samples)", t.warmup_samples), ("train.decay_samples (--lr-decay-samples)", t.decay_samples)] {
+                if let Some(v) = v {
+                    bail!("{k} = {v} needs train.rampup_batch_size (--rampup-batch-size): without ramp-up the schedule counts steps (train.warmup_steps, train.decay_steps)");
+                }
+            }
+        }
+        if let (Some(w), Some(d)) = (t.warmup_samples, t.decay_samples) {
+            if d < w {
+                bail!("train.decay_samples = {d} is smaller than train.warmup_samples = {w}");
+            }
+        }
         if !["cpu", "cuda", "auto", "cuda-emulated"].contains(&t.device.as_str()) {
             bail!("train.device = {:?}, expected {}", t.device, crate::backend::cuda::probe::DEVICES);
         }
@@ -226,15 +240,13 @@ impl Config {
             bail!("world size {world} is not divisible by tp x pp = {} x {} = {mp}", p.tp, p.pp);
         }
         let dp = world / mp;
-        let t = &self.train;
-        if t.global_batch % (t.micro_batch * dp) != 0 {
-            bail!(
-                "train.global_batch = {} is not divisible by micro_batch x dp = {} x {dp}",
-                t.global_batch,
-                t.micro_batch
-            );
-        }
+        self.batch_schedule()?.check_layout(self.train.micro_batch, dp)?;
         Ok(dp)
+    }
+
+    /// The global batch of every step (src/batch_size.rs): constant, or ramped up.
+    pub fn batch_schedule(&self) -> Result<BatchSchedule> {
+        BatchSchedule::new(self.train.global_batch, self.train.rampup_batch_size)
     }
 }
 
@@ -323,6 +335,22 @@ mod tests {
         // Checkpoints store the configuration as TOML (checkpoint/format.rs).
         let back = Config::from_toml(&toml::to_string(&c).unwrap(), "stored", &[]).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn rampup_round_trips_through_the_stored_toml_and_sample_settings_need_it() {
+        let c = Config::load("tiny", &["train.rampup_batch_size=[4, 4, 30]".into(), "train.warmup_samples=8".into()]).unwrap();
+        assert_eq!(c.train.rampup_batch_size, Some([4, 4, 30]));
+        assert_eq!(c.batch_schedule().unwrap().global_batch(10), 8);
+        let back = Config::from_toml(&toml::to_string(&c).unwrap(), "stored", &[]).unwrap();
+        assert_eq!(back, c);
+        let e = Config::load("tiny", &["train.decay_samples=100".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("train.decay_samples (--lr-decay-samples) = 100 needs train.rampup_batch_size"), "{e:#}");
+        let e = Config::load("tiny", &["train.rampup_batch_size=[4, 4]".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("train.rampup_batch_size"), "{e:#}");
+        // The world's DP size must split every batch of the ramp: micro-batch 8 x dp 2 = 16 > 4.
+        let e = Config::load("tiny", &["train.rampup_batch_size=[4, 4, 30]".into()]).unwrap().data_parallel_size(2).unwrap_err();
+        assert!(format!("{e:#}").contains("START = 4 is not a multiple of micro_batch x dp = 8 x 2 = 16"), "{e:#}");
     }
 
     #[test]

@@ -80,6 +80,19 @@ pub struct TrainConfig {
     /// Steps over which the cosine decays to `min_lr` (default: `steps`).
     #[serde(default)]
     pub decay_steps: Option<u64>,
+    /// Megatron's batch-size ramp-up `[START, INCR, SAMPLES]` (`--rampup-batch-size`): the global
+    /// batch grows from START by INCR over the first SAMPLES consumed samples (src/batch_size.rs),
+    /// and the learning-rate schedule counts consumed samples instead of steps.
+    #[serde(default)]
+    pub rampup_batch_size: Option<[u64; 3]>,
+    /// Under ramp-up: the warm-up in consumed samples (`--lr-warmup-samples`; default: the samples
+    /// of the first `warmup_steps` steps).
+    #[serde(default)]
+    pub warmup_samples: Option<u64>,
+    /// Under ramp-up: the consumed samples at which the cosine reaches `min_lr`
+    /// (`--lr-decay-samples`; default: the samples of the first `decay_steps`, else `steps`, steps).
+    #[serde(default)]
+    pub decay_samples: Option<u64>,
     #[serde(default = "defaults::weight_decay")]
     pub weight_decay: f64,
     #[serde(default = "defaults::beta1")]

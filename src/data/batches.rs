@@ -1,9 +1,10 @@
-//! Which samples make a global batch, and which of them a data-parallel rank reads: global batch
-//! `step` (1-based) is samples `(step - 1) * global_batch ..` of the blended stream, and DP rank `r`
-//! of `dp` reads the `r`-th contiguous `global_batch / dp` of them (its micro-batches split that
-//! slice in order). So a batch depends only on (seed, step, data), never on DP size, micro-batch
-//! split or rank count, and resuming after `step` steps (consumed samples = step * global_batch)
-//! continues the same stream.
+//! Which samples make a global batch, and which of them a data-parallel rank reads: the global
+//! batch after `consumed` samples is samples `consumed .. consumed + global_batch` of the blended
+//! stream (with a constant batch, step s starts at `(s - 1) * global_batch`; under ramp-up
+//! src/batch_size.rs gives each step's size), and DP rank `r` of `dp` reads the `r`-th contiguous
+//! `global_batch / dp` of them (its micro-batches split that slice in order). So a batch depends
+//! only on (seed, consumed samples, data), never on DP size, micro-batch split or rank count, and
+//! resuming at the consumed samples a checkpoint records continues the same stream.
 //!
 //! `swallow data batches` prints, under any number of mpirun ranks (each a DP rank), a checksum of
 //! every row of every global batch, gathered from all ranks to rank 0: the observable that tests
@@ -16,10 +17,11 @@ use mpi::collective::Root;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use std::ops::Range;
 
-/// Stream indices of the samples DP rank `dp_rank` of `dp` reads in global batch `step` (1-based).
-pub fn local_rows(step: u64, global_batch: usize, dp: usize, dp_rank: usize) -> Range<u64> {
+/// Stream indices of the samples DP rank `dp_rank` of `dp` reads in the global batch of
+/// `global_batch` samples that starts after `consumed` samples.
+pub fn local_rows(consumed: u64, global_batch: usize, dp: usize, dp_rank: usize) -> Range<u64> {
     let local = (global_batch / dp) as u64;
-    let first = (step - 1) * global_batch as u64 + dp_rank as u64 * local;
+    let first = consumed + dp_rank as u64 * local;
     first..first + local
 }
 
@@ -70,7 +72,7 @@ pub fn run(o: &BatchesOptions, world: &SimpleCommunicator) -> Result<()> {
     let mut sums = vec![0u64; local];
     let mut all = vec![0u64; o.global_batch];
     for step in o.start_step + 1..=o.steps {
-        fill(&sampler, local_rows(step, o.global_batch, dp, rank), &mut rows)?;
+        fill(&sampler, local_rows((step - 1) * o.global_batch as u64, o.global_batch, dp, rank), &mut rows)?;
         for (s, r) in sums.iter_mut().zip(rows.chunks(o.seq_len + 1)) {
             *s = row_checksum(r);
         }
