@@ -297,6 +297,11 @@ pub(crate) struct TrainArgs {
     /// A JSONL file that gets one record per step (and per validation).
     #[arg(long)]
     pub(crate) metrics: Option<String>,
+    /// Log the gradient noise scale (the critical batch size, McCandlish et al. 2018) each
+    /// step, from the DP ranks' gradients against the global batch's; needs dp >= 2
+    /// (train.log_gns).
+    #[arg(long)]
+    pub(crate) log_gns: bool,
     /// cpu, cuda, auto (cuda where a GPU is visible) or cuda-emulated (train.device).
     #[arg(long)]
     pub(crate) device: Option<String>,
@@ -473,6 +478,7 @@ pub(crate) fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.seed", a.seed.map(|v| v.to_string()));
     push("train.lr", a.lr.map(|v| v.to_string()));
     push("train.metrics", a.metrics.as_ref().map(|v| toml_string(v)));
+    push("train.log_gns", a.log_gns.then(|| "true".into()));
     push("train.device", a.device.as_ref().map(|v| toml_string(v)));
     push("train.comm", a.comm.as_ref().map(|v| toml_string(v)));
     push("train.save", a.save.as_ref().map(|v| toml_string(&v.to_string_lossy())));

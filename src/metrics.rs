@@ -48,6 +48,9 @@ pub struct StepRecord {
     pub peak_rss_bytes: u64,
     /// Estimated seconds to the last step, at this run's mean step time so far.
     pub eta_s: f64,
+    /// The gradient noise scale B_simple in samples (`--log-gns`; src/optim/noise_scale.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_scale: Option<f64>,
 }
 
 /// A validation loss (`--eval-every`), one line of the metrics file among the step records.
@@ -103,12 +106,13 @@ impl StepRecord {
             String::new()
         };
         format!(
-            "step {:>6}/{total_steps} | global batch {} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step | mem {:.2} GB, heap {:.1} MB | ETA {}{comm}{}",
+            "step {:>6}/{total_steps} | global batch {} | loss {:.4} | lr {:.3e} | grad norm {:.3}{} | {:.0} tok/s | {:.3} TFLOP/s | MFU {:.1}% | {:.3} s/step | mem {:.2} GB, heap {:.1} MB | ETA {}{comm}{}",
             self.step,
             self.global_batch,
             self.loss,
             self.lr,
             self.grad_norm,
+            self.noise_scale.map_or(String::new(), |b| format!(" | noise scale {b:.0} samples")),
             self.tokens_per_s,
             self.tflops,
             100.0 * self.mfu,

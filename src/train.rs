@@ -256,6 +256,7 @@ fn train_on<B: Backend>(
             skip_reason: s.skip_reason.map(|r| r.to_string()),
             peak_rss_bytes: crate::metrics::peak_rss_bytes().unwrap_or(0),
             eta_s: eta.step_done(start.elapsed().as_secs_f64(), dt, t.steps - step),
+            noise_scale: s.noise_scale,
         };
         if topo.rank == 0 {
             if step == 1 || step == t.steps || step % t.log_every.max(1) == 0 || s.skipped {

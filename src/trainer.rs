@@ -15,6 +15,7 @@ use crate::parallel::{Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
 use crate::pipeline::{Executor, ParamEvents, ScheduleKind};
 use crate::optim::adamw::StepOutcome;
+use crate::optim::noise_scale::{self, NoiseScale};
 use crate::optim::{DataParallelOptimizer, LrSchedule};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct Trainer<B: Backend> {
     vpp: usize,
     /// Which steps skip their update, and when to give up.
     pub guard: LossGuard,
+    /// Under `--log-gns`: which gradients count in the norm on this rank, and the estimator.
+    noise_scale: Option<(Vec<bool>, NoiseScale)>,
 }
 
 /// The optimizer listening to a training step's pipeline (`ParamEvents`).
@@ -71,6 +74,8 @@ pub struct StepStats {
     pub skip_reason: Option<SkipReason>,
     /// This rank's communication in the step, per group (tp, dp, pp).
     pub comm: [CommStats; 3],
+    /// The gradient noise scale in samples (`--log-gns`), on steps that updated.
+    pub noise_scale: Option<f64>,
 }
 
 /// Activation slots per chunk of pipeline stage `stage` of `stages`: the most micro-batches its
@@ -121,10 +126,12 @@ impl<B: Backend> Trainer<B> {
         }
         let (mut weights, mut grads) = (std::mem::take(&mut model.weights), std::mem::take(&mut model.grads));
         let initial = |p: usize| model.initial_values(t.seed, p);
+        // --log-gns reads each rank's own gradients after the backward pass: no early exchange.
         let optimizer = DataParallelOptimizer::new(
             &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
-            (p.overlap_grad_reduce, p.overlap_param_gather),
+            (p.overlap_grad_reduce && !t.log_gns, p.overlap_param_gather),
         );
+        let noise_scale = t.log_gns.then(|| (model.counted_in_norm(), NoiseScale::default()));
         (model.weights, model.grads) = (weights, grads);
         Ok(Trainer {
             model,
@@ -141,6 +148,7 @@ impl<B: Backend> Trainer<B> {
             consumed_samples: 0,
             batches,
             guard: LossGuard::new(t),
+            noise_scale,
         })
     }
 
@@ -194,6 +202,7 @@ impl<B: Backend> Trainer<B> {
         self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
         let loss = total[0] / tokens;
+        let local_squares = self.noise_scale.as_ref().map(|(counted, _)| local_grad_squares(&*backend, &m.grads, counted, &*self.mp, &*self.dp));
         let verdict = crate::fault::agree(self.guard.check(loss), &*self.mp, &*self.dp);
         let outcome = match verdict {
             None => self.optimizer.step(&*backend, &mut m.weights, &mut m.grads, lr, &*self.dp, &*self.mp),
@@ -203,10 +212,17 @@ impl<B: Backend> Trainer<B> {
             }
         };
         let skip_reason = verdict.or(outcome.skipped.then_some(SkipReason::NonFiniteGradients));
+        let noise_scale = match (&mut self.noise_scale, local_squares, skip_reason) {
+            (Some((_, ns)), Some(small_sq), None) => {
+                let (dps, global) = (self.dp.size() as f64, global as f64);
+                Some(ns.update(noise_scale::estimate(global / dps, small_sq, global, outcome.grad_norm.powi(2))))
+            }
+            _ => None,
+        };
         self.guard.record(loss, skip_reason.is_some());
         let after = self.comm_stats();
         let comm = [0, 1, 2].map(|g| after[g] - before[g]);
-        StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: skip_reason.is_some(), skip_reason, comm }
+        StepStats { loss, grad_norm: outcome.grad_norm, lr, skipped: skip_reason.is_some(), skip_reason, comm, noise_scale }
     }
 
     /// Mean token loss of `batch` (this rank's share of a global batch of any of the run's sizes,
@@ -224,4 +240,17 @@ impl<B: Backend> Trainer<B> {
         self.dp.all_reduce_sum_f64(&mut total);
         total[0] / tokens
     }
+}
+
+/// |G_small|² for the noise scale: the squared norm of one DP rank's mean gradient over its share
+/// of the batch, averaged over the DP ranks. The gradients hold the rank's sum over its samples
+/// divided by the global batch's tokens, so its own mean gradient is dp times that; the squares
+/// sum over the model-parallel group as the global norm's do (`counted`).
+fn local_grad_squares<B: Backend>(backend: &B, grads: &[B::Buf], counted: &[bool], mp: &dyn Collectives, dp: &dyn Collectives) -> f64 {
+    let own: Vec<&B::Buf> = grads.iter().zip(counted).filter(|(_, &c)| c).map(|(g, _)| g).collect();
+    let mut sq = [backend.sum_squares_all(&own)];
+    mp.all_reduce_sum_f64(&mut sq);
+    dp.all_reduce_sum_f64(&mut sq);
+    let dps = dp.size() as f64;
+    sq[0] / dps * dps * dps
 }

@@ -2,7 +2,8 @@
 //! tensor parallelism (TP 2 and 4, incl. a vocabulary that needs TP padding), pipeline parallelism
 //! (1F1B, interleaved, GPipe), sequence parallelism and data parallelism, with and without the ZeRO-1 distributed
 //! optimizer — every 8-rank layout the model's heads allow — gives the single-rank run's per-step
-//! losses and gradient norms (within 1e-5 relative). A failure on one rank (a missing
+//! losses and gradient norms (within 1e-5 relative). The gradient noise scale (`--log-gns`) is
+//! checked against single-rank runs that measure its parts. A failure on one rank (a missing
 //! shard given to rank 1 only) ends the whole job promptly with that rank's message.
 
 mod common;
@@ -97,6 +98,42 @@ fn every_8_rank_layout_matches_the_single_rank_run() {
         let got = run(&dir, &data, 8, tp, zero, &args);
         assert_matches(&got, &reference, &format!("8 ranks, tp {tp}, zero {zero}, {pipe:?}"));
     }
+}
+
+/// `--log-gns` against its definition (src/optim/noise_scale.rs), from runs that measure its
+/// parts: at learning rate 0 the weights stay put, so a single-rank run of half the global batch
+/// gives in its steps 1 and 2 the gradient norms of DP rank 0's and rank 1's halves, and a
+/// single-rank run of the whole batch the global norm. The DP 2 run's noise scale is the estimate
+/// from those, and so is the TP 2 x DP 2 run's (ZeRO-1); DP 1 is refused.
+#[test]
+fn the_gradient_noise_scale_matches_its_parts() {
+    let dir = tmpdir("gns");
+    let data = sample(&dir);
+    let records = |np: usize, global: &str, steps: &str, extra: &[&str]| {
+        let metrics = dir.join(format!("gns-{np}-{global}-{}.jsonl", extra.join("")));
+        let mut args = vec![
+            "train", "--config", "tiny", "--data", &data, "--steps", steps, "--micro-batch", "2", "--global-batch", global,
+            "--metrics", metrics.to_str().unwrap(), "--set", "train.lr=0", "--set", "train.min_lr=0",
+        ];
+        args.extend(extra);
+        common::succeeded(&mpirun(np, &args), "train");
+        common::metrics(&metrics)
+    };
+    let norm_sq = |r: &serde_json::Value| r["grad_norm"].as_f64().unwrap().powi(2);
+    let halves = records(1, "4", "2", &[]);
+    let small_sq = (norm_sq(&halves[0]) + norm_sq(&halves[1])) / 2.0;
+    let big_sq = norm_sq(&records(1, "8", "1", &[])[0]);
+    let grad_sq = (8.0 * big_sq - 4.0 * small_sq) / (8.0 - 4.0);
+    let trace = (small_sq - big_sq) / (1.0 / 4.0 - 1.0 / 8.0);
+    let want = trace / grad_sq;
+    assert!(want.is_finite() && want > 0.0, "|G|² {grad_sq}, tr(Σ) {trace}");
+    for (np, extra) in [(2, &["--log-gns"][..]), (4, &["--log-gns", "--tp", "2", "--zero", "1"][..])] {
+        let got = records(np, "8", "1", extra)[0]["noise_scale"].as_f64().unwrap();
+        assert!((got / want - 1.0).abs() < 1e-3, "np {np} {extra:?}: noise scale {got} vs {want} from the single-rank norms");
+    }
+    let o = mpirun(1, &["train", "--config", "tiny", "--data", &data, "--steps", "1", "--log-gns"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && common::error_lines(&err).len() == 1 && err.contains("--log-gns) needs data parallelism"), "{err}");
 }
 
 #[test]

@@ -241,6 +241,11 @@ impl Config {
         }
         let dp = world / mp;
         self.batch_schedule()?.check_layout(self.train.micro_batch, dp)?;
+        if self.train.log_gns && dp < 2 {
+            bail!(
+                "train.log_gns (--log-gns) needs data parallelism: it compares one DP rank's gradient with the global batch's, and world {world} / (tp x pp = {mp}) gives dp = {dp}"
+            );
+        }
         Ok(dp)
     }
 

@@ -116,6 +116,10 @@ pub struct TrainConfig {
     pub metrics: Option<String>,
     #[serde(default = "defaults::log_every")]
     pub log_every: u64,
+    /// Log the gradient noise scale B_simple every step (`--log-gns`, src/optim/noise_scale.rs):
+    /// needs DP >= 2, and exchanges gradients after the backward pass (no overlap).
+    #[serde(default)]
+    pub log_gns: bool,
     #[serde(default = "defaults::device")]
     pub device: String,
     /// How the TP, DP and PP groups of a CUDA run move device buffers: "auto" (NCCL on a GPU, else
