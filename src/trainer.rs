@@ -11,7 +11,7 @@ use crate::model::Llama;
 use crate::parallel::{Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
 use crate::pipeline::{Executor, ParamEvents};
-use crate::optim::adamw::StepOutcome;
+use crate::optim::StepOutcome;
 use crate::optim::{DataParallelOptimizer, LrSchedule};
 use anyhow::{bail, Result};
 use std::sync::Arc;
@@ -93,7 +93,7 @@ impl<B: Backend> Trainer<B> {
         let (mut weights, mut grads) = (std::mem::take(&mut model.weights), std::mem::take(&mut model.grads));
         let initial = |p: usize| model.initial_values(t.seed, p);
         let optimizer = DataParallelOptimizer::new(
-            &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
+            &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), (t, &cfg.optim), zero, &*dp, p.bucket_size,
             (p.overlap_grad_reduce, p.overlap_param_gather),
         );
         (model.weights, model.grads) = (weights, grads);
