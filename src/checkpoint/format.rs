@@ -1,6 +1,6 @@
 //! What a checkpoint file holds (docs/CHECKPOINT.md, format_version 1), in one place for every
 //! writer (training's `--save`, `swallow import`) and reader: the tensor names and logical shapes
-//! of a parameter table (weights, then the AdamW moments under `optimizer/`), the root attributes,
+//! of a parameter table (weights, then the optimizer moments under `optimizer/`), the root attributes,
 //! and the check that a file is a complete checkpoint of a given model.
 
 use super::dist::{self, AttrValue};
@@ -50,7 +50,7 @@ pub fn state_bytes(names: &[(String, Vec<u64>)]) -> f64 {
 pub struct Progress {
     /// Optimizer steps taken (training resumes at `step + 1`).
     pub step: u64,
-    /// AdamW's update count for bias correction (skipped steps do not count).
+    /// The optimizer's update count for bias correction (skipped steps do not count).
     pub optimizer_updates: u64,
 }
 

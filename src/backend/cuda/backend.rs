@@ -843,21 +843,24 @@ mod tests {
     use crate::trainer::Trainer;
 
     /// Every buffer of a training step is allocated when the model and optimizer are built or in
-    /// the first step (scratch grows to its largest request); later steps allocate nothing.
+    /// the first step (scratch grows to its largest request); later steps allocate nothing. With
+    /// either optimizer.
     #[test]
     fn steps_after_the_first_allocate_no_device_memory() {
-        let sets = ["model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4"];
-        let cfg = Config::load("tiny", &sets.map(String::from)).unwrap();
-        let backend = Arc::new(CudaBackend::new(Arc::new(EmulatedRuntime::new())).unwrap());
-        let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single()).unwrap();
-        let batch: Vec<u32> = (0..trainer.local_batch() * 33).map(|i| (i * 7919 % 4096) as u32).collect();
-        trainer.train_step(&batch);
-        let after_first = backend.instruments().memory();
-        assert!(after_first.live > 0 && after_first.peak >= after_first.live && after_first.allocations > 0);
-        for _ in 0..2 {
-            let s = trainer.train_step(&batch);
-            assert!(s.loss.is_finite() && !s.skipped, "{s:?}");
+        for optim in ["adamw", "lamb"] {
+            let sets = ["model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4", &format!("optim.name={optim}")];
+            let cfg = Config::load("tiny", &sets.map(String::from)).unwrap();
+            let backend = Arc::new(CudaBackend::new(Arc::new(EmulatedRuntime::new())).unwrap());
+            let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single()).unwrap();
+            let batch: Vec<u32> = (0..trainer.local_batch() * 33).map(|i| (i * 7919 % 4096) as u32).collect();
+            trainer.train_step(&batch);
+            let after_first = backend.instruments().memory();
+            assert!(after_first.live > 0 && after_first.peak >= after_first.live && after_first.allocations > 0);
+            for _ in 0..2 {
+                let s = trainer.train_step(&batch);
+                assert!(s.loss.is_finite() && !s.skipped, "{optim}: {s:?}");
+            }
+            assert_eq!(backend.instruments().memory(), after_first, "{optim}: after steps 2 and 3");
         }
-        assert_eq!(backend.instruments().memory(), after_first, "after steps 2 and 3");
     }
 }
