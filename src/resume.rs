@@ -1,4 +1,4 @@
-//! Saving and restoring the training state (model weights, AdamW moments and step count, progress)
+//! Saving and restoring the training state (model weights, optimizer moments and step count, progress)
 //! as logical tensors in one distributed checkpoint: the glue between this rank's place in the
 //! layout (TP shard, ZeRO segments) and checkpoint/dist.rs's global element ranges.
 //!

@@ -161,8 +161,8 @@ fn train_on<B: Backend>(
     let (_, ranks_per_node) = mpi.node_local();
     if topo.rank == 0 {
         println!(
-            "layout: world {} = tp {} x dp {} x pp {} ({} on rank 0's node) | optimizer state {:.1} MB per rank{}",
-            topo.world, topo.tp, topo.dp, topo.pp, crate::parallel::topology::ranks(ranks_per_node),
+            "layout: world {} = tp {} x dp {} x pp {} ({} on rank 0's node) | optimizer {}, state {:.1} MB per rank{}",
+            topo.world, topo.tp, topo.dp, topo.pp, crate::parallel::topology::ranks(ranks_per_node), cfg.optim.name.name(),
             trainer.optimizer.state_bytes() as f64 / 1e6,
             if trainer.optimizer.is_sharded() { format!(" (ZeRO-1, sharded over dp {})", topo.dp) } else { String::new() }
         );

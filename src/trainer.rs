@@ -14,8 +14,8 @@ use crate::model::Llama;
 use crate::parallel::{Collectives, CommStats, ParallelGroups};
 use crate::model::layout;
 use crate::pipeline::{Executor, ParamEvents, ScheduleKind};
-use crate::optim::adamw::StepOutcome;
 use crate::optim::noise_scale::{self, NoiseScale};
+use crate::optim::StepOutcome;
 use crate::optim::{DataParallelOptimizer, LrSchedule};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
@@ -128,7 +128,7 @@ impl<B: Backend> Trainer<B> {
         let initial = |p: usize| model.initial_values(t.seed, p);
         // --log-gns reads each rank's own gradients after the backward pass: no early exchange.
         let optimizer = DataParallelOptimizer::new(
-            &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), t, zero, &*dp, p.bucket_size,
+            &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), (t, &cfg.optim), zero, &*dp, p.bucket_size,
             (p.overlap_grad_reduce && !t.log_gns, p.overlap_param_gather),
         );
         let noise_scale = t.log_gns.then(|| (model.counted_in_norm(), NoiseScale::default()));

@@ -27,6 +27,8 @@
 //! losses: both paths move the same fp32 values. The flash-attention kernels exist for head dims
 //! 64 and 128, so the tiny model runs with 2 heads of 64.
 //!
+//! LAMB runs the same comparison on one rank, ZeRO-1 over DP 2 and TP 2.
+//!
 //! On a machine with 2 or more GPUs and the project built, `SWALLOW_CUDA_TEST_DEVICE=cuda cargo
 //! test --release --test cuda_emulated` runs the same comparison on the GPUs (`--device cuda`,
 //! `--comm nccl` in place of `mpi`), with the same tolerances: the equivalence check of the real
@@ -101,6 +103,17 @@ fn device_under_test() -> (&'static str, &'static str, &'static str, &'static st
     }
 }
 
+/// Each step's loss and gradient norm within the bf16 tolerances of the CPU backend's.
+fn assert_matches_cpu(gpu: &[(f64, f64)], cpu: &[(f64, f64)], run: &str) {
+    for (step, (g, c)) in gpu.iter().zip(cpu).enumerate() {
+        let (dl, dn) = ((g.0 - c.0).abs() / c.0, (g.1 - c.1).abs() / c.1);
+        let what = format!("{run} step {}", step + 1);
+        eprintln!("{what}: loss {:.5} vs cpu {:.5} ({dl:.1e}), grad norm {:.4} vs {:.4} ({dn:.1e})", g.0, c.0, g.1, c.1);
+        assert!(dl <= LOSS_TOL, "{what}: loss {} vs cpu {}", g.0, c.0);
+        assert!(dn <= NORM_TOL, "{what}: grad norm {} vs cpu {}", g.1, c.1);
+    }
+}
+
 #[test]
 fn cuda_backend_under_emulation_matches_the_cpu_backend() {
     let (device, device_comm, comm_name, device_name) = device_under_test();
@@ -167,13 +180,7 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
                 assert!(comm == "host" || out.contains(&line), "expected {line:?} in\n{out}");
             }
             assert_eq!(gpu.len(), 2, "{out}");
-            for (step, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-                let (dl, dn) = ((g.0 - c.0).abs() / c.0, (g.1 - c.1).abs() / c.1);
-                let what = format!("np {np} {layout:?} --comm {comm} step {}", step + 1);
-                eprintln!("{what}: loss {:.5} vs cpu {:.5} ({dl:.1e}), grad norm {:.4} vs {:.4} ({dn:.1e})", g.0, c.0, g.1, c.1);
-                assert!(dl <= LOSS_TOL, "{what}: loss {} vs cpu {}", g.0, c.0);
-                assert!(dn <= NORM_TOL, "{what}: grad norm {} vs cpu {}", g.1, c.1);
-            }
+            assert_matches_cpu(&gpu, &cpu, &format!("np {np} {layout:?} --comm {comm}"));
             // Both paths move the same fp32 values (bf16 activations widened exactly), so a layout
             // run both ways gives identical losses; the gradient norm too, except that ZeRO-1 on
             // the device sums its squares in per-block fp32 partials (the host path in f64).
@@ -187,6 +194,32 @@ fn cuda_backend_under_emulation_matches_the_cpu_backend() {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// LAMB (`optim.name=lamb`) on the device: its two table launches and per-tensor sums on one
+/// rank, under ZeRO-1 over DP 2 (the segments' norms summed over DP; staged through the host
+/// and in place) and under TP 2 (sharded tensors' norms summed over TP, norm weights counted
+/// once), against the CPU backend's LAMB run within the same bf16 tolerances.
+#[test]
+fn lamb_on_the_device_matches_the_cpu_backend() {
+    let (device, device_comm, _, _) = device_under_test();
+    let dir = common::tmpdir("cuda-emulated", "lamb");
+    let data = sample(&dir);
+    let lamb = ["--set", "optim.name=lamb"];
+    let layouts: [(usize, &[&str], &[&str]); 3] = [
+        (1, &["--set", "model.num_kv_heads=1"], &["host"]),
+        (2, &["--zero", "1", "--set", "model.num_kv_heads=1", "--set", "parallel.bucket_size=100000"], &["host", device_comm]),
+        (2, &["--tp", "2", "--set", "model.num_kv_heads=2"], &[device_comm]),
+    ];
+    for (np, layout, comms) in layouts {
+        let layout: Vec<&str> = layout.iter().chain(&lamb).copied().collect();
+        let (cpu, _) = run(&dir, &data, np, &["--device", "cpu"], &layout);
+        for &comm in comms {
+            let (gpu, out) = run(&dir, &data, np, &["--device", device, "--comm", comm], &layout);
+            assert_eq!(gpu.len(), 2, "{out}");
+            assert_matches_cpu(&gpu, &cpu, &format!("lamb np {np} {layout:?} --comm {comm}"));
         }
     }
 }

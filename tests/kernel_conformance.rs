@@ -12,9 +12,9 @@ use std::sync::{Arc, OnceLock};
 use swallow::backend::cpu::CpuBackend;
 use swallow::backend::cuda::driver::{DriverOptions, DriverRuntime};
 use swallow::backend::cuda::emulated::EmulatedRuntime;
-use swallow::backend::cuda::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
+use swallow::backend::cuda::launch::{self, AdamSeg, DevPtr, Dtype, LambSeg, Launch, NormSeg};
 use swallow::backend::cuda::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
-use swallow::backend::{AdamWStep, AttnShape, Backend};
+use swallow::backend::{AdamWStep, AttnShape, Backend, LambStep, LambTensor};
 
 const BF16_TOL: f64 = 1e-2;
 const F32_TOL: f64 = 1e-5;
@@ -478,6 +478,68 @@ fn adamw_multi_tensor() {
             check(&format!("adamw v t{i} step {step}"), i, &dv.read(), v, F32_TOL);
             check(&format!("adamw bf16 weight t{i} step {step}"), i, &to_f32(&weights[i]), p, BF16_TOL);
         }
+    }
+}
+
+#[test]
+fn lamb_multi_tensor() {
+    let be = cpu();
+    let mut rng = Rng(53);
+    // Per tensor: weights, gradient (the update direction after the first phase), moments.
+    let mut state: Vec<[Vec<f32>; 4]> = TENSORS.iter().map(|&n| [rng.vec(n, 1.0), vec![0.0; n], vec![0.0; n], vec![0.0; n]]).collect();
+    let mut dev: Vec<[Dev<f32>; 4]> = state.iter().map(|[p, _, m, v]| [Dev::new(p), f32_nan(p.len()), Dev::new(m), Dev::new(v)]).collect();
+    let mut weights: Vec<Dev<bf16>> = TENSORS.iter().map(|&n| bf16_nan(n)).collect();
+    let decay = |i: usize| if i % 2 == 0 { 0.1 } else { 0.0 };
+    for step in 1..=3 {
+        let h = LambStep { beta1: 0.9, beta2: 0.95, eps: 1e-6, step, bias_correction: step != 2 };
+        let steps: Vec<f32> = (0..TENSORS.len()).map(|i| 1e-2 * (i + 1) as f32).collect();
+        let mut segs = Vec::new();
+        for (i, (st, [dp, dg, dm, dv])) in state.iter_mut().zip(dev.iter_mut()).enumerate() {
+            st[1] = rng.vec(st[0].len(), 1.0);
+            dg.write(&st[1]);
+            segs.push(LambSeg { master: dp.ptr(), grad: dg.ptr(), m: dm.ptr(), v: dv.ptr(), weight: weights[i].ptr(), n: st[0].len() as u64, block0: 0, decay: decay(i), step: steps[i] });
+        }
+        let mut tensors: Vec<LambTensor<CpuBackend<f32>>> = state
+            .iter_mut()
+            .enumerate()
+            .map(|(i, [param, grad, m, v])| LambTensor { param, grad, m, v, weight_decay: decay(i) })
+            .collect();
+        be.lamb_moments_all(&mut tensors, h);
+        be.lamb_apply_all(&mut tensors, &steps);
+        let blocks = launch::lamb_table(&mut segs);
+        let mut table = Dev::new(&segs);
+        run(&launch::lamb_moments(table.ptr(), segs.len(), blocks, h));
+        for (i, ([_, u, m, v], [_, dg, dm, dv])) in state.iter().zip(&dev).enumerate() {
+            check(&format!("lamb update t{i} step {step}"), i, &dg.read(), u, F32_TOL);
+            check(&format!("lamb m t{i} step {step}"), i, &dm.read(), m, F32_TOL);
+            check(&format!("lamb v t{i} step {step}"), i, &dv.read(), v, F32_TOL);
+        }
+        run(&launch::lamb_apply(table.ptr(), segs.len(), blocks));
+        for (i, ([p, ..], [dp, ..])) in state.iter().zip(&dev).enumerate() {
+            check(&format!("lamb master t{i} step {step}"), i, &dp.read(), p, F32_TOL);
+            check(&format!("lamb bf16 weight t{i} step {step}"), i, &to_f32(&weights[i]), p, BF16_TOL);
+        }
+    }
+}
+
+#[test]
+fn sum_of_squares_of_each_tensor() {
+    let be = cpu();
+    let mut rng = Rng(67);
+    let xs: Vec<Vec<f32>> = TENSORS.iter().map(|&n| rng.vec(n, 3.0)).collect();
+    let mut dev: Vec<Dev<f32>> = xs.iter().map(|x| Dev::new(x)).collect();
+    let mut segs: Vec<NormSeg> = dev.iter_mut().zip(&xs).map(|(d, x)| NormSeg { x: d.ptr(), n: x.len() as u64, block0: 0 }).collect();
+    let blocks = launch::norm_table(&mut segs);
+    let mut table = Dev::new(&segs);
+    let (mut partials, mut out) = (f32_nan(blocks), poisoned(xs.len(), f64::NAN));
+    for l in launch::sum_squares_each(table.ptr(), segs.len(), blocks, partials.ptr(), out.ptr()) {
+        run(&l);
+    }
+    for (i, (got, x)) in out.read().into_iter().zip(&xs).enumerate() {
+        let want = be.sum_squares(x);
+        let e = (got - want).abs() / want;
+        eprintln!("sum of squares of tensor {i}: {got} vs {want}, rel err {e:.2e}");
+        assert!(e <= F32_TOL, "tensor {i}: {got} vs {want}");
     }
 }
 

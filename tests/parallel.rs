@@ -2,9 +2,11 @@
 //! tensor parallelism (TP 2 and 4, incl. a vocabulary that needs TP padding), pipeline parallelism
 //! (1F1B, interleaved, GPipe), sequence parallelism and data parallelism, with and without the ZeRO-1 distributed
 //! optimizer — every 8-rank layout the model's heads allow — gives the single-rank run's per-step
-//! losses and gradient norms (within 1e-5 relative). The gradient noise scale (`--log-gns`) is
-//! checked against single-rank runs that measure its parts. A failure on one rank (a missing
-//! shard given to rank 1 only) ends the whole job promptly with that rank's message.
+//! losses and gradient norms (within 1e-5 relative). The LAMB optimizer, whose per-tensor trust
+//! ratios need the norms of whole tensors, matches too under ZeRO-1, TP (incl. replicated KV
+//! heads) and 8 ranks of TP x DP x PP. The gradient noise scale (`--log-gns`) is checked against
+//! single-rank runs that measure its parts. A failure on one rank (a missing shard given to rank
+//! 1 only) ends the whole job promptly with that rank's message.
 
 mod common;
 
@@ -134,6 +136,30 @@ fn the_gradient_noise_scale_matches_its_parts() {
     let o = mpirun(1, &["train", "--config", "tiny", "--data", &data, "--steps", "1", "--log-gns"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && common::error_lines(&err).len() == 1 && err.contains("--log-gns) needs data parallelism"), "{err}");
+}
+
+#[test]
+fn lamb_layouts_match_the_single_rank_run() {
+    // Each tensor's trust ratio ||w|| / ||u|| from the norms of the whole tensor: ZeRO-1 segments
+    // summed over DP, TP shards over TP with norm weights and (TP 4 over 2 KV heads) replicated
+    // KV heads counted once, pipeline stages each their own tensors.
+    let dir = tmpdir("lamb");
+    let data = sample(&dir);
+    // Each step moves every tensor by lr x its norm: a larger rate than AdamW's to learn as fast.
+    let lamb = ["--set", "optim.name=lamb", "--set", "train.lr=0.05"];
+    let reference = run(&dir, &data, 1, 1, 0, &lamb);
+    assert!(reference[4].0 < reference[0].0 - 0.1, "the LAMB reference run must learn: {reference:?}");
+    let adamw = run(&dir, &data, 1, 1, 0, &lamb[2..]);
+    assert_ne!(adamw, reference, "optim.name=lamb must change the run");
+    // (ranks, tp, zero, pipeline flags)
+    // 100k-element buckets: DP blocks cut many parameters in two.
+    let buckets: &[&str] = &["--set", "parallel.bucket_size=100000"];
+    let layouts: [(usize, usize, u8, &[&str]); 4] = [(2, 1, 1, buckets), (2, 2, 0, &[]), (8, 2, 1, &["--pp", "2"]), (8, 4, 1, &[])];
+    for (np, tp, zero, pipe) in layouts {
+        let args: Vec<&str> = lamb.iter().chain(pipe).copied().collect();
+        let got = run(&dir, &data, np, tp, zero, &args);
+        assert_matches(&got, &reference, &format!("lamb, {np} ranks, tp {tp}, zero {zero}, {pipe:?}"));
+    }
 }
 
 #[test]

@@ -51,6 +51,17 @@ pub struct AdamWStep {
     pub step: u64,
 }
 
+/// LAMB's hyper-parameters for the first phase of one update (`Backend::lamb_moments_all`).
+#[derive(Clone, Copy, Debug)]
+pub struct LambStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// 1-based step count; with `bias_correction` the moments are divided by `1 - beta^step`.
+    pub step: u64,
+    pub bias_correction: bool,
+}
+
 /// What a buffer holds, so that a backend may choose its storage per buffer (docs/GPU_PATH.md):
 /// the CUDA backend keeps activations in bf16, gradients, statistics and optimizer state in
 /// fp32, weights as an fp32 master with a bf16 copy. The CPU backend stores every role alike.
@@ -79,6 +90,17 @@ pub struct AdamTensor<'a, B: Backend + ?Sized> {
     pub grad: &'a B::Buf,
     pub m: &'a mut B::Buf,
     pub v: &'a mut B::Buf,
+}
+
+/// One tensor of a LAMB update (`Backend::lamb_moments_all`, `Backend::lamb_apply_all`): the
+/// gradient buffer receives the update direction, which the second phase subtracts, scaled.
+pub struct LambTensor<'a, B: Backend + ?Sized> {
+    pub param: &'a mut B::Buf,
+    pub grad: &'a mut B::Buf,
+    pub m: &'a mut B::Buf,
+    pub v: &'a mut B::Buf,
+    /// Decoupled weight decay of this tensor (0 for none).
+    pub weight_decay: f32,
 }
 
 pub trait Backend: Send + Sync {
@@ -130,6 +152,13 @@ pub trait Backend: Send + Sync {
     /// over all of them where the backend can).
     fn sum_squares_all(&self, bufs: &[&Self::Buf]) -> f64 {
         bufs.iter().map(|b| self.sum_squares(b)).sum()
+    }
+    /// `out[i]` = the sum of squares of `bufs[i]`, accumulated in f64 (LAMB's per-tensor norms:
+    /// one pass over all of them where the backend can).
+    fn sum_squares_each(&self, bufs: &[&Self::Buf], out: &mut [f64]) {
+        for (o, b) in out.iter_mut().zip(bufs) {
+            *o = self.sum_squares(b);
+        }
     }
     /// Sum of the elements, accumulated in f64 in a fixed order (loss totals).
     fn sum(&self, buf: &Self::Buf) -> f64;
@@ -330,4 +359,11 @@ pub trait Backend: Send + Sync {
             self.adamw(t.param, t.grad, t.m, t.v, h);
         }
     }
+    /// LAMB's first phase on every tensor of `tensors` (one launch where the backend can):
+    /// `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2`, and the update direction
+    /// `u = m̂ / (sqrt(v̂) + eps) + weight_decay * param` written over the gradient (`m̂`, `v̂`: the
+    /// moments, bias-corrected when `h.bias_correction`). The parameter is not changed.
+    fn lamb_moments_all(&self, tensors: &mut [LambTensor<'_, Self>], h: LambStep);
+    /// LAMB's second phase: `param -= steps[i] * u` for tensor i (its gradient buffer holding `u`).
+    fn lamb_apply_all(&self, tensors: &mut [LambTensor<'_, Self>], steps: &[f32]);
 }

@@ -1,6 +1,6 @@
 //! What a checkpoint file holds (docs/CHECKPOINT.md, format_version 1), in one place for every
 //! writer (training's `--save`, `swallow import`) and reader: the tensor names and logical shapes
-//! of a parameter table (weights, then the AdamW moments under `optimizer/`), the root attributes,
+//! of a parameter table (weights, then the optimizer moments under `optimizer/`), the root attributes,
 //! and the check that a file is a complete checkpoint of a given model.
 
 use super::dist::{self, AttrValue};
@@ -53,7 +53,7 @@ pub struct Progress {
     /// Samples those steps read: where the data stream and, under ramp-up, the batch size and the
     /// learning-rate schedule continue (src/batch_size.rs).
     pub consumed_samples: u64,
-    /// AdamW's update count for bias correction (skipped steps do not count).
+    /// The optimizer's update count for bias correction (skipped steps do not count).
     pub optimizer_updates: u64,
 }
 

@@ -7,14 +7,14 @@
 
 mod sections;
 
-pub use sections::{ModelConfig, ParallelConfig, Recompute, RopeScaling, TrainConfig, TOKEN_ID_KEYS};
+pub use sections::{ModelConfig, OptimConfig, OptimizerName, ParallelConfig, Recompute, RopeScaling, TrainConfig, TOKEN_ID_KEYS};
 
 use crate::batch_size::BatchSchedule;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// A whole configuration: its three sections and the preset or file it came from.
+/// A whole configuration: its four sections and the preset or file it came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -24,6 +24,8 @@ pub struct Config {
     pub model: ModelConfig,
     #[serde(default = "sections::defaults::train")]
     pub train: TrainConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
     #[serde(default = "sections::defaults::parallel")]
     pub parallel: ParallelConfig,
 }
@@ -136,7 +138,10 @@ impl Config {
             bail!("train.lr = {} and train.min_lr = {}: need 0 <= min_lr <= lr", t.lr, t.min_lr);
         }
         if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) || !(t.adam_eps > 0.0) {
-            bail!("AdamW: need 0 <= beta1, beta2 < 1 and adam_eps > 0");
+            bail!("{}: need 0 <= train.beta1, train.beta2 < 1 and train.adam_eps > 0", self.optim.name.name());
+        }
+        if self.optim.name != OptimizerName::Lamb && self.optim.bias_correction.is_some() {
+            bail!("optim.bias_correction is a LAMB setting (optim.name = \"lamb\"); AdamW always corrects the bias of its moments");
         }
         if !(t.grad_clip >= 0.0) || !(t.weight_decay >= 0.0) || !(t.peak_tflops > 0.0) {
             bail!("train.grad_clip, train.weight_decay must be >= 0 and train.peak_tflops > 0");
@@ -356,6 +361,20 @@ mod tests {
         // The world's DP size must split every batch of the ramp: micro-batch 8 x dp 2 = 16 > 4.
         let e = Config::load("tiny", &["train.rampup_batch_size=[4, 4, 30]".into()]).unwrap().data_parallel_size(2).unwrap_err();
         assert!(format!("{e:#}").contains("START = 4 is not a multiple of micro_batch x dp = 8 x 2 = 16"), "{e:#}");
+    }
+
+    #[test]
+    fn the_optimizer_is_adamw_unless_named_and_unknown_names_are_refused() {
+        let c = Config::load("tiny", &[]).unwrap();
+        assert_eq!((c.optim.name, c.optim.bias_correction()), (OptimizerName::AdamW, true));
+        let c = Config::load("tiny", &["optim.name=lamb".into(), "optim.bias_correction=false".into()]).unwrap();
+        assert_eq!((c.optim.name, c.optim.bias_correction()), (OptimizerName::Lamb, false));
+        let back = Config::from_toml(&toml::to_string(&c).unwrap(), "stored", &[]).unwrap();
+        assert_eq!(back, c);
+        let e = format!("{:#}", Config::load("tiny", &["optim.name=sgd".into()]).unwrap_err());
+        assert!(e.contains("optim.name") && e.contains("\"sgd\", expected \"adamw\" or \"lamb\"") && !e.contains('\n'), "{e}");
+        let e = format!("{:#}", Config::load("tiny", &["optim.bias_correction=false".into()]).unwrap_err());
+        assert!(e.contains("optim.bias_correction is a LAMB setting"), "{e}");
     }
 
     #[test]

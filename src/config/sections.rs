@@ -1,6 +1,6 @@
 //! The sections of a configuration: `[model]` (ModelConfig, with RoPE scaling), `[train]`
-//! (TrainConfig, with the recomputation choice) and `[parallel]` (ParallelConfig), with the
-//! defaults of every field that has one. Loading, overrides and the checks across sections are
+//! (TrainConfig, with the recomputation choice), `[optim]` (OptimConfig: the update rule) and
+//! `[parallel]` (ParallelConfig), with the defaults of every field that has one. Loading, overrides and the checks across sections are
 //! in mod.rs.
 
 use anyhow::{bail, Result};
@@ -225,6 +225,65 @@ impl TryFrom<String> for Recompute {
 impl From<Recompute> for String {
     fn from(r: Recompute) -> String {
         r.name().to_string()
+    }
+}
+
+/// `[optim]`: the optimizer's update rule. The hyper-parameters the rules share stay in `[train]`:
+/// `beta1`, `beta2`, `adam_eps`, `weight_decay` (matrices only, never norm weights) and
+/// `grad_clip` (the global norm, before the moments).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// `optim.name`: "adamw" (the default) or "lamb" (src/optim/lamb.rs).
+    #[serde(default)]
+    pub name: OptimizerName,
+    /// LAMB: divide the moments by `1 - beta^t` before the update (default true). AdamW always
+    /// does, so setting it there is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_correction: Option<bool>,
+}
+
+impl OptimConfig {
+    /// Whether the moments are bias-corrected.
+    pub fn bias_correction(&self) -> bool {
+        self.bias_correction.unwrap_or(true)
+    }
+}
+
+/// The update rule (`optim.name`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum OptimizerName {
+    /// torch.optim.AdamW (decoupled weight decay).
+    #[default]
+    AdamW,
+    /// LAMB (You et al. 2019): the AdamW direction scaled per tensor by ||w|| / ||update||.
+    Lamb,
+}
+
+impl OptimizerName {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerName::AdamW => "adamw",
+            OptimizerName::Lamb => "lamb",
+        }
+    }
+}
+
+impl TryFrom<String> for OptimizerName {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "adamw" => Ok(OptimizerName::AdamW),
+            "lamb" => Ok(OptimizerName::Lamb),
+            other => Err(format!("{other:?}, expected \"adamw\" or \"lamb\"")),
+        }
+    }
+}
+
+impl From<OptimizerName> for String {
+    fn from(n: OptimizerName) -> String {
+        n.name().to_string()
     }
 }
 

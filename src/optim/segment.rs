@@ -1,6 +1,6 @@
 //! One parameter's part of this rank's ZeRO-1 block (a `Segment`): where it sits in the block and
 //! in the parameter's shard, its weight-decay and norm-counting settings, and its fp32 master,
-//! gradient, weight copy and AdamW moments. Held by the sharded optimizer (zero.rs) and updated in
+//! gradient, weight copy and moments (AdamW's or LAMB's). Held by the sharded optimizer (zero.rs) and updated in
 //! place by the device exchange (zero_device.rs).
 
 use crate::backend::Backend;

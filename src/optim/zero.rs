@@ -1,11 +1,12 @@
 //! Data parallelism in the optimizer. Every DP rank computes gradients on its slice of the global
 //! batch; then either
 //! - `--zero 0`: the gradients are all-reduced (summed: each rank's loss is already scaled by
-//!   1 / global tokens) and every rank runs the same AdamW on the whole model, or
+//!   1 / global tokens) and every rank runs the same update on the whole model (replicated.rs), or
 //! - `--zero 1` (ZeRO-1, Megatron's distributed optimizer): the gradients, laid out in one
 //!   gradient buffer (below), are reduce-scattered so rank r holds the summed gradient of its
 //!   block; the global norm is the DP sum of the blocks' squares
-//!   (each element counted once); AdamW runs only on block r, whose master weights and moments are
+//!   (each element counted once); the update (AdamW or LAMB, update.rs) runs only on block r, whose
+//!   master weights and moments are
 //!   the only optimizer state this rank keeps (1/DP of the whole); the updated block is
 //!   all-gathered back into every rank's weights (the model's weights are then copies: bf16 on
 //!   the GPU, `Role::WeightCopy`).
@@ -19,19 +20,20 @@
 //! mpi|nccl`, or DP 1), the model's gradients are views into that buffer and the exchange runs in
 //! place there (zero_device.rs); otherwise it is staged through a host copy of the buffer. A
 //! rank's block is cut at parameter boundaries into segments so each keeps its parameter's
-//! weight-decay setting.
+//! weight-decay setting (and LAMB its per-tensor norms: lamb.rs).
 //!
 //! Under tensor and pipeline parallelism every rank runs this on the parameters it holds (its DP
 //! group holds the same ones); the global gradient norm then also sums over the model-parallel
 //! group (TP x PP), counting one copy of every shard replicated across TP ranks (norm weights,
 //! replicated KV heads).
 
-use super::adamw::{AdamW, StepOutcome};
 use super::grad_layout::GradLayout;
+use super::replicated::Replicated;
 use super::segment::Segment;
+use super::update::{clip_coefficient, Part, StepOutcome, Update};
 use super::zero_device::DeviceGrads;
-use crate::backend::{AdamTensor, AdamWStep, Backend, Role};
-use crate::config::TrainConfig;
+use crate::backend::{Backend, Role};
+use crate::config::{OptimConfig, TrainConfig};
 use crate::parallel::Collectives;
 use crate::model::params::ParamTable;
 
@@ -43,14 +45,12 @@ struct Sharded<B: Backend> {
 }
 
 enum Mode<B: Backend> {
-    Replicated(AdamW<B>),
+    Replicated(Replicated<B>),
     Sharded(Sharded<B>),
 }
 
 pub struct DataParallelOptimizer<B: Backend> {
     mode: Mode<B>,
-    /// Per parameter: counted in the gradient norm on this rank.
-    counted: Vec<bool>,
     layout: GradLayout,
     /// The exchange in place on the device, when the backend's gradients are views into one buffer.
     device: Option<DeviceGrads<B>>,
@@ -62,6 +62,7 @@ pub struct DataParallelOptimizer<B: Backend> {
     /// Host copy of the gradient buffer (the host path; empty on the device path).
     flat: Vec<f32>,
     t: TrainConfig,
+    optim: OptimConfig,
 }
 
 impl<B: Backend> DataParallelOptimizer<B> {
@@ -71,7 +72,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// fp32 initial values of its shard of parameter p, copied into the master segments under
     /// ZeRO-1, whose all-gather then writes every weight (the model need not initialise them); `counted[p]` says whether this rank's copy of
     /// parameter p counts in the gradient norm (one copy of every shard held by several ranks
-    /// does); gradients are exchanged in buckets of about `bucket_size` elements, each started
+    /// does); `optim` picks the update rule; gradients are exchanged in buckets of about `bucket_size` elements, each started
     /// as soon as its gradients are complete when `overlap` (`grads_complete`), and under ZeRO-1
     /// the weights all-gathered while the next forward pass runs when `overlap_gather`
     /// (`weights_needed`).
@@ -83,7 +84,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         grads: &mut Vec<B::Buf>,
         initial: &dyn Fn(usize) -> Vec<f32>,
         counted: Vec<bool>,
-        t: &TrainConfig,
+        (t, optim): (&TrainConfig, &OptimConfig),
         zero: bool,
         dp: &dyn Collectives,
         bucket_size: usize,
@@ -168,10 +169,10 @@ impl<B: Backend> DataParallelOptimizer<B> {
             }
             Mode::Sharded(Sharded { segments, block, updates: 0 })
         } else {
-            Mode::Replicated(AdamW::new(backend, table, weights, t))
+            Mode::Replicated(Replicated::new(backend, weights, table.specs.iter().map(|s| s.weight_decay).collect(), counted, t, optim))
         };
         let flat = if device.is_some() { Vec::new() } else { vec![0.0; layout.total] };
-        let mut opt = DataParallelOptimizer { mode, counted, layout, device, overlap, overlap_gather, flat, t: t.clone() };
+        let mut opt = DataParallelOptimizer { mode, layout, device, overlap, overlap_gather, flat, t: t.clone(), optim: optim.clone() };
         if zero {
             // The weights are copies of the masters: the step's all-gather writes them, waited
             // for here (a checkpoint may overwrite them next).
@@ -240,7 +241,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         matches!(self.mode, Mode::Sharded(_))
     }
 
-    /// Updates applied so far (AdamW's step count; skipped steps do not count).
+    /// Updates applied so far (the bias corrections' step count; skipped steps do not count).
     pub fn updates(&self) -> u64 {
         match &self.mode {
             Mode::Replicated(a) => a.updates,
@@ -253,12 +254,12 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// order of `download_moment_into` and `restore`.
     pub fn state_ranges(&self) -> Vec<(usize, std::ops::Range<usize>)> {
         match &self.mode {
-            Mode::Replicated(_) => (0..self.counted.len()).map(|p| (p, 0..self.layout.lens[p])).collect(),
+            Mode::Replicated(_) => self.layout.lens.iter().enumerate().map(|(p, &n)| (p, 0..n)).collect(),
             Mode::Sharded(s) => s.segments.iter().map(|g| (g.param, g.local_start..g.local_start + g.len)).collect(),
         }
     }
 
-    /// AdamW's first (`second == false`) or second moment of `state_ranges()[i]`, copied into
+    /// The first (`second == false`) or second moment of `state_ranges()[i]`, copied into
     /// `dst` (its length): the checkpoint writer streams the state through one host buffer.
     pub fn download_moment_into(&self, backend: &B, i: usize, second: bool, dst: &mut [f32]) {
         let (m, v) = match &self.mode {
@@ -309,15 +310,6 @@ impl<B: Backend> DataParallelOptimizer<B> {
         }
     }
 
-    /// Global norm of gradients that are already reduced over DP: each rank's counted squares,
-    /// summed over the model-parallel group.
-    fn replicated_norm(&self, backend: &B, grads: &[B::Buf], mp: &dyn Collectives) -> f64 {
-        let counted: Vec<&B::Buf> = grads.iter().zip(&self.counted).filter(|(_, &c)| c).map(|(g, _)| g).collect();
-        let mut sq = [backend.sum_squares_all(&counted)];
-        mp.all_reduce_sum_f64(&mut sq);
-        sq[0].sqrt()
-    }
-
     /// Reduces the gradients over the DP group and applies one update with learning rate `lr`;
     /// `mp` is this rank's model-parallel group (TP x PP), over which the global norm is summed.
     pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
@@ -341,21 +333,28 @@ impl<B: Backend> DataParallelOptimizer<B> {
             None => {}
         }
         let sh = match &mut self.mode {
-            Mode::Replicated(_) => {
-                let norm = self.replicated_norm(backend, grads, mp);
-                let Mode::Replicated(adamw) = &mut self.mode else { unreachable!() };
-                return adamw.step(backend, weights, grads, lr, norm);
-            }
+            Mode::Replicated(r) => return r.step(backend, weights, grads, lr, mp),
             Mode::Sharded(sh) => sh,
         };
-        let outcome = if self.device.is_some() { sh.update_on_device(backend, &self.t, lr, dp, mp) } else { sh.update(backend, &self.t, lr, dp, mp) };
-        if !outcome.skipped {
-            self.gather_weights(backend, weights, dp);
-            if !self.overlap_gather {
-                self.all_weights_needed(backend);
-            }
+        // The global norm: the DP sum of the blocks' counted squares, summed over TP x PP.
+        let on_device = self.device.is_some();
+        let mut sq = [if on_device { sh.device_squares(backend) } else { sh.host_squares() }];
+        dp.all_reduce_sum_f64(&mut sq);
+        mp.all_reduce_sum_f64(&mut sq);
+        let grad_norm = sq[0].sqrt();
+        let Some(coeff) = clip_coefficient(grad_norm, self.t.grad_clip) else { return StepOutcome { grad_norm, skipped: true } };
+        sh.updates += 1;
+        let update = Update { t: &self.t, optim: &self.optim, lr, step: sh.updates, params: self.layout.lens.len(), groups: &[dp, mp] };
+        if on_device {
+            sh.update_on_device(backend, coeff, &update);
+        } else {
+            sh.update(backend, coeff, &update);
         }
-        outcome
+        self.gather_weights(backend, weights, dp);
+        if !self.overlap_gather {
+            self.all_weights_needed(backend);
+        }
+        StepOutcome { grad_norm, skipped: false }
     }
 
     /// ZeRO-1: every rank's weights (copies) from the masters of all ranks' blocks, all-gathered
@@ -374,73 +373,48 @@ impl<B: Backend> DataParallelOptimizer<B> {
     }
 }
 
-/// The global gradient norm from this rank's sum of squares (summed over DP and the model-parallel
-/// group), and the clipping coefficient; `None` for the coefficient when the norm is not finite.
-fn norm_and_clip(local_squares: f64, t: &TrainConfig, dp: &dyn Collectives, mp: &dyn Collectives) -> (f64, Option<f64>) {
-    let mut sq = [local_squares];
-    dp.all_reduce_sum_f64(&mut sq);
-    mp.all_reduce_sum_f64(&mut sq);
-    let grad_norm = sq[0].sqrt();
-    let coeff = if t.grad_clip > 0.0 { (t.grad_clip / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
-    (grad_norm, grad_norm.is_finite().then_some(coeff))
-}
-
 impl<B: Backend> Sharded<B> {
-    fn adam_step(&self, t: &TrainConfig, lr: f64, seg: &Segment<B>) -> AdamWStep {
-        AdamWStep {
-            lr: lr as f32,
-            beta1: t.beta1 as f32,
-            beta2: t.beta2 as f32,
-            eps: t.adam_eps as f32,
-            weight_decay: if seg.decay { t.weight_decay as f32 } else { 0.0 },
-            step: self.updates,
-        }
+    /// This rank's counted squares of its block on the host path.
+    fn host_squares(&self) -> f64 {
+        let squares = |g: &[f32]| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        self.segments.iter().filter(|s| s.counted).map(|s| squares(&self.block[s.block_offset..s.block_offset + s.len])).sum()
     }
 
-    /// AdamW on this rank's block, which holds the reduced gradients on entry and the updated
-    /// master weights on return.
-    fn update(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
-        let squares = |g: &[f32]| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
-        let local = self.segments.iter().filter(|s| s.counted).map(|s| squares(&self.block[s.block_offset..s.block_offset + s.len])).sum::<f64>();
-        let (grad_norm, coeff) = norm_and_clip(local, t, dp, mp);
-        let Some(coeff) = coeff else { return StepOutcome { grad_norm, skipped: true } };
-        self.updates += 1;
-        for i in 0..self.segments.len() {
-            let h = self.adam_step(t, lr, &self.segments[i]);
-            let seg = &mut self.segments[i];
+    /// This rank's counted squares of its segments' gradients on the device path.
+    fn device_squares(&self, backend: &B) -> f64 {
+        let counted: Vec<&B::Buf> = self.segments.iter().filter(|s| s.counted).map(|s| &s.grad).collect();
+        backend.sum_squares_all(&counted)
+    }
+
+    /// Every segment as a part of the update.
+    fn parts(&mut self) -> Vec<Part<'_, B>> {
+        self.segments
+            .iter_mut()
+            .map(|s| Part { param: &mut s.master, grad: &mut s.grad, m: &mut s.m, v: &mut s.v, decay: s.decay, index: s.param, counted: s.counted })
+            .collect()
+    }
+
+    /// The update of this rank's block on the host path, which holds the reduced gradients on
+    /// entry (clipped here by `coeff`) and the updated master weights on return.
+    fn update(&mut self, backend: &B, coeff: f64, update: &Update) {
+        for seg in &mut self.segments {
             let part = &mut self.block[seg.block_offset..seg.block_offset + seg.len];
             if coeff < 1.0 {
                 part.iter_mut().for_each(|g| *g *= coeff as f32);
             }
             backend.upload(part, &mut seg.grad);
-            backend.adamw(&mut seg.master, &seg.grad, &mut seg.m, &mut seg.v, h);
-            backend.download_into(&seg.master, part);
         }
-        StepOutcome { grad_norm, skipped: false }
+        update.apply(backend, self.parts());
+        for seg in &self.segments {
+            backend.download_into(&seg.master, &mut self.block[seg.block_offset..seg.block_offset + seg.len]);
+        }
     }
 
-    /// AdamW with the segments' gradients already on the device (zero_device.rs).
-    fn update_on_device(&mut self, backend: &B, t: &TrainConfig, lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
-        let counted: Vec<&B::Buf> = self.segments.iter().filter(|s| s.counted).map(|s| &s.grad).collect();
-        let local = backend.sum_squares_all(&counted);
-        let (grad_norm, coeff) = norm_and_clip(local, t, dp, mp);
-        let Some(coeff) = coeff else { return StepOutcome { grad_norm, skipped: true } };
-        self.updates += 1;
+    /// The update with the segments' gradients already on the device (zero_device.rs).
+    fn update_on_device(&mut self, backend: &B, coeff: f64, update: &Update) {
         if coeff < 1.0 {
             self.segments.iter_mut().for_each(|seg| backend.scale(&mut seg.grad, coeff as f32));
         }
-        // Two multi-tensor updates: the decayed segments (of matrices) and the rest.
-        for decayed in [true, false] {
-            let Some(first) = self.segments.iter().find(|s| s.decay == decayed) else { continue };
-            let h = self.adam_step(t, lr, first);
-            let mut tensors: Vec<AdamTensor<B>> = self
-                .segments
-                .iter_mut()
-                .filter(|s| s.decay == decayed)
-                .map(|s| AdamTensor { param: &mut s.master, grad: &s.grad, m: &mut s.m, v: &mut s.v })
-                .collect();
-            backend.adamw_all(&mut tensors, h);
-        }
-        StepOutcome { grad_norm, skipped: false }
+        update.apply(backend, self.parts());
     }
 }

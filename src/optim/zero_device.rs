@@ -6,7 +6,7 @@
 //! runs it when called), the rest at the optimizer step, which waits for all of them: an all-reduce
 //! (replicated optimizer) or a reduce-scatter into this rank's block, where the ZeRO-1
 //! segments' gradients are views. Under ZeRO-1 the model's bf16 weight copies are views into a
-//! second buffer of the same layout: after AdamW each segment's updated master is rounded into
+//! second buffer of the same layout: after the update each segment's updated master is rounded into
 //! its part of it and each bucket all-gathered in place in bf16 (Megatron's param buffer), on the
 //! side stream, the next forward pass waiting for each bucket as it first reads it (Megatron's
 //! overlap-param-gather). No host copy, no buffer beyond these two (CUDA-aware MPI stages one

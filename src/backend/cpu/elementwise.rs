@@ -1,11 +1,12 @@
 //! Elementwise kernels: copy / zero / add / scale, the f64 sum of squares (grad-norm), SwiGLU
-//! forward and backward, and the AdamW update (torch.optim.AdamW's exact formulation). Each op
+//! forward and backward, the AdamW update (torch.optim.AdamW's exact formulation) and LAMB's two
+//! elementwise phases (src/optim/lamb.rs computes the trust ratios between them). Each op
 //! cuts its buffers into rayon chunks (serial below `MIN_CHUNK`) and runs a plain loop compiled
 //! for AVX2 by `simd_fn!`.
 
 use super::par::{chunk_len, simd_fn, MIN_CHUNK};
 use super::Real;
-use crate::backend::AdamWStep;
+use crate::backend::{AdamWStep, LambStep};
 use rayon::prelude::*;
 
 fn check_len(op: &str, a: usize, b: usize) {
@@ -220,6 +221,72 @@ pub fn adamw<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: AdamWSt
         .zip(g.par_chunks(c))
         .zip(m.par_chunks_mut(c).zip(v.par_chunks_mut(c)))
         .for_each(|((p, g), (m, v))| adamw_kernel(p, g, m, v, k));
+}
+
+simd_fn! {
+    fn lamb_moments_kernel<T: Real>(g: &mut [T], p: &[T], m: &mut [T], v: &mut [T], k: [T; 8]) {
+        let [b1, omb1, b2, omb2, inv_bc1, bc2_sqrt, eps, wd] = k;
+        let n = g.len();
+        let (p, m, v) = (&p[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let gi = g[i];
+            let mi = b1 * m[i] + omb1 * gi;
+            let vi = b2 * v[i] + omb2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            g[i] = inv_bc1 * (mi / (vi.sqrt() / bc2_sqrt + eps)) + wd * p[i];
+        }
+    }
+}
+
+/// LAMB's first phase on one tensor: the moments, and the update direction written over the
+/// gradient, `g = m̂ / (sqrt(v̂) + eps) + wd * p` with `m̂ = m / (1-b1^t)`, `v̂ = v / (1-b2^t)`
+/// (or the raw moments without bias correction). The constants are f64 rounded once, as `adamw`'s.
+pub fn lamb_moments<T: Real>(g: &mut [T], p: &[T], m: &mut [T], v: &mut [T], weight_decay: f32, h: LambStep) {
+    for (what, l) in [("param", p.len()), ("m", m.len()), ("v", v.len())] {
+        assert_eq!(l, g.len(), "lamb: {what} has {l} elements, grad {}", g.len());
+    }
+    assert!(h.step >= 1, "lamb: step must be 1-based, got {}", h.step);
+    let (b1, b2) = (h.beta1 as f64, h.beta2 as f64);
+    let t = h.step.min(i32::MAX as u64) as i32;
+    let (bc1, bc2) = if h.bias_correction { (1.0 - b1.powi(t), 1.0 - b2.powi(t)) } else { (1.0, 1.0) };
+    let k = [
+        T::of_f64(b1),
+        T::of_f64(1.0 - b1),
+        T::of_f64(b2),
+        T::of_f64(1.0 - b2),
+        T::of_f64(1.0 / bc1),
+        T::of_f64(bc2.sqrt()),
+        T::of_f32(h.eps),
+        T::of_f32(weight_decay),
+    ];
+    if g.len() < MIN_CHUNK {
+        return lamb_moments_kernel(g, p, m, v, k);
+    }
+    let c = chunk_len(g.len(), 16);
+    g.par_chunks_mut(c)
+        .zip(p.par_chunks(c))
+        .zip(m.par_chunks_mut(c).zip(v.par_chunks_mut(c)))
+        .for_each(|((g, p), (m, v))| lamb_moments_kernel(g, p, m, v, k));
+}
+
+simd_fn! {
+    fn lamb_apply_kernel<T: Real>(p: &mut [T], u: &[T], s: T) {
+        for (x, &d) in p.iter_mut().zip(u) {
+            *x -= s * d;
+        }
+    }
+}
+
+/// LAMB's second phase on one tensor: `p -= step * u` (`step`: the learning rate times the
+/// tensor's trust ratio).
+pub fn lamb_apply<T: Real>(p: &mut [T], u: &[T], step: T) {
+    check_len("lamb_apply", p.len(), u.len());
+    if p.len() < MIN_CHUNK {
+        return lamb_apply_kernel(p, u, step);
+    }
+    let c = chunk_len(p.len(), 16);
+    p.par_chunks_mut(c).zip(u.par_chunks(c)).for_each(|(p, u)| lamb_apply_kernel(p, u, step));
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! type (`f32` for training, `f64` for finite-difference tests). This file is the trait impl and
 //! delegates to one file per op family: gemm (matrixmultiply, threaded over rayon), attention /
 //! attention_bwd (flash style, tiled, with the packing-free tile products of tile.rs), norm
-//! (RMSNorm), rope, elementwise (add, scale, SwiGLU, AdamW, sum of squares), loss (fused
+//! (RMSNorm), rope, elementwise (add, scale, SwiGLU, AdamW, LAMB, sum of squares), loss (fused
 //! cross-entropy), embedding; real.rs is the element type, par.rs the rayon/SIMD plumbing.
 //! Kernels are parallel with rayon and deterministic: a split never changes a summation order,
 //! or the order depends on shapes only (never on thread count or timing). Scratch lives in
@@ -26,7 +26,7 @@ mod tile;
 
 pub use real::Real;
 
-use super::{AdamWStep, AttnShape, Backend};
+use super::{AdamWStep, AttnShape, Backend, LambStep, LambTensor};
 use std::marker::PhantomData;
 
 /// The CPU backend over element type `T`. Stateless: scratch lives in thread-locals.
@@ -303,6 +303,19 @@ impl<T: Real> Backend for CpuBackend<T> {
         h: AdamWStep,
     ) {
         elementwise::adamw(param, grad, m, v, h);
+    }
+
+    fn lamb_moments_all(&self, tensors: &mut [LambTensor<'_, Self>], h: LambStep) {
+        for t in tensors {
+            elementwise::lamb_moments(t.grad, t.param, t.m, t.v, t.weight_decay, h);
+        }
+    }
+
+    fn lamb_apply_all(&self, tensors: &mut [LambTensor<'_, Self>], steps: &[f32]) {
+        assert_eq!(tensors.len(), steps.len(), "lamb_apply_all: {} tensors, {} steps", tensors.len(), steps.len());
+        for (t, &s) in tensors.iter_mut().zip(steps) {
+            elementwise::lamb_apply(t.param, t.grad, T::of_f32(s));
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 //! driver.rs, or its emulation, emulated.rs), with mixed precision chosen per buffer role
 //! (docs/GPU_PATH.md): activations bf16; gradients, statistics and optimizer state fp32; weights
 //! an fp32 master plus the bf16 shadow that GEMMs and kernels read, both written by `upload` and
-//! by the AdamW launch (weight copies, whose masters ZeRO-1's optimizer keeps: bf16 only). Every op is one or a few launch.rs launches or one cuBLASLt-contract GEMM
+//! by the AdamW and LAMB launches (weight copies, whose masters ZeRO-1's optimizer keeps: bf16 only). Every op is one or a few launch.rs launches or one cuBLASLt-contract GEMM
 //! (bf16 operands, fp32 sums; weight gradients accumulate into fp32 with beta = 1). Scratch
-//! (kernel partials, AdamW/norm segment tables, collective and host staging) is kept per backend
+//! (kernel partials, AdamW/LAMB/norm segment tables, collective and host staging) is kept per backend
 //! and grows to the largest request, so a training step allocates no device memory after the
 //! first; the runtime is wrapped in instrument.rs's meter (and timer, for the benchmark).
 //!
@@ -13,9 +13,9 @@
 //! passed to an op is a bug in the caller and panics naming the op and the operand.
 
 use super::instrument::Instrumented;
-use super::launch::{self, AdamSeg, DevPtr, Dtype, Launch, NormSeg};
+use super::launch::{self, AdamSeg, DevPtr, Dtype, LambSeg, Launch, NormSeg};
 use super::runtime::{DeviceBuf, Gemm, GemmOut, Plain, Runtime};
-use crate::backend::{AdamTensor, AdamWStep, AttnShape, Backend, Role, SideLane};
+use crate::backend::{AdamTensor, AdamWStep, AttnShape, Backend, LambStep, LambTensor, Role, SideLane};
 use crate::parallel::device::DeviceComm;
 use crate::parallel::Collectives;
 use anyhow::Result;
@@ -97,8 +97,11 @@ struct Scratch {
     comm_send: Option<DeviceBuf<f32>>,
     comm_recv: Option<DeviceBuf<f32>>,
     sum_out: DeviceBuf<f64>,
-    /// Segment tables of the multi-tensor AdamW and sums.
+    /// One sum per tensor (`sum_squares_each`).
+    sums_each: Option<DeviceBuf<f64>>,
+    /// Segment tables of the multi-tensor AdamW, LAMB and sums.
     adam_table: Option<DeviceBuf<AdamSeg>>,
+    lamb_table: Option<DeviceBuf<LambSeg>>,
     norm_table: Option<DeviceBuf<NormSeg>>,
     /// Host staging of bf16 copies.
     host_bf16: Vec<bf16>,
@@ -134,7 +137,9 @@ impl CudaBackend {
             comm_send: None,
             comm_recv: None,
             sum_out: DeviceBuf::uninit(&rt, 1)?,
+            sums_each: None,
             adam_table: None,
+            lamb_table: None,
             norm_table: None,
             host_bf16: Vec::new(),
         };
@@ -278,6 +283,46 @@ impl CudaBackend {
         let table = grow(&self.rt, &mut s.adam_table, segs.len());
         ok("upload", s.adam_table.as_mut().unwrap().write_prefix(&segs));
         self.run(&launch::adamw(table, segs.len(), blocks, h));
+    }
+
+    /// One LAMB launch of `phase` over the non-empty tensors.
+    fn lamb_table(&self, tensors: &[LambTensor<'_, Self>], phase: LambPhase) {
+        let mut segs: Vec<LambSeg> = Vec::with_capacity(tensors.len());
+        for (i, t) in tensors.iter().enumerate() {
+            let Some(a) = adam_seg(t.param, t.grad, t.m, t.v) else { continue };
+            let step = match phase {
+                LambPhase::Moments(_) => 0.0,
+                LambPhase::Apply(steps) => steps[i],
+            };
+            segs.push(LambSeg { master: a.master, grad: a.grad, m: a.m, v: a.v, weight: a.weight, n: a.n, block0: 0, decay: t.weight_decay, step });
+        }
+        if segs.is_empty() {
+            return;
+        }
+        let blocks = launch::lamb_table(&mut segs);
+        let mut s = self.scratch();
+        let table = grow(&self.rt, &mut s.lamb_table, segs.len());
+        ok("upload", s.lamb_table.as_mut().unwrap().write_prefix(&segs));
+        self.run(&match phase {
+            LambPhase::Moments(h) => launch::lamb_moments(table, segs.len(), blocks, h),
+            LambPhase::Apply(_) => launch::lamb_apply(table, segs.len(), blocks),
+        });
+    }
+}
+
+/// Which of LAMB's two launches (`Backend::lamb_moments_all`, `lamb_apply_all`).
+#[derive(Clone, Copy)]
+enum LambPhase<'a> {
+    Moments(LambStep),
+    /// Each tensor's step (the learning rate times its trust ratio).
+    Apply(&'a [f32]),
+}
+
+/// The fp32 elements of a gradient, statistic, optimizer state or weight master; None for bf16.
+fn fp32_elements(b: &CudaBuf) -> Option<DevPtr> {
+    match &b.st {
+        Storage::F32(x) | Storage::Weight { master: x, .. } => Some(x.ptr()),
+        Storage::Bf16(_) => None,
     }
 }
 
@@ -740,15 +785,52 @@ impl Backend for CudaBackend {
 
     /// One pass over all buffers when they are fp32 (gradients), else buffer by buffer.
     fn sum_squares_all(&self, bufs: &[&CudaBuf]) -> f64 {
-        let fp32 = |b: &CudaBuf| match &b.st {
-            Storage::F32(x) | Storage::Weight { master: x, .. } => Some(x.ptr()),
-            Storage::Bf16(_) => None,
-        };
-        if !bufs.iter().all(|b| fp32(b).is_some()) {
+        if !bufs.iter().all(|b| fp32_elements(b).is_some()) {
             return bufs.iter().map(|b| self.sum_squares(b)).sum();
         }
-        let segs = bufs.iter().filter(|b| b.len > 0).map(|b| NormSeg { x: fp32(b).unwrap(), n: b.len as u64, block0: 0 }).collect();
+        let segs = bufs.iter().filter(|b| b.len > 0).map(|b| NormSeg { x: fp32_elements(b).unwrap(), n: b.len as u64, block0: 0 }).collect();
         self.reduce_table(&mut self.scratch(), segs, launch::sum_squares)
+    }
+
+    /// Two launches and one download for all the fp32 buffers (weights by their masters: LAMB's
+    /// norms); empty and bf16 buffers one by one.
+    fn sum_squares_each(&self, bufs: &[&CudaBuf], out: &mut [f64]) {
+        let mut at = Vec::with_capacity(bufs.len());
+        let mut segs = Vec::with_capacity(bufs.len());
+        for (i, b) in bufs.iter().enumerate() {
+            match fp32_elements(b) {
+                Some(x) if b.len > 0 => {
+                    at.push(i);
+                    segs.push(NormSeg { x, n: b.len as u64, block0: 0 });
+                }
+                _ => out[i] = self.sum_squares(b),
+            }
+        }
+        if segs.is_empty() {
+            return;
+        }
+        let blocks = launch::norm_table(&mut segs);
+        let mut s = self.scratch();
+        let table = grow(&self.rt, &mut s.norm_table, segs.len());
+        ok("upload", s.norm_table.as_mut().unwrap().write_prefix(&segs));
+        let partials = grow(&self.rt, &mut s.partials, blocks);
+        let sums = grow(&self.rt, &mut s.sums_each, segs.len());
+        for l in launch::sum_squares_each(table, segs.len(), blocks, partials, sums) {
+            self.run(&l);
+        }
+        let host = ok("download", s.sums_each.as_ref().unwrap().read());
+        for (&i, &v) in at.iter().zip(&host) {
+            out[i] = v;
+        }
+    }
+
+    fn lamb_moments_all(&self, tensors: &mut [LambTensor<'_, Self>], h: LambStep) {
+        self.lamb_table(tensors, LambPhase::Moments(h));
+    }
+
+    fn lamb_apply_all(&self, tensors: &mut [LambTensor<'_, Self>], steps: &[f32]) {
+        assert_eq!(tensors.len(), steps.len(), "lamb_apply_all: {} tensors, {} steps", tensors.len(), steps.len());
+        self.lamb_table(tensors, LambPhase::Apply(steps));
     }
 }
 
@@ -761,21 +843,24 @@ mod tests {
     use crate::trainer::Trainer;
 
     /// Every buffer of a training step is allocated when the model and optimizer are built or in
-    /// the first step (scratch grows to its largest request); later steps allocate nothing.
+    /// the first step (scratch grows to its largest request); later steps allocate nothing. With
+    /// either optimizer.
     #[test]
     fn steps_after_the_first_allocate_no_device_memory() {
-        let sets = ["model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4"];
-        let cfg = Config::load("tiny", &sets.map(String::from)).unwrap();
-        let backend = Arc::new(CudaBackend::new(Arc::new(EmulatedRuntime::new())).unwrap());
-        let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single()).unwrap();
-        let batch: Vec<u32> = (0..trainer.local_batch() * 33).map(|i| (i * 7919 % 4096) as u32).collect();
-        trainer.train_step(&batch);
-        let after_first = backend.instruments().memory();
-        assert!(after_first.live > 0 && after_first.peak >= after_first.live && after_first.allocations > 0);
-        for _ in 0..2 {
-            let s = trainer.train_step(&batch);
-            assert!(s.loss.is_finite() && !s.skipped, "{s:?}");
+        for optim in ["adamw", "lamb"] {
+            let sets = ["model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1", "train.seq_len=32", "train.micro_batch=2", "train.global_batch=4", &format!("optim.name={optim}")];
+            let cfg = Config::load("tiny", &sets.map(String::from)).unwrap();
+            let backend = Arc::new(CudaBackend::new(Arc::new(EmulatedRuntime::new())).unwrap());
+            let mut trainer = Trainer::new(backend.clone(), &cfg, ParallelGroups::single()).unwrap();
+            let batch: Vec<u32> = (0..trainer.local_batch() * 33).map(|i| (i * 7919 % 4096) as u32).collect();
+            trainer.train_step(&batch);
+            let after_first = backend.instruments().memory();
+            assert!(after_first.live > 0 && after_first.peak >= after_first.live && after_first.allocations > 0);
+            for _ in 0..2 {
+                let s = trainer.train_step(&batch);
+                assert!(s.loss.is_finite() && !s.skipped, "{optim}: {s:?}");
+            }
+            assert_eq!(backend.instruments().memory(), after_first, "{optim}: after steps 2 and 3");
         }
-        assert_eq!(backend.instruments().memory(), after_first, "after steps 2 and 3");
     }
 }

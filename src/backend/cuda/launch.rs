@@ -2,10 +2,10 @@
 //! dynamic shared memory and argument order, used alike by real CUDA launches and by the
 //! emulation build (emu.rs). Pointers are device addresses (`DevPtr`; host addresses under
 //! emulation). Multi-kernel ops return their launches in order, and say how much scratch they
-//! need; multi-tensor ops (AdamW, grad norm, sum) take a segment table built here and uploaded by
+//! need; multi-tensor ops (AdamW, LAMB, grad norm, sum) take a segment table built here and uploaded by
 //! the caller.
 
-use crate::backend::{AdamWStep, AttnShape};
+use crate::backend::{AdamWStep, AttnShape, LambStep};
 use std::ffi::c_void;
 
 /// A device address (a host address under emulation).
@@ -20,7 +20,7 @@ const RMSNORM_BWD_THREADS: u32 = 256;
 pub const RMSNORM_BWD_ROWS: usize = 32;
 const ELEMWISE_THREADS: u32 = 256;
 const CE_MAX_THREADS: usize = 256;
-/// Elements per block of the multi-tensor kernels (AdamW, grad norm, sum).
+/// Elements per block of the multi-tensor kernels (AdamW, LAMB, grad norm, sum).
 pub const MULTI_BLOCK_ELEMS: usize = 4096;
 const MULTI_THREADS: u32 = 256;
 const REDUCE_THREADS: u32 = 256;
@@ -51,9 +51,12 @@ pub const KERNELS: &[&str] = &[
     "cross_entropy_local_stats",
     "cross_entropy_finish",
     "adamw",
+    "lamb_moments",
+    "lamb_apply",
     "sumsq_partials",
     "sum_partials",
     "sumsq_reduce",
+    "sumsq_reduce_each",
     "selftest_mma",
     "selftest_ldmatrix",
     "selftest_warp",
@@ -389,7 +392,7 @@ pub fn cross_entropy_finish(logits: DevPtr, losses: DevPtr, global: DevPtr, targ
         .f32(grad_scale)
 }
 
-// ---- multi-tensor: AdamW, grad norm, sum -------------------------------------------------------
+// ---- multi-tensor: AdamW, LAMB, grad norm, sum -------------------------------------------------
 /// One tensor of an AdamW launch (mirrors `AdamSeg` in kernels/adamw.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -402,6 +405,23 @@ pub struct AdamSeg {
     pub weight: DevPtr,
     pub n: u64,
     pub block0: u64,
+}
+
+/// One tensor of a LAMB launch (mirrors `LambSeg` in kernels/lamb.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LambSeg {
+    pub master: DevPtr,
+    pub grad: DevPtr,
+    pub m: DevPtr,
+    pub v: DevPtr,
+    /// The bf16 weight copy, or 0 for none.
+    pub weight: DevPtr,
+    pub n: u64,
+    pub block0: u64,
+    pub decay: f32,
+    /// The learning rate times the tensor's trust ratio (`lamb_apply`).
+    pub step: f32,
 }
 
 /// One tensor of a grad-norm launch (mirrors `NormSeg` in kernels/norm.cu).
@@ -429,6 +449,11 @@ pub fn adamw_table(segs: &mut [AdamSeg]) -> usize {
     assign_blocks(segs.iter_mut().map(|s| (&mut s.block0, s.n)))
 }
 
+pub fn lamb_table(segs: &mut [LambSeg]) -> usize {
+    assert!(segs.iter().all(|s| s.n > 0), "lamb: empty tensor in the table");
+    assign_blocks(segs.iter_mut().map(|s| (&mut s.block0, s.n)))
+}
+
 pub fn norm_table(segs: &mut [NormSeg]) -> usize {
     assert!(segs.iter().all(|s| s.n > 0), "grad norm: empty tensor in the table");
     assign_blocks(segs.iter_mut().map(|s| (&mut s.block0, s.n)))
@@ -452,6 +477,41 @@ pub fn adamw(table: DevPtr, nseg: usize, blocks: usize, h: AdamWStep) -> Launch 
         .f32((lr / (1.0 - b1.powi(t))) as f32)
         .f32((1.0 - b2.powi(t)).sqrt() as f32)
         .f32(h.eps)
+}
+
+/// LAMB's first phase over every tensor of an uploaded table of `nseg` segments covering `blocks`
+/// blocks (from `lamb_table`): moments, and the update direction over the gradient. Constants
+/// are computed as the CPU backend computes them.
+pub fn lamb_moments(table: DevPtr, nseg: usize, blocks: usize, h: LambStep) -> Launch {
+    assert!(h.step >= 1, "lamb: step must be 1-based, got {}", h.step);
+    let (b1, b2) = (h.beta1 as f64, h.beta2 as f64);
+    let t = h.step.min(i32::MAX as u64) as i32;
+    let (bc1, bc2) = if h.bias_correction { (1.0 - b1.powi(t), 1.0 - b2.powi(t)) } else { (1.0, 1.0) };
+    Launch::new("lamb_moments", blocks, MULTI_THREADS)
+        .ptr(table)
+        .int(nseg)
+        .u64(MULTI_BLOCK_ELEMS)
+        .f32(b1 as f32)
+        .f32((1.0 - b1) as f32)
+        .f32(b2 as f32)
+        .f32((1.0 - b2) as f32)
+        .f32((1.0 / bc1) as f32)
+        .f32(bc2.sqrt() as f32)
+        .f32(h.eps)
+}
+
+/// LAMB's second phase over the same table with each segment's `step` filled in.
+pub fn lamb_apply(table: DevPtr, nseg: usize, blocks: usize) -> Launch {
+    Launch::new("lamb_apply", blocks, MULTI_THREADS).ptr(table).int(nseg).u64(MULTI_BLOCK_ELEMS)
+}
+
+/// Sum of squares of each tensor of an uploaded table (from `norm_table`) into `nseg` f64 at
+/// `out`, one per tensor; `partials` holds `blocks` floats.
+pub fn sum_squares_each(table: DevPtr, nseg: usize, blocks: usize, partials: DevPtr, out: DevPtr) -> [Launch; 2] {
+    [
+        Launch::new("sumsq_partials", blocks, MULTI_THREADS).ptr(table).int(nseg).u64(MULTI_BLOCK_ELEMS).ptr(partials),
+        Launch::new("sumsq_reduce_each", nseg, REDUCE_THREADS).ptr(out).ptr(partials).ptr(table).u64(MULTI_BLOCK_ELEMS),
+    ]
 }
 
 /// Sum of squares of every tensor of an uploaded table (from `norm_table`) into one f64 at

@@ -9,7 +9,7 @@
 //! at the next copy or `synchronize`). `DeviceBuf` is a typed buffer freed on drop, or a view
 //! into one (sharing its memory, keeping it alive).
 
-use super::launch::{AdamSeg, DevPtr, Launch, NormSeg};
+use super::launch::{AdamSeg, DevPtr, LambSeg, Launch, NormSeg};
 use crate::backend::SideLane;
 use anyhow::{bail, Result};
 use half::bf16;
@@ -137,7 +137,8 @@ pub trait Runtime: Send + Sync {
 /// # Safety
 /// Implementors are `Copy`, have no padding bytes and accept every bit pattern.
 pub unsafe trait Plain: Copy + Send + Sync + 'static {}
-// SAFETY: primitive numbers and `#[repr(C)]` structs of u64 fields.
+// SAFETY: primitive numbers and `#[repr(C)]` structs of u64 fields (LambSeg's two trailing f32
+// fill its last 8 bytes: no padding).
 unsafe impl Plain for u8 {}
 unsafe impl Plain for u16 {}
 unsafe impl Plain for u32 {}
@@ -148,6 +149,7 @@ unsafe impl Plain for f64 {}
 unsafe impl Plain for bf16 {}
 unsafe impl Plain for AdamSeg {}
 unsafe impl Plain for NormSeg {}
+unsafe impl Plain for LambSeg {}
 
 fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: `T: Plain` has no padding; the byte view covers exactly the slice.
