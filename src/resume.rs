@@ -358,6 +358,16 @@ pub fn load<B: Backend>(
                 log::warn!("checkpoint {} was trained with seed {seed}, continuing with seed {}", path.display(), cfg.train.seed);
             }
         }
+        let saved_optimizer = match attrs.get("config") {
+            Some(AttrValue::Str(text)) => Config::from_toml(text, "the stored config", &[]).ok().map(|c| c.optim.name),
+            _ => None,
+        };
+        if let Some(theirs) = saved_optimizer.filter(|&n| n != cfg.optim.name) {
+            log::warn!(
+                "checkpoint {} was trained with optim.name = {}: its moments continue under {} here",
+                path.display(), theirs.name(), cfg.optim.name.name()
+            );
+        }
         let layout = match attrs.get("layout") {
             Some(AttrValue::Str(s)) => s.clone(),
             _ => "?".into(),

@@ -93,6 +93,10 @@ fn lamb_resumes_bitwise_and_reshards() {
             }
         }
     }
+    // Continuing it under AdamW is allowed, and said.
+    let o = train(2, &data, &["--zero", "1", "--steps", "3", "--load", s(&ckpt)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("was trained with optim.name = lamb: its moments continue under adamw here"), "{err}");
 }
 
 #[test]
