@@ -217,7 +217,8 @@ pub(crate) struct LayoutArgs {
     /// Virtual pipeline chunks per stage, for the interleaved schedule (parallel.vpp).
     #[arg(long)]
     pub(crate) vpp: Option<usize>,
-    /// 1: ZeRO-1, the optimizer state sharded over data parallel (parallel.zero).
+    /// 1: ZeRO-1, the optimizer state sharded over data parallel; 2: ZeRO-2, the gradients too
+    /// (parallel.zero; 2 on the CPU backend).
     #[arg(long)]
     pub(crate) zero: Option<u8>,
     /// Activation recomputation: selective or full (default: the config's train.recompute,

@@ -61,6 +61,9 @@ fn prepare(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
             cfg.train.device, cfg.model.hidden_size, cfg.model.num_heads
         );
     }
+    if on_cuda && cfg.parallel.zero == 2 {
+        bail!("--zero 2 with --device {}: ZeRO-2 runs on the CPU backend only (the CUDA backend's exchange runs in place in one whole gradient buffer); use --zero 1 there", cfg.train.device);
+    }
     let t = &cfg.train;
     let spec = t.data.as_deref().context("no training data: pass --data PREFIX (or set train.data)")?;
     let data = DataSpec::parse(spec)?;
@@ -164,7 +167,7 @@ fn train_on<B: Backend>(
             "layout: world {} = tp {} x dp {} x pp {} ({} on rank 0's node) | optimizer {}, state {:.1} MB per rank{}",
             topo.world, topo.tp, topo.dp, topo.pp, crate::parallel::topology::ranks(ranks_per_node), cfg.optim.name.name(),
             trainer.optimizer.state_bytes() as f64 / 1e6,
-            if trainer.optimizer.is_sharded() { format!(" (ZeRO-1, sharded over dp {})", topo.dp) } else { String::new() }
+            if trainer.optimizer.is_sharded() { format!(" (ZeRO-{}, sharded over dp {})", cfg.parallel.zero, topo.dp) } else { String::new() }
         );
     }
     if topo.world > 1 && topo.rank == 0 {

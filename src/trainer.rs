@@ -54,12 +54,27 @@ struct OptimizerEvents<'a, B: Backend> {
     dp: &'a dyn Collectives,
 }
 
-impl<B: Backend> ParamEvents for OptimizerEvents<'_, B> {
+impl<B: Backend> ParamEvents<B> for OptimizerEvents<'_, B> {
     fn weights_needed(&mut self, params: &[usize]) {
         self.optimizer.weights_needed(self.backend, params);
     }
+    fn grads_computed(&mut self, params: &[usize], grads: &mut [B::Buf]) {
+        self.optimizer.grads_computed(self.backend, params, grads, self.dp);
+    }
     fn grads_complete(&mut self, params: &[usize]) {
         self.optimizer.grads_complete(self.backend, params, self.dp);
+    }
+}
+
+/// The optimizer listening to an evaluation's pipeline: the gradients go unused.
+struct EvalEvents<'a, B: Backend> {
+    optimizer: &'a mut DataParallelOptimizer<B>,
+    backend: &'a B,
+}
+
+impl<B: Backend> ParamEvents<B> for EvalEvents<'_, B> {
+    fn grads_computed(&mut self, params: &[usize], grads: &mut [B::Buf]) {
+        self.optimizer.grads_unused(self.backend, params, grads);
     }
 }
 
@@ -97,7 +112,7 @@ pub fn pipeline_slots(cfg: &Config, stages: usize, stage: usize, dp: usize) -> R
 
 impl<B: Backend> Trainer<B> {
     /// A freshly initialised model for `cfg` on `backend`: this rank's part of it (its TP shard
-    /// and pipeline chunks) within `groups`, ZeRO-1 when `cfg.parallel.zero == 1`.
+    /// and pipeline chunks) within `groups`, ZeRO-1 or 2 as `cfg.parallel.zero` says.
     pub fn new(backend: Arc<B>, cfg: &Config, groups: ParallelGroups) -> Result<Self> {
         let (t, p) = (&cfg.train, &cfg.parallel);
         let ParallelGroups { tp, dp, pp, mp } = groups;
@@ -116,19 +131,19 @@ impl<B: Backend> Trainer<B> {
                 t.micro_batch, t.seq_len, tp.size()
             );
         }
-        let zero = p.zero == 1;
-        // Under ZeRO-1 the fp32 masters live in the optimizer's segments: the model keeps copies.
+        let zero = p.zero >= 1;
+        // Under ZeRO-1 and 2 the fp32 masters live in the optimizer's segments: the model keeps copies.
         let weight_role = if zero { Role::WeightCopy } else { Role::Weight };
         let mut model = Llama::new_parallel(backend.clone(), &cfg.model, t.micro_batch, t.seq_len, tp, &*pp, sp, chunks, &slots, t.recompute, weight_role);
         model.overlap_tp_backward = p.overlap_tp_backward;
         if !zero {
-            model.init_weights(t.seed); // under ZeRO-1 the optimizer writes them from its masters
+            model.init_weights(t.seed); // under ZeRO the optimizer writes them from its masters
         }
         let (mut weights, mut grads) = (std::mem::take(&mut model.weights), std::mem::take(&mut model.grads));
         let initial = |p: usize| model.initial_values(t.seed, p);
         // --log-gns reads each rank's own gradients after the backward pass: no early exchange.
         let optimizer = DataParallelOptimizer::new(
-            &*backend, &model.table, &mut weights, &mut grads, &initial, model.counted_in_norm(), (t, &cfg.optim), zero, &*dp, p.bucket_size,
+            &*backend, &model.table, &mut weights, &mut grads, &initial, (model.counted_in_norm(), &model.reduced_after_backward()), (t, &cfg.optim), p.zero, &*dp, p.bucket_size,
             (p.overlap_grad_reduce && !t.log_gns, p.overlap_param_gather),
         );
         let noise_scale = t.log_gns.then(|| (model.counted_in_norm(), NoiseScale::default()));
@@ -234,8 +249,10 @@ impl<B: Backend> Trainer<B> {
         let tokens = (batch.len() / (self.model.seq + 1) * self.dp.size() * self.model.seq) as f64;
         let m = &mut self.model;
         let grad_scale = 1.0 / tokens as f32;
-        self.optimizer.all_weights_needed(&m.backend);
-        let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut ())];
+        let backend = m.backend.clone();
+        self.optimizer.all_weights_needed(&backend);
+        let mut events = EvalEvents { optimizer: &mut self.optimizer, backend: &*backend };
+        let mut total = [self.pipeline.run(m, batch, grad_scale, &*self.pp, &mut events)];
         self.pp.all_reduce_sum_f64(&mut total);
         self.dp.all_reduce_sum_f64(&mut total);
         total[0] / tokens

@@ -36,8 +36,8 @@ fn run(dir: &Path, data: &str, np: usize, tp: usize, zero: u8, extra: &[&str]) -
     let pp: usize = extra.iter().position(|a| *a == "--pp").map_or(1, |i| extra[i + 1].parse().unwrap());
     let dp = np / (tp * pp);
     assert!(out.contains(&format!("tp {tp} x dp {dp} x pp {pp}")), "{out}");
-    if zero == 1 && dp > 1 {
-        assert!(out.contains(&format!("sharded over dp {dp}")), "{out}");
+    if zero >= 1 && dp > 1 {
+        assert!(out.contains(&format!("ZeRO-{zero}, sharded over dp {dp}")), "{out}");
     }
     common::metrics(&metrics).iter().map(|v| (v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())).collect()
 }
@@ -99,6 +99,39 @@ fn every_8_rank_layout_matches_the_single_rank_run() {
         let args: Vec<&str> = model.iter().chain(pipe).copied().collect();
         let got = run(&dir, &data, 8, tp, zero, &args);
         assert_matches(&got, &reference, &format!("8 ranks, tp {tp}, zero {zero}, {pipe:?}"));
+    }
+}
+
+#[test]
+fn zero2_layouts_match_the_single_rank_run() {
+    // ZeRO-2: each micro-batch's gradients reduce-scattered bucket by bucket into the owner's
+    // block (100k-element buckets: several per rank, blocks cutting parameters in two), with
+    // AdamW and LAMB; DP 4 with 2 micro-batches per rank, TP 2 x DP 2 x PP 2 (1F1B and
+    // interleaved: buckets spanning chunks), DP 8, TP 2 x DP 4 with sequence parallelism
+    // (norm weights summed over TP after the backward) and tied embeddings split over PP 2.
+    let dir = tmpdir("zero2");
+    let data = sample(&dir);
+    let model = ["--set", "model.num_heads=8", "--set", "model.num_kv_heads=4", "--set", "parallel.bucket_size=100000"];
+    let tied = ["--set", "model.tie_embeddings=true"];
+    for (optim, lr) in [("adamw", "0.01"), ("lamb", "0.05")] {
+        let opt = [format!("optim.name={optim}"), format!("train.lr={lr}")];
+        let base: Vec<&str> = model.iter().copied().chain(["--set", &opt[0], "--set", &opt[1]]).collect();
+        let reference = run(&dir, &data, 1, 1, 0, &base);
+        let tied_reference = run(&dir, &data, 1, 1, 0, &[&base[..], &tied].concat());
+        let layouts: [(usize, usize, &[&str], bool); 6] = [
+            (4, 1, &[], false),
+            (8, 2, &["--pp", "2"], false),
+            (8, 2, &["--pp", "2", "--vpp", "2"], false),
+            (8, 1, &[], false),
+            (8, 2, &["--sequence-parallel"], false),
+            (8, 2, &["--pp", "2", "--set", "model.tie_embeddings=true"], true),
+        ];
+        for (np, tp, pipe, is_tied) in layouts {
+            let args: Vec<&str> = base.iter().chain(pipe).copied().collect();
+            let got = run(&dir, &data, np, tp, 2, &args);
+            let want = if is_tied { &tied_reference } else { &reference };
+            assert_matches(&got, want, &format!("{optim}, zero 2, {np} ranks, tp {tp}, {pipe:?}"));
+        }
     }
 }
 

@@ -66,6 +66,58 @@ fn planned_cpu_memory_matches_the_heap_each_rank_holds_within_10_percent() {
     }
 }
 
+/// ZeRO-2 against ZeRO-1 on a model whose layers outweigh its embeddings (8 layers of hidden
+/// 256, 7.9M parameters, buckets of 250k elements) for DP 1, 2, 4 and 8: every rank's counted
+/// heap within 10% of the planner's, and the bytes per parameter of weights, gradients and
+/// optimizer state (the heap less the planner's activations, scratch and staging) within
+/// 0.5 byte of the CPU formula (docs/ARCHITECTURE.md): ZeRO-1 4 + 4 + 4 + 20/DP (weights, the
+/// model's gradients, their host copy, and per owned element master, gradient, m, v and the
+/// reduced block), ZeRO-2 4 + 20/DP + the gradients in flight (two buckets' staging, one
+/// received block and the largest group one backward writes).
+#[test]
+fn zero2_bytes_per_parameter_fall_with_dp_as_the_formula_says() {
+    use swallow::optim::grad_layout::GradLayout;
+    let dir = tmpdir("plan", "zero2");
+    let data = sample(&dir);
+    let sets = ["model.num_layers=8", "model.hidden_size=256", "model.ffn_hidden_size=704", "train.micro_batch=2", "parallel.bucket_size=250000"];
+    let mut rows = Vec::new();
+    for np in [1usize, 2, 4, 8] {
+        for zero in ["1", "2"] {
+            let mut args = vec!["train", "--config", "tiny", "--data", &data, "--steps", "2", "--zero", zero];
+            sets.iter().for_each(|s| args.extend(["--set", s]));
+            let o = mpirun(np, &args);
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success(), "np {np} zero {zero}: {}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+            let measured = measured_per_rank(&stdout);
+            assert_eq!(measured.len(), np, "one measurement per rank in\n{stdout}");
+            let mut overrides: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            overrides.push(format!("parallel.zero={zero}"));
+            let cfg = Config::load("tiny", &overrides).unwrap();
+            let layout = Layout::from_config(&cfg, np, Recompute::None).unwrap();
+            let st = memory::StageShape::new(&cfg, &layout, 0).unwrap();
+            let p = st.params as f64;
+            for (rank, got) in measured.iter().enumerate() {
+                let m = memory::cpu(&cfg, &layout, 0, rank).unwrap();
+                let err = got / m.total() - 1.0;
+                assert!(err.abs() < 0.10, "np {np} zero {zero} rank {rank}: measured {:.2} MiB, planned {:.2} MiB", got / MIB, m.total() / MIB);
+                // ZeRO-1's host copy of the gradient buffer counts as gradient memory.
+                let flat = if zero == "1" { 4.0 * GradLayout::new(&st.param_lens, cfg.parallel.bucket_size, np).total as f64 } else { 0.0 };
+                let state = m.weights + m.grads + m.optimizer + flat;
+                let measured_state = got - (m.total() - state);
+                let (got_bpp, want_bpp) = (measured_state / p, state / p);
+                println!("dp {np} zero {zero} rank {rank}: {got_bpp:.2} bytes/parameter measured, {want_bpp:.2} by the formula ({:.2} MiB heap)", got / MIB);
+                assert!((got_bpp - want_bpp).abs() < 0.5, "np {np} zero {zero} rank {rank}: {got_bpp:.2} vs {want_bpp:.2} bytes/parameter");
+                rows.push((np, zero, got_bpp));
+            }
+        }
+    }
+    // ZeRO-2 holds less than ZeRO-1 at every DP size, by at least 4 bytes per parameter.
+    for np in [1, 2, 4, 8] {
+        let of = |z: &str| rows.iter().filter(|r| r.0 == np && r.1 == z).map(|r| r.2).fold(0.0, f64::max);
+        assert!(of("2") < of("1") - 4.0, "dp {np}: zero 2 {:.2} vs zero 1 {:.2} bytes/parameter", of("2"), of("1"));
+    }
+}
+
 #[test]
 fn dry_run_of_64_ranks_plans_every_rank_without_building_the_model() {
     let dir = tmpdir("plan", "dry64");

@@ -176,8 +176,11 @@ impl Config {
         if t.eval_every > 0 && (t.split.is_none() || t.eval_iters == 0) {
             bail!("train.eval_every (--eval-every) needs train.split (--split, e.g. 98,1,1: validation reads its second part) and train.eval_iters > 0");
         }
-        if p.zero > 1 {
-            bail!("parallel.zero = {}, expected 0 or 1", p.zero);
+        if p.zero > 2 {
+            bail!("parallel.zero = {}, expected 0, 1 or 2", p.zero);
+        }
+        if p.zero == 2 && t.log_gns {
+            bail!("train.log_gns (--log-gns) reads each DP rank's whole gradient, which --zero 2 does not keep: use --zero 0 or 1");
         }
         Ok(())
     }

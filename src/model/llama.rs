@@ -338,29 +338,40 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Backward of slot `s`'s chunk, accumulating into `grads`; leaves the gradient of the chunk's
-    /// input in the slot's grad buffer (unless the chunk starts with the embedding). With
-    /// `final_grads` (the chunk's last backward of the step), each group of parameters whose
-    /// gradients are then complete is passed to it as soon as they are (the head's, each
-    /// layer's from the last, the embedding's), so their DP exchange can start; parameters
-    /// `reduce_replicated_grads` still sums are left out (`reduced_after_backward`).
-    pub fn backward_slot(&mut self, s: usize, mut final_grads: Option<&mut dyn FnMut(&[usize])>) {
+    /// input in the slot's grad buffer (unless the chunk starts with the embedding). Each group
+    /// of parameters whose gradients this backward has then added to is passed to `computed`
+    /// with the gradients as soon as it is (the head's, each layer's from the last, the
+    /// embedding's), so their DP exchange can start; parameters `reduce_replicated_grads` still
+    /// sums are left out (`reduced_after_backward`). A gradient buffer the listener released
+    /// (ZeRO-2 keeps no whole gradient: an empty buffer) is allocated again, zeroed, before the
+    /// backward next writes it.
+    pub fn backward_slot(&mut self, s: usize, mut computed: Option<&mut dyn FnMut(&[usize], &mut [B::Buf])>) {
         let cx = cx!(self);
         let slot = &mut self.slots[s];
         let ch = &self.chunks[slot.chunk];
         let (sc, gr) = (&mut self.scratch, &mut self.grads);
         let later = &self.reduced_after_backward;
-        let mut done = |params: &[usize]| {
-            if let Some(f) = final_grads.as_mut() {
+        let ensure = |gr: &mut [B::Buf], params: &[usize]| {
+            for &p in params {
+                let n = cx.be.len(&cx.w[p]);
+                if n > 0 && cx.be.len(&gr[p]) == 0 {
+                    gr[p] = cx.be.zeros_as(n, Role::Grad);
+                }
+            }
+        };
+        let mut done = |gr: &mut [B::Buf], params: &[usize]| {
+            if let Some(f) = computed.as_mut() {
                 let complete: Vec<usize> = params.iter().copied().filter(|&p| !later[p]).collect();
-                f(&complete);
+                f(&complete, gr);
             }
         };
         match slot.head.as_ref() {
             Some(hd) => {
+                let head = [cx.table.final_norm, cx.table.lm_head];
+                ensure(gr, &head);
                 layer::head_bwd(&cx, sc, gr, slot.resid.last().unwrap(), hd);
                 // A tied LM head is the embedding, complete after the embedding's backward.
-                let head = [cx.table.final_norm, cx.table.lm_head];
-                done(if cx.table.lm_head == cx.table.embed { &head[..1] } else { &head });
+                done(gr, if cx.table.lm_head == cx.table.embed { &head[..1] } else { &head });
             }
             None => cx.be.copy(&mut sc.resid, &slot.grad),
         }
@@ -373,12 +384,14 @@ impl<B: Backend> Llama<B> {
                 }
                 None => &slot.layers[i],
             };
+            ensure(gr, &ids.all());
             layer::layer_bwd(&cx, sc, gr, ids, &slot.resid[i], acts);
-            done(&ids.all());
+            done(gr, &ids.all());
         }
         if ch.embed {
+            ensure(gr, &[cx.table.embed]);
             layer::embed_bwd(&cx, sc, gr, &slot.inputs);
-            done(&[cx.table.embed]);
+            done(gr, &[cx.table.embed]);
         } else {
             cx.be.copy(&mut slot.grad, &sc.resid);
         }

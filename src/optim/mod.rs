@@ -13,6 +13,7 @@ pub mod schedule;
 mod segment;
 mod update;
 pub mod zero;
+mod zero2;
 mod zero_device;
 
 pub use schedule::LrSchedule;

@@ -9,7 +9,10 @@
 //!   master weights and moments are
 //!   the only optimizer state this rank keeps (1/DP of the whole); the updated block is
 //!   all-gathered back into every rank's weights (the model's weights are then copies: bf16 on
-//!   the GPU, `Role::WeightCopy`).
+//!   the GPU, `Role::WeightCopy`), or
+//! - `--zero 2` (ZeRO-2): as ZeRO-1, and the gradient sharded too: each micro-batch's gradients
+//!   are reduce-scattered bucket by bucket into this rank's block as the backward fills them,
+//!   the model keeping no whole gradient (zero2.rs; the host path, CPU backend).
 //!
 //! The gradients are exchanged in buckets of whole parameters laid out in one gradient buffer
 //! (grad_layout.rs: Megatron's grad buffer, `parallel.bucket_size` elements per bucket, 40M by
@@ -31,6 +34,7 @@ use super::grad_layout::GradLayout;
 use super::replicated::Replicated;
 use super::segment::Segment;
 use super::update::{clip_coefficient, Part, StepOutcome, Update};
+use super::zero2::GradStream;
 use super::zero_device::DeviceGrads;
 use crate::backend::{Backend, Role};
 use crate::config::{OptimConfig, TrainConfig};
@@ -41,6 +45,8 @@ struct Sharded<B: Backend> {
     segments: Vec<Segment<B>>,
     /// This rank's blocks on the host path (empty on the device path).
     block: Vec<f32>,
+    /// ZeRO-2: the streaming of each micro-batch's gradients into `block`.
+    stream: Option<GradStream>,
     updates: u64,
 }
 
@@ -59,7 +65,8 @@ pub struct DataParallelOptimizer<B: Backend> {
     /// Leave ZeRO-1's weight all-gather in flight until the forward pass reads each bucket
     /// (`parallel.overlap_param_gather`).
     overlap_gather: bool,
-    /// Host copy of the gradient buffer (the host path; empty on the device path).
+    /// Host copy of the gradient buffer (the host path under ZeRO 0 and 1; empty on the device
+    /// path and under ZeRO-2).
     flat: Vec<f32>,
     t: TrainConfig,
     optim: OptimConfig,
@@ -70,9 +77,11 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// by views into one gradient buffer where the exchange runs on the device; the weights too,
     /// by views into one bf16 buffer, under ZeRO-1 there); `initial(p)` the
     /// fp32 initial values of its shard of parameter p, copied into the master segments under
-    /// ZeRO-1, whose all-gather then writes every weight (the model need not initialise them); `counted[p]` says whether this rank's copy of
+    /// ZeRO-1 and 2, whose all-gather then writes every weight (the model need not initialise them); `counted[p]` says whether this rank's copy of
     /// parameter p counts in the gradient norm (one copy of every shard held by several ranks
-    /// does); `optim` picks the update rule; gradients are exchanged in buckets of about `bucket_size` elements, each started
+    /// does) and `late` lists the parameters summed over other ranks after the backward
+    /// (`Llama::reduced_after_backward`); `optim` picks the update rule; `zero` the stage (0, 1,
+    /// 2: under ZeRO-2 the model's gradients are released, `grads_computed`); gradients are exchanged in buckets of about `bucket_size` elements, each started
     /// as soon as its gradients are complete when `overlap` (`grads_complete`), and under ZeRO-1
     /// the weights all-gathered while the next forward pass runs when `overlap_gather`
     /// (`weights_needed`).
@@ -83,15 +92,16 @@ impl<B: Backend> DataParallelOptimizer<B> {
         weights: &mut Vec<B::Buf>,
         grads: &mut Vec<B::Buf>,
         initial: &dyn Fn(usize) -> Vec<f32>,
-        counted: Vec<bool>,
+        (counted, late): (Vec<bool>, &[usize]),
         (t, optim): (&TrainConfig, &OptimConfig),
-        zero: bool,
+        stage: u8,
         dp: &dyn Collectives,
         bucket_size: usize,
         (overlap, overlap_gather): (bool, bool),
     ) -> Self {
         let lens: Vec<usize> = weights.iter().map(|w| backend.len(w)).collect();
         let dps = dp.size();
+        let (zero, streamed) = (stage >= 1, stage == 2);
         let layout = GradLayout::new(&lens, bucket_size, dps);
         let parts = if zero { layout.block_parts(dp.rank()) } else { Vec::new() };
         // Views: every parameter's gradient, the whole buffer, each bucket, each ZeRO segment.
@@ -100,7 +110,7 @@ impl<B: Backend> DataParallelOptimizer<B> {
         places.extend(layout.buckets.iter().map(|b| (b.start, dps * b.block_len)));
         places.extend(parts.iter().map(|&(_, _, at, n)| (at, n)));
         // Each buffer is freed before its shared replacement is allocated.
-        let mut views = if dps == 1 || dp.device().is_some() {
+        let mut views = if !streamed && (dps == 1 || dp.device().is_some()) {
             grads.clear();
             backend.shared_views(layout.total, &places, Role::Grad).map(Vec::into_iter)
         } else {
@@ -119,6 +129,10 @@ impl<B: Backend> DataParallelOptimizer<B> {
             Some(v) => grads.extend(v.by_ref().take(lens.len())),
             None if grads.is_empty() => grads.extend(lens.iter().map(|&n| backend.zeros_as(n, Role::Grad))),
             None => {}
+        }
+        if streamed {
+            // The backward allocates each gradient as it writes it; zero2.rs releases it.
+            grads.iter_mut().for_each(|g| *g = backend.zeros_as(0, Role::Grad));
         }
         if let Some(w) = weight_views.as_mut() {
             weights.extend(w.by_ref().take(lens.len()));
@@ -167,11 +181,12 @@ impl<B: Backend> DataParallelOptimizer<B> {
                     v: backend.zeros_as(len, Role::OptimState),
                 });
             }
-            Mode::Sharded(Sharded { segments, block, updates: 0 })
+            let stream = streamed.then(|| GradStream::new(&layout, dps, late));
+            Mode::Sharded(Sharded { segments, block, stream, updates: 0 })
         } else {
             Mode::Replicated(Replicated::new(backend, weights, table.specs.iter().map(|s| s.weight_decay).collect(), counted, t, optim))
         };
-        let flat = if device.is_some() { Vec::new() } else { vec![0.0; layout.total] };
+        let flat = if device.is_some() || streamed { Vec::new() } else { vec![0.0; layout.total] };
         let mut opt = DataParallelOptimizer { mode, layout, device, overlap, overlap_gather, flat, t: t.clone(), optim: optim.clone() };
         if zero {
             // The weights are copies of the masters: the step's all-gather writes them, waited
@@ -180,6 +195,22 @@ impl<B: Backend> DataParallelOptimizer<B> {
             opt.all_weights_needed(backend);
         }
         opt
+    }
+
+    /// A backward has added to the gradients of `params` (in the model's `grads`): under ZeRO-2
+    /// they go into their buckets and are released, each bucket this completes exchanged.
+    pub fn grads_computed(&mut self, backend: &B, params: &[usize], grads: &mut [B::Buf], dp: &dyn Collectives) {
+        if let Mode::Sharded(Sharded { stream: Some(stream), block, .. }) = &mut self.mode {
+            stream.deliver(backend, params, grads, &self.layout, block, dp);
+        }
+    }
+
+    /// A backward outside training (evaluation) has written the gradients of `params`: under
+    /// ZeRO-2 they are released unused (the model keeps no whole gradient).
+    pub fn grads_unused(&mut self, backend: &B, params: &[usize], grads: &mut [B::Buf]) {
+        if let Mode::Sharded(Sharded { stream: Some(_), .. }) = &self.mode {
+            params.iter().for_each(|&p| grads[p] = backend.zeros_as(0, Role::Grad));
+        }
     }
 
     /// The gradients of `params` are complete for this step (the backward pass, then
@@ -208,10 +239,14 @@ impl<B: Backend> DataParallelOptimizer<B> {
         }
     }
 
-    /// A step that will not update (src/fault.rs): waits for the exchange already started.
+    /// A step that will not update (src/fault.rs): waits for the exchange already started
+    /// (ZeRO-2: drops the buckets still open).
     pub fn discard_exchange(&mut self, backend: &B) {
         if let Some(dev) = &mut self.device {
             dev.abandon(backend, &self.layout);
+        }
+        if let Mode::Sharded(Sharded { stream: Some(stream), .. }) = &mut self.mode {
+            stream.discard(&self.layout);
         }
     }
 
@@ -221,12 +256,21 @@ impl<B: Backend> DataParallelOptimizer<B> {
         self.device.as_ref().map(|d| (self.layout.buckets.len(), d.started_early))
     }
 
-    /// Zeroes the gradients before a step: the whole gradient buffer at once on the device path.
+    /// Zeroes the gradients before a step: the whole gradient buffer at once on the device path;
+    /// under ZeRO-2 also this rank's gradient blocks, which accumulate the step's micro-batches.
     pub fn zero_grads(&mut self, backend: &B, grads: &mut [B::Buf]) {
         match &mut self.device {
             Some(dev) => dev.zero(backend),
             None => grads.iter_mut().for_each(|g| backend.fill_zero(g)),
         }
+        if let Mode::Sharded(Sharded { stream: Some(_), block, .. }) = &mut self.mode {
+            block.fill(0.0);
+        }
+    }
+
+    /// Whether the gradient is sharded too (ZeRO-2): the model holds no whole gradient.
+    pub fn grads_sharded(&self) -> bool {
+        matches!(&self.mode, Mode::Sharded(Sharded { stream: Some(_), .. }))
     }
 
     /// Bytes of optimizer state (master weights beyond the model's own, and the two moments) on this rank.
@@ -314,9 +358,13 @@ impl<B: Backend> DataParallelOptimizer<B> {
     /// `mp` is this rank's model-parallel group (TP x PP), over which the global norm is summed.
     pub fn step(&mut self, backend: &B, weights: &mut [B::Buf], grads: &mut [B::Buf], lr: f64, dp: &dyn Collectives, mp: &dyn Collectives) -> StepOutcome {
         let dps = dp.size();
-        let sharded = self.is_sharded();
+        let (sharded, streamed) = (self.is_sharded(), self.grads_sharded());
         match &mut self.device {
             Some(dev) => dev.finish(backend, &self.layout, sharded, dp),
+            None if streamed => {
+                let Mode::Sharded(Sharded { stream: Some(stream), block, .. }) = &mut self.mode else { unreachable!("ZeRO-2 streams") };
+                stream.finish(backend, grads, &self.layout, block, dp);
+            }
             None if sharded || dps > 1 => {
                 self.pack(backend, grads);
                 for bk in &self.layout.buckets {
@@ -357,19 +405,30 @@ impl<B: Backend> DataParallelOptimizer<B> {
         StepOutcome { grad_norm, skipped: false }
     }
 
-    /// ZeRO-1: every rank's weights (copies) from the masters of all ranks' blocks, all-gathered
-    /// bucket by bucket (on the device path left in flight: `weights_needed`).
+    /// ZeRO-1 and 2: every rank's weights (copies) from the masters of all ranks' blocks,
+    /// all-gathered bucket by bucket (on the device path left in flight: `weights_needed`; under
+    /// ZeRO-2 through one bucket's staging, there being no host copy of the whole buffer).
     fn gather_weights(&mut self, backend: &B, weights: &mut [B::Buf], dp: &dyn Collectives) {
-        let Mode::Sharded(sh) = &mut self.mode else { unreachable!("only ZeRO-1 gathers weights") };
-        match &mut self.device {
-            Some(dev) => dev.all_gather(backend, &mut sh.segments, dp),
-            None => {
-                for bk in &self.layout.buckets {
-                    dp.all_gather_f32(&sh.block[bk.block_offset..bk.block_offset + bk.block_len], &mut self.flat[bk.range(dp.size())]);
+        let Mode::Sharded(sh) = &mut self.mode else { unreachable!("only ZeRO-1 and 2 gather weights") };
+        let Some(dev) = &mut self.device else {
+            let mut staging = Vec::new();
+            for bk in &self.layout.buckets {
+                let whole = match self.flat.is_empty() {
+                    true => {
+                        staging.resize(bk.range(dp.size()).len(), 0.0);
+                        &mut staging[..]
+                    }
+                    false => &mut self.flat[bk.range(dp.size())],
+                };
+                dp.all_gather_f32(&sh.block[bk.block_offset..bk.block_offset + bk.block_len], whole);
+                for p in bk.params.clone() {
+                    let at = self.layout.places[p] - bk.start;
+                    backend.upload(&whole[at..at + self.layout.lens[p]], &mut weights[p]);
                 }
-                self.unpack(backend, weights);
             }
-        }
+            return;
+        };
+        dev.all_gather(backend, &mut sh.segments, dp);
     }
 }
 

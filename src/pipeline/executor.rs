@@ -14,11 +14,17 @@ use crate::model::Llama;
 use anyhow::Result;
 use std::collections::HashMap;
 
-/// What the optimizer learns from the pipeline as a step runs (the DP exchange's overlap).
-pub trait ParamEvents {
+/// What the optimizer learns from the pipeline as a step runs (the DP exchange's overlap, and
+/// ZeRO-2's streaming of each micro-batch's gradients).
+pub trait ParamEvents<B: Backend> {
     /// A chunk's first forward of the step is about to read the weights of `params`.
     fn weights_needed(&mut self, params: &[usize]) {
         let _ = params;
+    }
+    /// A backward (any micro-batch) has added its part to the gradients of `params` in `grads`
+    /// (the model's, all parameters): called before `grads_complete` of the same parameters.
+    fn grads_computed(&mut self, params: &[usize], grads: &mut [B::Buf]) {
+        let _ = (params, grads);
     }
     /// A chunk's last backward of the step has completed the gradients of `params`.
     fn grads_complete(&mut self, params: &[usize]) {
@@ -26,8 +32,8 @@ pub trait ParamEvents {
     }
 }
 
-/// No one listening (evaluation).
-impl ParamEvents for () {}
+/// No one listening.
+impl<B: Backend> ParamEvents<B> for () {}
 
 pub struct Executor {
     actions: Vec<Action>,
@@ -144,10 +150,10 @@ impl Executor {
 
     /// One step over `batch` (the rank's micro-batches, each `micro_batch` rows of `seq + 1`
     /// tokens); returns the summed token loss computed on this rank (non-zero on the last stage).
-    /// Each chunk's first forward tells `events` which weights it is about to read, its last
-    /// backward which gradients it has completed, as it goes (`Llama::forward_slot`,
-    /// `Llama::backward_slot`).
-    pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives, events: &mut dyn ParamEvents) -> f64 {
+    /// Each chunk's first forward tells `events` which weights it is about to read, each backward
+    /// which gradients it has added to, and its last backward which it has completed, as it goes
+    /// (`Llama::forward_slot`, `Llama::backward_slot`).
+    pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives, events: &mut dyn ParamEvents<B>) -> f64 {
         if self.free.iter().all(Vec::is_empty) {
             // First step: the model's slots become this executor's free lists.
             for (s, c) in model.slot_chunks().into_iter().enumerate() {
@@ -171,8 +177,14 @@ impl Executor {
                 }
                 Action::Backward { microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);
-                    let mut complete = |params: &[usize]| events.grads_complete(params);
-                    model.backward_slot(s, (i == self.last_backward[chunk]).then_some(&mut complete));
+                    let last = i == self.last_backward[chunk];
+                    let mut computed = |params: &[usize], grads: &mut [B::Buf]| {
+                        events.grads_computed(params, grads);
+                        if last {
+                            events.grads_complete(params);
+                        }
+                    };
+                    model.backward_slot(s, Some(&mut computed));
                 }
                 Action::SendActivation { to_stage, microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);

@@ -52,7 +52,7 @@ impl Launch<'_> {
     fn other_flags(&self, l: &Layout) -> Vec<String> {
         let mut f: Vec<String> = vec![
             "--zero".into(),
-            (l.zero as u8).to_string(),
+            l.zero.to_string(),
             "--micro-batch".into(),
             l.micro_batch.to_string(),
             "--recompute".into(),

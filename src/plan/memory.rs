@@ -12,7 +12,7 @@
 use super::{Layout, Recompute};
 use crate::config::{Config, ModelConfig};
 use crate::model::layout::{chunks, owned_params, Chunk, LocalDims};
-use crate::model::params::ParamTable;
+use crate::model::params::{ParamTable, ShardKind};
 use crate::optim::grad_layout::GradLayout;
 use crate::pipeline::Executor;
 use anyhow::Result;
@@ -173,19 +173,23 @@ pub fn gpu(cfg: &Config, l: &Layout, stage: usize) -> Result<Memory> {
     if st.has_head() {
         buffers += 6.0 * x.n * x.vocab; // bf16 logits + fp32 softmax/gradient of one micro-batch
     }
+    let bucket = p.min(cfg.parallel.bucket_size as f64);
     if l.dp > 1 {
         // The exchange runs in place in the gradient buffer; CUDA-aware MPI stages one block of
         // the largest bucket each way (NCCL's own buffers are in the fixed overhead).
-        buffers += 2.0 * 4.0 * p.min(cfg.parallel.bucket_size as f64) / l.dp as f64;
+        buffers += 2.0 * 4.0 * bucket / l.dp as f64;
     }
+    // fp32 gradients: the whole buffer, or under ZeRO-2 this rank's blocks and two buckets in
+    // flight (one filling while the last is reduce-scattered).
+    let grads = if l.zero == 2 { 4.0 * p / l.dp as f64 + 2.0 * 4.0 * bucket } else { 4.0 * p };
     // Backward of one layer: the gradients of its activations; under full recomputation also
     // the recomputed activations themselves.
     let flash_layer = gpu_layer_bytes(m, t.seq_len, l, &st.local, Recompute::Selective);
     let workspace = if l.recompute == Recompute::Full { 2.0 * flash_layer } else { flash_layer };
     Ok(Memory {
         weights: 2.0 * p,
-        grads: 4.0 * p,
-        optimizer: if l.zero { 12.0 * p / l.dp as f64 } else { 12.0 * p },
+        grads,
+        optimizer: if l.zero > 0 { 12.0 * p / l.dp as f64 } else { 12.0 * p },
         activations,
         buffers,
         workspace,
@@ -220,8 +224,9 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
 
     // Optimizer (optim/zero.rs): the state, over the gradient buffer's layout (grad_layout.rs).
     let grads = GradLayout::new(&st.param_lens, cfg.parallel.bucket_size, l.dp);
-    let optimizer = if l.zero {
-        // Per segment of this rank's blocks: master, gradient, m, v; and the blocks on the host.
+    let optimizer = if l.zero > 0 {
+        // Per segment of this rank's blocks: master, gradient, m, v; and the blocks on the host
+        // (under ZeRO-2 the reduced gradient, accumulated over the micro-batches).
         let owned: usize = grads.block_parts(dp_rank).iter().map(|part| part.3).sum();
         f * (4.0 * owned as f64 + grads.block_total() as f64)
     } else {
@@ -233,14 +238,14 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     // the DP group (without ZeRO, the largest bucket), of a replicated-KV group and of the
     // tied-embedding group; the host copies of layer.rs's Scratch and of llama.rs.
     let sp = l.sequence_parallel;
-    let mut buffers = grads.total as f64;
+    let mut buffers = if l.zero == 2 { 0.0 } else { grads.total as f64 };
     if l.pp > 1 {
         buffers += rows * h;
     }
     if l.tp > 1 && !sp {
         buffers += n * h;
     }
-    if l.dp > 1 && !l.zero {
+    if l.dp > 1 && l.zero == 0 {
         buffers += grads.buckets.iter().map(|b| l.dp * b.block_len).max().unwrap_or(0) as f64;
     }
     let kv_replicated = l.tp > m.num_kv_heads;
@@ -276,7 +281,37 @@ pub fn cpu(cfg: &Config, l: &Layout, stage: usize, dp_rank: usize) -> Result<Mem
     }) as f64;
     let batch = (t.global_batch / l.dp * (t.seq_len + 1)) as f64;
     let workspace = f * (scratch + rope + attention + batch);
-    Ok(Memory { weights: f * p, grads: f * p, optimizer, activations, buffers, workspace, overhead: 0.0 })
+    let grad_bytes = if l.zero == 2 { f * zero2_grads_in_flight(cfg, l, &st, &grads, stage) as f64 } else { f * p };
+    Ok(Memory { weights: f * p, grads: grad_bytes, optimizer, activations, buffers, workspace, overhead: 0.0 })
+}
+
+/// Elements of gradient the CPU backend holds at once under ZeRO-2 besides this rank's blocks
+/// (optim/zero2.rs): the gradients summed over other ranks after the backward, kept for the
+/// step (norm weights under sequence parallelism, replicated KV heads, a tied embedding split
+/// over the pipeline: `Llama::reduced_after_backward`), the two largest buckets' staging (one
+/// filling while the one before it still waits for its last parameter), the largest block a
+/// reduce-scatter receives and the largest group of gradients one backward writes at once (a
+/// layer's, the head's or the embedding's).
+fn zero2_grads_in_flight(cfg: &Config, l: &Layout, st: &StageShape, grads: &GradLayout, stage: usize) -> usize {
+    let m = &cfg.model;
+    let table = ParamTable::llama(m);
+    let lens = &st.param_lens;
+    let tied_split = m.tie_embeddings && l.pp > 1 && (stage == 0 || stage == l.pp - 1);
+    let late = |p: usize| match table.specs[p].shard {
+        _ if p == table.embed => tied_split,
+        ShardKind::KvHeads { .. } => l.tp > m.num_kv_heads,
+        ShardKind::Replicated => l.sequence_parallel,
+        _ => false,
+    };
+    let kept: usize = (0..lens.len()).filter(|&p| late(p)).map(|p| lens[p]).sum();
+    let mut buckets: Vec<usize> = grads.buckets.iter().map(|b| l.dp * b.block_len).collect();
+    buckets.sort_unstable_by(|a, b| b.cmp(a));
+    let staging: usize = buckets.iter().take(2).sum();
+    let group = |ids: &[usize]| ids.iter().map(|&p| lens[p]).sum::<usize>();
+    let head = group(&[table.final_norm, table.lm_head]);
+    let largest = table.layers.iter().map(|ids| group(&ids.all())).chain([head, lens[table.embed]]).max().unwrap_or(0);
+    let block = grads.buckets.iter().map(|b| b.block_len).max().unwrap_or(0);
+    kept + staging + block + largest
 }
 
 #[cfg(test)]
@@ -299,7 +334,7 @@ mod tests {
         assert_eq!((m.weights, m.grads, m.optimizer), (2.0 * p0, 4.0 * p0, 12.0 * p0 / 8.0));
         // REFERENCE.md: the distributed optimizer holds 6 + 12/DP bytes per parameter, 18 without.
         assert_eq!((m.weights + m.grads + m.optimizer) / p0, 6.0 + 12.0 / 8.0);
-        let plain = gpu(&cfg, &Layout { zero: false, ..l }, 0).unwrap();
+        let plain = gpu(&cfg, &Layout { zero: 0, ..l }, 0).unwrap();
         assert_eq!((plain.weights + plain.grads + plain.optimizer) / p0, 18.0);
     }
 

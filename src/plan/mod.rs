@@ -36,8 +36,8 @@ pub struct Layout {
     pub dp: usize,
     pub micro_batch: usize,
     pub recompute: Recompute,
-    /// ZeRO-1 (distributed optimizer).
-    pub zero: bool,
+    /// The ZeRO stage: 0, 1 (distributed optimizer) or 2 (gradients sharded too).
+    pub zero: u8,
     pub sequence_parallel: bool,
     pub schedule: ScheduleKind,
 }
@@ -55,7 +55,7 @@ impl Layout {
             dp,
             micro_batch: cfg.train.micro_batch,
             recompute,
-            zero: p.zero == 1,
+            zero: p.zero,
             sequence_parallel: p.sequence_parallel && p.tp > 1,
             schedule: cfg.schedule_kind()?,
         };
@@ -69,7 +69,7 @@ impl Layout {
         c.parallel.tp = self.tp;
         c.parallel.pp = self.pp;
         c.parallel.vpp = self.vpp;
-        c.parallel.zero = self.zero as u8;
+        c.parallel.zero = self.zero;
         c.parallel.sequence_parallel = self.sequence_parallel;
         c.parallel.schedule = Some(schedule_name(self.schedule).to_string());
         c.train.micro_batch = self.micro_batch;
@@ -111,7 +111,7 @@ impl Layout {
             self.micro_batch,
             schedule_name(self.schedule),
             self.recompute.name(),
-            if self.zero { " | ZeRO-1" } else { "" },
+            if self.zero > 0 { format!(" | ZeRO-{}", self.zero) } else { String::new() },
             if self.sequence_parallel { " | SP" } else { "" }
         )
     }

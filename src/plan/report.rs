@@ -124,7 +124,7 @@ fn summary_json(o: &PlanOptions, c: &Candidate, gpu: &GpuKind) -> serde_json::Va
     let mut v = json!({
         "model": o.cfg.name, "gpus": o.gpus, "gpu": gpu.name,
         "tp": l.tp, "pp": l.pp, "vpp": l.vpp, "dp": l.dp, "micro_batch": l.micro_batch,
-        "recompute": l.recompute.name(), "zero": l.zero as u8, "sequence_parallel": l.sequence_parallel,
+        "recompute": l.recompute.name(), "zero": l.zero, "sequence_parallel": l.sequence_parallel,
         "memory_gib_per_gpu": c.memory.total() / GIB, "fits": c.fits(gpu),
     });
     if let Some(t) = &c.time {

@@ -74,7 +74,7 @@ pub fn search(cfg: &Config, gpus: usize, gpu: &GpuKind) -> Result<Vec<Candidate>
                             dp,
                             micro_batch,
                             recompute,
-                            zero: cfg.parallel.zero == 1,
+                            zero: cfg.parallel.zero,
                             sequence_parallel: tp > 1,
                             schedule: if vpp > 1 { ScheduleKind::Interleaved } else { ScheduleKind::OneFOneB },
                         };

@@ -107,8 +107,8 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
     let pipeline_s = report.makespan as f64 / 1e6;
     let chunk_runs = (microbatches * l.vpp) as f64;
 
-    // DP: the largest stage's gradients reduce-scattered in fp32 and bf16 weights all-gathered
-    // (ZeRO-1), or fp32 gradients all-reduced.
+    // DP: the largest stage's gradients reduce-scattered in fp32 (ZeRO-2: once per micro-batch)
+    // and bf16 weights all-gathered (ZeRO-1 and 2), or fp32 gradients all-reduced.
     let params = (0..l.pp)
         .filter(|&st| st == 0 || st == l.pp - 1)
         .map(|st| StageShape::new(cfg, l, st).map(|s| s.params as f64))
@@ -116,9 +116,13 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
         .into_iter()
         .fold(0.0, f64::max);
     let dp = l.dp as f64;
-    let dp_bytes = if l.zero { (dp - 1.0) / dp * 6.0 * params } else { 2.0 * (dp - 1.0) / dp * 4.0 * params };
+    let dp_bytes = match l.zero {
+        0 => 2.0 * (dp - 1.0) / dp * 4.0 * params,
+        1 => (dp - 1.0) / dp * 6.0 * params,
+        _ => (dp - 1.0) / dp * (4.0 * microbatches as f64 + 2.0) * params,
+    };
     let dp_comm_s = if l.dp > 1 { dp_bytes / link_bps(gpu, l.tp * l.dp) } else { 0.0 };
-    let updated = if l.zero { params / dp } else { params };
+    let updated = if l.zero > 0 { params / dp } else { params };
     let optimizer_s = updated * ADAMW_BYTES_PER_PARAM / (gpu.hbm_gbps * 1e9);
 
     let step_s = pipeline_s + dp_comm_s + optimizer_s;
