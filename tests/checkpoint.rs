@@ -45,8 +45,10 @@ fn s(p: &Path) -> &str {
 fn resume_gives_bitwise_the_uninterrupted_losses() {
     let dir = tmpdir("exact");
     let data = sample(&dir);
-    for (np, layout) in [(1, &["--tp", "1"][..]), (4, &["--tp", "2", "--zero", "1"][..])] {
-        let (straight, resumed, ckpt) = (dir.join(format!("a{np}.jsonl")), dir.join(format!("b{np}.jsonl")), dir.join(format!("ck{np}")));
+    // ZeRO-2 (gradients accumulated in each rank's block) keeps ZeRO-1's state: it resumes alike.
+    let zero2 = &["--tp", "2", "--zero", "2", "--set", "parallel.bucket_size=100000"][..];
+    for (i, (np, layout)) in [(1, &["--tp", "1"][..]), (4, &["--tp", "2", "--zero", "1"][..]), (4, zero2)].into_iter().enumerate() {
+        let (straight, resumed, ckpt) = (dir.join(format!("a{i}.jsonl")), dir.join(format!("b{i}.jsonl")), dir.join(format!("ck{i}")));
         common::succeeded(&train(np, &data, &[layout, &["--steps", "6", "--metrics", s(&straight)]].concat()), "straight run");
         let first = [layout, &["--steps", "3", "--save", s(&ckpt), "--save-every", "1", "--metrics", s(&resumed)]].concat();
         let out = common::succeeded(&train(np, &data, &[&first[..], &["--set", "train.keep_checkpoints=2"]].concat()), "first half");
@@ -101,9 +103,9 @@ fn lamb_resumes_bitwise_and_reshards() {
 
 #[test]
 fn a_checkpoint_reshards_to_other_layouts() {
-    // The matrix: saved under (TP, PP, DP) = (2, 2, 2) with ZeRO-1 and without, continued under
-    // (1, 1, 1), (4, 1, 2) and (1, 2, 4) with ZeRO-1 and without, and under interleaved PP: every
-    // continuation within 1e-5 of the original layout's.
+    // The matrix: saved under (TP, PP, DP) = (2, 2, 2) with ZeRO-1, ZeRO-2 and without, continued
+    // under (1, 1, 1), (4, 1, 2) and (1, 2, 4) with ZeRO-1, ZeRO-2 and without, and under
+    // interleaved PP: every continuation within 1e-5 of the original layout's.
     let dir = tmpdir("reshard");
     let data = sample(&dir);
     // 4 KV heads so that TP 4 divides the model; 4097 tokens so that TP 2 and TP 4 pad differently.
@@ -114,7 +116,7 @@ fn a_checkpoint_reshards_to_other_layouts() {
         common::succeeded(&train(8, &data, &[&model[..], &saved, &["--zero", zero, "--steps", "3", "--save", s(&ck)]].concat()), "save");
         ck
     };
-    let (ck_zero, ck_plain) = (save("1"), save("0"));
+    let (ck_zero, ck_zero2, ck_plain) = (save("1"), save("2"), save("0"));
     let cont = |ck: &Path, np: usize, layout: &[&str], name: &str| {
         let m = dir.join(format!("{name}.jsonl"));
         let o = train(np, &data, &[&model[..], layout, &["--steps", "6", "--load", s(ck), "--metrics", s(&m)]].concat());
@@ -124,15 +126,17 @@ fn a_checkpoint_reshards_to_other_layouts() {
     };
     let reference = cont(&ck_zero, 8, &[&saved[..], &["--zero", "1"]].concat(), "original");
     assert_eq!(reference.iter().map(|x| x.0).collect::<Vec<_>>(), vec![4, 5, 6]);
-    let layouts: [(usize, &[&str], &str); 6] = [
+    let layouts: [(usize, &[&str], &str); 8] = [
         (1, &[], "tp1-pp1-dp1"),
         (8, &["--tp", "4", "--zero", "0"], "tp4-pp1-dp2"),
         (8, &["--tp", "4", "--zero", "1"], "tp4-pp1-dp2-zero1"),
+        (8, &["--tp", "4", "--zero", "2"], "tp4-pp1-dp2-zero2"),
         (8, &["--pp", "2", "--zero", "0"], "tp1-pp2-dp4"),
         (8, &["--pp", "2", "--zero", "1"], "tp1-pp2-dp4-zero1"),
+        (8, &["--pp", "2", "--zero", "2"], "tp1-pp2-dp4-zero2"),
         (2, &["--pp", "2", "--vpp", "2"], "pp2-vpp2"),
     ];
-    for (ck, saved_as) in [(&ck_zero, "zero1"), (&ck_plain, "zero0")] {
+    for (ck, saved_as) in [(&ck_zero, "zero1"), (&ck_zero2, "zero2"), (&ck_plain, "zero0")] {
         for (np, layout, name) in layouts {
             let name = format!("{saved_as}-to-{name}");
             let got = cont(ck, np, layout, &name);

@@ -223,6 +223,8 @@ fn measured_traffic_equals_the_analytic_count() {
         (4, 1, 4, 1, 0, false, 40_000_000),
         (8, 2, 2, 2, 1, true, 40_000_000),
         (4, 1, 1, 1, 1, false, 99_999),
+        (4, 1, 1, 1, 2, false, 99_999),
+        (8, 2, 2, 1, 2, false, 99_999),
     ] {
         let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}-{bucket}.jsonl"));
         let (tp_s, pp_s, vpp_s, zero_s) = (tp.to_string(), pp.to_string(), vpp.to_string(), zero.to_string());

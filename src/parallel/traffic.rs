@@ -104,13 +104,19 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize, wire: Wire
 
     // Data parallel: the gradient exchange over this rank's gradient buffer (its buckets with
     // their alignment and DP padding, optim/grad_layout.rs), the loss and the skip verdict (src/fault.rs; f64 each) and,
-    // with ZeRO-1, the norm of the blocks.
+    // with ZeRO-1 and 2, the norm of the blocks.
     let owned = crate::model::layout::owned_params(&table, &my_chunks);
     let local = LocalDims::new(m, tp, topo.tp_rank);
     let lens: Vec<usize> = table.specs.iter().enumerate().map(|(p, s)| if owned[p] { s.local_shape(local.tp).iter().product() } else { 0 }).collect();
     let buffer = 4.0 * GradLayout::new(&lens, par.bucket_size, dp).total as f64;
     let gather = buffer / 4.0 * wire.dp_gather;
-    let grads = if par.zero == 1 { scatter_or_gather(dp, buffer) + scatter_or_gather(dp, gather) + all_reduce(dp, 8.0) } else { all_reduce(dp, buffer) };
+    // ZeRO-2 reduce-scatters every bucket once per micro-batch (optim/zero2.rs; a bucket holding
+    // gradients summed after the backward, or spanning two interleaved chunks, is exchanged
+    // once more or fewer times: not counted here).
+    let grads = match par.zero {
+        0 => all_reduce(dp, buffer),
+        z => (if z == 2 { microbatches } else { 1.0 }) * scatter_or_gather(dp, buffer) + scatter_or_gather(dp, gather) + all_reduce(dp, 8.0),
+    };
     let dp_bytes = if dp > 1 { grads + 2.0 * all_reduce(dp, 8.0) } else { 0.0 };
 
     // Pipeline: each send carries one [rows, h] activation or gradient; the loss is summed (f64).

@@ -336,6 +336,9 @@ mod tests {
         assert_eq!((m.weights + m.grads + m.optimizer) / p0, 6.0 + 12.0 / 8.0);
         let plain = gpu(&cfg, &Layout { zero: 0, ..l }, 0).unwrap();
         assert_eq!((plain.weights + plain.grads + plain.optimizer) / p0, 18.0);
+        // ZeRO-2: the gradients sharded too, with two buckets of 40M fp32 elements in flight.
+        let z2 = gpu(&cfg, &Layout { zero: 2, ..l }, 0).unwrap();
+        assert_eq!((z2.weights, z2.grads, z2.optimizer), (2.0 * p0, 4.0 * p0 / 8.0 + 2.0 * 4.0 * 40e6, 12.0 * p0 / 8.0));
     }
 
     #[test]
