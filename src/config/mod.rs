@@ -78,6 +78,12 @@ impl Config {
         if cfg.name.is_empty() {
             cfg.name = label.rsplit(' ').next().unwrap_or(label).to_string();
         }
+        if let Some(samples) = cfg.train.train_samples {
+            if overrides.iter().any(|o| o.split('=').next().map(str::trim) == Some("train.steps")) {
+                bail!("{label}: train.train_samples (--train-samples) = {samples} and train.steps (--steps) both set the run's length; give one (Megatron's --train-samples and --train-iters)");
+            }
+            cfg.train.steps = cfg.batch_schedule().with_context(|| format!("{label}: invalid configuration"))?.steps_for_samples(samples);
+        }
         // A value may come from the command line, not the file: say so rather than blame the file.
         let source = match overrides.is_empty() {
             true => label.to_string(),

@@ -71,6 +71,10 @@ pub struct TrainConfig {
     pub global_batch: usize,
     #[serde(default = "defaults::steps")]
     pub steps: u64,
+    /// Megatron's `--train-samples`: the run lasts the steps that consume this many samples
+    /// (`BatchSchedule::steps_for_samples`), which then replace `steps`.
+    #[serde(default)]
+    pub train_samples: Option<u64>,
     #[serde(default = "defaults::lr")]
     pub lr: f64,
     #[serde(default = "defaults::min_lr")]
