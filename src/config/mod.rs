@@ -189,17 +189,26 @@ impl Config {
             .map(|k| (format!("model.{k}"), show(a.get(k)), show(b.get(k)))).collect()
     }
 
-    /// The pipeline schedule to run.
+    /// The pipeline schedule to run; refused where this configuration cannot run it.
     pub fn schedule_kind(&self) -> Result<crate::pipeline::ScheduleKind> {
-        use crate::pipeline::ScheduleKind::*;
+        use crate::pipeline::ScheduleKind;
         let p = &self.parallel;
-        Ok(match p.schedule.as_deref() {
-            None if p.vpp > 1 => Interleaved,
-            None | Some("1f1b") => OneFOneB,
-            Some("interleaved") => Interleaved,
-            Some("gpipe") => AllForwardAllBackward,
-            Some(other) => bail!("parallel.schedule = {other:?}, expected \"1f1b\", \"interleaved\" or \"gpipe\""),
-        })
+        let kind = match p.schedule.as_deref() {
+            None if p.vpp > 1 => ScheduleKind::Interleaved,
+            None => ScheduleKind::OneFOneB,
+            Some(name) => ScheduleKind::from_name(name).with_context(|| {
+                let names: Vec<String> = ScheduleKind::ALL.iter().map(|k| format!("{:?}", k.name())).collect();
+                format!("parallel.schedule = {name:?}, expected one of {}", names.join(", "))
+            })?,
+        };
+        if kind.splits_backward() && self.train.recompute == Recompute::Full {
+            bail!(
+                "parallel.schedule = {:?} with train.recompute = \"full\": the split backward's W pass reads each micro-batch's \
+                 saved activations, which full recomputation does not keep; use train.recompute = \"selective\" or another schedule",
+                kind.name()
+            );
+        }
+        Ok(kind)
     }
 
     /// Tensor-parallel divisibility: heads and FFN columns split evenly over `tp`; KV heads too,

@@ -71,7 +71,7 @@ impl Layout {
         c.parallel.vpp = self.vpp;
         c.parallel.zero = self.zero as u8;
         c.parallel.sequence_parallel = self.sequence_parallel;
-        c.parallel.schedule = Some(schedule_name(self.schedule).to_string());
+        c.parallel.schedule = Some(self.schedule.name().to_string());
         c.train.micro_batch = self.micro_batch;
         c
     }
@@ -109,7 +109,7 @@ impl Layout {
             self.vpp,
             self.dp,
             self.micro_batch,
-            schedule_name(self.schedule),
+            self.schedule.name(),
             self.recompute.name(),
             if self.zero { " | ZeRO-1" } else { "" },
             if self.sequence_parallel { " | SP" } else { "" }
@@ -117,11 +117,3 @@ impl Layout {
     }
 }
 
-/// The config spelling of a schedule.
-pub fn schedule_name(kind: ScheduleKind) -> &'static str {
-    match kind {
-        ScheduleKind::OneFOneB => "1f1b",
-        ScheduleKind::Interleaved => "interleaved",
-        ScheduleKind::AllForwardAllBackward => "gpipe",
-    }
-}

@@ -177,7 +177,7 @@ pub fn run(o: &PlanOptions) -> Result<()> {
         Some(t) => {
             println!(
                 "step: {:.3} s = pipeline {:.3} s (bubble {:.1}% from the {} schedule; of it tp comm {:.3} s, pp sends {:.3} s) + dp comm {:.3} s + optimizer {:.3} s",
-                t.step_s, t.pipeline_s, 100.0 * t.bubble, super::schedule_name(l.schedule), t.tp_comm_s, t.pp_comm_s, t.dp_comm_s, t.optimizer_s
+                t.step_s, t.pipeline_s, 100.0 * t.bubble, l.schedule.name(), t.tp_comm_s, t.pp_comm_s, t.dp_comm_s, t.optimizer_s
             );
             println!(
                 "throughput: {:.0} tokens/s | {:.0} TFLOP/s per GPU | MFU {:.1}% (peak {} TFLOP/s)",

@@ -82,7 +82,9 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
     let layers = layers_per_stage(m.num_layers, l.pp, l.vpp)?;
     let last = layers.len() - 1;
     let rate = gpu.sustained_flops();
-    let (mut fwd, mut bwd, mut tp_f, mut tp_b) = (0.0f64, 0.0f64, 0.0, 0.0);
+    // ZeroBubble's W pass of the slowest virtual stage: its weight-gradient GEMMs (2 FLOPs per
+    // parameter and token), the part of the backward the split schedules defer.
+    let (mut fwd, mut bwd, mut wgt, mut tp_f, mut tp_b) = (0.0f64, 0.0f64, 0.0f64, 0.0, 0.0);
     for (v, &nl) in layers.iter().enumerate() {
         let nl = nl as f64;
         let head = if v == last { head_fwd } else { 0.0 };
@@ -92,8 +94,9 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
         );
         let f = n * (nl * layer_fwd + head) / tp / rate + f_tp;
         let b = n * (2.0 * (nl * layer_fwd + head) + nl * recompute_extra) / tp / rate + b_tp;
+        let w = n * (nl * 2.0 * layer_params + head) / tp / rate;
         if f + b > fwd + bwd {
-            (fwd, bwd, tp_f, tp_b) = (f, b, f_tp, b_tp);
+            (fwd, bwd, wgt, tp_f, tp_b) = (f, b, w, f_tp, b_tp);
         }
     }
     let (fwd, bwd) = (fwd + p2p, bwd + p2p);
@@ -102,7 +105,8 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
     let microbatches = l.microbatches(t.global_batch);
     let lists = schedule_all(l.schedule, l.pp, l.vpp, microbatches, SendMode::Buffered)?;
     let us = |x: f64| ((x * 1e6).round() as u64).max(1);
-    let sim = SimConfig { forward_cost: us(fwd), backward_cost: us(bwd), sends: SendMode::Buffered };
+    let (b_cost, w_cost) = if l.schedule.splits_backward() { (us(bwd - wgt), us(wgt)) } else { (us(bwd), 0) };
+    let sim = SimConfig { forward_cost: us(fwd), backward_cost: b_cost, weight_cost: w_cost, sends: SendMode::Buffered };
     let report = simulate(&lists, l.vpp, microbatches, &sim)?;
     let pipeline_s = report.makespan as f64 / 1e6;
     let chunk_runs = (microbatches * l.vpp) as f64;
