@@ -37,9 +37,12 @@ struct Setup {
 /// The run's checks that need no other rank (configuration against the world, device, data).
 fn prepare(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware::GpuKind>) -> Result<Setup> {
     let topo = Topology::new(mpi.size(), mpi.rank(), cfg.parallel.tp, cfg.parallel.pp)?;
-    cfg.data_parallel_size(topo.world)?;
+    let dp = cfg.data_parallel_size(topo.world)?;
     cfg.check_tensor_parallel()?;
     cfg.check_positions()?;
+    let microbatches = cfg.train.global_batch / (cfg.train.micro_batch * dp);
+    crate::pipeline::schedule(cfg.schedule_kind()?, topo.pp, cfg.parallel.vpp, microbatches, topo.pp_rank)
+        .context("pipeline schedule")?;
     let device = match choose_device(&cfg.train.device, topo.rank == 0) {
         Ok(d) => d,
         // The cluster job scripts pass --device cuda; their dry runs check everything else.

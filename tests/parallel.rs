@@ -1,6 +1,6 @@
 //! Parallel layouts with real MPI processes: the tiny model trained under `mpirun -np N` with
 //! tensor parallelism (TP 2 and 4, incl. a vocabulary that needs TP padding), pipeline parallelism
-//! (1F1B, interleaved, GPipe), sequence parallelism and data parallelism, with and without the ZeRO-1 distributed
+//! (1F1B, interleaved, GPipe, ZeroBubble's ZB-H1), sequence parallelism and data parallelism, with and without the ZeRO-1 distributed
 //! optimizer — every 8-rank layout the model's heads allow — gives the single-rank run's per-step
 //! losses and gradient norms (within 1e-5 relative). A failure on one rank (a missing
 //! shard given to rank 1 only) ends the whole job promptly with that rank's message.
@@ -97,6 +97,49 @@ fn every_8_rank_layout_matches_the_single_rank_run() {
         let got = run(&dir, &data, 8, tp, zero, &args);
         assert_matches(&got, &reference, &format!("8 ranks, tp {tp}, zero {zero}, {pipe:?}"));
     }
+}
+
+#[test]
+fn zero_bubble_schedule_matches_the_single_rank_run() {
+    // ZB-H1 runs each backward as a B pass (input gradients, sent on at once) and a W pass
+    // (weight gradients) that stage s runs s micro-batches later; a parameter's gradient, and
+    // so its DP bucket's exchange, is complete only after its chunk's last W pass.
+    let dir = tmpdir("zb");
+    let data = sample(&dir);
+    let model = ["--set", "model.num_heads=8", "--set", "model.num_kv_heads=4", "--set", "parallel.schedule=zb-h1"];
+    let reference = run(&dir, &data, 1, 1, 0, &model[..4]);
+    // (ranks, tp, zero, layout flags); dp = ranks / (tp x pp)
+    let layouts: [(usize, usize, u8, &[&str]); 6] = [
+        (1, 1, 0, &[]),
+        (2, 1, 0, &["--pp", "2"]),
+        (4, 1, 1, &["--pp", "4"]),
+        (8, 2, 1, &["--pp", "2"]),
+        (8, 1, 1, &["--pp", "4", "--set", "parallel.bucket_size=100000"]),
+        (8, 2, 0, &["--pp", "2", "--sequence-parallel"]),
+    ];
+    for (np, tp, zero, pipe) in layouts {
+        let args: Vec<&str> = model.iter().chain(pipe).copied().collect();
+        let got = run(&dir, &data, np, tp, zero, &args);
+        assert_matches(&got, &reference, &format!("zb-h1, {np} ranks, tp {tp}, zero {zero}, {pipe:?}"));
+    }
+}
+
+#[test]
+fn zero_bubble_refuses_what_it_cannot_run() {
+    let dir = tmpdir("zb-refuse");
+    let data = sample(&dir);
+    let zb = ["--set", "parallel.schedule=zb-h1"];
+    let o = mpirun(2, &[&["train", "--config", "tiny", "--data", &data, "--pp", "2", "--vpp", "2"][..], &zb].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("the zb-h1 schedule runs one chunk per rank (got vpp=2)"), "{err}");
+    let o = mpirun(2, &[&["train", "--config", "tiny", "--data", &data, "--pp", "2", "--set", "train.recompute=full"][..], &zb].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("parallel.schedule = \"zb-h1\" with train.recompute = \"full\""), "{err}");
+    let o = mpirun(1, &["train", "--config", "tiny", "--data", &data, "--set", "parallel.schedule=zb-h2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("parallel.schedule = \"zb-h2\", expected one of \"gpipe\", \"1f1b\", \"interleaved\", \"zb-h1\""), "{err}");
 }
 
 #[test]
