@@ -163,21 +163,23 @@ fn measured_traffic_equals_the_analytic_count() {
     use swallow::parallel::traffic;
     let dir = tmpdir("traffic");
     let data = sample(&dir);
-    // (ranks, tp, pp, vpp, zero, sequence parallel, bucket size)
-    for (np, tp, pp, vpp, zero, sp, bucket) in [
-        (4, 2, 1, 1, 0, false, 40_000_000),
-        (8, 2, 2, 1, 1, false, 40_000_000),
-        (4, 1, 4, 1, 0, false, 40_000_000),
-        (8, 2, 2, 2, 1, true, 40_000_000),
-        (4, 1, 1, 1, 1, false, 99_999),
+    // (ranks, tp, pp, vpp, zero, sequence parallel, bucket size, schedule)
+    for (np, tp, pp, vpp, zero, sp, bucket, schedule) in [
+        (4, 2, 1, 1, 0, false, 40_000_000, "1f1b"),
+        (8, 2, 2, 1, 1, false, 40_000_000, "1f1b"),
+        (4, 1, 4, 1, 0, false, 40_000_000, "1f1b"),
+        (8, 2, 2, 2, 1, true, 40_000_000, "interleaved"),
+        (4, 1, 1, 1, 1, false, 99_999, "1f1b"),
+        (8, 2, 2, 1, 0, true, 40_000_000, "zb-h1"),
     ] {
-        let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}-{bucket}.jsonl"));
+        let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}-{bucket}-{schedule}.jsonl"));
+        let schedule_set = format!("parallel.schedule={schedule}");
         let (tp_s, pp_s, vpp_s, zero_s) = (tp.to_string(), pp.to_string(), vpp.to_string(), zero.to_string());
         let bucket_set = format!("parallel.bucket_size={bucket}");
         let mut args = vec![
             "train", "--config", "tiny", "--data", &data, "--steps", "2", "--micro-batch", "2", "--tp", &tp_s,
             "--pp", &pp_s, "--vpp", &vpp_s, "--zero", &zero_s, "--metrics", metrics.to_str().unwrap(),
-            "--set", &bucket_set,
+            "--set", &bucket_set, "--set", &schedule_set,
         ];
         if sp {
             args.push("--sequence-parallel");
@@ -190,6 +192,7 @@ fn measured_traffic_equals_the_analytic_count() {
         ];
         overrides.push("train.steps=2".into());
         overrides.push(bucket_set.clone());
+        overrides.push(schedule_set.clone());
         let cfg = Config::load("tiny", &overrides).unwrap();
         let what = format!("{np} ranks tp {tp} pp {pp} vpp {vpp} zero {zero} sp {sp} bucket {bucket}");
         common::assert_traffic(&common::metrics(&metrics), &cfg, np, traffic::Wire::HOST, &what);
