@@ -194,20 +194,13 @@ impl Config {
         use crate::pipeline::ScheduleKind;
         let p = &self.parallel;
         let kind = match p.schedule.as_deref() {
-            None if p.vpp > 1 => ScheduleKind::Interleaved,
-            None => ScheduleKind::OneFOneB,
+            None => ScheduleKind::default_for(p.vpp),
             Some(name) => ScheduleKind::from_name(name).with_context(|| {
                 let names: Vec<String> = ScheduleKind::ALL.iter().map(|k| format!("{:?}", k.name())).collect();
                 format!("parallel.schedule = {name:?}, expected one of {}", names.join(", "))
             })?,
         };
-        if kind.splits_backward() && self.train.recompute == Recompute::Full {
-            bail!(
-                "parallel.schedule = {:?} with train.recompute = \"full\": the split backward's W pass reads each micro-batch's \
-                 saved activations, which full recomputation does not keep; use train.recompute = \"selective\" or another schedule",
-                kind.name()
-            );
-        }
+        kind.check_recompute(self.train.recompute)?;
         Ok(kind)
     }
 

@@ -19,6 +19,7 @@
 //!   if every Send waits for its Recv. The bubble is exact when t_f = t_b; interleaved lists stall
 //!   somewhat more when t_b != t_f (the exchange points assume equal costs). `schedule` gives these.
 
+use crate::config::Recompute;
 use anyhow::{bail, ensure, Result};
 use std::ops::Range;
 
@@ -153,6 +154,15 @@ impl ScheduleKind {
         }
     }
 
+    /// The schedule run when `parallel.schedule` is not set: interleaved over virtual stages, else 1F1B.
+    pub fn default_for(vpp: usize) -> ScheduleKind {
+        if vpp > 1 {
+            ScheduleKind::Interleaved
+        } else {
+            ScheduleKind::OneFOneB
+        }
+    }
+
     /// The schedule spelled `name`, if any.
     pub fn from_name(name: &str) -> Option<ScheduleKind> {
         Self::ALL.into_iter().find(|k| k.name() == name)
@@ -161,6 +171,20 @@ impl ScheduleKind {
     /// Whether the lists run each backward as a B and a W pass (`BackwardInput`, `BackwardWeight`).
     pub fn splits_backward(self) -> bool {
         self == ScheduleKind::ZbH1
+    }
+
+    /// Refuses a split backward under full recomputation: the W pass reads each micro-batch's
+    /// saved activations, which full recomputation keeps only for the layer being recomputed.
+    pub fn check_recompute(self, recompute: Recompute) -> Result<()> {
+        if self.splits_backward() && recompute == Recompute::Full {
+            bail!(
+                "parallel.schedule = {:?} with train.recompute = \"full\": the split backward's W pass \
+                 reads each micro-batch's saved activations, which full recomputation does not keep; \
+                 use train.recompute = \"selective\" or another schedule",
+                self.name()
+            );
+        }
+        Ok(())
     }
 }
 

@@ -60,7 +60,7 @@ impl Launch<'_> {
             "--set".into(),
             format!("parallel.sequence_parallel={}", l.sequence_parallel),
         ];
-        if self.cfg.parallel.schedule.is_some() {
+        if self.cfg.parallel.schedule.is_some() || l.schedule != crate::pipeline::ScheduleKind::default_for(l.vpp) {
             f.extend(["--set".into(), format!("parallel.schedule=\"{}\"", l.schedule.name())]);
         }
         f.extend(self.setting_flags());

@@ -227,15 +227,15 @@ fn run_search(o: &PlanOptions, gpu: &GpuKind) -> Result<()> {
     println!("{} valid layouts of {} GPUs, {} fit; fastest first:", all.len(), o.gpus, fitting.len());
     println!("  {}", capacity(gpu));
     println!(
-        "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8} {:>7} {:>11} {:>6} {:>8} {:>10} {:>12}",
-        "#", "tp", "pp", "vpp", "dp", "mb", "recompute", "mem GiB", "step s", "bubble", "tokens/s", "MFU", "wall h", "GPU-hours", "yen"
+        "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>11} {:>8} {:>8} {:>7} {:>11} {:>6} {:>8} {:>10} {:>12}",
+        "#", "tp", "pp", "vpp", "dp", "mb", "recompute", "schedule", "mem GiB", "step s", "bubble", "tokens/s", "MFU", "wall h", "GPU-hours", "yen"
     );
     for (i, c) in fitting.iter().take(SHOWN).enumerate() {
         let (l, t) = (&c.layout, c.time.as_ref().expect("fitting layouts are timed"));
         let (_, gpu_hours, yen, hours) = budget(o, t.step_s);
         println!(
-            "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8.3} {:>6.1}% {:>11.0} {:>5.1}% {:>8.1} {:>10.0} {:>12.0}",
-            i + 1, l.tp, l.pp, l.vpp, l.dp, l.micro_batch, l.recompute.name(), gib(c.memory.total()),
+            "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>11} {:>8} {:>8.3} {:>6.1}% {:>11.0} {:>5.1}% {:>8.1} {:>10.0} {:>12.0}",
+            i + 1, l.tp, l.pp, l.vpp, l.dp, l.micro_batch, l.recompute.name(), l.schedule.name(), gib(c.memory.total()),
             t.step_s, 100.0 * t.bubble, t.tokens_per_s, 100.0 * t.mfu, hours, gpu_hours, yen
         );
     }

@@ -23,6 +23,9 @@ pub struct StepTime {
     /// collectives and pipeline sends).
     pub forward_s: f64,
     pub backward_s: f64,
+    /// The weight-gradient GEMMs' part of `backward_s`: ZeroBubble's W pass, which the split
+    /// schedules (zb-h1) run apart from the rest (B).
+    pub weight_s: f64,
     /// The whole pipeline schedule of a step (compute + bubble).
     pub pipeline_s: f64,
     /// Idle share of the pipeline ranks' time (from the simulator).
@@ -131,6 +134,7 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
     Ok(StepTime {
         forward_s: fwd,
         backward_s: bwd,
+        weight_s: wgt,
         pipeline_s,
         bubble: report.bubble_fraction(),
         tp_comm_s: chunk_runs * (tp_f + tp_b),
@@ -162,6 +166,28 @@ mod tests {
             let m = (64 / dp) as f64;
             let want = (pp as f64 - 1.0) / (m * vpp as f64 + pp as f64 - 1.0);
             assert!((t.bubble - want).abs() < 1e-9, "pp {pp} vpp {vpp}: {} vs {want}", t.bubble);
+        }
+    }
+
+    #[test]
+    fn zb_h1_bubble_is_the_zero_bubble_formula_below_1f1b() {
+        // With F, B = backward - W, W in whole microseconds as the simulator takes them:
+        // idle (p-1)(F+B-W) of a makespan m(F+B+W) + (p-1)(F+B-W) (m >= p, W <= F, B).
+        let cfg = Config::load("llama2-7b", &["train.global_batch=64".into()]).unwrap();
+        for (pp, dp) in [(2, 4), (4, 2), (8, 1)] {
+            let mut c = cfg.clone();
+            c.parallel.pp = pp;
+            let one = step_time(&c, &Layout::from_config(&c, pp * dp, Recompute::Selective).unwrap(), &GPU_KINDS[0]).unwrap();
+            c.parallel.schedule = Some("zb-h1".into());
+            let t = step_time(&c, &Layout::from_config(&c, pp * dp, Recompute::Selective).unwrap(), &GPU_KINDS[0]).unwrap();
+            let us = |x: f64| (x * 1e6).round();
+            let (f, b, w) = (us(t.forward_s), us(t.backward_s - t.weight_s), us(t.weight_s));
+            assert!(w <= f && w <= b, "pp {pp}: F {f} B {b} W {w}");
+            let (m, p) = ((64 / dp) as f64, pp as f64);
+            let idle = (p - 1.0) * (f + b - w);
+            let want = idle / (m * (f + b + w) + idle);
+            assert!((t.bubble - want).abs() < 1e-9, "pp {pp}: {} vs {want}", t.bubble);
+            assert!(t.bubble < one.bubble && t.pipeline_s < one.pipeline_s, "pp {pp}: {t:?} vs 1F1B {one:?}");
         }
     }
 
