@@ -1,6 +1,6 @@
 //! Distributed checkpoints with real MPI processes: training interrupted by a save and resumed with
-//! `--load` gives bitwise the losses of the uninterrupted run (one rank, and TP 2 x DP 2 with
-//! ZeRO-1); a checkpoint written under (TP, PP, DP) = (2, 2, 2), with ZeRO-1 and without, loads
+//! `--load` gives bitwise the losses of the uninterrupted run (one rank, TP 2 x DP 2 with ZeRO-1,
+//! and PP 2 x DP 2 with ZeRO-1 under the ZB-H1 schedule); a checkpoint written under (TP, PP, DP) = (2, 2, 2), with ZeRO-1 and without, loads
 //! under (1, 1, 1), (4, 1, 2), (1, 2, 4) with ZeRO-1 and without, and interleaved PP (a vocabulary
 //! that TP pads differently) and continues within 1e-5 of the original layout; only the newest K
 //! checkpoints are kept; a truncated checkpoint is a clear error for `--load DIR` and skipped by
@@ -45,8 +45,10 @@ fn s(p: &Path) -> &str {
 fn resume_gives_bitwise_the_uninterrupted_losses() {
     let dir = tmpdir("exact");
     let data = sample(&dir);
-    for (np, layout) in [(1, &["--tp", "1"][..]), (4, &["--tp", "2", "--zero", "1"][..])] {
-        let (straight, resumed, ckpt) = (dir.join(format!("a{np}.jsonl")), dir.join(format!("b{np}.jsonl")), dir.join(format!("ck{np}")));
+    let zb = ["--pp", "2", "--zero", "1", "--set", "parallel.schedule=zb-h1"];
+    for (np, layout) in [(1, &["--tp", "1"][..]), (4, &["--tp", "2", "--zero", "1"][..]), (4, &zb[..])] {
+        let tag = format!("{np}{}", layout.len());
+        let (straight, resumed, ckpt) = (dir.join(format!("a{tag}.jsonl")), dir.join(format!("b{tag}.jsonl")), dir.join(format!("ck{tag}")));
         common::succeeded(&train(np, &data, &[layout, &["--steps", "6", "--metrics", s(&straight)]].concat()), "straight run");
         let first = [layout, &["--steps", "3", "--save", s(&ckpt), "--save-every", "1", "--metrics", s(&resumed)]].concat();
         let out = common::succeeded(&train(np, &data, &[&first[..], &["--set", "train.keep_checkpoints=2"]].concat()), "first half");

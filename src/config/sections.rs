@@ -304,7 +304,7 @@ pub struct ParallelConfig {
     pub zero: u8,
     #[serde(default)]
     pub sequence_parallel: bool,
-    /// Pipeline schedule: "1f1b", "interleaved" or "gpipe" (default: interleaved when vpp > 1).
+    /// Pipeline schedule: "1f1b", "interleaved", "gpipe" or "zb-h1" (default: interleaved when vpp > 1).
     #[serde(default)]
     pub schedule: Option<String>,
     /// Elements per data-parallel gradient bucket (one collective each).

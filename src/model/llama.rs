@@ -343,37 +343,45 @@ impl<B: Backend> Llama<B> {
     /// gradients are then complete is passed to it as soon as they are (the head's, each
     /// layer's from the last, the embedding's), so their DP exchange can start; parameters
     /// `reduce_replicated_grads` still sums are left out (`reduced_after_backward`).
-    pub fn backward_slot(&mut self, s: usize, mut final_grads: Option<&mut dyn FnMut(&[usize])>) {
+    pub fn backward_slot(&mut self, s: usize, final_grads: Option<&mut dyn FnMut(&[usize])>) {
+        self.backward_pass(s, false, final_grads);
+    }
+
+    /// ZeroBubble's B pass of slot `s`'s chunk: `backward_slot` without the weight gradients of
+    /// the linear maps (the norms' and the embedding's are computed here), whose inputs' output
+    /// gradients stay in the slot for `backward_weight_slot` (layer.rs, `layer_bwd`). Refused
+    /// under full recomputation, whose layer activations all slots share.
+    pub fn backward_input_slot(&mut self, s: usize) {
+        assert!(self.recomputed.is_none(), "split backward passes need each slot's own activations (not --recompute full)");
+        self.backward_pass(s, true, None);
+    }
+
+    /// The fused backward, or only its input-gradient part (`deferred`).
+    fn backward_pass(&mut self, s: usize, deferred: bool, mut final_grads: Option<&mut dyn FnMut(&[usize])>) {
         let cx = cx!(self);
         let slot = &mut self.slots[s];
         let ch = &self.chunks[slot.chunk];
         let (sc, gr) = (&mut self.scratch, &mut self.grads);
         let later = &self.reduced_after_backward;
-        let mut done = |params: &[usize]| {
-            if let Some(f) = final_grads.as_mut() {
-                let complete: Vec<usize> = params.iter().copied().filter(|&p| !later[p]).collect();
-                f(&complete);
-            }
-        };
+        let mut done = |params: &[usize]| report_complete(&mut final_grads, later, params);
         match slot.head.as_ref() {
             Some(hd) => {
-                layer::head_bwd(&cx, sc, gr, slot.resid.last().unwrap(), hd);
-                // A tied LM head is the embedding, complete after the embedding's backward.
-                let head = [cx.table.final_norm, cx.table.lm_head];
-                done(if cx.table.lm_head == cx.table.embed { &head[..1] } else { &head });
+                layer::head_bwd(&cx, sc, gr, slot.resid.last().unwrap(), hd, deferred);
+                done(&head_params(cx.table));
             }
             None => cx.be.copy(&mut sc.resid, &slot.grad),
         }
         for (i, l) in ch.layers.clone().enumerate().rev() {
             let ids = &cx.table.layers[l];
+            let (before, after) = slot.resid.split_at_mut(i + 1);
             let acts = match self.recomputed.as_mut() {
                 Some(acts) => {
-                    layer::layer_saved_fwd(&cx, sc, ids, &slot.resid[i], acts);
-                    &*acts
+                    layer::layer_saved_fwd(&cx, sc, ids, &before[i], acts);
+                    acts
                 }
-                None => &slot.layers[i],
+                None => &mut slot.layers[i],
             };
-            layer::layer_bwd(&cx, sc, gr, ids, &slot.resid[i], acts);
+            layer::layer_bwd(&cx, sc, gr, ids, &before[i], acts, deferred.then_some(&mut after[0]));
             done(&ids.all());
         }
         if ch.embed {
@@ -381,6 +389,31 @@ impl<B: Backend> Llama<B> {
             done(&[cx.table.embed]);
         } else {
             cx.be.copy(&mut slot.grad, &sc.resid);
+        }
+    }
+
+    /// ZeroBubble's W pass of slot `s`'s chunk, after its `backward_input_slot`: the linear maps'
+    /// weight gradients (the head's, each layer's from the last), the same GEMMs as the fused
+    /// backward's. With `final_grads` (the chunk's last W pass of the step) each group of
+    /// parameters is passed to it as its gradients complete, as `backward_slot` does.
+    pub fn backward_weight_slot(&mut self, s: usize, mut final_grads: Option<&mut dyn FnMut(&[usize])>) {
+        let cx = cx!(self);
+        let slot = &self.slots[s];
+        let ch = &self.chunks[slot.chunk];
+        let (sc, gr) = (&mut self.scratch, &mut self.grads);
+        let later = &self.reduced_after_backward;
+        let mut done = |params: &[usize]| report_complete(&mut final_grads, later, params);
+        if let Some(hd) = slot.head.as_ref() {
+            layer::head_bwd_weight(&cx, sc, gr, hd);
+            done(&head_params(cx.table));
+        }
+        for (i, l) in ch.layers.clone().enumerate().rev() {
+            let ids = &cx.table.layers[l];
+            layer::layer_bwd_weight(&cx, sc, gr, ids, &slot.resid[i + 1], &slot.layers[i]);
+            done(&ids.all());
+        }
+        if ch.embed {
+            done(&[cx.table.embed]);
         }
     }
 
@@ -412,5 +445,24 @@ impl<B: Backend> Llama<B> {
         let hd = self.slots[0].head.as_mut().expect("the whole model has a head");
         self.backend.gemm(&mut hd.logits, &hd.final_ln, &self.weights[self.table.lm_head], n, h, v, false, true, 1.0, 0.0);
         self.backend.download(&hd.logits)
+    }
+}
+
+/// The head's parameters whose gradients its backward completes: the final norm's and the LM
+/// head's, unless the LM head is tied to the embedding (complete after the embedding's backward).
+fn head_params(table: &ParamTable) -> Vec<usize> {
+    if table.lm_head == table.embed {
+        vec![table.final_norm]
+    } else {
+        vec![table.final_norm, table.lm_head]
+    }
+}
+
+/// Passes `params` to `final_grads` (if any), less those `reduce_replicated_grads` still sums
+/// (`later`): the parameters whose gradients a chunk's last backward has just completed.
+fn report_complete(final_grads: &mut Option<&mut dyn FnMut(&[usize])>, later: &[bool], params: &[usize]) {
+    if let Some(f) = final_grads.as_mut() {
+        let complete: Vec<usize> = params.iter().copied().filter(|&p| !later[p]).collect();
+        f(&complete);
     }
 }
