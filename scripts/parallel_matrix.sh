@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full 8-rank layout matrix of the 3D-parallelism issue: every (tp, pp, dp) in
-# (1,1,8) (2,1,4) (1,2,4) (2,2,2) (4,1,2) (2,4,1) (8,1,1), ZeRO-1 off and on, 1F1B and interleaved
-# (where pp > 1), sequence parallelism off and on (where tp > 1), each compared step by step with
+# (1,1,8) (2,1,4) (1,2,4) (2,2,2) (4,1,2) (2,4,1) (8,1,1), ZeRO-1 off and on, 1F1B, and interleaved
+# and ZB-H1 (where pp > 1), sequence parallelism off and on (where tp > 1), each compared step by step with
 # the single-rank run of the same GQA model (losses within 1e-5 relative). CI runs a covering
 # subset (tests/parallel.rs); this runs all of it: `make parallel-matrix`.
 set -euo pipefail
@@ -24,13 +24,16 @@ total=0
 for layout in "1 1 8" "2 1 4" "1 2 4" "2 2 2" "4 1 2" "2 4 1" "8 1 1"; do
   read -r tp pp dp <<< "$layout"
   for zero in 0 1; do
-    for vpp in 1 2; do
-      [ "$vpp" = 2 ] && [ "$pp" = 1 ] && continue
+    for schedule in 1f1b interleaved zb-h1; do
+      [ "$schedule" != 1f1b ] && [ "$pp" = 1 ] && continue
+      vpp=1
+      [ "$schedule" = interleaved ] && vpp=2
       for sp in "" "--sequence-parallel"; do
         [ -n "$sp" ] && [ "$tp" = 1 ] && continue
         name="tp$tp-pp$pp-dp$dp-zero$zero-vpp$vpp${sp:+-sp}"
+        [ "$schedule" = zb-h1 ] && name="$name-zb-h1"
         total=$((total + 1))
-        if ! run "$name" 8 --tp "$tp" --pp "$pp" --vpp "$vpp" --zero "$zero" $sp; then
+        if ! run "$name" 8 --tp "$tp" --pp "$pp" --vpp "$vpp" --zero "$zero" $sp --set parallel.schedule="$schedule"; then
           echo "FAIL $name (see $out/$name.log)"; fail=$((fail + 1)); continue
         fi
         if python3 - "$out/reference.jsonl" "$out/$name.jsonl" <<'PY'

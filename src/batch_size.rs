@@ -101,6 +101,21 @@ impl BatchSchedule {
         Ok(())
     }
 
+    /// Steps of a run of `train_samples` samples (`--train-samples`), as Megatron-LM's
+    /// `update_train_iters` counts them: under ramp-up every step taken while the consumed samples
+    /// are at most both SAMPLES and `train_samples`, then whole global batches of the rest (a
+    /// partial last batch is dropped); without ramp-up `train_samples / global_batch`.
+    pub fn steps_for_samples(&self, train_samples: u64) -> u64 {
+        let global = self.global as u64;
+        let Some(r) = self.rampup else { return train_samples / global };
+        let (mut steps, mut consumed) = (0, 0);
+        while consumed <= r.samples && consumed <= train_samples {
+            consumed += self.global_batch(consumed) as u64;
+            steps += 1;
+        }
+        steps + train_samples.saturating_sub(consumed) / global
+    }
+
     /// Samples consumed by the first `steps` steps.
     pub fn consumed_after(&self, steps: u64) -> u64 {
         let mut consumed = 0;
@@ -137,6 +152,19 @@ mod tests {
         // Micro-batches of 2 on 2 DP ranks: batch / 4.
         assert_eq!([0, 12, 20, 32].map(|c| s.micro_batches(c, 2, 2)), [1, 2, 3, 4]);
         assert_eq!(s.sizes(), vec![4, 8, 12, 16]);
+    }
+
+    /// Megatron's update_train_iters by hand for G 16, ramp 4 4 30: the ramp loop takes the steps
+    /// starting at consumed 0, 4, 8, 12, 20 (batches 4, 4, 4, 8, 12; consumed then 32 > 30), 5
+    /// steps to 32 samples; then (train_samples - 32) // 16 more.
+    #[test]
+    fn train_samples_count_steps_as_megatron() {
+        let s = BatchSchedule::new(16, Some([4, 4, 30])).unwrap();
+        assert_eq!(s.steps_for_samples(100), 5 + (100 - 32) / 16);
+        assert_eq!(s.steps_for_samples(32), 5);
+        // The ramp loop also stops once the consumed samples pass train_samples: 0, 4, 8 (c 12 > 10).
+        assert_eq!(s.steps_for_samples(10), 3);
+        assert_eq!(BatchSchedule::new(16, None).unwrap().steps_for_samples(100), 6);
     }
 
     #[test]

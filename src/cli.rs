@@ -251,6 +251,10 @@ pub(crate) struct TrainArgs {
     /// Optimizer steps of the whole run (train.steps).
     #[arg(long)]
     pub(crate) steps: Option<u64>,
+    /// The run's length in samples instead of steps, as Megatron's --train-samples; the steps
+    /// follow from the batch schedule (train.train_samples).
+    #[arg(long)]
+    pub(crate) train_samples: Option<u64>,
     /// Tokens per sample (train.seq_len).
     #[arg(long)]
     pub(crate) seq_len: Option<usize>,
@@ -470,6 +474,7 @@ pub(crate) fn train_overrides(a: &TrainArgs) -> Vec<String> {
     push("train.data", a.data.as_ref().map(|v| toml_string(v)));
     push("train.split", a.split.as_ref().map(|v| toml_string(v)));
     push("train.steps", a.steps.map(|v| v.to_string()));
+    push("train.train_samples", a.train_samples.map(|v| v.to_string()));
     push("train.seq_len", a.seq_len.map(|v| v.to_string()));
     push("train.micro_batch", a.micro_batch.map(|v| v.to_string()));
     push("train.global_batch", a.global_batch.map(|v| v.to_string()));

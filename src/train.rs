@@ -42,6 +42,9 @@ fn prepare(cfg: &Config, mpi: &MpiWorld, dry_run: Option<&crate::plan::hardware:
     crate::trainer::pipeline_slots(cfg, topo.pp, topo.pp_rank, dp)?;
     cfg.check_tensor_parallel()?;
     cfg.check_positions()?;
+    let microbatches = cfg.train.global_batch / (cfg.train.micro_batch * dp);
+    crate::pipeline::schedule(cfg.schedule_kind()?, topo.pp, cfg.parallel.vpp, microbatches, topo.pp_rank)
+        .context("pipeline schedule")?;
     let device = match choose_device(&cfg.train.device, topo.rank == 0) {
         Ok(d) => d,
         // The cluster job scripts pass --device cuda; their dry runs check everything else.

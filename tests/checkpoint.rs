@@ -1,6 +1,6 @@
 //! Distributed checkpoints with real MPI processes: training interrupted by a save and resumed with
-//! `--load` gives bitwise the losses of the uninterrupted run (one rank, and TP 2 x DP 2 with
-//! ZeRO-1); a checkpoint written under (TP, PP, DP) = (2, 2, 2), with ZeRO-1 and without, loads
+//! `--load` gives bitwise the losses of the uninterrupted run (one rank, TP 2 x DP 2 with ZeRO-1,
+//! and PP 2 x DP 2 with ZeRO-1 under the ZB-H1 schedule); a checkpoint written under (TP, PP, DP) = (2, 2, 2), with ZeRO-1 and without, loads
 //! under (1, 1, 1), (4, 1, 2), (1, 2, 4) with ZeRO-1 and without, and interleaved PP (a vocabulary
 //! that TP pads differently) and continues within 1e-5 of the original layout; only the newest K
 //! checkpoints are kept; a truncated checkpoint is a clear error for `--load DIR` and skipped by
@@ -47,7 +47,8 @@ fn resume_gives_bitwise_the_uninterrupted_losses() {
     let data = sample(&dir);
     // ZeRO-2 (gradients accumulated in each rank's block) keeps ZeRO-1's state: it resumes alike.
     let zero2 = &["--tp", "2", "--zero", "2", "--set", "parallel.bucket_size=100000"][..];
-    for (i, (np, layout)) in [(1, &["--tp", "1"][..]), (4, &["--tp", "2", "--zero", "1"][..]), (4, zero2)].into_iter().enumerate() {
+    let zb = ["--pp", "2", "--zero", "1", "--set", "parallel.schedule=zb-h1"];
+    for (i, (np, layout)) in [(1, &["--tp", "1"][..]), (4, &["--tp", "2", "--zero", "1"][..]), (4, zero2), (4, &zb[..])].into_iter().enumerate() {
         let (straight, resumed, ckpt) = (dir.join(format!("a{i}.jsonl")), dir.join(format!("b{i}.jsonl")), dir.join(format!("ck{i}")));
         common::succeeded(&train(np, &data, &[layout, &["--steps", "6", "--metrics", s(&straight)]].concat()), "straight run");
         let first = [layout, &["--steps", "3", "--save", s(&ckpt), "--save-every", "1", "--metrics", s(&resumed)]].concat();

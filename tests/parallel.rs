@@ -1,6 +1,6 @@
 //! Parallel layouts with real MPI processes: the tiny model trained under `mpirun -np N` with
 //! tensor parallelism (TP 2 and 4, incl. a vocabulary that needs TP padding), pipeline parallelism
-//! (1F1B, interleaved, GPipe), sequence parallelism and data parallelism, with and without the ZeRO-1 distributed
+//! (1F1B, interleaved, GPipe, ZeroBubble's ZB-H1), sequence parallelism and data parallelism, with and without the ZeRO-1 distributed
 //! optimizer — every 8-rank layout the model's heads allow — gives the single-rank run's per-step
 //! losses and gradient norms (within 1e-5 relative). The LAMB optimizer, whose per-tensor trust
 //! ratios need the norms of whole tensors, matches too under ZeRO-1, TP (incl. replicated KV
@@ -196,6 +196,49 @@ fn lamb_layouts_match_the_single_rank_run() {
 }
 
 #[test]
+fn zero_bubble_schedule_matches_the_single_rank_run() {
+    // ZB-H1 runs each backward as a B pass (input gradients, sent on at once) and a W pass
+    // (weight gradients) that stage s runs s micro-batches later; a parameter's gradient, and
+    // so its DP bucket's exchange, is complete only after its chunk's last W pass.
+    let dir = tmpdir("zb");
+    let data = sample(&dir);
+    let model = ["--set", "model.num_heads=8", "--set", "model.num_kv_heads=4", "--set", "parallel.schedule=zb-h1"];
+    let reference = run(&dir, &data, 1, 1, 0, &model[..4]);
+    // (ranks, tp, zero, layout flags); dp = ranks / (tp x pp)
+    let layouts: [(usize, usize, u8, &[&str]); 6] = [
+        (1, 1, 0, &[]),
+        (2, 1, 0, &["--pp", "2"]),
+        (4, 1, 1, &["--pp", "4"]),
+        (8, 2, 1, &["--pp", "2"]),
+        (8, 1, 1, &["--pp", "4", "--set", "parallel.bucket_size=100000"]),
+        (8, 2, 0, &["--pp", "2", "--sequence-parallel"]),
+    ];
+    for (np, tp, zero, pipe) in layouts {
+        let args: Vec<&str> = model.iter().chain(pipe).copied().collect();
+        let got = run(&dir, &data, np, tp, zero, &args);
+        assert_matches(&got, &reference, &format!("zb-h1, {np} ranks, tp {tp}, zero {zero}, {pipe:?}"));
+    }
+}
+
+#[test]
+fn zero_bubble_refuses_what_it_cannot_run() {
+    let dir = tmpdir("zb-refuse");
+    let data = sample(&dir);
+    let zb = ["--set", "parallel.schedule=zb-h1"];
+    let o = mpirun(2, &[&["train", "--config", "tiny", "--data", &data, "--pp", "2", "--vpp", "2"][..], &zb].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("the zb-h1 schedule runs one chunk per rank (got vpp=2)"), "{err}");
+    let o = mpirun(2, &[&["train", "--config", "tiny", "--data", &data, "--pp", "2", "--set", "train.recompute=full"][..], &zb].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("parallel.schedule = \"zb-h1\" with train.recompute = \"full\""), "{err}");
+    let o = mpirun(1, &["train", "--config", "tiny", "--data", &data, "--set", "parallel.schedule=zb-h2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("parallel.schedule = \"zb-h2\", expected one of \"gpipe\", \"1f1b\", \"interleaved\", \"zb-h1\""), "{err}");
+}
+
+#[test]
 fn tied_embeddings_split_over_the_pipeline_match_the_single_rank_run() {
     // The embedding (first stage) and the LM head (last stage) are one matrix: their gradients
     // are summed over the embedding group and the copies stay equal.
@@ -203,10 +246,12 @@ fn tied_embeddings_split_over_the_pipeline_match_the_single_rank_run() {
     let data = sample(&dir);
     let tied = ["--set", "model.tie_embeddings=true"];
     let reference = run(&dir, &data, 1, 1, 0, &tied);
-    for (np, tp, pp) in [(4, 1, "4"), (8, 2, "2")] {
-        let args: Vec<&str> = tied.iter().copied().chain(["--pp", pp]).collect();
+    // ZB-H1: the LM head's part of the tied matrix comes in the last stage's W passes.
+    for (np, tp, pp, schedule) in [(4, 1, "4", "1f1b"), (8, 2, "2", "1f1b"), (8, 2, "2", "zb-h1")] {
+        let schedule = format!("parallel.schedule={schedule}");
+        let args: Vec<&str> = tied.iter().copied().chain(["--pp", pp, "--set", &schedule]).collect();
         let got = run(&dir, &data, np, tp, 1, &args);
-        assert_matches(&got, &reference, &format!("tied, {np} ranks, tp {tp}, pp {pp}"));
+        assert_matches(&got, &reference, &format!("tied, {np} ranks, tp {tp}, pp {pp}, {schedule}"));
     }
 }
 
@@ -216,23 +261,25 @@ fn measured_traffic_equals_the_analytic_count() {
     use swallow::parallel::traffic;
     let dir = tmpdir("traffic");
     let data = sample(&dir);
-    // (ranks, tp, pp, vpp, zero, sequence parallel, bucket size)
-    for (np, tp, pp, vpp, zero, sp, bucket) in [
-        (4, 2, 1, 1, 0, false, 40_000_000),
-        (8, 2, 2, 1, 1, false, 40_000_000),
-        (4, 1, 4, 1, 0, false, 40_000_000),
-        (8, 2, 2, 2, 1, true, 40_000_000),
-        (4, 1, 1, 1, 1, false, 99_999),
-        (4, 1, 1, 1, 2, false, 99_999),
-        (8, 2, 2, 1, 2, false, 99_999),
+    // (ranks, tp, pp, vpp, zero, sequence parallel, bucket size, schedule)
+    for (np, tp, pp, vpp, zero, sp, bucket, schedule) in [
+        (4, 2, 1, 1, 0, false, 40_000_000, "1f1b"),
+        (8, 2, 2, 1, 1, false, 40_000_000, "1f1b"),
+        (4, 1, 4, 1, 0, false, 40_000_000, "1f1b"),
+        (8, 2, 2, 2, 1, true, 40_000_000, "interleaved"),
+        (4, 1, 1, 1, 1, false, 99_999, "1f1b"),
+        (4, 1, 1, 1, 2, false, 99_999, "1f1b"),
+        (8, 2, 2, 1, 2, false, 99_999, "1f1b"),
+        (8, 2, 2, 1, 0, true, 40_000_000, "zb-h1"),
     ] {
-        let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}-{bucket}.jsonl"));
+        let metrics = dir.join(format!("t-{np}-{tp}-{pp}-{vpp}-{zero}-{sp}-{bucket}-{schedule}.jsonl"));
+        let schedule_set = format!("parallel.schedule={schedule}");
         let (tp_s, pp_s, vpp_s, zero_s) = (tp.to_string(), pp.to_string(), vpp.to_string(), zero.to_string());
         let bucket_set = format!("parallel.bucket_size={bucket}");
         let mut args = vec![
             "train", "--config", "tiny", "--data", &data, "--steps", "2", "--micro-batch", "2", "--tp", &tp_s,
             "--pp", &pp_s, "--vpp", &vpp_s, "--zero", &zero_s, "--metrics", metrics.to_str().unwrap(),
-            "--set", &bucket_set,
+            "--set", &bucket_set, "--set", &schedule_set,
         ];
         if sp {
             args.push("--sequence-parallel");
@@ -245,6 +292,7 @@ fn measured_traffic_equals_the_analytic_count() {
         ];
         overrides.push("train.steps=2".into());
         overrides.push(bucket_set.clone());
+        overrides.push(schedule_set.clone());
         let cfg = Config::load("tiny", &overrides).unwrap();
         let what = format!("{np} ranks tp {tp} pp {pp} vpp {vpp} zero {zero} sp {sp} bucket {bucket}");
         common::assert_traffic(&common::metrics(&metrics), &cfg, np, traffic::Wire::HOST, &what);

@@ -186,12 +186,14 @@ fn search_ranks_only_what_fits_with_headroom_and_can_train() {
     let rows: Vec<Vec<&str>> = stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|w| w.len() == 15 && w[0].parse::<usize>().is_ok())
+        .filter(|w| w.len() == 16 && w[0].parse::<usize>().is_ok())
         .collect();
     assert_eq!(rows.len(), 15, "{stdout}");
     for w in &rows {
         assert!(w[6] == "selective" || w[6] == "full", "{w:?}");
-        assert!(w[7].parse::<f64>().unwrap() <= 36.0, "within 90% of 40 GiB: {w:?}");
+        assert!(["1f1b", "interleaved", "zb-h1"].contains(&w[7]), "{w:?}");
+        assert!(w[6] == "selective" || w[7] != "zb-h1", "zb-h1 cannot run under full recomputation: {w:?}");
+        assert!(w[8].parse::<f64>().unwrap() <= 36.0, "within 90% of 40 GiB: {w:?}");
     }
     let best = &s["best"];
     assert!(best["memory_gib_per_gpu"].as_f64().unwrap() <= 36.0 && best["recompute"] != "none", "{best}");

@@ -145,8 +145,23 @@ fn bad_combinations_are_one_line_errors() {
     fails(1, &["--rampup-batch-size", "6", "4", "30"], "global_batch - START = 16 - 6 = 10 is not divisible by INCR = 4");
     fails(1, &["--rampup-batch-size", "16", "4", "30"], "START = 16 must be below train.global_batch = 16");
     fails(1, &["--rampup-batch-size", "4", "4", "0"], "START, INCR and SAMPLES must be positive");
+    fails(1, &["--train-samples", "100"], "train.train_samples (--train-samples) = 100 and train.steps (--steps) both set the run's length");
     fails(2, &["--rampup-batch-size", "2", "2", "30"], "START = 2 is not a multiple of micro_batch x dp = 2 x 2 = 4");
     fails(1, &["--lr-warmup-samples", "8"], "train.warmup_samples (--lr-warmup-samples) = 8 needs train.rampup_batch_size");
     // Interleaved PP 2 needs an even number of micro-batches: the ramp's first batch has one.
     fails(8, &["--tp", "2", "--pp", "2", "--vpp", "2", "--rampup-batch-size", "4", "4", "30"], "global batch 4 (1 micro-batches of 2 per DP rank): interleaved schedule needs micro-batches divisible by pp");
+}
+
+/// `--train-samples` sets the run's length as Megatron's update_train_iters does: the ramp 4 -> 16
+/// over 30 samples takes 5 steps to 32 samples (batches 4, 4, 4, 8, 12), then (100 - 32) / 16 = 4
+/// steps of 16: 9 steps, 96 samples.
+#[test]
+fn train_samples_set_the_steps_through_the_ramp() {
+    let dir = tmpdir("train-samples");
+    let data = sample(&dir);
+    let m = dir.join("m.jsonl");
+    common::succeeded(&train(1, &data, &["--micro-batch", "2", "--train-samples", "100", "--metrics", s(&m)]), "train");
+    let got = steps(&m);
+    assert_eq!(got.iter().map(|r| r.1).collect::<Vec<_>>(), vec![4, 4, 4, 8, 12, 16, 16, 16, 16]);
+    assert_eq!(got.last().unwrap().2, 96);
 }

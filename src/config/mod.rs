@@ -78,6 +78,12 @@ impl Config {
         if cfg.name.is_empty() {
             cfg.name = label.rsplit(' ').next().unwrap_or(label).to_string();
         }
+        if let Some(samples) = cfg.train.train_samples {
+            if overrides.iter().any(|o| o.split('=').next().map(str::trim) == Some("train.steps")) {
+                bail!("{label}: train.train_samples (--train-samples) = {samples} and train.steps (--steps) both set the run's length; give one (Megatron's --train-samples and --train-iters)");
+            }
+            cfg.train.steps = cfg.batch_schedule().with_context(|| format!("{label}: invalid configuration"))?.steps_for_samples(samples);
+        }
         // A value may come from the command line, not the file: say so rather than blame the file.
         let source = match overrides.is_empty() {
             true => label.to_string(),
@@ -211,17 +217,19 @@ impl Config {
             .map(|k| (format!("model.{k}"), show(a.get(k)), show(b.get(k)))).collect()
     }
 
-    /// The pipeline schedule to run.
+    /// The pipeline schedule to run; refused where this configuration cannot run it.
     pub fn schedule_kind(&self) -> Result<crate::pipeline::ScheduleKind> {
-        use crate::pipeline::ScheduleKind::*;
+        use crate::pipeline::ScheduleKind;
         let p = &self.parallel;
-        Ok(match p.schedule.as_deref() {
-            None if p.vpp > 1 => Interleaved,
-            None | Some("1f1b") => OneFOneB,
-            Some("interleaved") => Interleaved,
-            Some("gpipe") => AllForwardAllBackward,
-            Some(other) => bail!("parallel.schedule = {other:?}, expected \"1f1b\", \"interleaved\" or \"gpipe\""),
-        })
+        let kind = match p.schedule.as_deref() {
+            None => ScheduleKind::default_for(p.vpp),
+            Some(name) => ScheduleKind::from_name(name).with_context(|| {
+                let names: Vec<String> = ScheduleKind::ALL.iter().map(|k| format!("{:?}", k.name())).collect();
+                format!("parallel.schedule = {name:?}, expected one of {}", names.join(", "))
+            })?,
+        };
+        kind.check_recompute(self.train.recompute)?;
+        Ok(kind)
     }
 
     /// Tensor-parallel divisibility: heads and FFN columns split evenly over `tp`; KV heads too,

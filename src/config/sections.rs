@@ -71,6 +71,10 @@ pub struct TrainConfig {
     pub global_batch: usize,
     #[serde(default = "defaults::steps")]
     pub steps: u64,
+    /// Megatron's `--train-samples`: the run lasts the steps that consume this many samples
+    /// (`BatchSchedule::steps_for_samples`), which then replace `steps`.
+    #[serde(default)]
+    pub train_samples: Option<u64>,
     #[serde(default = "defaults::lr")]
     pub lr: f64,
     #[serde(default = "defaults::min_lr")]
@@ -300,7 +304,7 @@ pub struct ParallelConfig {
     pub zero: u8,
     #[serde(default)]
     pub sequence_parallel: bool,
-    /// Pipeline schedule: "1f1b", "interleaved" or "gpipe" (default: interleaved when vpp > 1).
+    /// Pipeline schedule: "1f1b", "interleaved", "gpipe" or "zb-h1" (default: interleaved when vpp > 1).
     #[serde(default)]
     pub schedule: Option<String>,
     /// Elements per data-parallel gradient bucket (one collective each).

@@ -357,33 +357,63 @@ pub fn layer_saved_fwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, ids: &LayerId
     be.swiglu_fwd(&mut a.swiglu, &a.gate, &a.up);
 }
 
-/// Decoder layer backward: `s.resid` holds d(out) on entry and d(x) on return; weight gradients
-/// accumulate into `gr`.
-pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], ids: &LayerIds, x: &B::Buf, a: &LayerActs<B>) {
+/// `dw += dy^T x` over the micro-batch's tokens: the weight gradient of a linear map `y = x W^T`
+/// with `W` of `[out_dim, in_dim]` (`dy`: `[n, out_dim]`, `x`: `[n, in_dim]`).
+fn weight_grad<B: Backend>(cx: &Cx<B>, dw: &mut B::Buf, dy: &B::Buf, x: &B::Buf, out_dim: usize, in_dim: usize) {
+    cx.be.gemm(dw, dy, x, out_dim, cx.n, in_dim, true, false, 1.0, 1.0);
+}
+
+/// Decoder layer backward: `s.resid` holds d(out) on entry and d(x) on return; the norm weights'
+/// gradients accumulate into `gr`. With `deferred = None` (the fused backward) the seven linear
+/// maps' weight gradients accumulate into `gr` too, each GEMM issued while the TP reduction of
+/// an input gradient runs. With `deferred = Some(out)` this is ZeroBubble's B pass: only input
+/// gradients, and each linear map's output gradient left for `layer_bwd_weight` in a buffer the
+/// backward no longer reads (this rank's rows where the residual stream is split):
+/// d(out) in `out` (the layer's output buffer), d(mid) in `a.resid_mid`, d(gate), d(up) in
+/// `a.gate`, `a.up`, and d(q), d(k) (after RoPE's backward), d(v) in `a.q`, `a.k`, `a.v`.
+/// The inputs of the linear maps (`a.ln1`, `a.attn`, `a.ln2`, `a.swiglu`) stay as they are.
+pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], ids: &LayerIds, x: &B::Buf, a: &mut LayerActs<B>, mut deferred: Option<&mut B::Buf>) {
     let (be, w, n, sh) = (cx.be, cx.w, cx.n, cx.shape);
     let (h, f, _, qd, kvd) = dims::<B>(cx.cfg, &cx.lc);
     let d = cx.cfg.head_dim();
+    let fused = deferred.is_none();
     // MLP: out = mid + down(swiglu(gate(ln2), up(ln2)))
     let full = gather_resid_grad(cx, s);
-    start_normed_gather(cx, s, &a.ln2);
+    if fused {
+        start_normed_gather(cx, s, &a.ln2);
+    }
     let dout = if full { &s.resid_full } else { &s.resid };
     be.gemm(&mut s.swiglu, dout, &w[ids.down], n, h, f, false, false, 1.0, 0.0);
-    be.gemm(&mut gr[ids.down], dout, &a.swiglu, h, n, f, true, false, 1.0, 1.0);
+    match deferred.as_mut() {
+        None => weight_grad(cx, &mut gr[ids.down], dout, &a.swiglu, h, f),
+        Some(out) => be.copy(out, &s.resid),
+    }
     be.swiglu_bwd(&mut s.gate, &mut s.up, &s.swiglu, &a.gate, &a.up);
     be.gemm(&mut s.ln, &s.gate, &w[ids.gate], n, f, h, false, false, 1.0, 0.0);
     be.gemm(&mut s.ln, &s.up, &w[ids.up], n, f, h, false, false, 1.0, 1.0);
     start_input_grad_reduce(cx, s);
-    wait_normed_gather(cx);
-    let ln2 = column_input(cx, s, &a.ln2);
-    be.gemm(&mut gr[ids.gate], &s.gate, ln2, f, n, h, true, false, 1.0, 1.0);
-    be.gemm(&mut gr[ids.up], &s.up, ln2, f, n, h, true, false, 1.0, 1.0);
+    if fused {
+        wait_normed_gather(cx);
+        let ln2 = column_input(cx, s, &a.ln2);
+        weight_grad(cx, &mut gr[ids.gate], &s.gate, ln2, f, h);
+        weight_grad(cx, &mut gr[ids.up], &s.up, ln2, f, h);
+    } else {
+        be.copy(&mut a.gate, &s.gate);
+        be.copy(&mut a.up, &s.up);
+    }
     norm_bwd_from_full(cx, s, &mut gr[ids.post_norm], &a.resid_mid, &w[ids.post_norm], &a.rstd2);
     // Attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1)))
     let full = gather_resid_grad(cx, s);
-    start_normed_gather(cx, s, &a.ln1);
+    if fused {
+        start_normed_gather(cx, s, &a.ln1);
+    }
     let dmid = if full { &s.resid_full } else { &s.resid };
     be.gemm(&mut s.attn, dmid, &w[ids.o], n, h, qd, false, false, 1.0, 0.0);
-    be.gemm(&mut gr[ids.o], dmid, &a.attn, h, n, qd, true, false, 1.0, 1.0);
+    if fused {
+        weight_grad(cx, &mut gr[ids.o], dmid, &a.attn, h, qd);
+    } else {
+        be.copy(&mut a.resid_mid, &s.resid);
+    }
     be.attention_bwd(&mut s.q, &mut s.k, &mut s.v, &s.attn, &a.q, &a.k, &a.v, &a.attn, &a.lse, sh);
     be.rope_bwd(&mut s.q, cx.cos, cx.sin, sh.batch, sh.seq, sh.heads, d);
     be.rope_bwd(&mut s.k, cx.cos, cx.sin, sh.batch, sh.seq, sh.kv_heads, d);
@@ -391,12 +421,56 @@ pub fn layer_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], 
     be.gemm(&mut s.ln, &s.k, &w[ids.k], n, kvd, h, false, false, 1.0, 1.0);
     be.gemm(&mut s.ln, &s.v, &w[ids.v], n, kvd, h, false, false, 1.0, 1.0);
     start_input_grad_reduce(cx, s);
-    wait_normed_gather(cx);
-    let ln1 = column_input(cx, s, &a.ln1);
-    be.gemm(&mut gr[ids.q], &s.q, ln1, qd, n, h, true, false, 1.0, 1.0);
-    be.gemm(&mut gr[ids.k], &s.k, ln1, kvd, n, h, true, false, 1.0, 1.0);
-    be.gemm(&mut gr[ids.v], &s.v, ln1, kvd, n, h, true, false, 1.0, 1.0);
+    if fused {
+        wait_normed_gather(cx);
+        let ln1 = column_input(cx, s, &a.ln1);
+        weight_grad(cx, &mut gr[ids.q], &s.q, ln1, qd, h);
+        weight_grad(cx, &mut gr[ids.k], &s.k, ln1, kvd, h);
+        weight_grad(cx, &mut gr[ids.v], &s.v, ln1, kvd, h);
+    } else {
+        be.copy(&mut a.q, &s.q);
+        be.copy(&mut a.k, &s.k);
+        be.copy(&mut a.v, &s.v);
+    }
     norm_bwd_from_full(cx, s, &mut gr[ids.input_norm], x, &w[ids.input_norm], &a.rstd1);
+}
+
+/// All rows of `local` (this rank's rows of a residual-stream-shaped buffer) in `s.resid_full`
+/// under sequence parallelism, else `local` itself.
+fn all_rows<'a, B: Backend>(cx: &Cx<B>, s: &'a mut Scratch<B>, local: &'a B::Buf) -> &'a B::Buf {
+    if !cx.sp {
+        return local;
+    }
+    gather(cx.be, cx.tp, &mut s.host_local, &mut s.host, local, &mut s.resid_full);
+    &s.resid_full
+}
+
+/// ZeroBubble's W pass of layer `ids`: the seven weight gradients from what `layer_bwd` with
+/// `deferred = Some(dout)` left, the same GEMMs the fused backward runs. Under sequence
+/// parallelism the kept rows (output gradients, normalised inputs) are all-gathered again.
+pub fn layer_bwd_weight<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], ids: &LayerIds, dout: &B::Buf, a: &LayerActs<B>) {
+    let (h, f, _, qd, kvd) = dims::<B>(cx.cfg, &cx.lc);
+    let dout = all_rows(cx, s, dout);
+    weight_grad(cx, &mut gr[ids.down], dout, &a.swiglu, h, f);
+    normed_rows(cx, s, &a.ln2);
+    let ln2 = column_input(cx, s, &a.ln2);
+    weight_grad(cx, &mut gr[ids.gate], &a.gate, ln2, f, h);
+    weight_grad(cx, &mut gr[ids.up], &a.up, ln2, f, h);
+    let dmid = all_rows(cx, s, &a.resid_mid);
+    weight_grad(cx, &mut gr[ids.o], dmid, &a.attn, h, qd);
+    normed_rows(cx, s, &a.ln1);
+    let ln1 = column_input(cx, s, &a.ln1);
+    weight_grad(cx, &mut gr[ids.q], &a.q, ln1, qd, h);
+    weight_grad(cx, &mut gr[ids.k], &a.k, ln1, kvd, h);
+    weight_grad(cx, &mut gr[ids.v], &a.v, ln1, kvd, h);
+}
+
+/// Under sequence parallelism, all-gathers the saved normalised rows `normed` into `s.ln_full`
+/// (in line), for `column_input`.
+fn normed_rows<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, normed: &B::Buf) {
+    if cx.sp {
+        gather(cx.be, cx.tp, &mut s.host_local, &mut s.host, normed, &mut s.ln_full);
+    }
 }
 
 /// Final norm, LM head and cross-entropy of `x`; returns the summed token loss and leaves
@@ -434,17 +508,29 @@ fn vocab_parallel_cross_entropy<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, targ
     be.cross_entropy_finish(&mut hd.logits, &mut hd.losses, &s.ce_global, targets, lc.vocab, lc.valid_vocab, lc.vocab_start, grad_scale);
 }
 
-/// Head backward: `s.resid` = d(x) on return (overwritten, not accumulated).
-pub fn head_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], x: &B::Buf, hd: &HeadActs<B>) {
+/// Head backward: `s.resid` = d(x) on return (overwritten, not accumulated); the final norm's
+/// weight gradient into `gr`, and the LM head's too unless `deferred` (ZeroBubble's B pass:
+/// `head_bwd_weight` computes it later from the dlogits kept in `hd.logits`).
+pub fn head_bwd<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], x: &B::Buf, hd: &HeadActs<B>, deferred: bool) {
     let (be, w, t, n, lc) = (cx.be, cx.w, cx.table, cx.n, cx.lc);
     let h = cx.cfg.hidden_size;
-    start_normed_gather(cx, s, &hd.final_ln);
+    if !deferred {
+        start_normed_gather(cx, s, &hd.final_ln);
+    }
     be.gemm(&mut s.ln, &hd.logits, &w[t.lm_head], n, lc.vocab, h, false, false, 1.0, 0.0);
     start_input_grad_reduce(cx, s);
-    wait_normed_gather(cx);
-    be.gemm(&mut gr[t.lm_head], &hd.logits, column_input(cx, s, &hd.final_ln), lc.vocab, n, h, true, false, 1.0, 1.0);
+    if !deferred {
+        wait_normed_gather(cx);
+        weight_grad(cx, &mut gr[t.lm_head], &hd.logits, column_input(cx, s, &hd.final_ln), lc.vocab, h);
+    }
     be.fill_zero(&mut s.resid);
     norm_bwd_from_full(cx, s, &mut gr[t.final_norm], x, &w[t.final_norm], &hd.final_rstd);
+}
+
+/// ZeroBubble's W pass of the head: the LM head's weight gradient (`head_bwd` with `deferred`).
+pub fn head_bwd_weight<B: Backend>(cx: &Cx<B>, s: &mut Scratch<B>, gr: &mut [B::Buf], hd: &HeadActs<B>) {
+    normed_rows(cx, s, &hd.final_ln);
+    weight_grad(cx, &mut gr[cx.table.lm_head], &hd.logits, column_input(cx, s, &hd.final_ln), cx.lc.vocab, cx.cfg.hidden_size);
 }
 
 /// Embedding forward (vocab-parallel): `out` = the rows of `ids`, summed over the TP shards (this

@@ -345,47 +345,50 @@ impl<B: Backend> Llama<B> {
     /// sums are left out (`reduced_after_backward`). A gradient buffer the listener released
     /// (ZeRO-2 keeps no whole gradient: an empty buffer) is allocated again, zeroed, before the
     /// backward next writes it.
-    pub fn backward_slot(&mut self, s: usize, mut computed: Option<&mut dyn FnMut(&[usize], &mut [B::Buf])>) {
+    pub fn backward_slot(&mut self, s: usize, computed: Option<&mut dyn FnMut(&[usize], &mut [B::Buf])>) {
+        self.backward_pass(s, false, computed);
+    }
+
+    /// ZeroBubble's B pass of slot `s`'s chunk: `backward_slot` without the weight gradients of
+    /// the linear maps (the norms' and the embedding's are computed here), whose inputs' output
+    /// gradients stay in the slot for `backward_weight_slot` (layer.rs, `layer_bwd`). Refused
+    /// under full recomputation, whose layer activations all slots share. No listener: the
+    /// gradients this pass adds to are reported by the W pass that follows it.
+    pub fn backward_input_slot(&mut self, s: usize) {
+        assert!(self.recomputed.is_none(), "split backward passes need each slot's own activations (not --recompute full)");
+        self.backward_pass(s, true, None);
+    }
+
+    /// The fused backward, or only its input-gradient part (`deferred`).
+    fn backward_pass(&mut self, s: usize, deferred: bool, mut computed: Option<&mut dyn FnMut(&[usize], &mut [B::Buf])>) {
         let cx = cx!(self);
         let slot = &mut self.slots[s];
         let ch = &self.chunks[slot.chunk];
         let (sc, gr) = (&mut self.scratch, &mut self.grads);
         let later = &self.reduced_after_backward;
-        let ensure = |gr: &mut [B::Buf], params: &[usize]| {
-            for &p in params {
-                let n = cx.be.len(&cx.w[p]);
-                if n > 0 && cx.be.len(&gr[p]) == 0 {
-                    gr[p] = cx.be.zeros_as(n, Role::Grad);
-                }
-            }
-        };
-        let mut done = |gr: &mut [B::Buf], params: &[usize]| {
-            if let Some(f) = computed.as_mut() {
-                let complete: Vec<usize> = params.iter().copied().filter(|&p| !later[p]).collect();
-                f(&complete, gr);
-            }
-        };
+        let ensure = |gr: &mut [B::Buf], params: &[usize]| ensure_grads(cx.be, cx.w, gr, params);
+        let mut done = |gr: &mut [B::Buf], params: &[usize]| report_computed::<B>(&mut computed, later, gr, params);
         match slot.head.as_ref() {
             Some(hd) => {
-                let head = [cx.table.final_norm, cx.table.lm_head];
-                ensure(gr, &head);
-                layer::head_bwd(&cx, sc, gr, slot.resid.last().unwrap(), hd);
-                // A tied LM head is the embedding, complete after the embedding's backward.
-                done(gr, if cx.table.lm_head == cx.table.embed { &head[..1] } else { &head });
+                // With a tied LM head this allocates the embedding's gradient, which it writes.
+                ensure(gr, &[cx.table.final_norm, cx.table.lm_head]);
+                layer::head_bwd(&cx, sc, gr, slot.resid.last().unwrap(), hd, deferred);
+                done(gr, &head_params(cx.table));
             }
             None => cx.be.copy(&mut sc.resid, &slot.grad),
         }
         for (i, l) in ch.layers.clone().enumerate().rev() {
             let ids = &cx.table.layers[l];
+            let (before, after) = slot.resid.split_at_mut(i + 1);
             let acts = match self.recomputed.as_mut() {
                 Some(acts) => {
-                    layer::layer_saved_fwd(&cx, sc, ids, &slot.resid[i], acts);
-                    &*acts
+                    layer::layer_saved_fwd(&cx, sc, ids, &before[i], acts);
+                    acts
                 }
-                None => &slot.layers[i],
+                None => &mut slot.layers[i],
             };
             ensure(gr, &ids.all());
-            layer::layer_bwd(&cx, sc, gr, ids, &slot.resid[i], acts);
+            layer::layer_bwd(&cx, sc, gr, ids, &before[i], acts, deferred.then_some(&mut after[0]));
             done(gr, &ids.all());
         }
         if ch.embed {
@@ -394,6 +397,36 @@ impl<B: Backend> Llama<B> {
             done(gr, &[cx.table.embed]);
         } else {
             cx.be.copy(&mut slot.grad, &sc.resid);
+        }
+    }
+
+    /// ZeroBubble's W pass of slot `s`'s chunk, after its `backward_input_slot`: the linear maps'
+    /// weight gradients (the head's, each layer's from the last), the same GEMMs as the fused
+    /// backward's. Each group of parameters is passed to `computed` with the gradients as its
+    /// W pass (or, for the norms and the embedding, its B pass before it) has added to them, as
+    /// `backward_slot` does; released gradient buffers are allocated again first.
+    pub fn backward_weight_slot(&mut self, s: usize, mut computed: Option<&mut dyn FnMut(&[usize], &mut [B::Buf])>) {
+        let cx = cx!(self);
+        let slot = &self.slots[s];
+        let ch = &self.chunks[slot.chunk];
+        let (sc, gr) = (&mut self.scratch, &mut self.grads);
+        let later = &self.reduced_after_backward;
+        let ensure = |gr: &mut [B::Buf], params: &[usize]| ensure_grads(cx.be, cx.w, gr, params);
+        let mut done = |gr: &mut [B::Buf], params: &[usize]| report_computed::<B>(&mut computed, later, gr, params);
+        if let Some(hd) = slot.head.as_ref() {
+            ensure(gr, &[cx.table.final_norm, cx.table.lm_head]);
+            layer::head_bwd_weight(&cx, sc, gr, hd);
+            done(gr, &head_params(cx.table));
+        }
+        for (i, l) in ch.layers.clone().enumerate().rev() {
+            let ids = &cx.table.layers[l];
+            ensure(gr, &ids.all());
+            layer::layer_bwd_weight(&cx, sc, gr, ids, &slot.resid[i + 1], &slot.layers[i]);
+            done(gr, &ids.all());
+        }
+        if ch.embed {
+            ensure(gr, &[cx.table.embed]);
+            done(gr, &[cx.table.embed]);
         }
     }
 
@@ -425,5 +458,35 @@ impl<B: Backend> Llama<B> {
         let hd = self.slots[0].head.as_mut().expect("the whole model has a head");
         self.backend.gemm(&mut hd.logits, &hd.final_ln, &self.weights[self.table.lm_head], n, h, v, false, true, 1.0, 0.0);
         self.backend.download(&hd.logits)
+    }
+}
+
+/// The head's parameters whose gradients its backward completes: the final norm's and the LM
+/// head's, unless the LM head is tied to the embedding (complete after the embedding's backward).
+fn head_params(table: &ParamTable) -> Vec<usize> {
+    if table.lm_head == table.embed {
+        vec![table.final_norm]
+    } else {
+        vec![table.final_norm, table.lm_head]
+    }
+}
+
+/// Allocates again, zeroed, each gradient of `params` a listener released (ZeRO-2: an empty
+/// buffer) before a backward writes it.
+fn ensure_grads<B: Backend>(be: &B, w: &[B::Buf], gr: &mut [B::Buf], params: &[usize]) {
+    for &p in params {
+        let n = be.len(&w[p]);
+        if n > 0 && be.len(&gr[p]) == 0 {
+            gr[p] = be.zeros_as(n, Role::Grad);
+        }
+    }
+}
+
+/// Passes `params` with the gradients `gr` to `computed` (if any), less those
+/// `reduce_replicated_grads` still sums (`later`): the parameters a backward has just added to.
+fn report_computed<B: Backend>(computed: &mut Option<&mut dyn FnMut(&[usize], &mut [B::Buf])>, later: &[bool], gr: &mut [B::Buf], params: &[usize]) {
+    if let Some(f) = computed.as_mut() {
+        let added: Vec<usize> = params.iter().copied().filter(|&p| !later[p]).collect();
+        f(&added, gr);
     }
 }

@@ -33,7 +33,8 @@ impl LrSchedule {
             None => (t.warmup_steps, decay_steps, Clock::Steps),
             Some(_) => (
                 t.warmup_samples.unwrap_or_else(|| batches.consumed_after(t.warmup_steps)),
-                t.decay_samples.unwrap_or_else(|| batches.consumed_after(decay_steps)),
+                // Megatron's default lr-decay-samples is train-samples.
+                t.decay_samples.or(t.train_samples.filter(|_| t.decay_steps.is_none())).unwrap_or_else(|| batches.consumed_after(decay_steps)),
                 Clock::Samples,
             ),
         };

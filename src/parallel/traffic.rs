@@ -70,6 +70,7 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize, wire: Wire
     let rows = if sp { n / tp as f64 } else { n };
     let table = ParamTable::llama(m);
     let my_chunks = chunks(m.num_layers, pp, par.vpp, topo.pp_rank)?;
+    let split_backward = cfg.schedule_kind()?.splits_backward();
 
     // Tensor parallel: per micro-batch and chunk, what layer.rs exchanges.
     let (act_sum, act_gather) = (wire.tp_sum * n * h, wire.tp_gather * n * h); // one [n, h] activation
@@ -87,6 +88,10 @@ pub fn per_step(cfg: &Config, topo: &Topology, pipeline_sends: usize, wire: Wire
             tp_mb += layers * 4.0 * (sum + gather);
             tp_mb += (ch.embed as u8 as f64 + ch.head as u8 as f64) * (sum + gather);
             tp_mb += (2.0 * layers + ch.head as u8 as f64) * gather;
+            if split_backward {
+                // ZeroBubble's W pass gathers the layer's kept output gradients again (2 per layer).
+                tp_mb += 2.0 * layers * gather;
+            }
         } else {
             // 2 all-reduces per layer forward and 2 backward; embedding forward; head backward.
             tp_mb += layers * 4.0 * all_reduce(tp, act_sum);

@@ -3,11 +3,12 @@
 //! point-to-point messages over the pipeline group (the lists are placed for blocking sends, see
 //! schedule.rs), between the device buffers when the group has a device communicator (CUDA-aware
 //! MPI, or NCCL whose stream-ordered sends the same placement keeps deadlock-free), else through
-//! host memory. Each (micro-batch, chunk) gets an activation slot of the model from its first
-//! receive or forward until its gradient has left (or its backward ran, on virtual stage 0); the
-//! number of slots per chunk is the most the list ever holds at once.
+//! host memory. Each (micro-batch, chunk) gets an activation slot of the model from the first
+//! action of the list that names it (its receive or forward) until the last (its gradient sent,
+//! or its backward — its W pass when split — run, whichever comes later); the number of slots
+//! per chunk is the most the list ever holds at once.
 
-use super::schedule::{schedule, virtual_stage, Action, ScheduleKind};
+use super::schedule::{schedule, Action, ScheduleKind};
 use crate::backend::Backend;
 use crate::parallel::Collectives;
 use crate::model::Llama;
@@ -45,19 +46,25 @@ pub struct Executor {
     /// Slot of each (micro-batch, chunk) in flight.
     slot_of: HashMap<(usize, usize), usize>,
     /// Per chunk: the index in `actions` of its first forward (its weights first read) and of
-    /// its last backward (its gradients complete after it).
+    /// its last backward or W pass (its gradients complete after it).
     first_forward: Vec<usize>,
     last_backward: Vec<usize>,
+    /// Per action: the (micro-batch, chunk) whose slot is free after it (its last action).
+    releases: Vec<Option<(usize, usize)>>,
     host: Vec<f32>,
 }
 
-/// What the list does to a (micro-batch, chunk)'s slot at `action`: +1 acquire, -1 release.
-fn slot_event(a: &Action, pp: usize, stage: usize) -> Option<(usize, usize, i32)> {
+/// The (micro-batch, chunk) an action works on.
+fn subject(a: &Action) -> (usize, usize) {
     match *a {
-        Action::RecvActivation { microbatch, chunk, .. } | Action::Forward { microbatch, chunk } => Some((microbatch, chunk, 1)),
-        Action::SendGrad { microbatch, chunk, .. } => Some((microbatch, chunk, -1)),
-        Action::Backward { microbatch, chunk } if virtual_stage(pp, stage, chunk) == 0 => Some((microbatch, chunk, -1)),
-        _ => None,
+        Action::Forward { microbatch, chunk }
+        | Action::Backward { microbatch, chunk }
+        | Action::BackwardInput { microbatch, chunk }
+        | Action::BackwardWeight { microbatch, chunk }
+        | Action::SendActivation { microbatch, chunk, .. }
+        | Action::RecvActivation { microbatch, chunk, .. }
+        | Action::SendGrad { microbatch, chunk, .. }
+        | Action::RecvGrad { microbatch, chunk, .. } => (microbatch, chunk),
     }
 }
 
@@ -70,15 +77,28 @@ impl Executor {
                 first_forward[chunk] = i;
             }
         }
+        // A split backward's gradients are complete after its W pass, which follows its B.
+        let completes = |a: &Action| match *a {
+            Action::Backward { chunk, .. } | Action::BackwardWeight { chunk, .. } => Some(chunk),
+            _ => None,
+        };
         for (i, a) in actions.iter().enumerate() {
-            if let Action::Backward { chunk, .. } = *a {
+            if let Some(chunk) = completes(a) {
                 last_backward[chunk] = i;
+            }
+        }
+        let mut releases = vec![None; actions.len()];
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in actions.iter().enumerate().rev() {
+            if seen.insert(subject(a)) {
+                releases[i] = Some(subject(a));
             }
         }
         Ok(Executor {
             actions,
             first_forward,
             last_backward,
+            releases,
             pp,
             stage,
             vpp,
@@ -98,14 +118,15 @@ impl Executor {
         let mut live = std::collections::HashSet::new();
         let mut now = vec![0usize; self.vpp];
         let mut peak = vec![0usize; self.vpp];
-        for a in &self.actions {
-            if let Some((mb, c, ev)) = slot_event(a, self.pp, self.stage) {
-                if ev > 0 && live.insert((mb, c)) {
-                    now[c] += 1;
-                    peak[c] = peak[c].max(now[c]);
-                } else if ev < 0 && live.remove(&(mb, c)) {
-                    now[c] -= 1;
-                }
+        for (a, release) in self.actions.iter().zip(&self.releases) {
+            let (mb, c) = subject(a);
+            if live.insert((mb, c)) {
+                now[c] += 1;
+                peak[c] = peak[c].max(now[c]);
+            }
+            if release.is_some() {
+                live.remove(&(mb, c));
+                now[c] -= 1;
             }
         }
         peak
@@ -151,8 +172,9 @@ impl Executor {
     /// One step over `batch` (the rank's micro-batches, each `micro_batch` rows of `seq + 1`
     /// tokens); returns the summed token loss computed on this rank (non-zero on the last stage).
     /// Each chunk's first forward tells `events` which weights it is about to read, each backward
-    /// which gradients it has added to, and its last backward which it has completed, as it goes
-    /// (`Llama::forward_slot`, `Llama::backward_slot`).
+    /// (each W pass when split: its B pass reports nothing) which gradients it has added to, and
+    /// its last backward (or W pass) which it has completed, as it goes (`Llama::forward_slot`,
+    /// `Llama::backward_slot`, `Llama::backward_weight_slot`).
     pub fn run<B: Backend>(&mut self, model: &mut Llama<B>, batch: &[u32], grad_scale: f32, pp: &dyn Collectives, events: &mut dyn ParamEvents<B>) -> f64 {
         if self.free.iter().all(Vec::is_empty) {
             // First step: the model's slots become this executor's free lists.
@@ -175,7 +197,7 @@ impl Executor {
                     let mut needed = |params: &[usize]| events.weights_needed(params);
                     loss += model.forward_slot(s, grad_scale, (i == self.first_forward[chunk]).then_some(&mut needed));
                 }
-                Action::Backward { microbatch, chunk } => {
+                Action::Backward { microbatch, chunk } | Action::BackwardWeight { microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);
                     let last = i == self.last_backward[chunk];
                     let mut computed = |params: &[usize], grads: &mut [B::Buf]| {
@@ -184,7 +206,14 @@ impl Executor {
                             events.grads_complete(params);
                         }
                     };
-                    model.backward_slot(s, Some(&mut computed));
+                    match a {
+                        Action::Backward { .. } => model.backward_slot(s, Some(&mut computed)),
+                        _ => model.backward_weight_slot(s, Some(&mut computed)),
+                    }
+                }
+                Action::BackwardInput { microbatch, chunk } => {
+                    let s = self.slot(microbatch, chunk);
+                    model.backward_input_slot(s);
                 }
                 Action::SendActivation { to_stage, microbatch, chunk } => {
                     let s = self.slot(microbatch, chunk);
@@ -203,7 +232,7 @@ impl Executor {
                     self.recv(&*be, pp, from_stage, self.tag(&a), model.slot_grad_mut(s));
                 }
             }
-            if let Some((mb, chunk, -1)) = slot_event(&a, self.pp, self.stage) {
+            if let Some((mb, chunk)) = self.releases[i] {
                 self.release(mb, chunk);
             }
         }

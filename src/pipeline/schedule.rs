@@ -1,8 +1,12 @@
-//! Pipeline schedules as data (PP): GPipe, 1F1B and interleaved 1F1B, each generated as the list of
-//! actions one pipeline rank runs in order (compute, send, receive), and the layer layout over
-//! virtual stages. Semantics follow Megatron-LM: the model is cut into `pp * vpp` virtual stages,
-//! local chunk `c` of stage `s` holds virtual stage `c * pp + s`, and the compute order per rank is
-//! Megatron's (warm-up forwards, steady one-forward-one-backward, cool-down backwards).
+//! Pipeline schedules as data (PP): GPipe, 1F1B, interleaved 1F1B and ZeroBubble's ZB-H1, each
+//! generated as the list of actions one pipeline rank runs in order (compute, send, receive), and
+//! the layer layout over virtual stages. Semantics follow Megatron-LM: the model is cut into
+//! `pp * vpp` virtual stages, local chunk `c` of stage `s` holds virtual stage `c * pp + s`, and the
+//! compute order per rank is Megatron's (warm-up forwards, steady one-forward-one-backward,
+//! cool-down backwards). ZB-H1 (Qi et al., "Zero Bubble Pipeline Parallelism") splits each
+//! backward into B (input gradients, on the critical path) and W (weight gradients, which can
+//! wait): 1F1B's order with B in place of the backward and stage s's W passes each run s
+//! micro-batches late, the rest filling the cool-down.
 //!
 //! Where sends and receives go depends on how the executor sends (`SendMode`):
 //! - `Buffered` (MPI_Isend): each Send right after the compute that produced it, each Recv right
@@ -15,6 +19,7 @@
 //!   if every Send waits for its Recv. The bubble is exact when t_f = t_b; interleaved lists stall
 //!   somewhat more when t_b != t_f (the exchange points assume equal costs). `schedule` gives these.
 
+use crate::config::Recompute;
 use anyhow::{bail, ensure, Result};
 use std::ops::Range;
 
@@ -28,6 +33,16 @@ pub enum Action {
         chunk: usize,
     },
     Backward {
+        microbatch: usize,
+        chunk: usize,
+    },
+    /// ZeroBubble's B: the backward's input gradients only (sent on like a `Backward`'s).
+    BackwardInput {
+        microbatch: usize,
+        chunk: usize,
+    },
+    /// ZeroBubble's W: the weight gradients the `BackwardInput` of the same micro-batch left.
+    BackwardWeight {
         microbatch: usize,
         chunk: usize,
     },
@@ -68,7 +83,10 @@ impl Action {
     pub fn message(&self, stage: usize, pp: usize) -> Option<Message> {
         let v = |chunk: usize| virtual_stage(pp, stage, chunk);
         match *self {
-            Action::Forward { .. } | Action::Backward { .. } => None,
+            Action::Forward { .. }
+            | Action::Backward { .. }
+            | Action::BackwardInput { .. }
+            | Action::BackwardWeight { .. } => None,
             Action::SendActivation {
                 microbatch, chunk, ..
             } => Some(Message {
@@ -111,6 +129,64 @@ pub enum ScheduleKind {
     /// Megatron's interleaved 1F1B over `vpp` chunks per rank; bubble shrinks by 1/vpp.
     /// With vpp = 1 it is exactly OneFOneB (Megatron dispatches the same way).
     Interleaved,
+    /// ZeroBubble's ZB-H1 (one chunk per rank): 1F1B with the backward split into B and W and
+    /// stage s's W passes s micro-batches late. Bubble (pp-1)(F+B-W) instead of 1F1B's
+    /// (pp-1)(F+B+W) when W costs at most F and B; at most min(pp, m) micro-batches in flight on
+    /// any stage, 1F1B's peak (its first stage's).
+    ZbH1,
+}
+
+impl ScheduleKind {
+    pub const ALL: [ScheduleKind; 4] = [
+        ScheduleKind::AllForwardAllBackward,
+        ScheduleKind::OneFOneB,
+        ScheduleKind::Interleaved,
+        ScheduleKind::ZbH1,
+    ];
+
+    /// The config spelling (`parallel.schedule`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleKind::AllForwardAllBackward => "gpipe",
+            ScheduleKind::OneFOneB => "1f1b",
+            ScheduleKind::Interleaved => "interleaved",
+            ScheduleKind::ZbH1 => "zb-h1",
+        }
+    }
+
+    /// The schedule run when `parallel.schedule` is not set: interleaved over virtual stages, else 1F1B.
+    pub fn default_for(vpp: usize) -> ScheduleKind {
+        if vpp > 1 {
+            ScheduleKind::Interleaved
+        } else {
+            ScheduleKind::OneFOneB
+        }
+    }
+
+    /// The schedule spelled `name`, if any.
+    pub fn from_name(name: &str) -> Option<ScheduleKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether the lists run each backward as a B and a W pass (`BackwardInput`, `BackwardWeight`).
+    pub fn splits_backward(self) -> bool {
+        self == ScheduleKind::ZbH1
+    }
+
+    /// Refuses a split backward under full recomputation: the W pass reads each micro-batch's
+    /// saved activations, which full recomputation keeps only for the layer being recomputed.
+    pub fn check_recompute(self, recompute: Recompute) -> Result<()> {
+        if self.splits_backward() && recompute == Recompute::Full {
+            bail!(
+                "parallel.schedule = {:?} with train.recompute = \"full\": the split backward's W pass \
+                 reads each micro-batch's saved activations, which full recomputation does not keep; \
+                 use train.recompute = \"selective\" or another schedule",
+                self.name()
+            );
+        }
+        Ok(())
+    }
+
 }
 
 /// How the executor's sends behave; decides where sends and receives sit in the lists.
@@ -213,8 +289,14 @@ fn validate(kind: ScheduleKind, pp: usize, vpp: usize, m: usize) -> Result<()> {
     );
     ensure!(m >= 1, "need at least one micro-batch (got {m})");
     match kind {
-        ScheduleKind::AllForwardAllBackward | ScheduleKind::OneFOneB if vpp > 1 => {
-            bail!("{kind:?} runs one chunk per rank (got vpp={vpp}); use the interleaved schedule")
+        ScheduleKind::AllForwardAllBackward | ScheduleKind::OneFOneB | ScheduleKind::ZbH1
+            if vpp > 1 =>
+        {
+            bail!(
+                "the {} schedule runs one chunk per rank (got vpp={vpp}); use vpp=1, or the \
+                 interleaved schedule",
+                kind.name()
+            )
         }
         ScheduleKind::Interleaved if vpp > 1 => {
             ensure!(
@@ -232,14 +314,46 @@ fn validate(kind: ScheduleKind, pp: usize, vpp: usize, m: usize) -> Result<()> {
     Ok(())
 }
 
+/// A compute pass of one (micro-batch, chunk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    Backward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+impl Pass {
+    /// The message kind the pass produces for a neighbour (activation 0, gradient 1), if any.
+    fn sends(self) -> Option<usize> {
+        match self {
+            Pass::Forward => Some(0),
+            Pass::Backward | Pass::BackwardInput => Some(1),
+            Pass::BackwardWeight => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Compute {
-    backward: bool,
+    pass: Pass,
     microbatch: usize,
     chunk: usize,
 }
 
-/// Megatron's compute order for one rank.
+impl Compute {
+    fn action(self) -> Action {
+        let (microbatch, chunk) = (self.microbatch, self.chunk);
+        match self.pass {
+            Pass::Forward => Action::Forward { microbatch, chunk },
+            Pass::Backward => Action::Backward { microbatch, chunk },
+            Pass::BackwardInput => Action::BackwardInput { microbatch, chunk },
+            Pass::BackwardWeight => Action::BackwardWeight { microbatch, chunk },
+        }
+    }
+}
+
+/// The compute order of one rank.
 fn compute_order(
     kind: ScheduleKind,
     pp: usize,
@@ -247,29 +361,26 @@ fn compute_order(
     m: usize,
     stage: usize,
 ) -> Vec<Compute> {
-    let f = |microbatch, chunk| Compute {
-        backward: false,
-        microbatch,
-        chunk,
+    let on = |pass| {
+        move |microbatch| Compute {
+            pass,
+            microbatch,
+            chunk: 0,
+        }
     };
-    let b = |microbatch, chunk| Compute {
-        backward: true,
-        microbatch,
-        chunk,
-    };
+    let one_f_one_b_warmup = (pp - stage - 1).min(m);
     match kind {
         ScheduleKind::AllForwardAllBackward => (0..m)
-            .map(|i| f(i, 0))
-            .chain((0..m).map(|i| b(i, 0)))
+            .map(on(Pass::Forward))
+            .chain((0..m).map(on(Pass::Backward)))
             .collect(),
-        ScheduleKind::OneFOneB => interleaved_order(pp, 1, m, (pp - stage - 1).min(m)),
-        ScheduleKind::Interleaved if vpp == 1 => {
-            interleaved_order(pp, 1, m, (pp - stage - 1).min(m))
-        }
+        ScheduleKind::OneFOneB => interleaved_order(pp, 1, m, one_f_one_b_warmup),
+        ScheduleKind::Interleaved if vpp == 1 => interleaved_order(pp, 1, m, one_f_one_b_warmup),
         ScheduleKind::Interleaved => {
             let warmup = ((pp - stage - 1) * 2 + (vpp - 1) * pp).min(m * vpp);
             interleaved_order(pp, vpp, m, warmup)
         }
+        ScheduleKind::ZbH1 => zb_h1_order(m, stage, one_f_one_b_warmup),
     }
 }
 
@@ -282,7 +393,7 @@ fn interleaved_order(pp: usize, vpp: usize, m: usize, warmup: usize) -> Vec<Comp
         let chunk = (k % group) / pp;
         let chunk = if backward { vpp - 1 - chunk } else { chunk };
         Compute {
-            backward,
+            pass: if backward { Pass::Backward } else { Pass::Forward },
             microbatch: (k / group) * pp + k % pp,
             chunk,
         }
@@ -296,8 +407,39 @@ fn interleaved_order(pp: usize, vpp: usize, m: usize, warmup: usize) -> Vec<Comp
     out
 }
 
+/// ZB-H1 on `stage`: 1F1B's `warmup` forwards, then per steady step a forward and a B, and from
+/// step `stage` on the W of the oldest micro-batch whose W is due (stage s thus holds
+/// warmup + s + 1 = pp micro-batches, like the first stage of 1F1B); in the cool-down each B is
+/// followed by one W, and the W passes left over close the list. The last stages' deferred W
+/// passes fill the time they would otherwise wait for the B passes of the stages after them.
+fn zb_h1_order(m: usize, stage: usize, warmup: usize) -> Vec<Compute> {
+    let at = |pass, microbatch| Compute {
+        pass,
+        microbatch,
+        chunk: 0,
+    };
+    let mut out: Vec<Compute> = (0..warmup).map(|k| at(Pass::Forward, k)).collect();
+    let mut next_w = 0;
+    for k in 0..m - warmup {
+        out.push(at(Pass::Forward, warmup + k));
+        out.push(at(Pass::BackwardInput, k));
+        if k >= stage {
+            out.push(at(Pass::BackwardWeight, next_w));
+            next_w += 1;
+        }
+    }
+    for k in m - warmup..m {
+        out.push(at(Pass::BackwardInput, k));
+        out.push(at(Pass::BackwardWeight, next_w));
+        next_w += 1;
+    }
+    out.extend((next_w..m).map(|k| at(Pass::BackwardWeight, k)));
+    out
+}
+
 /// Replays all ranks' compute orders in unit time steps (every compute takes one step) and places
-/// each message by `sends` (see the file comment).
+/// each message by `sends` (see the file comment). A W pass waits only for its own rank's B, which
+/// the order puts before it, and sends nothing.
 fn place_communication(
     orders: &[Vec<Compute>],
     pp: usize,
@@ -306,34 +448,39 @@ fn place_communication(
     sends: SendMode,
 ) -> Result<Vec<Vec<Action>>> {
     let nv = pp * vpp;
-    // start[grad][v][mb]: the step a compute started; it ends one step later.
+    // start[g][v][mb]: the step the compute producing message kind g (0 activation, 1 gradient)
+    // started; it ends one step later. steps[s][i]: the step of orders[s][i].
     let mut start = vec![vec![vec![None::<usize>; m]; nv]; 2];
-    let mut pos = vec![0usize; pp];
+    let mut steps: Vec<Vec<usize>> = orders.iter().map(|o| Vec::with_capacity(o.len())).collect();
     let mut t = 0;
-    while pos.iter().zip(orders).any(|(p, o)| *p < o.len()) {
+    while steps.iter().zip(orders).any(|(st, o)| st.len() < o.len()) {
         let mut started = Vec::new();
         for (s, order) in orders.iter().enumerate() {
-            let Some(op) = order.get(pos[s]) else {
+            let Some(op) = order.get(steps[s].len()) else {
                 continue;
             };
             let v = virtual_stage(pp, s, op.chunk);
             let done = |g: usize, v: usize| start[g][v][op.microbatch].is_some_and(|b| b < t);
-            let ready = if op.backward {
-                done(0, v) && (v + 1 == nv || done(1, v + 1))
-            } else {
-                v == 0 || done(0, v - 1)
+            let ready = match op.pass {
+                Pass::Forward => v == 0 || done(0, v - 1),
+                Pass::Backward | Pass::BackwardInput => {
+                    done(0, v) && (v + 1 == nv || done(1, v + 1))
+                }
+                Pass::BackwardWeight => true,
             };
             if ready {
-                started.push((usize::from(op.backward), v, op.microbatch));
-                pos[s] += 1;
+                started.push((s, op.pass.sends(), v, op.microbatch));
             }
         }
         ensure!(
             !started.is_empty(),
             "internal: compute orders stall at step {t} (pp={pp}, vpp={vpp}, m={m})"
         );
-        for (g, v, mb) in started {
-            start[g][v][mb] = Some(t);
+        for (s, g, v, mb) in started {
+            steps[s].push(t);
+            if let Some(g) = g {
+                start[g][v][mb] = Some(t);
+            }
         }
         t += 1;
     }
@@ -348,28 +495,25 @@ fn place_communication(
         microbatch: 0,
     };
     for (s, order) in orders.iter().enumerate() {
-        for op in order {
+        for (op, &step) in order.iter().zip(&steps[s]) {
             let (microbatch, chunk) = (op.microbatch, op.chunk);
             let v = virtual_stage(pp, s, chunk);
-            let g = usize::from(op.backward);
-            let step = at(g, v, microbatch);
-            let (compute, to) = if op.backward {
-                (Action::Backward { microbatch, chunk }, v.checked_sub(1))
+            events[s].push(((step, 1, none), op.action()));
+            let Some(g) = op.pass.sends() else { continue };
+            let backward = g == 1;
+            let to = if backward {
+                v.checked_sub(1)
             } else {
-                (
-                    Action::Forward { microbatch, chunk },
-                    Some(v + 1).filter(|&w| w < nv),
-                )
+                Some(v + 1).filter(|&w| w < nv)
             };
-            events[s].push(((step, 1, none), compute));
             let Some(w) = to else { continue };
             let (r, rc) = (w % pp, w / pp);
             let msg = Message {
-                grad: op.backward,
+                grad: backward,
                 boundary: v.min(w),
                 microbatch,
             };
-            let (send, recv) = if op.backward {
+            let (send, recv) = if backward {
                 let send = Action::SendGrad {
                     to_stage: r,
                     microbatch,

@@ -1,9 +1,11 @@
 //! Discrete-time simulator of all pipeline ranks' action lists together (PP): checks what an
 //! executor relies on — every send meets its receive, no deadlock, each micro-batch runs forward and
-//! backward exactly once per virtual stage in data-dependency order — and measures per-rank idle time
-//! (the bubble) and peak activations in flight. The planner can price a schedule with it.
+//! backward exactly once per virtual stage in data-dependency order (a split backward: its B, then
+//! its W) — and measures per-rank idle time (the bubble) and peak activations in flight. The
+//! planner can price a schedule with it.
 //!
-//! Time model: a Forward of one chunk costs `forward_cost`, a Backward `backward_cost` (integers);
+//! Time model: a Forward of one chunk costs `forward_cost`, a BackwardInput (ZeroBubble's B)
+//! `backward_cost`, a BackwardWeight (W) `weight_cost`, and a fused Backward B + W (integers);
 //! communication takes no time but is ordered. `SendMode::Rendezvous` lets a Send complete only while
 //! the receiver sits at the matching Recv (blocking MPI_Send on large messages, the strictest case);
 //! `SendMode::Buffered` lets a Send complete at once (MPI_Isend) and a Recv wait for its message.
@@ -15,7 +17,10 @@ use std::collections::HashSet;
 #[derive(Clone, Copy, Debug)]
 pub struct SimConfig {
     pub forward_cost: u64,
+    /// The input-gradient part of a backward (all of it where `weight_cost` is 0).
     pub backward_cost: u64,
+    /// The weight-gradient part of a backward.
+    pub weight_cost: u64,
     pub sends: SendMode,
 }
 
@@ -27,7 +32,8 @@ pub struct SimReport {
     pub busy: Vec<u64>,
     /// Per rank: makespan - busy (the pipeline bubble plus any stalls).
     pub idle: Vec<u64>,
-    /// Per rank: most chunk-forwards whose backward had not yet run (activations held).
+    /// Per rank: most chunk-forwards whose backward (its W pass, when split) had not yet run
+    /// (activations held).
     pub peak_in_flight: Vec<usize>,
 }
 
@@ -66,8 +72,10 @@ pub fn simulate(
             check_action(a, s, pp, vpp, m)?;
         }
     }
-    // end[grad][v][mb]: when that compute finished.
-    let mut end = vec![vec![vec![None::<u64>; m]; nv]; 2];
+    // end[g][v][mb]: when that compute finished: g = 0 forward, 1 backward or B, 2 W.
+    let mut end = vec![vec![vec![None::<u64>; m]; nv]; 3];
+    // split[v][mb]: its backward ran as a B pass, so a W pass is due.
+    let mut split = vec![vec![false; m]; nv];
     let mut pos = vec![0usize; pp];
     let mut free_at = vec![0u64; pp];
     let mut busy = vec![0u64; pp];
@@ -97,54 +105,74 @@ pub fn simulate(
                     | Action::Backward {
                         microbatch: mb,
                         chunk,
+                    }
+                    | Action::BackwardInput {
+                        microbatch: mb,
+                        chunk,
+                    }
+                    | Action::BackwardWeight {
+                        microbatch: mb,
+                        chunk,
                     } => {
-                        let backward = matches!(a, Action::Backward { .. });
                         let v = virtual_stage(pp, s, chunk);
-                        let g = usize::from(backward);
-                        ensure!(end[g][v][mb].is_none(), here("runs twice"));
                         let finished = |g: usize, v: usize| end[g][v][mb].is_some_and(|e| e <= t);
-                        if backward {
-                            ensure!(finished(0, v), here("backward before its forward"));
-                            if v + 1 < nv {
-                                let msg = Message {
-                                    grad: true,
-                                    boundary: v,
-                                    microbatch: mb,
-                                };
-                                ensure!(
-                                    received[s].remove(&msg),
-                                    here("output gradient not received")
-                                );
-                                ensure!(
-                                    finished(1, v + 1),
-                                    here("backward before the next virtual stage's backward")
-                                );
-                            }
-                            in_flight[s] -= 1;
-                        } else {
-                            if v > 0 {
-                                let msg = Message {
-                                    grad: false,
-                                    boundary: v - 1,
-                                    microbatch: mb,
-                                };
-                                ensure!(
-                                    received[s].remove(&msg),
-                                    here("input activation not received")
-                                );
-                                ensure!(
-                                    finished(0, v - 1),
-                                    here("forward before the previous virtual stage's")
-                                );
-                            }
-                            in_flight[s] += 1;
-                            peak[s] = peak[s].max(in_flight[s]);
-                        }
-                        let cost = if backward {
-                            cfg.backward_cost
-                        } else {
-                            cfg.forward_cost
+                        let (g, cost) = match a {
+                            Action::Forward { .. } => (0, cfg.forward_cost),
+                            Action::Backward { .. } => (1, cfg.backward_cost + cfg.weight_cost),
+                            Action::BackwardInput { .. } => (1, cfg.backward_cost),
+                            _ => (2, cfg.weight_cost),
                         };
+                        ensure!(end[g][v][mb].is_none(), here("runs twice"));
+                        match g {
+                            0 => {
+                                if v > 0 {
+                                    let msg = Message {
+                                        grad: false,
+                                        boundary: v - 1,
+                                        microbatch: mb,
+                                    };
+                                    ensure!(
+                                        received[s].remove(&msg),
+                                        here("input activation not received")
+                                    );
+                                    ensure!(
+                                        finished(0, v - 1),
+                                        here("forward before the previous virtual stage's")
+                                    );
+                                }
+                                in_flight[s] += 1;
+                                peak[s] = peak[s].max(in_flight[s]);
+                            }
+                            1 => {
+                                ensure!(finished(0, v), here("backward before its forward"));
+                                if v + 1 < nv {
+                                    let msg = Message {
+                                        grad: true,
+                                        boundary: v,
+                                        microbatch: mb,
+                                    };
+                                    ensure!(
+                                        received[s].remove(&msg),
+                                        here("output gradient not received")
+                                    );
+                                    ensure!(
+                                        finished(1, v + 1),
+                                        here("backward before the next virtual stage's backward")
+                                    );
+                                }
+                                split[v][mb] = matches!(a, Action::BackwardInput { .. });
+                                if !split[v][mb] {
+                                    in_flight[s] -= 1;
+                                }
+                            }
+                            _ => {
+                                ensure!(
+                                    finished(1, v) && split[v][mb],
+                                    here("W pass before its B pass")
+                                );
+                                in_flight[s] -= 1;
+                            }
+                        }
                         end[g][v][mb] = Some(t + cost);
                         free_at[s] = t + cost;
                         busy[s] += cost;
@@ -227,9 +255,10 @@ pub fn simulate(
             bail!("stage {s} received {msg:?} but never used it");
         }
     }
-    for (g, name) in [(0, "forward"), (1, "backward")] {
+    for (g, name) in [(0, "forward"), (1, "backward"), (2, "its W pass")] {
         for (v, ends) in end[g].iter().enumerate() {
-            if let Some(mb) = ends.iter().position(Option::is_none) {
+            let missing = |mb: usize| ends[mb].is_none() && (g < 2 || split[v][mb]);
+            if let Some(mb) = (0..m).find(|&mb| missing(mb)) {
                 bail!(
                     "micro-batch {mb} never ran {name} on virtual stage {v} (stage {}, chunk {})",
                     v % pp,
@@ -255,9 +284,10 @@ fn is_recv(a: &Action) -> bool {
 /// Range checks and topology checks: a send goes to the stage holding the neighbouring virtual stage.
 fn check_action(a: &Action, s: usize, pp: usize, vpp: usize, m: usize) -> Result<()> {
     let (mb, chunk, peer) = match *a {
-        Action::Forward { microbatch, chunk } | Action::Backward { microbatch, chunk } => {
-            (microbatch, chunk, None)
-        }
+        Action::Forward { microbatch, chunk }
+        | Action::Backward { microbatch, chunk }
+        | Action::BackwardInput { microbatch, chunk }
+        | Action::BackwardWeight { microbatch, chunk } => (microbatch, chunk, None),
         Action::SendActivation {
             to_stage,
             microbatch,
@@ -286,7 +316,10 @@ fn check_action(a: &Action, s: usize, pp: usize, vpp: usize, m: usize) -> Result
     let v = virtual_stage(pp, s, chunk);
     let nv = pp * vpp;
     let neighbour = match a {
-        Action::Forward { .. } | Action::Backward { .. } => return Ok(()),
+        Action::Forward { .. }
+        | Action::Backward { .. }
+        | Action::BackwardInput { .. }
+        | Action::BackwardWeight { .. } => return Ok(()),
         Action::SendActivation { .. } | Action::RecvGrad { .. } => Some(v + 1).filter(|&w| w < nv),
         Action::RecvActivation { .. } | Action::SendGrad { .. } => v.checked_sub(1),
     };

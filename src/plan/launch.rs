@@ -4,7 +4,7 @@
 //! `--seq-len`, `--set`) follow as `--set`. The job scripts' layouts table is read from the
 //! checkout this binary was built from (jobscripts/layouts, the one table).
 
-use super::{schedule_name, Layout};
+use super::Layout;
 use crate::config::Config;
 
 /// The job scripts' layouts: `name config gpus tp pp` per line.
@@ -60,8 +60,8 @@ impl Launch<'_> {
             "--set".into(),
             format!("parallel.sequence_parallel={}", l.sequence_parallel),
         ];
-        if self.cfg.parallel.schedule.is_some() {
-            f.extend(["--set".into(), format!("parallel.schedule=\"{}\"", schedule_name(l.schedule))]);
+        if self.cfg.parallel.schedule.is_some() || l.schedule != crate::pipeline::ScheduleKind::default_for(l.vpp) {
+            f.extend(["--set".into(), format!("parallel.schedule=\"{}\"", l.schedule.name())]);
         }
         f.extend(self.setting_flags());
         f

@@ -71,7 +71,7 @@ impl Layout {
         c.parallel.vpp = self.vpp;
         c.parallel.zero = self.zero;
         c.parallel.sequence_parallel = self.sequence_parallel;
-        c.parallel.schedule = Some(schedule_name(self.schedule).to_string());
+        c.parallel.schedule = Some(self.schedule.name().to_string());
         c.train.micro_batch = self.micro_batch;
         c
     }
@@ -94,6 +94,7 @@ impl Layout {
         crate::pipeline::layers_per_stage(cfg.model.num_layers, self.pp, self.vpp)?;
         crate::pipeline::schedule(self.schedule, self.pp, self.vpp, self.microbatches(cfg.train.global_batch), 0)
             .context("pipeline schedule")?;
+        self.schedule.check_recompute(self.recompute)?;
         if self.sequence_parallel && !(self.micro_batch * cfg.train.seq_len).is_multiple_of(self.tp) {
             bail!("sequence parallel: micro_batch x seq_len = {} x {} does not split over tp = {}", self.micro_batch, cfg.train.seq_len, self.tp);
         }
@@ -109,7 +110,7 @@ impl Layout {
             self.vpp,
             self.dp,
             self.micro_batch,
-            schedule_name(self.schedule),
+            self.schedule.name(),
             self.recompute.name(),
             if self.zero > 0 { format!(" | ZeRO-{}", self.zero) } else { String::new() },
             if self.sequence_parallel { " | SP" } else { "" }
@@ -117,11 +118,3 @@ impl Layout {
     }
 }
 
-/// The config spelling of a schedule.
-pub fn schedule_name(kind: ScheduleKind) -> &'static str {
-    match kind {
-        ScheduleKind::OneFOneB => "1f1b",
-        ScheduleKind::Interleaved => "interleaved",
-        ScheduleKind::AllForwardAllBackward => "gpipe",
-    }
-}

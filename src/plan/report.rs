@@ -177,7 +177,7 @@ pub fn run(o: &PlanOptions) -> Result<()> {
         Some(t) => {
             println!(
                 "step: {:.3} s = pipeline {:.3} s (bubble {:.1}% from the {} schedule; of it tp comm {:.3} s, pp sends {:.3} s) + dp comm {:.3} s + optimizer {:.3} s",
-                t.step_s, t.pipeline_s, 100.0 * t.bubble, super::schedule_name(l.schedule), t.tp_comm_s, t.pp_comm_s, t.dp_comm_s, t.optimizer_s
+                t.step_s, t.pipeline_s, 100.0 * t.bubble, l.schedule.name(), t.tp_comm_s, t.pp_comm_s, t.dp_comm_s, t.optimizer_s
             );
             println!(
                 "throughput: {:.0} tokens/s | {:.0} TFLOP/s per GPU | MFU {:.1}% (peak {} TFLOP/s)",
@@ -227,15 +227,15 @@ fn run_search(o: &PlanOptions, gpu: &GpuKind) -> Result<()> {
     println!("{} valid layouts of {} GPUs, {} fit; fastest first:", all.len(), o.gpus, fitting.len());
     println!("  {}", capacity(gpu));
     println!(
-        "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8} {:>7} {:>11} {:>6} {:>8} {:>10} {:>12}",
-        "#", "tp", "pp", "vpp", "dp", "mb", "recompute", "mem GiB", "step s", "bubble", "tokens/s", "MFU", "wall h", "GPU-hours", "yen"
+        "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>11} {:>8} {:>8} {:>7} {:>11} {:>6} {:>8} {:>10} {:>12}",
+        "#", "tp", "pp", "vpp", "dp", "mb", "recompute", "schedule", "mem GiB", "step s", "bubble", "tokens/s", "MFU", "wall h", "GPU-hours", "yen"
     );
     for (i, c) in fitting.iter().take(SHOWN).enumerate() {
         let (l, t) = (&c.layout, c.time.as_ref().expect("fitting layouts are timed"));
         let (_, gpu_hours, yen, hours) = budget(o, t.step_s);
         println!(
-            "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>8} {:>8.3} {:>6.1}% {:>11.0} {:>5.1}% {:>8.1} {:>10.0} {:>12.0}",
-            i + 1, l.tp, l.pp, l.vpp, l.dp, l.micro_batch, l.recompute.name(), gib(c.memory.total()),
+            "  {:>3} {:>3} {:>3} {:>3} {:>4} {:>3} {:>10} {:>11} {:>8} {:>8.3} {:>6.1}% {:>11.0} {:>5.1}% {:>8.1} {:>10.0} {:>12.0}",
+            i + 1, l.tp, l.pp, l.vpp, l.dp, l.micro_batch, l.recompute.name(), l.schedule.name(), gib(c.memory.total()),
             t.step_s, 100.0 * t.bubble, t.tokens_per_s, 100.0 * t.mfu, hours, gpu_hours, yen
         );
     }

@@ -1,7 +1,8 @@
 //! `swallow plan --search`: every layout of a GPU count — TP dividing the GPUs per node (and
 //! passing the tensor-parallel checks), PP dividing the layers, virtual stages dividing the
 //! layers per stage (at most `MAX_VPP`), micro-batches of 1 to 8, each recomputation training
-//! can run (selective, full) — that passes the layout checks, priced for memory (the fullest
+//! can run (selective, full), each schedule for the stages (interleaved over virtual stages,
+//! else 1F1B and, with several stages, ZB-H1) — that passes the layout checks, priced for memory (the fullest
 //! stage: the first holds the most micro-batches in flight and the extra layers, the last the
 //! head) and, when it fits within the plannable memory (hardware.rs's headroom), for time.
 
@@ -65,21 +66,28 @@ pub fn search(cfg: &Config, gpus: usize, gpu: &GpuKind) -> Result<Vec<Candidate>
             let dp = gpus / (tp * pp);
             let vpps: Vec<usize> = if pp == 1 { vec![1] } else { divisors(layers / pp).into_iter().filter(|&v| v <= MAX_VPP).collect() };
             for vpp in vpps {
+                let schedules = match (pp, vpp) {
+                    (_, 2..) => vec![ScheduleKind::Interleaved],
+                    (1, _) => vec![ScheduleKind::OneFOneB],
+                    _ => vec![ScheduleKind::OneFOneB, ScheduleKind::ZbH1],
+                };
                 for micro_batch in MICRO_BATCHES {
                     for recompute in [Recompute::Selective, Recompute::Full] {
-                        let l = Layout {
-                            tp,
-                            pp,
-                            vpp,
-                            dp,
-                            micro_batch,
-                            recompute,
-                            zero: cfg.parallel.zero,
-                            sequence_parallel: tp > 1,
-                            schedule: if vpp > 1 { ScheduleKind::Interleaved } else { ScheduleKind::OneFOneB },
-                        };
-                        if l.check(cfg).is_ok() {
-                            out.push(price(cfg, &l, gpu)?);
+                        for &schedule in &schedules {
+                            let l = Layout {
+                                tp,
+                                pp,
+                                vpp,
+                                dp,
+                                micro_batch,
+                                recompute,
+                                zero: cfg.parallel.zero,
+                                sequence_parallel: tp > 1,
+                                schedule,
+                            };
+                            if l.check(cfg).is_ok() {
+                                out.push(price(cfg, &l, gpu)?);
+                            }
                         }
                     }
                 }
@@ -117,6 +125,11 @@ mod tests {
         assert!(!times.is_empty() && times.windows(2).all(|w| w[0] <= w[1]));
         assert!(all.iter().skip(times.len()).all(|c| c.time.is_none()), "fitting layouts first");
         assert!(all.iter().all(|c| c.fits(&gpu) == (c.memory.total() <= 0.9 * gpu.memory_bytes)), "10% headroom");
+        // ZB-H1 is priced beside 1F1B wherever it can run: several stages, no virtual stages,
+        // selective recomputation.
+        let zb = |l: &Layout| l.schedule == ScheduleKind::ZbH1;
+        assert!(all.iter().any(|c| zb(&c.layout)));
+        assert!(all.iter().filter(|c| zb(&c.layout)).all(|c| c.layout.pp > 1 && c.layout.vpp == 1 && c.layout.recompute == Recompute::Selective));
         // Swallow's own 13B layout (tp 2, pp 4, dp 8, micro-batch 1, selective) is among them.
         assert!(all.iter().any(|c| {
             let l = &c.layout;

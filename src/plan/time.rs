@@ -23,6 +23,9 @@ pub struct StepTime {
     /// collectives and pipeline sends).
     pub forward_s: f64,
     pub backward_s: f64,
+    /// The weight-gradient GEMMs' part of `backward_s`: ZeroBubble's W pass, which the split
+    /// schedules (zb-h1) run apart from the rest (B).
+    pub weight_s: f64,
     /// The whole pipeline schedule of a step (compute + bubble).
     pub pipeline_s: f64,
     /// Idle share of the pipeline ranks' time (from the simulator).
@@ -82,7 +85,9 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
     let layers = layers_per_stage(m.num_layers, l.pp, l.vpp)?;
     let last = layers.len() - 1;
     let rate = gpu.sustained_flops();
-    let (mut fwd, mut bwd, mut tp_f, mut tp_b) = (0.0f64, 0.0f64, 0.0, 0.0);
+    // ZeroBubble's W pass of the slowest virtual stage: its weight-gradient GEMMs (2 FLOPs per
+    // parameter and token), the part of the backward the split schedules defer.
+    let (mut fwd, mut bwd, mut wgt, mut tp_f, mut tp_b) = (0.0f64, 0.0f64, 0.0f64, 0.0, 0.0);
     for (v, &nl) in layers.iter().enumerate() {
         let nl = nl as f64;
         let head = if v == last { head_fwd } else { 0.0 };
@@ -92,8 +97,9 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
         );
         let f = n * (nl * layer_fwd + head) / tp / rate + f_tp;
         let b = n * (2.0 * (nl * layer_fwd + head) + nl * recompute_extra) / tp / rate + b_tp;
+        let w = n * (nl * 2.0 * layer_params + head) / tp / rate;
         if f + b > fwd + bwd {
-            (fwd, bwd, tp_f, tp_b) = (f, b, f_tp, b_tp);
+            (fwd, bwd, wgt, tp_f, tp_b) = (f, b, w, f_tp, b_tp);
         }
     }
     let (fwd, bwd) = (fwd + p2p, bwd + p2p);
@@ -102,7 +108,8 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
     let microbatches = l.microbatches(t.global_batch);
     let lists = schedule_all(l.schedule, l.pp, l.vpp, microbatches, SendMode::Buffered)?;
     let us = |x: f64| ((x * 1e6).round() as u64).max(1);
-    let sim = SimConfig { forward_cost: us(fwd), backward_cost: us(bwd), sends: SendMode::Buffered };
+    let (b_cost, w_cost) = if l.schedule.splits_backward() { (us(bwd - wgt), us(wgt)) } else { (us(bwd), 0) };
+    let sim = SimConfig { forward_cost: us(fwd), backward_cost: b_cost, weight_cost: w_cost, sends: SendMode::Buffered };
     let report = simulate(&lists, l.vpp, microbatches, &sim)?;
     let pipeline_s = report.makespan as f64 / 1e6;
     let chunk_runs = (microbatches * l.vpp) as f64;
@@ -131,6 +138,7 @@ pub fn step_time(cfg: &Config, l: &Layout, gpu: &GpuKind) -> Result<StepTime> {
     Ok(StepTime {
         forward_s: fwd,
         backward_s: bwd,
+        weight_s: wgt,
         pipeline_s,
         bubble: report.bubble_fraction(),
         tp_comm_s: chunk_runs * (tp_f + tp_b),
@@ -162,6 +170,28 @@ mod tests {
             let m = (64 / dp) as f64;
             let want = (pp as f64 - 1.0) / (m * vpp as f64 + pp as f64 - 1.0);
             assert!((t.bubble - want).abs() < 1e-9, "pp {pp} vpp {vpp}: {} vs {want}", t.bubble);
+        }
+    }
+
+    #[test]
+    fn zb_h1_bubble_is_the_zero_bubble_formula_below_1f1b() {
+        // With F, B = backward - W, W in whole microseconds as the simulator takes them:
+        // idle (p-1)(F+B-W) of a makespan m(F+B+W) + (p-1)(F+B-W) (m >= p, W <= F, B).
+        let cfg = Config::load("llama2-7b", &["train.global_batch=64".into()]).unwrap();
+        for (pp, dp) in [(2, 4), (4, 2), (8, 1)] {
+            let mut c = cfg.clone();
+            c.parallel.pp = pp;
+            let one = step_time(&c, &Layout::from_config(&c, pp * dp, Recompute::Selective).unwrap(), &GPU_KINDS[0]).unwrap();
+            c.parallel.schedule = Some("zb-h1".into());
+            let t = step_time(&c, &Layout::from_config(&c, pp * dp, Recompute::Selective).unwrap(), &GPU_KINDS[0]).unwrap();
+            let us = |x: f64| (x * 1e6).round();
+            let (f, b, w) = (us(t.forward_s), us(t.backward_s - t.weight_s), us(t.weight_s));
+            assert!(w <= f && w <= b, "pp {pp}: F {f} B {b} W {w}");
+            let (m, p) = ((64 / dp) as f64, pp as f64);
+            let idle = (p - 1.0) * (f + b - w);
+            let want = idle / (m * (f + b + w) + idle);
+            assert!((t.bubble - want).abs() < 1e-9, "pp {pp}: {} vs {want}", t.bubble);
+            assert!(t.bubble < one.bubble && t.pipeline_s < one.pipeline_s, "pp {pp}: {t:?} vs 1F1B {one:?}");
         }
     }
 
