@@ -233,6 +233,11 @@ fn zero_bubble_refuses_what_it_cannot_run() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("parallel.schedule = \"zb-h1\" with train.recompute = \"full\""), "{err}");
+    // ZeRO-2 streams each backward's gradients; the split backward's W pass is not followed yet.
+    let o = mpirun(4, &[&["train", "--config", "tiny", "--data", &data, "--pp", "2", "--zero", "2"][..], &zb].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("parallel.schedule = \"zb-h1\" with parallel.zero = 2 (--zero 2)"), "{err}");
     let o = mpirun(1, &["train", "--config", "tiny", "--data", &data, "--set", "parallel.schedule=zb-h2"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("parallel.schedule = \"zb-h2\", expected one of \"gpipe\", \"1f1b\", \"interleaved\", \"zb-h1\""), "{err}");

@@ -177,6 +177,19 @@ fn plan_prints_the_layout_budget_and_json() {
 }
 
 #[test]
+fn zero2_is_planned_for_the_cpu_backend_only() {
+    // `train --device cuda` refuses --zero 2: no GPU plan (single layout or search) proposes it.
+    for extra in [&[][..], &["--search"][..]] {
+        let o = plan(&[&["--model", "swallow-7b", "--gpus", "32", "--gpu", "a100", "--zero", "2"][..], extra].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(err.contains("ZeRO-2 runs on the CPU backend only for now"), "{extra:?}: {err}");
+    }
+    let cpu = last_json(&plan(&["--config", "tiny", "--gpus", "2", "--gpu", "cpu", "--zero", "2"]));
+    assert_eq!(cpu["bytes_per_stage"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn search_ranks_only_what_fits_with_headroom_and_can_train() {
     // The field test: swallow-7b on 32 A100 40 GB ranked first a layout planned at 39.87 GiB
     // without recomputation, which training cannot run and the GPU cannot hold.

@@ -229,6 +229,7 @@ impl Config {
             })?,
         };
         kind.check_recompute(self.train.recompute)?;
+        kind.check_zero(self.parallel.zero)?;
         Ok(kind)
     }
 

@@ -187,6 +187,19 @@ impl ScheduleKind {
         Ok(())
     }
 
+    /// Refuses a split backward under ZeRO-2 (for now): ZeRO-2 streams each backward's
+    /// gradients into the owners' blocks, and under a split backward the linear maps' weight
+    /// gradients come only in the W pass; the two have not been run together.
+    pub fn check_zero(self, zero: u8) -> Result<()> {
+        if self.splits_backward() && zero == 2 {
+            bail!(
+                "parallel.schedule = {:?} with parallel.zero = 2 (--zero 2): ZeRO-2's per-backward gradient \
+                 streaming does not follow the split backward's W pass yet; use parallel.zero = 1 or another schedule",
+                self.name()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// How the executor's sends behave; decides where sends and receives sit in the lists.

@@ -95,6 +95,7 @@ impl Layout {
         crate::pipeline::schedule(self.schedule, self.pp, self.vpp, self.microbatches(cfg.train.global_batch), 0)
             .context("pipeline schedule")?;
         self.schedule.check_recompute(self.recompute)?;
+        self.schedule.check_zero(self.zero)?;
         if self.sequence_parallel && !(self.micro_batch * cfg.train.seq_len).is_multiple_of(self.tp) {
             bail!("sequence parallel: micro_batch x seq_len = {} x {} does not split over tp = {}", self.micro_batch, cfg.train.seq_len, self.tp);
         }

@@ -161,6 +161,13 @@ pub fn run(o: &PlanOptions) -> Result<()> {
         Target::Cpu => return run_cpu(o),
         Target::Gpu(g) => g,
     };
+    if o.cfg.parallel.zero == 2 {
+        // Train and plan agree: no GPU plan proposes a layout `train --device cuda` refuses.
+        bail!(
+            "parallel.zero = 2 (--zero 2): ZeRO-2 runs on the CPU backend only for now (`train --device cuda` refuses it), \
+             so there is no GPU plan for it; plan with --zero 1, or the CPU backend's memory with --gpu cpu"
+        );
+    }
     if o.search {
         return run_search(o, &gpu);
     }

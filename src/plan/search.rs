@@ -130,6 +130,9 @@ mod tests {
         let zb = |l: &Layout| l.schedule == ScheduleKind::ZbH1;
         assert!(all.iter().any(|c| zb(&c.layout)));
         assert!(all.iter().filter(|c| zb(&c.layout)).all(|c| c.layout.pp > 1 && c.layout.vpp == 1 && c.layout.recompute == Recompute::Selective));
+        // ZeRO-2 (the config's stage) is never searched with ZB-H1, which training refuses.
+        let z2 = search(&Config::load("swallow-13b", &["parallel.zero=2".into()]).unwrap(), 64, &gpu).unwrap();
+        assert!(!z2.is_empty() && z2.iter().all(|c| c.layout.zero == 2 && !zb(&c.layout)));
         // Swallow's own 13B layout (tp 2, pp 4, dp 8, micro-batch 1, selective) is among them.
         assert!(all.iter().any(|c| {
             let l = &c.layout;
