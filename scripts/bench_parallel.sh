@@ -9,7 +9,7 @@ steps=${1:-6}
 data=out/sample/sample_text_document
 out=out/bench-parallel
 mkdir -p "$out"
-printf "%-5s %-28s %10s %10s %10s %10s %10s\n" ranks layout "tok/s" "comm %" "tp MB" "dp MB" "pp MB"
+printf "%-5s %-56s %10s %10s %10s %10s %10s\n" ranks layout "tok/s" "comm %" "tp MB" "dp MB" "pp MB"
 while read -r np flags; do
   m="$out/m-$np-${flags// /_}.jsonl"
   rm -f "$m"
@@ -21,7 +21,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])][1:]  # skip the first (warm-up) step
 mean = lambda k: sum(r[k] for r in rows) / len(rows)
 comm = 100 * mean("comm_s") / mean("step_time_s")
-print(f"{sys.argv[2]:<5} {sys.argv[3] or '(single rank)':<28} {mean('tokens_per_s'):>10.0f} {comm:>10.1f} "
+print(f"{sys.argv[2]:<5} {sys.argv[3] or '(single rank)':<56} {mean('tokens_per_s'):>10.0f} {comm:>10.1f} "
       f"{mean('tp_bytes')/1e6:>10.2f} {mean('dp_bytes')/1e6:>10.2f} {mean('pp_bytes')/1e6:>10.2f}")
 PY
 done <<'LAYOUTS'
@@ -33,4 +33,9 @@ done <<'LAYOUTS'
 4 --tp 2 --pp 2
 8 --tp 2 --pp 2 --zero 1
 8 --tp 2 --pp 2 --vpp 2 --sequence-parallel
+4 --zero 0 --global-batch 32
+4 --zero 1 --global-batch 32
+4 --zero 2 --global-batch 32
+4 --pp 4 --global-batch 32
+4 --pp 4 --global-batch 32 --set parallel.schedule=zb-h1
 LAYOUTS
